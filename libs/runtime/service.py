@@ -1,0 +1,82 @@
+"""How every service's __main__ runs: settings -> connections -> service -> wait for stop -> drain.
+
+A service is an object with `start()` and `stop()`. `build(config, stack)` opens what the
+service needs, registering each close on the AsyncExitStack; on SIGTERM/SIGINT the service is
+stopped first, then the stack unwinds in reverse order (NATS drained, pools closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from nats.aio.client import Client as NATS
+
+from . import natsconn
+from .logs import register_secrets_from, setup_logging
+from .settings import LogSettings, NatsSettings, SettingsError, load_settings
+
+C = TypeVar("C")
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Build = Callable[[Any, contextlib.AsyncExitStack], Awaitable[Service]]
+
+
+async def open_nats(stack: contextlib.AsyncExitStack, settings: NatsSettings, name: str) -> NATS:
+    """Connect and register a drain: pending messages of every subscription are handled before close."""
+    nc = await natsconn.connect(settings, name)
+
+    async def _drain() -> None:
+        if nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(nc.drain(), timeout=30)
+        except Exception:
+            await nc.close()
+
+    stack.push_async_callback(_drain)
+    return nc
+
+
+async def serve(name: str, config: Any, build: Build, stop: asyncio.Event | None = None) -> None:
+    log = logging.getLogger(name)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        service = await build(config, stack)
+        await service.start()
+        stack.push_async_callback(service.stop)  # LIFO: runs before the connections close
+        log.info("service ready", extra={"event": "ready"})
+        await stop.wait()
+        log.info("stopping", extra={"event": "stopping"})
+    log.info("stopped", extra={"event": "stopped"})
+
+
+def run(name: str, config_cls: type[C], build: Build, prefix: str | None = None) -> None:
+    """Entry point for `python -m services.<name>`. Exit code 2 on a configuration error."""
+    try:
+        config = load_settings(config_cls, prefix or f"FLEETWATCH_{name.upper()}_")
+        log_settings = getattr(config, "log", None) or load_settings(LogSettings, "FLEETWATCH_LOG_")
+    except SettingsError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    register_secrets_from(config)
+    setup_logging(name, log_settings)
+    try:
+        asyncio.run(serve(name, config, build))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,117 @@
+"""Every subject fleetwatch uses, defined once. Namespace first, identifiers last."""
+
+from __future__ import annotations
+
+from .ids import check_host_id, check_name
+
+ROOT = "fleet"
+
+# Wildcards used by stream definitions, consumers and permissions.
+METRICS_ALL = "fleet.metrics.*"
+PROCS_ALL = "fleet.procs.*"
+HOSTS_ALL = "fleet.hosts.*"
+APPS_ALL = "fleet.apps.*"
+HEALTH_ALL = "fleet.health.*"
+ALERTS_ALL = "fleet.alerts.*.*"
+AUDIT_ALL = "fleet.audit.*"
+REPLICA_ALL = "fleet.replica.*"
+USERS_CHANGED = "fleet.users.changed"
+DEADLETTER_ALL = "fleet.deadletter.*"
+
+
+def metrics(host: str) -> str:
+    return f"fleet.metrics.{check_host_id(host)}"
+
+
+def procs(host: str) -> str:
+    return f"fleet.procs.{check_host_id(host)}"
+
+
+def sample(host: str) -> str:
+    """Request -> a fresh MetricFrame from that host's collector (core NATS)."""
+    return f"fleet.sample.{check_host_id(host)}"
+
+
+def hosts(host: str) -> str:
+    return f"fleet.hosts.{check_host_id(host)}"
+
+
+def apps(host: str) -> str:
+    return f"fleet.apps.{check_host_id(host)}"
+
+
+def ctl(host: str, verb: str = "") -> str:
+    """`fleet.ctl.<host>` or `fleet.ctl.<host>.<verb>` (verb like `apps.start`)."""
+    base = f"fleet.ctl.{check_host_id(host)}"
+    return f"{base}.{verb}" if verb else base
+
+
+def logs(host: str, app: str) -> str:
+    return f"fleet.logs.{check_host_id(host)}.{check_name(app, 'app name')}"
+
+
+def health(check: str) -> str:
+    return f"fleet.health.{check_name(check, 'check name')}"
+
+
+def alerts(host: str, rule: str) -> str:
+    # Fleet-wide alerts use the host token `_fleet`.
+    return f"fleet.alerts.{check_host_id(host)}.{check_name(rule, 'rule name')}"
+
+
+def audit(host: str) -> str:
+    return f"fleet.audit.{check_host_id(host)}"
+
+
+def replica(host: str) -> str:
+    return f"fleet.replica.{check_host_id(host)}"
+
+
+def sync(host: str) -> str:
+    """Request -> run a replication now on that host (core NATS)."""
+    return f"fleet.sync.{check_host_id(host)}"
+
+
+def deadletter(service: str) -> str:
+    return f"fleet.deadletter.{check_name(service, 'service name')}"
+
+
+def token(subject: str, index: int) -> str:
+    """The index-th token of a subject (0-based); '' when absent."""
+    parts = subject.split(".")
+    return parts[index] if 0 <= index < len(parts) else ""
+
+
+def host_subjects_publish(host: str) -> list[str]:
+    """What a host's agents may publish (used to generate NATS permissions)."""
+    h = check_host_id(host)
+    return [
+        f"fleet.metrics.{h}",
+        f"fleet.procs.{h}",
+        f"fleet.hosts.{h}",
+        f"fleet.apps.{h}",
+        f"fleet.audit.{h}",
+        f"fleet.replica.{h}",
+        f"fleet.logs.{h}.>",
+        f"$KV.fleet_hosts.{h}",
+        # Write-only quarantine: agents report messages they could not decode.
+        "fleet.deadletter.>",
+    ]
+
+
+def host_subjects_subscribe(host: str) -> list[str]:
+    """What a host's agents may subscribe to."""
+    h = check_host_id(host)
+    return [
+        f"fleet.ctl.{h}.>",
+        f"fleet.sample.{h}",
+        f"fleet.sync.{h}",
+        USERS_CHANGED,
+        "$SRV.>",  # micro service discovery (PING/INFO/STATS)
+        f"{inbox_prefix(h)}.>",
+    ]
+
+
+def inbox_prefix(host: str) -> str:
+    """Each host gets its own reply inbox so it cannot read other hosts' replies."""
+    return f"_INBOX_{check_host_id(host)}"
