@@ -11,19 +11,25 @@ import sys
 
 from . import __version__
 
-# Adding a command = adding its module here.
-COMMAND_MODULES = [
-    "fleetwatch.natsconfig",
-    "fleetwatch.devstack",
-]
+
+
+def command_modules() -> list[str]:
+    """Every module of this package with a `register(subparsers)`: adding a command is adding a module."""
+    import pkgutil
+
+    import fleetwatch
+
+    return [f"fleetwatch.{m.name}" for m in sorted(pkgutil.iter_modules(fleetwatch.__path__), key=lambda m: m.name) if m.name not in ("main", "__main__")]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetwatch", description="Monitoring and control for a fleet of Linux hosts.")
     parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for name in command_modules():
+        mod = importlib.import_module(name)
+        if hasattr(mod, "register"):
+            mod.register(sub)
     return parser
 
 

@@ -7,23 +7,32 @@ from pathlib import Path
 
 import msgspec
 
-from .codec import Codec
-from .events import AlertEvent, AppStatus, AuditRecord, HealthResult, LogBatch, ReplicationStatus, UserChange
-from .metrics import HostInfo, MetricFrame, ProcessSnapshot
+import importlib
+import pkgutil
 
-# Services add their request/reply types here as they land (control, alerting config...).
-MESSAGE_TYPES: list[type] = [
-    MetricFrame,
-    ProcessSnapshot,
-    HostInfo,
-    AppStatus,
-    HealthResult,
-    AlertEvent,
-    AuditRecord,
-    UserChange,
-    ReplicationStatus,
-    LogBatch,
-]
+from .base import Message
+from .codec import Codec
+
+
+def _discover() -> list[type]:
+    """Every Message subclass defined in a module of this package, in a stable order.
+
+    A new message module needs no registration: defining the Struct is enough.
+    """
+    import libs.schemas as pkg
+
+    found: dict[str, type] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name in ("registry", "base", "codec"):
+            continue
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message and obj.__module__ == mod.__name__:
+                found[obj.__name__] = obj
+    return [found[k] for k in sorted(found)]
+
+
+MESSAGE_TYPES: list[type] = _discover()
 
 CODECS: dict[type, Codec] = {t: Codec(t) for t in MESSAGE_TYPES}
 
