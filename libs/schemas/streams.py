@@ -78,7 +78,10 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (INGEST_METRICS, INGEST_EVENTS, INGEST_AUD
 HOSTS_BUCKET = BucketSpec(bucket="fleet_hosts", history=1, description="latest HostInfo per host")
 ALERT_STATE_BUCKET = BucketSpec(bucket="alert_state", history=1, description="alert state machine, by fingerprint")
 
-BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, ALERT_STATE_BUCKET)
+# Rules, checks, silences and notifiers (keys `rule.<name>`...): every alerter watches it.
+ALERT_CONFIG_BUCKET = BucketSpec(bucket="alert_config", history=5, description="alerting config, edited at run time")
+
+BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, ALERT_STATE_BUCKET, ALERT_CONFIG_BUCKET)
 
 # Headers carried by dead letters.
 H_REASON = "Fleet-Reason"

@@ -17,6 +17,8 @@ AUDIT_ALL = "fleet.audit.*"
 REPLICA_ALL = "fleet.replica.*"
 USERS_CHANGED = "fleet.users.changed"
 DEADLETTER_ALL = "fleet.deadletter.*"
+# Alerting configuration and state, request/reply: fleet.alerting.<resource>.<verb>.
+ALERTING_ALL = "fleet.alerting.>"
 
 
 def metrics(host: str) -> str:
@@ -57,6 +59,11 @@ def health(check: str) -> str:
 def alerts(host: str, rule: str) -> str:
     # Fleet-wide alerts use the host token `_fleet`.
     return f"fleet.alerts.{check_host_id(host)}.{check_name(rule, 'rule name')}"
+
+
+def alerting(resource: str, verb: str) -> str:
+    """`fleet.alerting.rules.put`: the alerter's config/state API (core NATS, queue group)."""
+    return f"fleet.alerting.{check_name(resource, 'resource')}.{check_name(verb, 'verb')}"
 
 
 def audit(host: str) -> str:
