@@ -1,0 +1,1 @@
+"""ingest: JetStream consumers -> PostgreSQL (TimescaleDB when present). Owns the history schema."""
