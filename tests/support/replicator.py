@@ -1,0 +1,216 @@
+"""Helpers for the replicator tests and bench: a central and a local database, central-side
+writes (as the gateway would make them), a TCP proxy to cut the central database off, and the
+service as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import string
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from libs.runtime.db import migrate
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_MIGRATIONS = ROOT / "services" / "gateway" / "migrations"
+REPLICATOR_MIGRATIONS = ROOT / "services" / "replicator" / "migrations"
+
+_B64 = string.ascii_letters + string.digits + "./"
+
+
+def fake_hash() -> str:
+    """A sha512-crypt-shaped string for bulk rows (hashing 100,000 real passwords takes minutes)."""
+    salt = "".join(secrets.choice(_B64) for _ in range(16))
+    return f"$6${salt}${''.join(secrets.choice(_B64) for _ in range(86))}"
+
+
+def real_hash(password: str) -> str:
+    from passlib.hash import sha512_crypt
+
+    return sha512_crypt.using(rounds=5000).hash(password)
+
+
+async def create_database(admin_dsn: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+class Databases:
+    """A central database with the gateway's users table and a local one with the replicator's schema."""
+
+    def __init__(self, central_dsn: str, local_dsn: str) -> None:
+        self.central_dsn = central_dsn
+        self.local_dsn = local_dsn
+
+    async def prepare(self, local_schema: bool = True) -> None:
+        conn = await asyncpg.connect(self.central_dsn)
+        try:
+            await migrate(conn, "gateway", GATEWAY_MIGRATIONS)
+        finally:
+            await conn.close()
+        if local_schema:
+            conn = await asyncpg.connect(self.local_dsn)
+            try:
+                await migrate(conn, "replicator", REPLICATOR_MIGRATIONS)
+            finally:
+                await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def two_databases(pg_cluster, local_schema: bool = True):
+    admin = pg_cluster.dsn("postgres")
+    central = await create_database(admin, "central")
+    local = await create_database(admin, "local")
+    dbs = Databases(pg_cluster.dsn(central), pg_cluster.dsn(local))
+    try:
+        await dbs.prepare(local_schema)
+        yield dbs
+    finally:
+        await drop_database(admin, central)
+        await drop_database(admin, local)
+
+
+# -- the central side ---------------------------------------------------------------------------
+
+
+async def add_user(conn, username: str, uid: int, *, password_hash: str | None = None, gid: int | None = None, active: bool = True, **extra) -> int:
+    cols = {"username": username, "system_uid": uid, "system_gid": gid or uid, "password_hash": password_hash or fake_hash(), "is_active": active, "email": f"{username}@example.org"}
+    cols.update(extra)
+    names = ", ".join(cols)
+    params = ", ".join(f"${i + 1}" for i in range(len(cols)))
+    return await conn.fetchval(f"INSERT INTO users ({names}) VALUES ({params}) RETURNING id", *cols.values())
+
+
+async def bulk_users(conn, n: int, *, prefix: str = "u", first_uid: int = 10000) -> None:
+    """n active users u000000.. with uids from first_uid, loaded by COPY."""
+    rows = [(f"{prefix}{i:06d}", f"{prefix}{i:06d}@example.org", fake_hash(), first_uid + i, first_uid + i) for i in range(n)]
+    await conn.copy_records_to_table("users", records=rows, columns=("username", "email", "password_hash", "system_uid", "system_gid"))
+
+
+async def local_users(dsn: str) -> dict[str, tuple]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT username, system_uid, system_gid, shell, home, password_hash, is_admin, email FROM nss_users")
+    finally:
+        await conn.close()
+    return {r["username"]: tuple(r) for r in rows}
+
+
+# -- a cuttable link to the central database -----------------------------------------------------
+
+
+class TcpProxy:
+    """127.0.0.1:<port> -> target. `close()` refuses new connections and cuts open ones, like a
+    network partition in front of the central database; `open()` restores it on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._conns):
+            w.close()
+        self._conns.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._conns.update((writer, up_w))
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        self._conns.discard(writer)
+        self._conns.discard(up_w)
+
+
+def with_port(dsn: str, port: int) -> str:
+    """The same DSN through another port on 127.0.0.1."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(dsn)
+    netloc = u.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(u._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+# -- the service as a subprocess -----------------------------------------------------------------
+
+
+class ReplicatorProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ReplicatorProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.replicator"], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def replicator_env(service_env, nats_env: dict[str, str], central_dsn: str, local_dsn: str, **settings: str) -> dict[str, str]:
+    env = service_env(**nats_env)
+    env["FLEETWATCH_REPLICATOR_CENTRAL_DSN"] = central_dsn
+    env["FLEETWATCH_REPLICATOR_LOCAL_DSN"] = local_dsn
+    for k, v in settings.items():
+        env[f"FLEETWATCH_REPLICATOR_{k.upper()}"] = str(v)
+    env.setdefault("FLEETWATCH_LOG_LEVEL", os.environ.get("FLEETWATCH_LOG_LEVEL", "INFO"))
+    return env
