@@ -10,6 +10,22 @@ Inventory (TOML):
     [[hosts]]
     id = "web-1"        # or hostname = "web-1.example.com" (dots become '-')
 
+A cluster: list its nodes under `[server]`; one `nats-<name>.conf` per node is written (same
+users, routes to every other node, a generated route password), instead of `nats.conf`:
+
+    [server]
+    cluster_name = "fleetwatch"
+    [[server.nodes]]
+    name = "nats-1"
+    listen = "0.0.0.0:4222"
+    cluster_listen = "0.0.0.0:6222"
+    route = "nats-1:6222"        # how the other nodes reach this one
+    store_dir = "/data/jetstream"
+
+`--cluster N` writes N nodes on 127.0.0.1 instead (client ports from --listen's port upward).
+TLS for clients: `tls_cert`, `tls_key`, `tls_ca` (and `tls_verify = true` to require client
+certificates) under `[server]`, as written by `fleetwatch certs`.
+
 Passwords are generated once and kept in `credentials.json` (0600) in the output directory;
 running the command again keeps them and adds/removes users as the inventory changes.
 """
@@ -20,6 +36,7 @@ import argparse
 import json
 import os
 import secrets
+import sys
 import tomllib
 from pathlib import Path
 
@@ -42,6 +59,15 @@ class InventoryHost(msgspec.Struct, kw_only=True, frozen=True):
         return check_host_id(self.id) if self.id else host_id_from_hostname(self.hostname)
 
 
+class ClusterNode(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    listen: str  # client host:port
+    cluster_listen: str  # route host:port this node listens on
+    route: str = ""  # host:port the other nodes dial (default: cluster_listen)
+    http: str = ""
+    store_dir: str = ""
+
+
 class ServerSection(msgspec.Struct, kw_only=True, frozen=True):
     listen: str = "127.0.0.1:4222"
     store_dir: str = ""
@@ -49,6 +75,12 @@ class ServerSection(msgspec.Struct, kw_only=True, frozen=True):
     server_name: str = "fleetwatch-1"
     max_file_store: str = "10G"
     max_memory_store: str = "512M"
+    cluster_name: str = "fleetwatch"
+    nodes: list[ClusterNode] = []
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_verify: bool = False  # require client certificates signed by tls_ca
 
 
 class Inventory(msgspec.Struct, kw_only=True, frozen=True):
@@ -94,11 +126,55 @@ def build_config(inv: Inventory, creds: dict[str, str], *, store_dir: str | None
     }
     if inv.server.http:
         cfg["http"] = inv.server.http
+    if inv.server.tls_cert:
+        tls: dict = {"cert_file": inv.server.tls_cert, "key_file": inv.server.tls_key, "timeout": 5}
+        if inv.server.tls_ca:
+            tls["ca_file"] = inv.server.tls_ca
+        if inv.server.tls_verify:
+            tls["verify"] = True
+        cfg["tls"] = tls
     return cfg
+
+
+# Route (server-to-server) identity of a cluster; never a client user.
+ROUTE_USER = "_route"
+
+
+def build_node_config(inv: Inventory, creds: dict[str, str], node: ClusterNode) -> dict:
+    """One cluster node: the single-server config plus routes to every other node."""
+    cfg = build_config(inv, creds, store_dir=node.store_dir or None, listen=node.listen)
+    cfg["server_name"] = node.name
+    cfg.pop("http", None)
+    if node.http:
+        cfg["http"] = node.http
+    pw = creds[ROUTE_USER]
+    cfg["cluster"] = {
+        "name": inv.server.cluster_name,
+        "listen": node.cluster_listen,
+        "authorization": {"user": "route", "password": pw, "timeout": 2},
+        "routes": [f"nats-route://route:{pw}@{n.route or n.cluster_listen}" for n in inv.server.nodes if n.name != node.name],
+    }
+    return cfg
+
+
+def loopback_nodes(client_ports: list[int], cluster_ports: list[int], store_root: str, http_ports: list[int] | None = None) -> list[ClusterNode]:
+    """A cluster on 127.0.0.1 (tests, benches, `--cluster N`)."""
+    return [
+        ClusterNode(
+            name=f"nats-{i + 1}",
+            listen=f"127.0.0.1:{cp}",
+            cluster_listen=f"127.0.0.1:{rp}",
+            http=f"127.0.0.1:{http_ports[i]}" if http_ports else "",
+            store_dir=f"{store_root}/nats-{i + 1}",
+        )
+        for i, (cp, rp) in enumerate(zip(client_ports, cluster_ports, strict=True))
+    ]
 
 
 def ensure_credentials(inv: Inventory, existing: dict[str, str]) -> dict[str, str]:
     wanted = list(CENTRAL_USERS) + [agent_user(h.host_id) for h in inv.hosts]
+    if inv.server.nodes:
+        wanted.append(ROUTE_USER)
     return {u: existing.get(u) or secrets.token_urlsafe(24) for u in wanted}
 
 
@@ -115,14 +191,20 @@ def write_config(inv: Inventory, out_dir: Path, *, store_dir: str | None = None,
     creds_path = out_dir / "credentials.json"
     existing = json.loads(creds_path.read_text()) if creds_path.exists() else {}
     creds = ensure_credentials(inv, existing)
-    cfg = build_config(inv, creds, store_dir=store_dir, listen=listen)
     # nats-server's config parser accepts JSON.
-    _write_private(out_dir / "nats.conf", json.dumps(cfg, indent=2) + "\n")
+    if inv.server.nodes:
+        for node in inv.server.nodes:
+            _write_private(out_dir / f"nats-{node.name.removeprefix('nats-')}.conf", json.dumps(build_node_config(inv, creds, node), indent=2) + "\n")
+    else:
+        cfg = build_config(inv, creds, store_dir=store_dir, listen=listen)
+        _write_private(out_dir / "nats.conf", json.dumps(cfg, indent=2) + "\n")
     _write_private(creds_path, json.dumps(creds, indent=2) + "\n")
     env_dir = out_dir / "env"
     env_dir.mkdir(exist_ok=True)
     hosts = {agent_user(h.host_id): h.host_id for h in inv.hosts}
     for user, pw in creds.items():
+        if user == ROUTE_USER:
+            continue
         lines = [f"FLEETWATCH_NATS_USER={user}", f"FLEETWATCH_NATS_PASSWORD={pw}"]
         if user in hosts:
             lines.append(f"FLEETWATCH_NATS_INBOX_PREFIX={subjects.inbox_prefix(hosts[user])}")
@@ -133,8 +215,19 @@ def write_config(inv: Inventory, out_dir: Path, *, store_dir: str | None = None,
 
 def _cmd(args: argparse.Namespace) -> int:
     inv = load_inventory(Path(args.inventory))
+    if args.cluster:
+        if args.cluster < 2:
+            print("error: --cluster needs at least 2 nodes", file=sys.stderr)
+            return 2
+        host, _, port = (args.listen or inv.server.listen).rpartition(":")
+        base = int(port)
+        store = args.store_dir or inv.server.store_dir or "./jetstream"
+        nodes = loopback_nodes([base + i for i in range(args.cluster)], [6222 + i for i in range(args.cluster)], store)
+        inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, nodes=nodes))
     creds = write_config(inv, Path(args.out), store_dir=args.store_dir, listen=args.listen)
-    print(f"wrote {Path(args.out) / 'nats.conf'} with {len(creds)} users ({len(inv.hosts)} host agents)")
+    users = len([u for u in creds if u != ROUTE_USER])
+    what = f"{len(inv.server.nodes)} node configs" if inv.server.nodes else str(Path(args.out) / "nats.conf")
+    print(f"wrote {what} with {users} users ({len(inv.hosts)} host agents)")
     return 0
 
 
@@ -144,4 +237,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="nats", help="output directory (default: ./nats)")
     p.add_argument("--store-dir", default=None, help="JetStream store directory")
     p.add_argument("--listen", default=None, help="host:port to listen on")
+    p.add_argument("--cluster", type=int, default=0, metavar="N", help="write N cluster node configs on 127.0.0.1 (nats-1.conf …)")
     p.set_defaults(func=_cmd)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from libs.schemas.streams import BUCKETS, CONSUMERS, STREAMS, BucketSpec, ConsumerSpec, StreamSpec
@@ -33,20 +35,52 @@ def stream_config(spec: StreamSpec, replicas: int = 1) -> api.StreamConfig:
 
 
 async def cluster_size(nc: NATS) -> int:
-    """How many JetStream servers there are: streams go R3 on a cluster of 3+, R1 alone."""
+    """How many servers the cluster this connection belongs to has (1 when not clustered).
+
+    A clustered nats-server names its cluster in INFO and lists every member's client URL in
+    `connect_urls` (itself included); members that joined after we connected arrive in later
+    INFO messages, which the client adds to its server pool as discovered servers.
+    """
     info = getattr(nc, "_server_info", {}) or {}
-    urls = info.get("connect_urls") or []
-    return max(1, len(urls)) if info.get("cluster") else 1
+    if not info.get("cluster"):
+        return 1
+    urls = {str(u) for u in info.get("connect_urls") or []}
+    for srv in getattr(nc, "_server_pool", []) or []:
+        if getattr(srv, "discovered", False) and srv.uri is not None:
+            urls.add(f"{srv.uri.hostname}:{srv.uri.port}")
+    return max(1, len(urls))
+
+
+def replicas_for(size: int) -> int:
+    """R3 on a cluster of 3 or more, R1 alone (R2 on two nodes: a majority of 2 is both)."""
+    return max(1, min(3, size))
+
+
+async def wait_jetstream(nc: NATS, timeout: float = 30.0) -> None:
+    """A fresh cluster answers the JetStream API only once its meta leader is elected."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await nc.jetstream().account_info()
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> api.StreamInfo:
-    cfg = stream_config(spec, replicas)
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
-        log.info("creating stream", extra={"stream": spec.name})
-        return await js.add_stream(cfg)
+        log.info("creating stream", extra={"stream": spec.name, "replicas": replicas})
+        return await js.add_stream(stream_config(spec, replicas))
     cur = info.config
+    # Never lower an existing stream's replicas: provisioning while a node is down sees a
+    # smaller cluster, and shrinking R3 to R1 then would throw away the copies that survive it.
+    replicas = max(replicas, cur.num_replicas or 1)
+    cfg = stream_config(spec, replicas)
     if (
         sorted(cur.subjects or []) != sorted(cfg.subjects or [])
         or cur.max_age != cfg.max_age
@@ -105,7 +139,11 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int = 
 async def provision(nc: NATS, replicas: int | None = None) -> None:
     """Every stream, consumer and bucket fleetwatch defines. Safe to run any number of times."""
     js = nc.jetstream()
-    r = replicas if replicas is not None else min(3, await cluster_size(nc))
+    if replicas is None:
+        if await cluster_size(nc) > 1:
+            await wait_jetstream(nc)
+        replicas = replicas_for(await cluster_size(nc))
+    r = replicas
     for spec in STREAMS:
         await ensure_stream(js, spec, r)
     for c in CONSUMERS:
