@@ -197,6 +197,8 @@ class ReplicatorService:
 
 async def build(config: ReplicatorConfig, stack: contextlib.AsyncExitStack) -> ReplicatorService:
     host = config.host.host_id
+    # apscheduler logs every job run at INFO; our own "sync done" line already says it.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     nc = await open_nats(stack, config.nats, f"replicator-{host}")
     pool = await open_pool(stack, DbSettings(dsn=config.local_dsn, pool_min=1, pool_max=2))
     await migrate(pool, "replicator", MIGRATIONS)

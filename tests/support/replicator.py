@@ -214,3 +214,60 @@ def replicator_env(service_env, nats_env: dict[str, str], central_dsn: str, loca
         env[f"FLEETWATCH_REPLICATOR_{k.upper()}"] = str(v)
     env.setdefault("FLEETWATCH_LOG_LEVEL", os.environ.get("FLEETWATCH_LOG_LEVEL", "INFO"))
     return env
+
+
+class StatusWatch:
+    """Every ReplicationStatus a host publishes, as it arrives (raw bytes kept for secret checks)."""
+
+    def __init__(self) -> None:
+        from libs.schemas import Codec, ReplicationStatus
+
+        self.codec = Codec(ReplicationStatus)
+        self.items: list[tuple[float, object]] = []  # (monotonic arrival, status)
+        self.raw: list[bytes] = []
+        self._changed = asyncio.Event()
+
+    async def subscribe(self, nc, host: str) -> "StatusWatch":
+        from libs.schemas import subjects
+
+        async def cb(msg) -> None:
+            import time
+
+            self.raw.append(msg.data)
+            self.items.append((time.monotonic(), self.codec.decode(msg.data)))
+            self._changed.set()
+
+        self.sub = await nc.subscribe(subjects.replica(host), cb=cb)
+        await nc.flush()
+        return self
+
+    async def wait_for(self, pred, timeout: float, after: int = 0):
+        """The first status (from index `after`) matching pred, waiting up to timeout seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        i = after
+        while True:
+            while i < len(self.items):
+                if pred(self.items[i][1]):
+                    return self.items[i]
+                i += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching status in {timeout}s; got {[s for _, s in self.items[after:]]}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+
+async def wait_local(dsn: str, pred, timeout: float, poll: float = 0.02) -> dict[str, tuple]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        users = await local_users(dsn)
+        if pred(users):
+            return users
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"local users never matched; last: {sorted(users)[:20]}")
+        await asyncio.sleep(poll)
