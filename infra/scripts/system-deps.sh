@@ -6,6 +6,8 @@ need=()
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; }
 have_pg || need+=(postgresql)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# The NSS module that serves the replicator's local copy (tests/test_replicator_nss.py).
+compgen -G '/lib/libnss_pgsql.so.2' >/dev/null || compgen -G '/usr/lib/*/libnss_pgsql.so.2' >/dev/null || need+=(libnss-pgsql2)
 for extra in ${FLEETWATCH_EXTRA_DEBS:-}; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -271,3 +271,49 @@ async def wait_local(dsn: str, pred, timeout: float, poll: float = 0.02) -> dict
         if time.monotonic() > deadline:
             raise TimeoutError(f"local users never matched; last: {sorted(users)[:20]}")
         await asyncio.sleep(poll)
+
+
+# -- NSS through libnss-pgsql2, in a private mount namespace --------------------------------------
+
+NSS_DIR = ROOT / "infra" / "nss"
+NSS_MODULE = Path("/lib/libnss_pgsql.so.2")
+
+# Inside `unshare -m`: mount a tmpfs, put the test's files in it as the upper layer of an overlay
+# on /etc. Only this namespace sees the result; the machine's /etc is never written.
+_NS_SCRIPT = r"""
+set -e
+stage="$1"; src="$2"; shift 2
+mount -t tmpfs -o mode=0755 fleetwatch-nss "$stage"
+mkdir "$stage/upper" "$stage/work"
+cp -p "$src"/* "$stage/upper/"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$stage/upper,workdir=$stage/work" /etc
+exec "$@"
+"""
+
+
+def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str, shadow_password: str) -> None:
+    """The shipped infra/nss files with only their connection strings pointed at a test database."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, key, user, pw, mode in (
+        ("nss-pgsql.conf", "connectionstring", "fleetwatch_nss", nss_password, 0o644),
+        ("nss-pgsql-root.conf", "shadowconnectionstring", "fleetwatch_nss_shadow", shadow_password, 0o600),
+    ):
+        lines = []
+        for line in (NSS_DIR / name).read_text().splitlines():
+            if line.split("=", 1)[0].strip() == key:
+                line = f"{key} = hostaddr=127.0.0.1 port={port} dbname={dbname} user={user} password={pw} connect_timeout=3"
+            lines.append(line)
+        p = dest / name
+        p.write_text("\n".join(lines) + "\n")
+        os.chmod(p, mode)
+    (dest / "nsswitch.conf").write_text((NSS_DIR / "nsswitch.conf").read_text())
+    os.chmod(dest / "nsswitch.conf", 0o644)
+
+
+def in_nss_namespace(files: Path, stage: Path, argv: list[str], as_uid: int | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run argv (no shell) with `files` laid over /etc in a private mount namespace."""
+    stage.mkdir(parents=True, exist_ok=True)
+    cmd = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", _NS_SCRIPT, "sh", str(stage), str(files)]
+    if as_uid is not None:
+        cmd += ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", "--"]
+    return subprocess.run(cmd + argv, capture_output=True, text=True, timeout=timeout)
