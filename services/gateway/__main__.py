@@ -1,0 +1,63 @@
+"""`python -m services.gateway`: the Litestar app under uvicorn on FLEETWATCH_GATEWAY_HOST:PORT.
+
+The runtime's usual shape: settings -> build -> start -> SIGTERM -> stop. NATS and the database
+pool are opened by the app's lifespan (so tests and other servers can run `create_app` too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+
+from libs.runtime import run
+
+from .app import create_app
+from .config import GatewayConfig
+
+
+class GatewayService:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.app = create_app(config)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=config.host,
+                port=config.port,
+                log_config=None,  # our JSON logging, set up by the runtime
+                access_log=False,  # query strings may carry live-stream tokens
+                lifespan="on",
+                timeout_graceful_shutdown=3,
+                ws_max_size=1 << 20,
+            )
+        )
+        self.server.install_signal_handlers = lambda: None  # the runtime handles SIGTERM
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # startup failed: raise it
+                raise RuntimeError("gateway server stopped during startup")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        gw = self.app.state.get("gateway")
+        if gw is not None:
+            for c in list(gw.hub.clients):
+                c.dropped.set()  # live streams end now instead of holding shutdown
+        self.server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 15)
+
+
+async def build(config: GatewayConfig, stack: contextlib.AsyncExitStack) -> GatewayService:
+    return GatewayService(config)
+
+
+if __name__ == "__main__":
+    run("gateway", GatewayConfig, build)

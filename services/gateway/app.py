@@ -1,0 +1,140 @@
+"""`create_app(settings)`: the Litestar application with every controller, the role guard,
+OpenAPI (Swagger UI + ReDoc), CORS, request counters, and a lifespan that opens NATS and the
+database pool and starts the live-event hub."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from libs.runtime import open_nats
+from libs.runtime.db import migrate, open_pool
+
+from .authn import Actor
+from .bootstrap import ensure_admin
+from .config import GatewayConfig
+from .guard import OPENAPI_PATH, role_guard
+from .routes import CONTROLLERS, ROUTE_ROLES
+from .state import Gateway
+
+log = logging.getLogger("fleetwatch.gateway")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ui_dir(config: GatewayConfig) -> Path:
+    p = Path(config.ui_dir)
+    return p if p.is_absolute() else ROOT / p
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    config: GatewayConfig = app.state.config
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await open_nats(stack, config.nats, "gateway")
+        pool = await open_pool(stack, config.db)
+        await migrate(pool, "gateway", MIGRATIONS)
+        gw = Gateway(config, nc, pool)
+        await ensure_admin(gw)
+        gw.hub.listen("frame", gw.directory.frame)
+        gw.hub.listen("host", gw.directory.info)
+        await gw.hub.start(nc)
+        stack.push_async_callback(gw.hub.stop)
+        app.state.gateway = gw
+        log.info("gateway ready", extra={"event": "ready"})
+        yield
+
+
+def provide_gateway(state: State) -> Gateway:
+    return state.gateway
+
+
+def provide_actor(request: Request) -> Actor:
+    # Set by the role guard; a public route never asks for it.
+    return request.state.actor
+
+
+def stats_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            gw = scope["app"].state.get("gateway")
+            if gw is not None:
+                gw.stats.observe(scope["method"], scope.get("path_template") or "?", status, time.perf_counter() - t0)
+
+    return middleware
+
+
+def check_route_table(app: Litestar) -> None:
+    """Every served route has a role line and every role line a route: refuse to start otherwise."""
+    served: set[str] = set()
+    for route in app.routes:
+        path = route.path_format or "/"
+        if path.startswith(OPENAPI_PATH) or path.startswith("/assets"):
+            continue
+        methods = getattr(route, "methods", None)
+        if route.__class__.__name__ == "WebSocketRoute":
+            served.add(f"WS {path}")
+            continue
+        for m in methods or ():
+            if m not in ("HEAD", "OPTIONS"):
+                served.add(f"{m} {path}")
+    missing = served - ROUTE_ROLES.keys()
+    stale = ROUTE_ROLES.keys() - served
+    if missing or stale:
+        raise RuntimeError(f"routes.ROUTE_ROLES out of date: no role for {sorted(missing)}; no route for {sorted(stale)}")
+
+
+def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Litestar:
+    handlers: list = list(CONTROLLERS)
+    assets = ui_dir(settings) / "assets"
+    if assets.is_dir():
+        handlers.append(create_static_files_router(path="/assets", directories=[assets], include_in_schema=False))
+    app = Litestar(
+        route_handlers=handlers,
+        guards=[role_guard],
+        dependencies={"gw": Provide(provide_gateway, sync_to_thread=False), "actor": Provide(provide_actor, sync_to_thread=False)},
+        lifespan=[lifespan] if lifespan_enabled else [],
+        middleware=[stats_middleware],
+        state=State({"config": settings}),
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=False, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"]) if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="fleetwatch gateway",
+            version="1.0.0",
+            description="REST, live stream and administration of a fleetwatch fleet. Authenticate with `POST /api/v1/auth/login` or an API token; send `Authorization: Bearer <token>`.",
+            path=OPENAPI_PATH,
+            render_plugins=[SwaggerRenderPlugin(path="/swagger"), RedocRenderPlugin(path="/redoc")],
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )
+    check_route_table(app)
+    return app

@@ -1,0 +1,97 @@
+"""Who is calling: a bearer token (session or API) resolved to an Actor, checked against the
+users table (a deactivated user or a lowered role takes effect within `auth_cache_s`)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+import asyncpg
+import msgspec
+
+from .roles import LEVEL, ROLES
+from .tokens import Signer, api_token_id, hash_api_token
+
+
+class Actor(msgspec.Struct, kw_only=True, frozen=True):
+    """The authenticated caller; `username` is what audit records name."""
+
+    username: str
+    user_id: int
+    role: str
+    via: str = "session"  # session | api_token
+    token_id: str = ""
+
+
+class Authenticator:
+    def __init__(self, pool: asyncpg.Pool, signer: Signer, cache_s: float) -> None:
+        self.pool = pool
+        self.signer = signer
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Actor | None]] = {}
+
+    async def resolve(self, token: str) -> Actor | None:
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        actor = await self._resolve(token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (now + self.cache_s, actor)
+        return actor
+
+    def forget_user(self, user_id: int) -> None:
+        """Drop cached tokens of a user this process changed (role, deactivation)."""
+        for k in [k for k, (_, a) in self._cache.items() if a is not None and a.user_id == user_id]:
+            self._cache.pop(k, None)
+
+    async def _resolve(self, token: str) -> Actor | None:
+        tid = api_token_id(token)
+        if tid is not None:
+            row = await self.pool.fetchrow(
+                """SELECT t.token_hash, t.role AS token_role, u.id, u.username, u.role, u.is_active
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id
+                    WHERE t.id = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())""",
+                tid,
+            )
+            if row is None or not row["is_active"] or not hmac.compare_digest(row["token_hash"], hash_api_token(token)):
+                return None
+            # A token never carries more than its owner has now.
+            role = ROLES[min(LEVEL[row["token_role"]], LEVEL[row["role"]])]
+            return Actor(username=row["username"], user_id=row["id"], role=role, via="api_token", token_id=tid)
+        claims = self.signer.verify(token)
+        if claims is None:
+            return None
+        row = await self.pool.fetchrow("SELECT id, username, role, is_active FROM users WHERE id = $1", claims.uid)
+        if row is None or not row["is_active"] or row["username"] != claims.u:
+            return None
+        return Actor(username=row["username"], user_id=row["id"], role=row["role"])
+
+
+class LoginLimiter:
+    """Failed logins per key in a sliding window; success clears the key."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._fails: dict[str, list[float]] = {}
+
+    def retry_after(self, key: str) -> float:
+        now = time.monotonic()
+        fails = [t for t in self._fails.get(key, ()) if t > now - self.window_s]
+        if fails:
+            self._fails[key] = fails
+        else:
+            self._fails.pop(key, None)
+        if len(fails) < self.max_failures:
+            return 0.0
+        return max(0.1, fails[0] + self.window_s - now)
+
+    def failed(self, key: str) -> None:
+        if len(self._fails) > 50_000:
+            self._fails.clear()
+        self._fails.setdefault(key, []).append(time.monotonic())
+
+    def succeeded(self, key: str) -> None:
+        self._fails.pop(key, None)

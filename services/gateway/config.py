@@ -1,0 +1,37 @@
+"""Gateway settings: FLEETWATCH_GATEWAY_* plus the shared NATS/DB/log areas."""
+
+from __future__ import annotations
+
+import msgspec
+
+from libs.runtime import DbSettings, LogSettings, NatsSettings
+
+
+class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
+    nats: NatsSettings = NatsSettings()
+    db: DbSettings = DbSettings()
+    log: LogSettings = LogSettings()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Signs session tokens. Empty: a random key per process (tokens die with the process).
+    secret_key: str = ""
+    admin_password_file: str = ""
+    session_ttl_s: float = 12 * 3600
+    # sha512-crypt rounds for new hashes (pam_unix verifies any count; glibc's default is 5000).
+    hash_rounds: int = 100_000
+    # Failed logins allowed per (username, client) within login_window_s before 429.
+    login_max_failures: int = 5
+    login_window_s: float = 60.0
+    # How long a resolved token's user (role, active) is trusted before the DB is asked again.
+    auth_cache_s: float = 5.0
+    # A host whose last frame is older than this is offline.
+    offline_after_s: float = 30.0
+    history_max_points: int = 1000
+    sample_timeout_s: float = 3.0
+    # Live stream (SSE + WebSocket).
+    stream_max_clients: int = 2000
+    stream_queue_size: int = 1000
+    stream_buffer_size: int = 10_000
+    stream_heartbeat_s: float = 15.0
+    cors_origins: list[str] = []
+    ui_dir: str = "ui/dist"

@@ -1,0 +1,59 @@
+"""Who did what: the audit log, filtered, newest first, paged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from libs.schemas import AuditRecord
+
+from ..state import Gateway
+from .common import HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+
+
+class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[AuditRecord]
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+
+    @get("/", summary="Audit records, newest first")
+    async def list_audit(
+        self,
+        gw: Gateway,
+        host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
+        actor: Annotated[str | None, Parameter(max_length=64)] = None,
+        action: Annotated[str | None, Parameter(max_length=100)] = None,
+        result: Literal["ok", "error"] | None = None,
+        from_: Annotated[TimeParam, Parameter(query="from")] = None,
+        to: TimeParam = None,
+        limit: LimitParam = 100,
+        offset: OffsetParam = 0,
+    ) -> AuditPage:
+        f, t = time_range(from_, to, default_span=30 * 86400.0)
+        if not await table_exists(gw.pool, "audit_log"):
+            return AuditPage(items=[], limit=limit, offset=offset)
+        rows = await gw.pool.fetch(
+            """SELECT id, time, host, actor, action, target, params::text AS params, result, code, error, duration_ms, source
+                 FROM audit_log
+                WHERE time >= $1 AND time <= $2
+                  AND ($3::text IS NULL OR host = $3) AND ($4::text IS NULL OR actor = $4)
+                  AND ($5::text IS NULL OR action = $5) AND ($6::text IS NULL OR result = $6)
+                ORDER BY time DESC, id LIMIT $7 OFFSET $8""",
+            utc(f), utc(t), host, actor, action, result, limit + 1, offset,
+        )
+        items = [
+            AuditRecord(id=r["id"], ts=r["time"].timestamp(), host=r["host"], actor=r["actor"], action=r["action"], target=r["target"],
+                        params=msgspec.json.decode(r["params"]), result=r["result"] if r["result"] in ("ok", "error") else "error",
+                        code=r["code"], error=r["error"], duration_ms=r["duration_ms"], source=r["source"])
+            for r in rows[:limit]
+        ]
+        return AuditPage(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None)

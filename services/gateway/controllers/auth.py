@@ -1,0 +1,137 @@
+"""Login (password -> signed session token), who am I, and API tokens for automation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+
+from ..authn import Actor
+from ..roles import LEVEL, Role
+from ..errors import errors
+from ..state import Gateway
+from ..tokens import new_api_token
+
+
+class LoginRequest(msgspec.Struct, kw_only=True, frozen=True):
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class LoginResponse(msgspec.Struct, kw_only=True, frozen=True):
+    token: str
+    token_type: str = "bearer"
+    expires_at: float
+    username: str
+    role: str
+
+
+class Me(msgspec.Struct, kw_only=True, frozen=True):
+    username: str
+    user_id: int
+    role: str
+    via: str
+
+
+class TokenRequest(msgspec.Struct, kw_only=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    # Defaults to the caller's role; never more than it.
+    role: Role | None = None
+    expires_in_s: Annotated[int, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    name: str
+    role: str
+    username: str
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked: bool = False
+
+
+class NewToken(msgspec.Struct, kw_only=True, frozen=True):
+    """The token is in this answer only; the server keeps a hash of it."""
+
+    id: str
+    token: str
+    name: str
+    role: str
+    expires_at: float | None = None
+
+
+def _ts(v: dt.datetime | None) -> float | None:
+    return None if v is None else v.timestamp()
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+
+    @post("/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[])
+    async def login(self, data: LoginRequest, request: Request, gw: Gateway) -> LoginResponse:
+        client = request.client.host if request.client else "?"
+        key = f"{data.username}|{client}"
+        wait = gw.limiter.retry_after(key)
+        if wait:
+            gw.logins_limited += 1
+            raise HTTPException(status_code=429, detail="too many failed logins; try again later", headers={"Retry-After": str(int(wait) + 1)})
+        row = await gw.pool.fetchrow("SELECT id, username, password_hash, role, is_active FROM users WHERE username = $1", data.username)
+        ok = await gw.hasher.verify_async(data.password, row["password_hash"] if row else None)
+        if not ok:
+            gw.limiter.failed(key)
+            gw.logins_failed += 1
+            raise HTTPException(status_code=401, detail="wrong username or password")
+        if not row["is_active"]:
+            gw.logins_failed += 1
+            raise HTTPException(status_code=403, detail="account is deactivated")
+        gw.limiter.succeeded(key)
+        gw.logins_ok += 1
+        token, exp = gw.signer.issue(row["id"], row["username"], gw.config.session_ttl_s)
+        return LoginResponse(token=token, expires_at=exp, username=row["username"], role=row["role"])
+
+    @get("/me", summary="The authenticated caller")
+    async def me(self, actor: Actor) -> Me:
+        return Me(username=actor.username, user_id=actor.user_id, role=actor.role, via=actor.via)
+
+    @get("/tokens", summary="API tokens (your own; every user's for an admin)")
+    async def list_tokens(self, actor: Actor, gw: Gateway) -> list[TokenInfo]:
+        rows = await gw.pool.fetch(
+            """SELECT t.*, u.username FROM api_tokens t JOIN users u ON u.id = t.user_id
+                WHERE ($1 OR t.user_id = $2) ORDER BY t.created_at""",
+            actor.role == "admin",
+            actor.user_id,
+        )
+        return [
+            TokenInfo(id=r["id"], name=r["name"], role=r["role"], username=r["username"], created_at=r["created_at"].timestamp(),
+                      expires_at=_ts(r["expires_at"]), last_used_at=_ts(r["last_used_at"]), revoked=r["revoked_at"] is not None)
+            for r in rows
+        ]
+
+    @post("/tokens", summary="Create an API token (shown once)", responses=errors(403))
+    async def create_token(self, data: TokenRequest, actor: Actor, gw: Gateway) -> NewToken:
+        role = data.role or actor.role
+        if LEVEL[role] > LEVEL[actor.role]:
+            raise PermissionDeniedException(detail=f"a token cannot have more than your role ({actor.role})")
+        tid, token, digest = new_api_token()
+        expires = dt.datetime.fromtimestamp(time.time() + data.expires_in_s, dt.timezone.utc) if data.expires_in_s else None
+        await gw.pool.execute(
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, role, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            tid, actor.user_id, data.name, digest, role, expires,
+        )
+        return NewToken(id=tid, token=token, name=data.name, role=role, expires_at=_ts(expires))
+
+    @delete("/tokens/{token_id:str}", summary="Revoke an API token", status_code=204)
+    async def revoke_token(self, token_id: str, actor: Actor, gw: Gateway) -> None:
+        done = await gw.pool.fetchval(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND ($2 OR user_id = $3) RETURNING id",
+            token_id, actor.role == "admin", actor.user_id,
+        )
+        if done is None:
+            raise NotFoundException(detail="no such token")
+        gw.auth._cache.clear()  # revocation takes effect at once on this replica

@@ -1,0 +1,61 @@
+"""The fleet: every host with online/offline and last values; one host; a live sample."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import nats.errors
+from litestar import Controller, MediaType, Response, get
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import Parameter
+from typing import Annotated, Literal
+
+from libs.schemas import Codec, DecodeError, MetricFrame
+from libs.schemas import subjects as s
+
+from ..directory import HostView
+from ..errors import errors
+from ..state import Gateway
+from .common import HostParam
+
+_frame_codec = Codec(MetricFrame)
+
+
+class HostDetail(msgspec.Struct, kw_only=True, frozen=True):
+    host: HostView
+    frame: MetricFrame | None = None  # the latest frame this gateway received
+
+
+class HostsController(Controller):
+    path = "/api/v1/hosts"
+    tags = ["hosts"]
+
+    @get("/", summary="Every host: online/offline, labels, last values", media_type=MediaType.JSON)
+    async def list_hosts(
+        self,
+        gw: Gateway,
+        status: Literal["online", "offline"] | None = None,
+        label: Annotated[str | None, Parameter(pattern=r"^[^=]+=.*$", description="key=value", max_length=200)] = None,
+    ) -> Response[list[HostView]]:
+        lab = tuple(label.split("=", 1)) if label else None
+        return Response(gw.directory.list_json(status, lab), media_type=MediaType.JSON)
+
+    @get("/{host:str}", summary="One host: info and latest frame")
+    async def get_host(self, host: HostParam, gw: Gateway) -> HostDetail:
+        view = gw.directory.view(host)
+        if view is None:
+            raise NotFoundException(detail=f"no host {host!r} known")
+        return HostDetail(host=view, frame=gw.directory.hosts[host].frame)
+
+    @get("/{host:str}/sample", summary="A fresh frame asked from the host's collector now", responses=errors(502, 504))
+    async def sample(self, host: HostParam, gw: Gateway) -> MetricFrame:
+        t = gw.config.sample_timeout_s
+        try:
+            msg = await gw.nc.request(s.sample(host), b"", timeout=t)
+        except (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise HTTPException(status_code=504, detail=f"host {host!r} did not answer within {t:g} s (collector not running or host offline)") from None
+        try:
+            return _frame_codec.decode(msg.data)
+        except DecodeError as exc:
+            raise HTTPException(status_code=502, detail=f"host {host!r} answered with a malformed frame: {exc.reason} at {exc.path}") from None

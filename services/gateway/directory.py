@@ -1,0 +1,122 @@
+"""The latest known state of every host, in memory: seeded from the database at start, then kept
+current from NATS (frames and host info), so `/hosts` and `/metrics` never scan history tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from libs.schemas import HostInfo, MetricFrame
+
+from .summary import frame_summary
+
+
+class HostView(msgspec.Struct, kw_only=True, frozen=True):
+    host: str
+    status: str  # online | offline
+    last_seen: float | None = None
+    age_s: float | None = None
+    hostname: str = ""
+    os: str = ""
+    kernel: str = ""
+    arch: str = ""
+    cpu_model: str = ""
+    cpu_count: int = 0
+    mem_total: int = 0
+    agent_version: str = ""
+    labels: dict[str, str] = {}
+    last: dict[str, Any] | None = None
+
+
+class Entry:
+    __slots__ = ("info", "frame", "summary", "last_seen")
+
+    def __init__(self) -> None:
+        self.info: HostInfo | None = None
+        self.frame: MetricFrame | None = None
+        self.summary: dict | None = None
+        self.last_seen: float | None = None
+
+
+_enc = msgspec.json.Encoder()
+
+
+class Directory:
+    def __init__(self, offline_after_s: float) -> None:
+        self.offline_after_s = offline_after_s
+        self.hosts: dict[str, Entry] = {}
+        self._cache: dict[tuple, tuple[float, bytes]] = {}
+
+    def _entry(self, host: str) -> Entry:
+        e = self.hosts.get(host)
+        if e is None:
+            e = self.hosts[host] = Entry()
+        return e
+
+    def frame(self, f: MetricFrame) -> None:
+        e = self._entry(f.host)
+        if e.frame is None or f.ts >= e.frame.ts:
+            e.frame = f
+            e.summary = None
+        # Age counts from when a frame arrived here, so a host with a skewed clock is not offline.
+        e.last_seen = time.time()
+
+    def info(self, h: HostInfo) -> None:
+        e = self._entry(h.host)
+        if e.info is None or h.ts >= e.info.ts:
+            e.info = h
+
+    def seen(self, host: str, ts: float) -> None:
+        e = self._entry(host)
+        e.last_seen = max(e.last_seen or 0.0, ts)
+
+    def view(self, host: str, now: float | None = None) -> HostView | None:
+        e = self.hosts.get(host)
+        return None if e is None else self._view(host, e, now or time.time())
+
+    def _view(self, host: str, e: Entry, now: float) -> HostView:
+        age = None if e.last_seen is None else max(0.0, now - e.last_seen)
+        online = age is not None and age <= self.offline_after_s
+        if e.summary is None and e.frame is not None:
+            e.summary = frame_summary(e.frame)
+        i = e.info
+        return HostView(
+            host=host,
+            status="online" if online else "offline",
+            last_seen=e.last_seen,
+            age_s=None if age is None else round(age, 3),
+            hostname=i.hostname if i else "",
+            os=i.os if i else "",
+            kernel=i.kernel if i else "",
+            arch=i.arch if i else "",
+            cpu_model=i.cpu_model if i else "",
+            cpu_count=i.cpu_count if i else 0,
+            mem_total=i.mem_total if i else 0,
+            agent_version=i.agent_version if i else "",
+            labels=dict(i.labels) if i else {},
+            last=e.summary,
+        )
+
+    def list_json(self, status: str | None, label: tuple[str, str] | None, max_age_s: float = 1.0) -> bytes:
+        """Encoded list of every host (filtered), reused for up to `max_age_s`: a dashboard of
+        many clients polling `/hosts` costs one encoding per second, not one per request."""
+        key = (status, label)
+        now = time.time()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < max_age_s:
+            return hit[1]
+        out = []
+        for host in sorted(self.hosts):
+            v = self._view(host, self.hosts[host], now)
+            if status and v.status != status:
+                continue
+            if label and v.labels.get(label[0]) != label[1]:
+                continue
+            out.append(v)
+        body = _enc.encode(out)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = (now, body)
+        return body

@@ -1,0 +1,51 @@
+"""One guard on the whole app: the route's minimum role comes from routes.ROUTE_ROLES."""
+
+from __future__ import annotations
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from .roles import allows
+
+OPENAPI_PATH = "/api/docs"
+WS = "WS"
+
+
+def route_key(connection: ASGIConnection) -> str:
+    method = WS if connection.scope["type"] == "websocket" else connection.scope["method"]
+    if method == "HEAD":
+        method = "GET"
+    return f"{method} {connection.scope.get('path_template') or connection.scope['path']}"
+
+
+def bearer(connection: ASGIConnection) -> str:
+    auth = connection.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    # Browsers cannot set headers on EventSource/WebSocket: the live routes accept a query token.
+    if connection.scope.get("path_template") in ("/api/v1/stream", "/api/v1/ws"):
+        return connection.query_params.get("access_token", "")
+    return ""
+
+
+async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    from .routes import ROUTE_ROLES  # the table imports the controllers, which import this module
+
+    key = route_key(connection)
+    if key.split(" ", 1)[1].startswith(OPENAPI_PATH):
+        return  # the API documentation is public
+    if key not in ROUTE_ROLES:
+        # create_app refuses to start with a route missing from the table; this is belt and braces.
+        raise PermissionDeniedException(detail="route has no role assigned")
+    need = ROUTE_ROLES[key]
+    if need is None:
+        return
+    token = bearer(connection)
+    actor = await connection.app.state.gateway.auth.resolve(token) if token else None
+    if actor is None:
+        raise NotAuthorizedException(detail="a valid bearer token is required" if token == "" else "invalid or expired token")
+    if not allows(actor.role, need):
+        raise PermissionDeniedException(detail=f"role {need} or higher required (you have {actor.role})")
+    connection.state.actor = actor

@@ -1,0 +1,39 @@
+"""Everything the controllers use, opened in the app's lifespan and injected (no globals)."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+from nats.aio.client import Client as NATS
+
+from .authn import Authenticator, LoginLimiter
+from .config import GatewayConfig
+from .directory import Directory
+from .hub import Hub
+from .passwords import Hasher
+from .promstats import RequestStats
+from .tokens import Signer
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, nc: NATS, pool: asyncpg.Pool) -> None:
+        self.config = config
+        self.nc = nc
+        self.pool = pool
+        self.signer = Signer(config.secret_key)
+        self.hasher = Hasher(config.hash_rounds)
+        self.auth = Authenticator(pool, self.signer, config.auth_cache_s)
+        self.limiter = LoginLimiter(config.login_max_failures, config.login_window_s)
+        self.directory = Directory(config.offline_after_s)
+        self.hub = Hub(
+            max_clients=config.stream_max_clients,
+            queue_size=config.stream_queue_size,
+            buffer_size=config.stream_buffer_size,
+            heartbeat_s=config.stream_heartbeat_s,
+        )
+        self.stats = RequestStats()
+        self.started = time.time()
+        self.logins_ok = 0
+        self.logins_failed = 0
+        self.logins_limited = 0
