@@ -1,0 +1,1 @@
+"""commander: per-host control of programs (process and systemd backends), jobs, logs and scans."""

@@ -1,0 +1,355 @@
+"""The process backend: the commander supervises the program itself (Supervisor/PM2 semantics).
+
+- argv without a shell, own session (so stop reaches the whole process group), optional user
+  switch, stdout+stderr appended to one log file per app (rotated by size).
+- stop: SIGTERM to the group, SIGKILL after `stop_timeout_s`.
+- A run shorter than `min_uptime_s` is a quick failure; after `max_retries` quick failures in a
+  row the app is FATAL and stays down until started again. Otherwise the restart waits
+  `backoff_s * 1.5^n` (capped at `backoff_max_s`, ±jitter), n reset after `backoff_reset_s` uptime.
+- Children run in their own session and survive a commander restart; the next commander
+  re-adopts them by PID + create time and keeps supervising them (exit codes of adopted
+  processes are unknown: they are no longer our children).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
+
+from . import logfiles
+from .errors import conflict
+from .store import AppRecord
+
+log = logging.getLogger("commander.process")
+
+
+class ProcApp:
+    def __init__(self, record: AppRecord, argv: list[str], log_path: Path) -> None:
+        self.record = record
+        self.argv = argv
+        self.log_path = log_path
+        self.state = "stopped"
+        self.popen: subprocess.Popen | None = None
+        self.proc: psutil.Process | None = None
+        self.started_at = 0.0
+        self.since = time.time()
+        self.exit_code: int | None = None
+        self.quick_failures = 0
+        self.backoff_step = 0
+        self.next_start_at = 0.0
+        self.stopping = False
+        self.detail = ""
+
+    @property
+    def spec(self) -> AppSpec:
+        return self.record.spec
+
+    @property
+    def pid(self) -> int | None:
+        return self.record.pid
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(
+        self,
+        logs_dir: Path,
+        on_change: Callable[[ProcApp], None],
+        persist: Callable[[], None],
+        *,
+        log_max_bytes: int,
+        log_backups: int,
+        jitter: float,
+        backoff_reset_s: float,
+        poll_interval_s: float,
+    ) -> None:
+        self.logs_dir = logs_dir
+        self.on_change = on_change
+        self.persist = persist
+        self.log_max_bytes = log_max_bytes
+        self.log_backups = log_backups
+        self.jitter = jitter
+        self.backoff_reset_s = backoff_reset_s
+        self.poll_interval_s = poll_interval_s
+        self.apps: dict[str, ProcApp] = {}
+        self._task: asyncio.Task | None = None
+        self._rotate_at = 0.0
+
+    # -- registry --------------------------------------------------------------------------
+    def log_path(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def add(self, record: AppRecord, argv: list[str]) -> ProcApp:
+        app = ProcApp(record, argv, self.log_path(record.spec.name))
+        self.apps[record.spec.name] = app
+        return app
+
+    def adopt_or_boot(self, app: ProcApp) -> None:
+        """After a commander (re)start: keep a still-running child, or start per policy."""
+        rec = app.record
+        if rec.pid and rec.create_time:
+            try:
+                p = psutil.Process(rec.pid)
+                if abs(p.create_time() - rec.create_time) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
+                    app.proc = p
+                    p.cpu_percent(None)
+                    app.started_at = rec.create_time
+                    self._set(app, "running", "re-adopted after commander restart")
+                    return
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        rec.pid = None
+        rec.create_time = None
+        if rec.fatal:
+            self._set(app, "fatal", "fatal before the commander restarted")
+        elif rec.desired == "running" or rec.spec.start_on_boot and rec.desired != "stopped":
+            self._spawn(app)
+
+    def remove(self, name: str) -> None:
+        self.apps.pop(name, None)
+
+    # -- actions ---------------------------------------------------------------------------
+    async def start(self, app: ProcApp) -> None:
+        if app.state in ("running", "starting"):
+            raise conflict(f"app {app.spec.name!r} is already {app.state} (pid {app.pid})")
+        app.record.desired = "running"
+        app.record.fatal = False
+        app.quick_failures = 0
+        app.backoff_step = 0
+        self._spawn(app)
+        self.persist()
+
+    async def stop(self, app: ProcApp) -> None:
+        if app.state in ("stopped", "fatal", "failed", "exited") and not self._alive(app):
+            app.record.desired = "stopped"
+            self.persist()
+            raise conflict(f"app {app.spec.name!r} is not running ({app.state})")
+        app.record.desired = "stopped"
+        await self._terminate(app)
+        self.persist()
+
+    async def restart(self, app: ProcApp) -> None:
+        app.record.desired = "running"
+        if self._alive(app):
+            await self._terminate(app)
+        app.record.fatal = False
+        app.quick_failures = 0
+        app.backoff_step = 0
+        self._spawn(app)
+        self.persist()
+
+    def info(self, app: ProcApp) -> AppInfo:
+        cpu = rss = None
+        if app.proc is not None and self._alive(app):
+            try:
+                with app.proc.oneshot():
+                    cpu = app.proc.cpu_percent(None)
+                    rss = app.proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return AppInfo(
+            spec=app.spec,
+            state=app.state,
+            pid=app.pid if app.state in ("running", "starting", "stopping") else None,
+            restarts=app.record.restarts,
+            exit_code=app.exit_code,
+            since=app.since,
+            cpu_percent=cpu,
+            rss=rss,
+            detail=app.detail,
+        )
+
+    # -- supervision loop ------------------------------------------------------------------
+    def start_loop(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="process-supervisor")
+
+    async def stop_loop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("supervisor tick failed")
+            await asyncio.sleep(self.poll_interval_s)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for app in list(self.apps.values()):
+            if app.stopping:
+                continue
+            if app.state in ("starting", "running"):
+                if not self._alive(app):
+                    self._exited(app)
+                elif app.state == "starting" and time.time() - app.started_at >= app.spec.min_uptime_s:
+                    app.quick_failures = 0
+                    self._set(app, "running")
+                elif app.state == "running" and app.backoff_step and time.time() - app.started_at >= self.backoff_reset_s:
+                    app.backoff_step = 0
+            elif app.state == "backoff" and now >= app.next_start_at:
+                self._spawn(app)
+        if now >= self._rotate_at:
+            self._rotate_at = now + 5.0
+            for app in self.apps.values():
+                logfiles.rotate_if_needed(app.log_path, self.log_max_bytes, self.log_backups)
+
+    def _alive(self, app: ProcApp) -> bool:
+        if app.popen is not None:
+            if app.popen.poll() is not None:
+                app.exit_code = app.popen.returncode
+                return False
+            return True
+        if app.proc is None:
+            return False
+        try:
+            return app.proc.is_running() and app.proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def _exited(self, app: ProcApp) -> None:
+        spec = app.spec
+        uptime = time.time() - app.started_at
+        code = app.exit_code
+        app.popen = None
+        app.proc = None
+        app.record.pid = None
+        app.record.create_time = None
+        quick = uptime < spec.min_uptime_s
+        app.quick_failures = app.quick_failures + 1 if quick else 0
+        restart = spec.restart == "always" or (spec.restart == "on-failure" and code != 0)
+        how = f"exited with code {code}" if code is not None and code >= 0 else (f"killed by signal {-code}" if code is not None else "exited")
+        if not restart or app.record.desired != "running":
+            app.record.desired = "stopped"
+            self._set(app, "stopped" if code == 0 else "failed", how)
+        elif app.quick_failures > spec.max_retries:
+            app.record.fatal = True
+            self._set(app, "fatal", f"{how}; {app.quick_failures} quick failures in a row (< {spec.min_uptime_s:g}s each), giving up")
+        else:
+            base = spec.backoff_s * (1.5**app.backoff_step)
+            delay = min(base, spec.backoff_max_s) * random.uniform(1 - self.jitter, 1 + self.jitter)
+            app.backoff_step += 1
+            app.next_start_at = time.monotonic() + delay
+            app.record.restarts += 1
+            self._set(app, "backoff", f"{how}; restarting in {delay:.2f}s")
+        self.persist()
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self, app: ProcApp) -> None:
+        spec = app.spec
+        env = self._env(spec)
+        fd = logfiles.open_for_child(app.log_path)
+        kw: dict = {}
+        if spec.user:
+            pw = pwd.getpwnam(spec.user)
+            if pw.pw_uid != os.geteuid():
+                kw.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+        try:
+            app.popen = subprocess.Popen(
+                app.argv,
+                cwd=spec.cwd or None,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+                close_fds=True,
+                **kw,
+            )
+        except OSError as exc:
+            app.popen = None
+            app.record.desired = "stopped"
+            self._set(app, "failed", f"could not start: {exc.strerror or exc}")
+            return
+        finally:
+            os.close(fd)
+        try:
+            app.proc = psutil.Process(app.popen.pid)
+            app.record.create_time = app.proc.create_time()
+            app.proc.cpu_percent(None)
+        except psutil.NoSuchProcess:
+            app.proc = None
+            app.record.create_time = None
+        app.record.pid = app.popen.pid
+        app.started_at = time.time()
+        app.exit_code = None
+        self._set(app, "starting", f"pid {app.popen.pid}")
+        self.persist()
+
+    @staticmethod
+    def _env(spec: AppSpec) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
+        if spec.user:
+            pw = pwd.getpwnam(spec.user)
+            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        else:
+            env["HOME"] = os.environ.get("HOME", "/")
+        if isinstance(spec.run, PythonRun):
+            env["PYTHONUNBUFFERED"] = "1"  # lines reach the log file as they are printed
+        if isinstance(spec.run, NodeRun):
+            env["NODE_ENV"] = "production"
+        env.update(spec.env)
+        return env
+
+    def _signal(self, app: ProcApp, sig: int) -> None:
+        pid = app.pid
+        if not pid:
+            return
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def _terminate(self, app: ProcApp) -> None:
+        app.stopping = True
+        try:
+            self._set(app, "stopping")
+            self._signal(app, signal.SIGTERM)
+            deadline = time.monotonic() + app.spec.stop_timeout_s
+            while self._alive(app) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self._alive(app):
+                self._signal(app, signal.SIGKILL)
+                for _ in range(100):
+                    if not self._alive(app):
+                        break
+                    await asyncio.sleep(0.05)
+                app.detail = f"killed with SIGKILL after {app.spec.stop_timeout_s:g}s"
+            else:
+                app.detail = "stopped"
+            app.popen = None
+            app.proc = None
+            app.record.pid = None
+            app.record.create_time = None
+            self._set(app, "stopped", app.detail)
+        finally:
+            app.stopping = False
+
+    def _set(self, app: ProcApp, state: str, detail: str = "") -> None:
+        if detail:
+            app.detail = detail
+        if state != app.state:
+            app.state = state
+            app.since = time.time()
+        self.on_change(app)

@@ -1,0 +1,404 @@
+"""The commander's process backend, jobs, scan, validation, rate limit and audit, against a real
+commander subprocess (as agent-host-a), real NATS, real Python and Node child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import msgspec
+import pytest
+
+from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
+from libs.schemas.control import AppListReply, AppReply, JobListReply, JobLogsReply, JobReply, LogsReply, ScanReply
+from tests.conftest import service_env
+from tests.support.commander import CommanderProcess, CtlFailed, ctl, kill_tree_pids, pid_alive, wait_pid_gone
+
+HOST = "host-a"
+NODE = "/usr/bin/node"
+
+PY_APP = """
+import sys, time
+for i in range(10):
+    print(f"py line {i}", flush=True)
+while True:
+    time.sleep(0.2)
+"""
+NODE_APP = """
+for (let i = 0; i < 10; i++) console.log(`node line ${i}`);
+setInterval(() => {}, 1000);
+"""
+FAIL_APP = "import sys\nprint('failing', flush=True)\nsys.exit(3)\n"
+
+
+class Collector:
+    """Everything published on a subject, decoded."""
+
+    def __init__(self, type_):
+        self.type = type_
+        self.items: list = []
+
+    async def cb(self, msg):
+        self.items.append(msgspec.json.decode(msg.data, type=self.type))
+
+    async def wait_for(self, pred, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for it in self.items:
+                if pred(it):
+                    return it
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing matched in {len(self.items)} items: {self.items[-5:]}")
+
+
+@pytest.fixture(scope="module")
+def appdir(workdir):
+    d = workdir / "commander-apps"
+    d.mkdir(exist_ok=True)
+    (d / "app.py").write_text(PY_APP)
+    (d / "app.js").write_text(NODE_APP)
+    (d / "fail.py").write_text(FAIL_APP)
+    return d
+
+
+@pytest.fixture(scope="module")
+async def commander(nats_stack, workdir):
+    state = workdir / "commander-state-a"
+    cp = CommanderProcess(service_env(**nats_stack.env(host=HOST)), state, workdir / "commander-a.log").start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture
+async def cmd(commander, nc):
+    await commander.wait_ready(nc, HOST)
+    started: list[str] = []
+    yield commander, started
+    # leave nothing running: remove what the test registered
+    for name in started:
+        try:
+            await ctl(nc, HOST, "apps.remove", {"actor": "cleanup", "name": name})
+        except CtlFailed:
+            pass
+        except Exception:
+            pass
+        await asyncio.sleep(1.05)  # the rate limit counts removals too
+
+
+async def register(nc, started, name, run, **spec):
+    body = {"actor": "alice", "spec": {"name": name, "run": run, **spec}}
+    r = await ctl(nc, HOST, "apps.register", body, AppReply)
+    started.append(name)
+    await asyncio.sleep(1.05)  # next operation on this app is past the 1/s limit
+    return r
+
+
+async def op(nc, verb, name, actor="alice"):
+    r = await ctl(nc, HOST, verb, {"actor": actor, "name": name}, AppReply)
+    await asyncio.sleep(1.05)
+    return r.app
+
+
+async def wait_state(nc, name, states, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    info = None
+    while time.monotonic() < deadline:
+        info = (await ctl(nc, HOST, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
+        if info.state in states:
+            return info
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} never reached {states}; last {info}")
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
+    _, started = cmd
+    name = f"lifecycle-{runtime}"
+    run = {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable} if runtime == "python" else {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
+    r = await register(nc, started, name, run, cwd=str(appdir))
+    assert r.app.state == "stopped" and r.app.pid is None
+
+    info = await op(nc, "apps.start", name)
+    pid = info.pid
+    assert pid and pid_alive(pid)
+    info = await wait_state(nc, name, {"running"})
+    assert info.pid == pid and info.rss and info.rss > 0
+
+    with pytest.raises(CtlFailed) as ei:
+        await ctl(nc, HOST, "apps.start", {"actor": "alice", "name": name})
+    assert ei.value.code == 409
+    await asyncio.sleep(1.05)
+
+    info = await op(nc, "apps.restart", name)
+    assert info.pid and info.pid != pid
+    assert wait_pid_gone(pid, 10)
+    new_pid = info.pid
+    assert pid_alive(new_pid)
+
+    info = await op(nc, "apps.stop", name)
+    assert info.state == "stopped" and info.pid is None
+    assert wait_pid_gone(new_pid, 10)
+
+
+async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdir):
+    _, started = cmd
+    events = Collector(AppStatus)
+    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
+    name = "restarter"
+    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, restart="always", backoff_s=1.0, min_uptime_s=0.3)
+    await op(nc, "apps.start", name)
+    first = await wait_state(nc, name, {"running"})
+    killed_at = time.time()
+    os.kill(first.pid, signal.SIGKILL)
+    back = await events.wait_for(lambda e: e.app == name and e.state == "backoff")
+    assert "signal 9" in back.detail
+    again = await events.wait_for(lambda e: e.app == name and e.state == "starting" and e.pid not in (None, first.pid))
+    # The first restart waits backoff_s (±20 % jitter) — not immediately.
+    assert again.ts - killed_at >= 0.7, again.ts - killed_at
+    info = await wait_state(nc, name, {"running"})
+    assert info.restarts == 1 and info.pid == again.pid and pid_alive(info.pid)
+    await sub.unsubscribe()
+    await op(nc, "apps.stop", name)
+
+
+async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
+    _, started = cmd
+    events = Collector(AppStatus)
+    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
+    name = "crashy"
+    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable}, restart="always", max_retries=2, backoff_s=0.2, min_uptime_s=1.0)
+    await op(nc, "apps.start", name)
+    fatal = await events.wait_for(lambda e: e.app == name and e.state == "fatal", timeout=20)
+    assert "3 quick failures" in fatal.detail and "code 3" in fatal.detail
+    starts = [e for e in events.items if e.app == name and e.state == "starting"]
+    assert len(starts) == 3  # the first start + max_retries restarts
+    await asyncio.sleep(1.0)  # fatal stays down
+    info = (await ctl(nc, HOST, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
+    assert info.state == "fatal" and info.pid is None
+    await sub.unsubscribe()
+
+
+async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir):
+    _, started = cmd
+    name = "talker"
+    await register(nc, started, name, {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE})
+    batches = Collector(LogBatch)
+    sub = await nc.subscribe(subjects.logs(HOST, name), cb=batches.cb)
+    r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply)
+    assert r.subject == subjects.logs(HOST, name) and r.lease_until > time.time()
+    await op(nc, "apps.start", name)
+    want = [f"node line {i}" for i in range(10)]
+
+    def followed():
+        return [ln.line for b in batches.items for ln in b.lines]
+
+    deadline = time.monotonic() + 15
+    while followed()[:10] != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert followed()[:10] == want
+    tail = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10}, LogsReply)
+    assert [ln.line for ln in tail.lines] == want
+    await sub.unsubscribe()
+    await op(nc, "apps.stop", name)
+
+
+async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
+    _, started = cmd
+    audits = Collector(AuditRecord)
+    sub = await nc.subscribe(subjects.audit(HOST), cb=audits.cb)
+    cases = {
+        "missing script": {"name": "v1", "run": {"runtime": "python", "script": str(appdir / "nope.py")}},
+        "missing user": {"name": "v2", "run": {"runtime": "python", "script": str(appdir / "app.py")}, "user": "no-such-user-x"},
+        "bad env name": {"name": "v3", "run": {"runtime": "python", "script": str(appdir / "app.py")}, "env": {"1BAD-NAME": "x"}},
+        "denylisted": {"name": "v4", "run": {"runtime": "binary", "argv": ["rm", "-rf", str(appdir / "x")]}},
+        "shell": {"name": "v5", "run": {"runtime": "binary", "argv": ["/bin/sh", "-c", "echo hi"]}},
+    }
+    reasons = {}
+    for label, spec in cases.items():
+        with pytest.raises(CtlFailed) as ei:
+            await ctl(nc, HOST, "apps.register", {"actor": "mallory", "spec": spec})
+        assert ei.value.code == 400, (label, ei.value)
+        reasons[label] = ei.value.message
+    assert "does not exist" in reasons["missing script"] and "nope.py" in reasons["missing script"]
+    assert "no-such-user-x" in reasons["missing user"]
+    assert "1BAD-NAME" in reasons["bad env name"]
+    assert "denylist" in reasons["denylisted"] and "denylist" in reasons["shell"]
+
+    await register(nc, started, "limited", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, env={"API_TOKEN": "tok-secret-123"})
+    await ctl(nc, HOST, "apps.start", {"actor": "mallory", "name": "limited"})
+    with pytest.raises(CtlFailed) as ei:
+        await ctl(nc, HOST, "apps.stop", {"actor": "mallory", "name": "limited"})
+    assert ei.value.code == 429 and "retry" in ei.value.message
+    with pytest.raises(CtlFailed) as ei:
+        await ctl(nc, HOST, "apps.start", {"actor": "mallory", "name": "ghost"})
+    assert ei.value.code == 404
+
+    mine = lambda: [a for a in audits.items if a.actor == "mallory"]  # noqa: E731
+    deadline = time.monotonic() + 10
+    while len(mine()) < 8 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    recs = mine()
+    assert len(recs) == 8, [(a.action, a.code) for a in recs]
+    assert sorted(a.code for a in recs) == [200, 400, 400, 400, 400, 400, 404, 429]
+    assert all(a.host == HOST and a.source == "commander" for a in recs)
+    refused = [a for a in recs if a.code == 400]
+    assert {a.target for a in refused} == {"v1", "v2", "v3", "v4", "v5"} and all(a.result == "error" and a.error for a in refused)
+    # the secret in the registered env never reaches the audit stream or a reply
+    reg = await audits.wait_for(lambda a: a.action == "apps.register" and a.target == "limited")
+    assert reg.params["spec"]["env"]["API_TOKEN"] == "***"
+    listing = await ctl(nc, HOST, "apps.list", {"actor": "alice"}, AppListReply)
+    assert "tok-secret-123" not in msgspec.json.encode(listing).decode()
+    assert not any("tok-secret-123" in json.dumps(msgspec.to_builtins(a)) for a in audits.items)
+    await sub.unsubscribe()
+    await asyncio.sleep(1.05)
+    await op(nc, "apps.stop", "limited")
+
+
+async def test_malformed_request_is_400_and_dead_lettered(cmd, nc):
+    js = nc.jetstream()
+    psub = await js.pull_subscribe("fleet.deadletter.commander", durable=None)
+    msg = await nc.request(subjects.ctl(HOST, "apps.start"), b'{"actor": "eve", "name": 42}', timeout=10)
+    assert msg.headers["Nats-Service-Error-Code"] == "400"
+    assert "$.name" in msg.headers["Nats-Service-Error"]
+    msg = await nc.request(subjects.ctl(HOST, "apps.start"), b'{"name": "x"}', timeout=10)
+    assert msg.headers["Nats-Service-Error-Code"] == "400" and "actor" in msg.headers["Nats-Service-Error"]
+    got = await psub.fetch(2, timeout=10)
+    assert any(m.data == b'{"actor": "eve", "name": 42}' for m in got)
+    await psub.unsubscribe()
+
+
+async def test_micro_discovery(cmd, nc):
+    inbox = nc.new_inbox()
+    got: list[dict] = []
+
+    async def cb(msg):
+        got.append(json.loads(msg.data))
+
+    sub = await nc.subscribe(inbox, cb=cb)
+    await nc.publish("$SRV.INFO.commander", b"", reply=inbox)
+    deadline = time.monotonic() + 5
+    while not any(i["metadata"].get("host") == HOST for i in got) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    info = next(i for i in got if i["metadata"].get("host") == HOST)
+    assert info["name"] == "commander"
+    endpoints = {e["subject"] for e in info["endpoints"]}
+    assert {subjects.ctl(HOST, v) for v in ("apps.restart", "jobs.run", "procs.scan", "apps.logs")} <= endpoints
+    stats = json.loads((await nc.request("$SRV.STATS.commander." + info["id"], b"", timeout=5)).data)
+    assert sum(e["num_requests"] for e in stats["endpoints"]) > 0
+
+
+async def test_children_are_readopted_after_commander_restart(nats_stack, nc, workdir, appdir):
+    state = workdir / "commander-state-b"
+    env = service_env(**nats_stack.env(host="host-b"))
+    cp = CommanderProcess(env, state, workdir / "commander-b1.log").start()
+    pids: list[int] = []
+    try:
+        await cp.wait_ready(nc, "host-b")
+        await ctl(nc, "host-b", "apps.register", {"actor": "alice", "spec": {"name": "survivor", "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, "restart": "always"}, "start": True})
+        deadline = time.monotonic() + 10
+        while True:
+            info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
+            if info.state == "running" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert info.state == "running"
+        pid = info.pid
+        pids.append(pid)
+        assert cp.stop() == 0
+        assert pid_alive(pid)  # the child outlives its supervisor
+        cp = CommanderProcess(env, state, workdir / "commander-b2.log").start()
+        await cp.wait_ready(nc, "host-b")
+        info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
+        assert info.state == "running" and info.pid == pid and "re-adopted" in info.detail
+        # and it is supervised again: a kill -9 is noticed and restarted
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
+            if info.pid and info.pid != pid and info.state in ("starting", "running"):
+                break
+            await asyncio.sleep(0.1)
+        assert info.pid != pid and pid_alive(info.pid)
+        pids.append(info.pid)
+        await asyncio.sleep(1.05)
+        await ctl(nc, "host-b", "apps.stop", {"actor": "alice", "name": "survivor"})
+        assert wait_pid_gone(info.pid, 10)
+    finally:
+        cp.stop()
+        kill_tree_pids(pids)
+
+
+async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
+    r = await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": [sys.executable, "-c", "print('hello from job'); import sys; sys.exit(4)"], "timeout_s": 30}, JobReply)
+    job_id = r.job.id
+    assert re.fullmatch(r"job_\d{8}_\d{6}_[0-9a-f]{6}", job_id)
+    deadline = time.monotonic() + 15
+    while True:
+        j = (await ctl(nc, HOST, "jobs.get", {"actor": "carol", "id": job_id}, JobReply)).job
+        if j.state != "running" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert j.state == "failed" and j.exit_code == 4 and j.duration_s is not None and j.actor == "carol"
+    logs = await ctl(nc, HOST, "jobs.logs", {"actor": "carol", "id": job_id}, JobLogsReply)
+    assert logs.lines == ["hello from job"]
+
+    slow = (await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["sleep", "30"], "timeout_s": 0.5}, JobReply)).job
+    long = (await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["sleep", "30"], "timeout_s": 60}, JobReply)).job
+    stopped = (await ctl(nc, HOST, "jobs.stop", {"actor": "carol", "id": long.id}, JobReply)).job
+    assert stopped.state == "stopped" and not pid_alive(long.pid)
+    deadline = time.monotonic() + 10
+    while True:
+        s = (await ctl(nc, HOST, "jobs.get", {"actor": "carol", "id": slow.id}, JobReply)).job
+        if s.state != "running" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert s.state == "timeout" and not pid_alive(slow.pid)
+    again = (await ctl(nc, HOST, "jobs.restart", {"actor": "carol", "id": job_id}, JobReply)).job
+    assert again.id != job_id and again.argv == j.argv
+
+    listing = await ctl(nc, HOST, "jobs.list", {"actor": "carol"}, JobListReply)
+    assert {job_id, slow.id, long.id, again.id} <= {x.id for x in listing.jobs}
+    with pytest.raises(CtlFailed) as ei:
+        await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["reboot"]})
+    assert ei.value.code == 400
+    with pytest.raises(CtlFailed) as ei:
+        await ctl(nc, HOST, "jobs.get", {"actor": "carol", "id": "job_20000101_000000_abcdef"})
+    assert ei.value.code == 404
+    await asyncio.sleep(0.5)
+    removed = (await ctl(nc, HOST, "jobs.cleanup", {"actor": "carol", "older_than_s": 0}))["removed"]
+    assert removed >= 3
+    with pytest.raises(CtlFailed):
+        await ctl(nc, HOST, "jobs.logs", {"actor": "carol", "id": job_id})
+
+
+async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
+    _, started = cmd
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=appdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await register(nc, started, "managed-one", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable})
+        managed = await op(nc, "apps.start", "managed-one")
+        deadline = time.monotonic() + 10
+        while True:
+            r = await ctl(nc, HOST, "procs.scan", {"actor": "alice"}, ScanReply)
+            mine = [p for p in r.procs if p.pid == server.pid]
+            if (mine and port in mine[0].ports) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert mine and mine[0].runtime == "python" and port in mine[0].ports and mine[0].cwd == str(appdir)
+        assert managed.pid not in {p.pid for p in r.procs}
+        await op(nc, "apps.stop", "managed-one")
+    finally:
+        server.kill()
+        server.wait()
