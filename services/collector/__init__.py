@@ -1,0 +1,1 @@
+"""collector: samples this host (psutil, NVML) and publishes frames, process snapshots, host info."""

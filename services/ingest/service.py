@@ -1,0 +1,130 @@
+"""The ingest service: migrations, then one consumer per stream, plus housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+from nats.aio.client import Client as NATS
+
+from libs.runtime import jetstream
+from libs.schemas import streams
+
+from . import maintenance, schema
+from .config import IngestConfig
+from .consumer import Consumer
+from .db import Link
+from .decode import Decoder
+from .writer import EventsWriter, MetricsWriter, Partitions
+
+log = logging.getLogger("fleetwatch.ingest")
+
+OWN_STREAMS = (streams.METRICS, streams.EVENTS, streams.AUDIT, streams.DEADLETTER)
+OWN_CONSUMERS = {"metrics": streams.INGEST_METRICS, "events": streams.INGEST_EVENTS, "audit": streams.INGEST_AUDIT}
+
+
+async def connect_db(dsn: str, stop_after: float | None = None) -> asyncpg.Connection:
+    """Wait for the database as long as it takes (ingest may start first, or during an outage)."""
+    delay = 0.2
+    started = time.monotonic()
+    while True:
+        try:
+            return await asyncpg.connect(dsn, timeout=10)
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError, asyncpg.PostgresConnectionError, asyncio.TimeoutError) as exc:
+            if stop_after is not None and time.monotonic() - started > stop_after:
+                raise
+            log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def ensure_jetstream(nc: NATS, names: list[str]) -> None:
+    """Ingest's own streams and consumers, in case it starts before anything provisioned them.
+    Several replicas may race here: a losing create is retried as an update."""
+    js = nc.jetstream()
+    for attempt in range(5):
+        try:
+            replicas = min(3, await jetstream.cluster_size(nc))
+            for spec in OWN_STREAMS:
+                await jetstream.ensure_stream(js, spec, replicas)
+            for n in names:
+                await jetstream.ensure_consumer(js, OWN_CONSUMERS[n])
+            return
+        except Exception as exc:
+            if attempt == 4:
+                raise
+            log.warning("provisioning raced or failed (%s); retrying", exc)
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+
+class Ingest:
+    def __init__(self, config: IngestConfig, nc: NATS) -> None:
+        self.config = config
+        self.nc = nc
+        self.consumers: dict[str, Consumer] = {}
+        self.metrics_writer: MetricsWriter | None = None
+        self.events_writer = EventsWriter()
+        self.storage: schema.Storage | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        conn = await connect_db(cfg.db.dsn)
+        try:
+            if cfg.migrate:
+                applied = await schema.apply(conn, cfg.storage)
+                if applied:
+                    log.info("migrations applied", extra={"applied": applied})
+            self.storage = await schema.storage(conn)
+            await maintenance.run_once(conn, self.storage, cfg.events_retention_days)
+        finally:
+            await conn.close()
+        log.info("history storage", extra={"backend": self.storage.backend})
+        await ensure_jetstream(self.nc, cfg.streams)
+
+        plain = self.storage.backend == "partitions"
+        decoder = Decoder(self.storage.raw_retention_s, cfg.future_tolerance)
+        self.metrics_writer = MetricsWriter(rollups=plain, partitions=Partitions() if plain else None, last_seen_every=cfg.last_seen_every)
+        common = dict(batch=cfg.batch, fetch_timeout=cfg.fetch_timeout, keepalive=cfg.keepalive)
+        for name in cfg.streams:
+            if name == "metrics":
+                links = [Link(cfg.db.dsn, f"metrics-{i}") for i in range(cfg.metrics_writers)]
+                c = Consumer(self.nc, OWN_CONSUMERS[name], decoder.metrics, self.metrics_writer.write, links, **common)
+            else:
+                c = Consumer(self.nc, OWN_CONSUMERS[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common)
+            await c.start()
+            self.consumers[name] = c
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in self.consumers.values():
+            await c.stop()
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval)
+            try:
+                conn = await connect_db(self.config.db.dsn, stop_after=60)
+                try:
+                    await maintenance.run_once(conn, self.storage, self.config.events_retention_days)
+                finally:
+                    await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("maintenance failed: %s", exc)
+
+
+async def build(config: IngestConfig, stack: contextlib.AsyncExitStack) -> Ingest:
+    from libs.runtime import open_nats
+
+    nc = await open_nats(stack, config.nats, "ingest")
+    return Ingest(config, nc)
