@@ -14,6 +14,7 @@ from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -26,6 +27,7 @@ from libs.runtime.db import migrate, open_pool
 from .authn import Actor
 from .bootstrap import ensure_admin
 from .config import GatewayConfig
+from .directory import seed_from_db
 from .guard import OPENAPI_PATH, role_guard
 from .routes import CONTROLLERS, ROUTE_ROLES
 from .state import Gateway
@@ -53,6 +55,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         gw.hub.listen("frame", gw.directory.frame)
         gw.hub.listen("host", gw.directory.info)
         await gw.hub.start(nc)
+        # After subscribing, so nothing published meanwhile is missed; live data wins over stored.
+        await seed_from_db(gw.directory, pool)
         stack.push_async_callback(gw.hub.stop)
         app.state.gateway = gw
         log.info("gateway ready", extra={"event": "ready"})
@@ -90,6 +94,13 @@ def stats_middleware(app: ASGIApp) -> ASGIApp:
                 gw.stats.observe(scope["method"], scope.get("path_template") or "?", status, time.perf_counter() - t0)
 
     return middleware
+
+
+async def log_exception(exc: Exception, scope: Scope) -> None:
+    # Client errors are answered with their reason; anything else is a bug worth a traceback.
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return
+    log.error("request failed", exc_info=exc, extra={"route": scope.get("path_template") or scope.get("path", "")})
 
 
 def check_route_table(app: Litestar) -> None:
@@ -134,6 +145,8 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],
         ),
+        after_exception=[log_exception],
+        logging_config=None,
         debug=False,
     )
     check_route_table(app)

@@ -120,3 +120,35 @@ class Directory:
             self._cache.clear()
         self._cache[key] = (now, body)
         return body
+
+
+SUMMARY_COLUMNS = ("cpu_percent", "load1", "mem_percent", "mem_used", "mem_total", "swap_percent", "disk_max_percent",
+                   "net_bytes_recv", "net_bytes_sent", "gpu_util_percent", "procs_total", "uptime")
+
+
+async def seed_from_db(directory: Directory, pool) -> int:
+    """Hosts and their newest stored frame (ingest's tables), so a freshly started gateway knows
+    the fleet before the next frames arrive. Returns how many hosts were loaded."""
+    if not await pool.fetchval("SELECT to_regclass('hosts') IS NOT NULL AND to_regclass('metrics') IS NOT NULL"):
+        return 0
+    cols = ", ".join(f"m.{c}" for c in SUMMARY_COLUMNS)
+    rows = await pool.fetch(
+        f"""SELECT h.host, h.hostname, h.os, h.kernel, h.arch, h.cpu_model, h.cpu_count, h.mem_total AS info_mem_total,
+                   h.agent_version, h.labels::text AS labels, h.info_time, h.last_seen,
+                   m.time, m.seq, {cols}
+              FROM hosts h
+              LEFT JOIN LATERAL (SELECT * FROM metrics WHERE host = h.host AND time > now() - interval '1 day'
+                                 ORDER BY time DESC LIMIT 1) m ON true"""
+    )
+    for r in rows:
+        e = directory._entry(r["host"])
+        if e.info is None:
+            e.info = HostInfo(host=r["host"], ts=r["info_time"].timestamp() if r["info_time"] else 0.0, hostname=r["hostname"], os=r["os"],
+                              kernel=r["kernel"], arch=r["arch"], cpu_model=r["cpu_model"], cpu_count=r["cpu_count"],
+                              mem_total=r["info_mem_total"], agent_version=r["agent_version"], labels=msgspec.json.decode(r["labels"] or "{}"))
+        if e.frame is None and r["time"] is not None:
+            e.summary = {"host": r["host"], "ts": r["time"].timestamp(), "seq": r["seq"], **{c: r[c] for c in SUMMARY_COLUMNS}}
+        seen = r["last_seen"] or r["time"]
+        if seen is not None and e.last_seen is None:
+            e.last_seen = seen.timestamp()
+    return len(rows)

@@ -30,7 +30,8 @@ class AuditController(Controller):
         self,
         gw: Gateway,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
-        actor: Annotated[str | None, Parameter(max_length=64)] = None,
+        # `actor` is the name of the injected caller, so the filter is bound under another name.
+        by_actor: Annotated[str | None, Parameter(query="actor", max_length=64)] = None,
         action: Annotated[str | None, Parameter(max_length=100)] = None,
         result: Literal["ok", "error"] | None = None,
         from_: Annotated[TimeParam, Parameter(query="from")] = None,
@@ -48,7 +49,7 @@ class AuditController(Controller):
                   AND ($3::text IS NULL OR host = $3) AND ($4::text IS NULL OR actor = $4)
                   AND ($5::text IS NULL OR action = $5) AND ($6::text IS NULL OR result = $6)
                 ORDER BY time DESC, id LIMIT $7 OFFSET $8""",
-            utc(f), utc(t), host, actor, action, result, limit + 1, offset,
+            utc(f), utc(t), host, by_actor, action, result, limit + 1, offset,
         )
         items = [
             AuditRecord(id=r["id"], ts=r["time"].timestamp(), host=r["host"], actor=r["actor"], action=r["action"], target=r["target"],

@@ -1,0 +1,181 @@
+"""Every route x every role, from the one table (services/gateway/routes.py): no token -> 401,
+below the route's role -> 403, at or above it -> 2xx. A route added to the table without an
+example request here fails this test, so a new resource cannot skip the check.
+
+Adding a route: if a GET with the default path values below answers 2xx, nothing to do;
+otherwise add one line to EXAMPLES."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from libs.runtime import connect
+from libs.schemas import Codec, MetricFrame
+from libs.schemas import subjects as s
+from libs.schemas.metrics import CpuStats, MemStats
+from services.gateway.roles import LEVEL, ROLES
+from services.gateway.routes import ROUTE_ROLES
+from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
+
+pytestmark = pytest.mark.timeout(240)
+
+HOST = "host-a"
+PATH_VALUES = {"host": HOST, "username": "target1", "pid": "1", "token_id": "none"}
+_n = itertools.count()
+
+
+def frame(host: str = HOST, seq: int = 1) -> MetricFrame:
+    return MetricFrame(host=host, ts=time.time(), boot=1, seq=seq, cpu=CpuStats(percent=12.5, count=4), mem=MemStats(total=8, available=4, used=4, percent=50.0))
+
+
+async def _new_user(gw, c: httpx.AsyncClient) -> str:
+    name = f"tmp{next(_n)}"
+    r = await c.post("/api/v1/users", json={"username": name}, headers=gw.headers("admin"))
+    assert r.status_code == 201, r.text
+    return name
+
+
+async def _new_token(gw, c: httpx.AsyncClient, role: str | None) -> str:
+    if role is None:
+        return "none"
+    r = await c.post("/api/v1/auth/tokens", json={"name": "matrix"}, headers=gw.headers(role))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+# route -> async (gw, client, role) -> (method, path, json body)
+EXAMPLES = {
+    "POST /api/v1/auth/login": lambda gw, c, role: _const("POST", "/api/v1/auth/login", {"username": "target1", "password": "target-password"}),
+    "POST /api/v1/auth/tokens": lambda gw, c, role: _const("POST", "/api/v1/auth/tokens", {"name": "m"}),
+    "DELETE /api/v1/auth/tokens/{token_id}": lambda gw, c, role: _path("DELETE", "/api/v1/auth/tokens/{}", _new_token(gw, c, role)),
+    "POST /api/v1/users": lambda gw, c, role: _const("POST", "/api/v1/users", {"username": f"made{next(_n)}"}),
+    "PATCH /api/v1/users/{username}": lambda gw, c, role: _const("PATCH", "/api/v1/users/target1", {"email": "t@example.org"}),
+    "DELETE /api/v1/users/{username}": lambda gw, c, role: _path("DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")),
+}
+
+
+async def _const(method, path, body=None):
+    return method, path, body
+
+
+async def _const_val(v):
+    return v
+
+
+async def _path(method, template, value_coro):
+    return method, template.format(await value_coro), None
+
+
+def _default(key: str):
+    method, path = key.split(" ", 1)
+    assert method == "GET", f"add an example request for {key!r} to EXAMPLES"
+    for k, v in PATH_VALUES.items():
+        path = path.replace("{" + k + "}", v)
+    return _const(method, path)
+
+
+@pytest.fixture(scope="module")
+async def roles_db(pg_cluster):
+    dsn = await create_database(pg_cluster.dsn, "gwroles")
+    await apply_ingest_schema(dsn)
+    yield dsn
+    await drop_database(pg_cluster.dsn, dsn)
+
+
+@pytest.fixture(scope="module")
+def gw(nats_stack, roles_db, workdir):
+    with running_gateway(nats_stack, roles_db, workdir / "gw-roles") as g:
+        for role in ROLES:
+            g.token(role)
+        r = httpx.post(f"{g.url}/api/v1/users", json={"username": "target1", "password": "target-password"}, headers=g.headers("admin"))
+        assert r.status_code == 201, r.text
+        yield g
+
+
+async def _call(c: httpx.AsyncClient, method: str, path: str, body, headers) -> int:
+    if path == "/api/v1/stream":
+        async with c.stream("GET", path, headers=headers) as r:
+            return r.status_code
+    return (await c.request(method, path, json=body, headers=headers)).status_code
+
+
+async def test_every_route_every_role(gw, nats_stack):
+    nc = await connect(nats_stack.settings("admin"), "test-roles", retry_forever=False)
+    codec = Codec(MetricFrame)
+
+    async def answer_sample(msg):
+        await msg.respond(codec.encode(frame(seq=99)))
+
+    await nc.subscribe(s.sample(HOST), cb=answer_sample)
+    await nc.publish(s.metrics(HOST), codec.encode(frame()))
+    await nc.flush()
+    failures = []
+    try:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+            for _ in range(50):  # the gateway has seen the host
+                if (await c.get(f"/api/v1/hosts/{HOST}", headers=gw.headers("viewer"))).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            http_routes = [k for k in ROUTE_ROLES if not k.startswith("WS ")]
+            assert len(http_routes) >= 20
+            for key in http_routes:
+                need = ROUTE_ROLES[key]
+                for role in (None, *ROLES):
+                    build = EXAMPLES.get(key, lambda gw, c, role, key=key: _default(key))
+                    method, path, body = await build(gw, c, role)
+                    headers = gw.headers(role) if role else {}
+                    status = await _call(c, method, path, body, headers)
+                    if need is None or (role is not None and LEVEL[role] >= LEVEL[need]):
+                        expected = "2xx"
+                        ok = 200 <= status < 300
+                    elif role is None:
+                        expected, ok = "401", status == 401
+                    else:
+                        expected, ok = "403", status == 403
+                    if not ok:
+                        failures.append(f"{key} as {role or 'anonymous'}: {status}, expected {expected}")
+    finally:
+        await nc.close()
+    assert not failures, "\n".join(failures) + "\n" + "\n".join(l for l in gw.log().splitlines() if "error" in l)[-3000:]
+
+
+async def test_websocket_route_roles(gw):
+    ws_routes = [k for k in ROUTE_ROLES if k.startswith("WS ")]
+    assert ws_routes
+    base = gw.url.replace("http://", "ws://")
+    for key in ws_routes:
+        need = ROUTE_ROLES[key]
+        path = key.split(" ", 1)[1]
+        for role in (None, *ROLES):
+            url = base + path + (f"?access_token={gw.token(role)}" if role else "")
+            allowed = need is None or (role is not None and LEVEL[role] >= LEVEL[need])
+            if allowed:
+                async with ws_connect(url, open_timeout=10) as ws:
+                    await ws.ping()
+            else:
+                with pytest.raises(InvalidStatus) as ei:
+                    async with ws_connect(url, open_timeout=10):
+                        pass
+                assert ei.value.response.status_code == 403, (key, role)
+
+
+def test_route_table_matches_the_app():
+    """create_app refuses a table that disagrees with the served routes."""
+    from services.gateway.app import check_route_table, create_app
+    from services.gateway.config import GatewayConfig
+
+    app = create_app(GatewayConfig(), lifespan_enabled=False)
+    ROUTE_ROLES["GET /api/v1/nowhere"] = "viewer"
+    try:
+        with pytest.raises(RuntimeError, match="nowhere"):
+            check_route_table(app)
+    finally:
+        del ROUTE_ROLES["GET /api/v1/nowhere"]
+    assert set(ROUTE_ROLES.values()) <= {None, *ROLES}
