@@ -193,3 +193,46 @@ async def apply_ingest_schema(dsn: str) -> None:
 def run_async(coro):
     """Run a coroutine from sync code (fixtures of sync tests)."""
     return asyncio.run(coro)
+
+
+class SSEEvent:
+    __slots__ = ("id", "event", "data", "comment")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.event = "message"
+        self.data = ""
+        self.comment = ""
+
+    def json(self):
+        import json
+
+        return json.loads(self.data)
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(id={self.id}, event={self.event}, data={self.data[:80]!r}, comment={self.comment!r})"
+
+
+async def sse_events(response: httpx.Response, *, comments: bool = False):
+    """Parse a streaming httpx response (`client.stream("GET", "/api/v1/stream")`) into events;
+    with `comments`, heartbeat comment lines are yielded as events with `.comment` set."""
+    ev = SSEEvent()
+    async for line in response.aiter_lines():
+        if line == "":
+            if ev.data or ev.id is not None:
+                yield ev
+            ev = SSEEvent()
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "":
+            if comments:
+                c = SSEEvent()
+                c.comment = value
+                yield c
+        elif field == "id":
+            ev.id = value
+        elif field == "event":
+            ev.event = value
+        elif field == "data":
+            ev.data = value if not ev.data else ev.data + "\n" + value

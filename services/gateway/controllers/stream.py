@@ -124,8 +124,14 @@ class StreamController(Controller):
             last = socket.query_params.get("last_event_id")
             client = gw.hub.add(hs, ks, int(last) if last and last.isdigit() else None)
         except HubFull:
-            # Before accept: the server answers the upgrade with an HTTP error.
-            await socket.close(code=1013, reason="too many live connections")
+            if "websocket.http.response" in (socket.scope.get("extensions") or {}):
+                # Refuse the upgrade with a real 503, like the SSE route.
+                body = b'{"status_code":503,"detail":"too many live connections; retry later"}'
+                await socket.send({"type": "websocket.http.response.start", "status": 503,
+                                   "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5"), (b"content-length", str(len(body)).encode())]})
+                await socket.send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await socket.close(code=1013, reason="too many live connections")
             return
         await socket.accept()
         hub = gw.hub
