@@ -465,7 +465,7 @@ class Commander:
                         await send([LogLine(ts=now, line=x) for x in new])
                     await asyncio.sleep(self.config.follow_batch_interval_s)
             else:
-                proc = await self.systemd.follow_process(rec.spec.name)
+                proc = await self.systemd.follow_process(rec.spec.name, since=time.time())
                 try:
                     buf: list[LogLine] = []
                     last = time.monotonic()

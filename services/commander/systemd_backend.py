@@ -66,7 +66,7 @@ def render_unit(spec: AppSpec, argv: list[str]) -> str:
         "StandardError=journal",
     ]
     if spec.cwd:
-        lines.append(f"WorkingDirectory={_quote(spec.cwd)}")
+        lines.append(f"WorkingDirectory={spec.cwd.replace('%', '%%')}")  # takes no quotes; validated absolute, no control chars
     if spec.user:
         lines.append(f"User={spec.user}")
     env = dict(spec.env)
@@ -279,9 +279,11 @@ class SystemdBackend:
         entries = [self.parse_journal(line) for line in out.splitlines()]
         return [e for e in entries if e]
 
-    async def follow_process(self, name: str) -> asyncio.subprocess.Process:
+    async def follow_process(self, name: str, since: float) -> asyncio.subprocess.Process:
+        # `--since` rather than `-n 0`: entries journald writes in the same batch as the first one
+        # after attaching are otherwise skipped.
         return await asyncio.create_subprocess_exec(
-            *self._cmd(self.journalctl, "-u", self.unit(name), "-f", "-n", "0", "-o", "json", "--no-pager", "-q"),
+            *self._cmd(self.journalctl, "-u", self.unit(name), "-f", f"--since=@{since:.6f}", "-o", "json", "--no-pager", "-q"),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -65,6 +65,8 @@ class Validator:
 
     @staticmethod
     def check_cwd(cwd: str) -> None:
+        if cwd and any(ord(c) < 32 for c in cwd):
+            raise bad("working directory contains control characters")
         if cwd and not os.path.isdir(cwd):
             raise bad(f"working directory {cwd!r} does not exist")
         if cwd and not os.path.isabs(cwd):
