@@ -21,11 +21,11 @@ async def dbs(pg_cluster):
         yield d
 
 
-async def sync(dbs) -> applier.Counts:
+async def sync(dbs, cache: applier.LocalCache | None = None) -> applier.Counts:
     central = await fetch_active_users(dbs.central_dsn, 10)
     conn = await asyncpg.connect(dbs.local_dsn)
     try:
-        return await applier.apply(conn, central.rows)
+        return await applier.apply(conn, central, cache)
     finally:
         await conn.close()
 
@@ -81,6 +81,29 @@ async def test_local_copy_follows_create_update_deactivate_delete(dbs):
         await c.close()
 
 
+async def test_in_memory_copy_is_dropped_when_someone_else_writes_the_table(dbs):
+    cache = applier.LocalCache()
+    c = await asyncpg.connect(dbs.central_dsn)
+    local = await asyncpg.connect(dbs.local_dsn)
+    try:
+        for i in range(5):
+            await add_user(c, f"k{i}", 8000 + i)
+        assert (await sync(dbs, cache)).added == 5
+        assert cache.version is not None and len(cache.rows) == 5
+        assert (await sync(dbs, cache)).updated == 0  # served from the cache, still correct
+        # A hand edit on the host: the next sync notices and restores the central truth.
+        await local.execute("DELETE FROM nss_users WHERE username='k1'")
+        await local.execute("UPDATE nss_users SET shell='/bin/false' WHERE username='k2'")
+        counts = await sync(dbs, cache)
+        assert (counts.added, counts.updated, counts.removed) == (1, 1, 0)
+        users = await local_users(dbs.local_dsn)
+        assert "k1" in users and users["k2"][3] == "/bin/bash"
+        assert (await sync(dbs, cache)).updated == 0
+    finally:
+        await local.close()
+        await c.close()
+
+
 async def test_one_sync_can_move_a_name_and_a_uid_between_accounts(dbs):
     c = await asyncpg.connect(dbs.central_dsn)
     try:
@@ -110,10 +133,16 @@ async def test_rows_that_cannot_be_host_accounts_are_skipped(dbs):
         await add_user(c, "good", 4001)
         await add_user(c, "relhome", 4002, home="relative/home")
         await add_user(c, "colon", 4003, shell="/bin/sh:evil")
-        central = await fetch_active_users(dbs.central_dsn, 10)
-        assert sorted(name for name, _ in central.skipped) == ["colon", "relhome"]
-        await sync(dbs)
+        counts = await sync(dbs)
+        assert sorted(name for name, _ in counts.skipped) == ["colon", "relhome"]
         assert set(await local_users(dbs.local_dsn)) == {"good"}
+        # A valid account made invalid centrally leaves the host rather than staying as it was.
+        await c.execute("UPDATE users SET home='' WHERE username='relhome'")
+        await c.execute("UPDATE users SET shell='/bin/bash\nx' WHERE username='good'")
+        counts = await sync(dbs)
+        assert (counts.added, counts.removed) == (1, 1)
+        assert sorted(n for n, _ in counts.skipped) == ["colon", "good"]
+        assert set(await local_users(dbs.local_dsn)) == {"relhome"}
     finally:
         await c.close()
 
@@ -175,10 +204,11 @@ async def test_readers_never_miss_a_user_during_100_syncs_of_10000(dbs):
         reader = asyncio.create_task(_reader(dbs.local_dsn, stable, stop, stats))
         rnd = random.Random(1)
         changed = 0
+        cache = applier.LocalCache()  # as the service runs it
         t0 = time.monotonic()
         for _ in range(100):
             await _churn(c, rnd, n)
-            counts = await sync(dbs)
+            counts = await sync(dbs, cache)
             changed += counts.added + counts.updated + counts.removed
         stop.set()
         await reader
@@ -202,7 +232,7 @@ async def test_the_reader_does_catch_a_non_atomic_sync(dbs):
         stop = asyncio.Event()
         stats = {"lookups": 0, "missing": 0}
         reader = asyncio.create_task(_reader(dbs.local_dsn, stable, stop, stats))
-        rows = (await fetch_active_users(dbs.central_dsn, 10)).rows
+        rows = [tuple(r) for r in await fetch_active_users(dbs.central_dsn, 10)]
         from services.replicator.source import COLUMNS
 
         for _ in range(20):

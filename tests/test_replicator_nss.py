@@ -30,7 +30,7 @@ async def sync(dbs) -> None:
     central = await fetch_active_users(dbs.central_dsn, 10)
     conn = await asyncpg.connect(dbs.local_dsn)
     try:
-        await applier.apply(conn, central.rows)
+        await applier.apply(conn, central)
     finally:
         await conn.close()
 

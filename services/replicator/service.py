@@ -57,6 +57,7 @@ class ReplicatorService:
         self._retry: asyncio.TimerHandle | None = None
         self._subs: list = []
         self._scheduler: AsyncIOScheduler | None = None
+        self._cache = applier.LocalCache()
 
     # -- triggers -------------------------------------------------------------------------------
 
@@ -122,13 +123,13 @@ class ReplicatorService:
         t0 = time.perf_counter()
         try:
             central = await fetch_active_users(self.config.central_dsn, self.config.central_timeout)
-            if central.skipped:
+            async with self.pool.acquire() as conn:
+                counts = await applier.apply(conn, central, self._cache)
+            if counts.skipped:
                 log.warning(
                     "skipped central users that cannot be host accounts",
-                    extra={"skipped": [f"{name}: {why}" for name, why in central.skipped[:50]], "count": len(central.skipped)},
+                    extra={"skipped": [f"{name}: {why}" for name, why in counts.skipped[:50]], "count": len(counts.skipped)},
                 )
-            async with self.pool.acquire() as conn:
-                counts = await applier.apply(conn, central.rows)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, retried, never fatal
             status = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger=trigger, duration_ms=(time.perf_counter() - t0) * 1000, error=describe(exc))
             self.failures += 1

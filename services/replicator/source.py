@@ -40,28 +40,12 @@ def invalid_reason(row: tuple) -> str:
     return ""
 
 
-class CentralRows:
-    __slots__ = ("rows", "skipped")
-
-    def __init__(self, rows: list[tuple], skipped: list[tuple[str, str]]) -> None:
-        self.rows = rows
-        self.skipped = skipped  # (username, reason)
-
-
-async def fetch_active_users(dsn: str, timeout: float) -> CentralRows:
-    """Every active central user, or an exception when the central database cannot be read."""
+async def fetch_active_users(dsn: str, timeout: float) -> list:
+    """Every active central user (asyncpg Records, tuple-comparable in COLUMNS order), or an
+    exception when the central database cannot be read. Checking them is the diff's job: only
+    rows that changed since the last sync need it."""
     conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout, server_settings={"application_name": "fleetwatch-replicator"})
     try:
-        records = await conn.fetch(CENTRAL_QUERY)
+        return await conn.fetch(CENTRAL_QUERY)
     finally:
         await conn.close(timeout=timeout)
-    rows: list[tuple] = []
-    skipped: list[tuple[str, str]] = []
-    for r in records:
-        t = tuple(r)
-        reason = invalid_reason(t)
-        if reason:
-            skipped.append((str(t[1])[:64], reason))
-        else:
-            rows.append(t)
-    return CentralRows(rows, skipped)
