@@ -35,3 +35,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     stream_heartbeat_s: float = 15.0
     cors_origins: list[str] = []
     ui_dir: str = "ui/dist"
+    # POST /api/v1/webhook/command: HMAC-SHA256 shared secret (empty: the webhook answers 503)
+    # and how far the signed timestamp may be from now.
+    webhook_secret: str = ""
+    webhook_window_s: float = 300.0

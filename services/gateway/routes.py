@@ -8,7 +8,7 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import audit, auth, events, history, hosts, processes, stream, system, users
+from .controllers import apps, audit, auth, events, history, hosts, jobs, processes, scan, stream, system, users, webhook
 
 CONTROLLERS = [
     system.SystemController,
@@ -20,6 +20,10 @@ CONTROLLERS = [
     events.EventsController,
     audit.AuditController,
     stream.StreamController,
+    apps.AppsController,
+    jobs.JobsController,
+    scan.ScanController,
+    webhook.WebhookController,
 ]
 
 ROUTE_ROLES: dict[str, str | None] = {
@@ -47,4 +51,25 @@ ROUTE_ROLES: dict[str, str | None] = {
     "GET /api/v1/audit": "operator",
     "GET /api/v1/stream": "viewer",
     "WS /api/v1/ws": "viewer",
+    # commander (apps, jobs, scan): viewers read state, operators act, admins register/remove;
+    # logs and scans show command lines and output, so they are operator-only.
+    "GET /api/v1/hosts/{host}/apps": "viewer",
+    "POST /api/v1/hosts/{host}/apps": "admin",
+    "GET /api/v1/hosts/{host}/apps/{name}": "viewer",
+    "DELETE /api/v1/hosts/{host}/apps/{name}": "admin",
+    "POST /api/v1/hosts/{host}/apps/{name}/start": "operator",
+    "POST /api/v1/hosts/{host}/apps/{name}/stop": "operator",
+    "POST /api/v1/hosts/{host}/apps/{name}/restart": "operator",
+    "GET /api/v1/hosts/{host}/apps/{name}/logs": "operator",
+    "GET /api/v1/hosts/{host}/apps/{name}/logs/stream": "operator",
+    "GET /api/v1/hosts/{host}/jobs": "viewer",
+    "POST /api/v1/hosts/{host}/jobs": "operator",
+    "POST /api/v1/hosts/{host}/jobs/cleanup": "operator",
+    "GET /api/v1/hosts/{host}/jobs/{job_id}": "viewer",
+    "POST /api/v1/hosts/{host}/jobs/{job_id}/stop": "operator",
+    "POST /api/v1/hosts/{host}/jobs/{job_id}/restart": "operator",
+    "GET /api/v1/hosts/{host}/jobs/{job_id}/logs": "operator",
+    "GET /api/v1/hosts/{host}/scan": "operator",
+    # authenticated by its HMAC signature, not a token
+    "POST /api/v1/webhook/command": None,
 }

@@ -107,16 +107,17 @@ class GatewayProcess:
         return self.proc.returncode
 
 
-def start_gateway(nats_env: dict[str, str] | object, dsn: str, workdir: Path, *, timeout: float = 60, **settings: str) -> GatewayProcess:
+def start_gateway(nats_env: dict[str, str] | object, dsn: str, workdir: Path, *, timeout: float = 60, admin_password: str | None = None, **settings: str) -> GatewayProcess:
     """Start the gateway; `nats_env` is `nats_stack.env("gateway")` or the NatsStack itself.
-    Extra `settings` become FLEETWATCH_GATEWAY_<NAME> variables (e.g. stream_queue_size="8")."""
+    Extra `settings` become FLEETWATCH_GATEWAY_<NAME> variables (e.g. stream_queue_size="8").
+    On a database where an earlier gateway made the admin, pass that one's `admin_password`."""
     if not isinstance(nats_env, dict):
         nats_env = nats_env.env("gateway")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     pw_file = workdir / f"admin-password-{port}"
-    password = secrets.token_urlsafe(16)
+    password = admin_password or secrets.token_urlsafe(16)
     pw_file.write_text(password + "\n")
     pw_file.chmod(0o600)
     env = {
@@ -151,7 +152,7 @@ def start_gateway(nats_env: dict[str, str] | object, dsn: str, workdir: Path, *,
 
 @contextlib.contextmanager
 def running_gateway(nats_env, dsn: str, workdir: Path, **settings: str):
-    gw = start_gateway(nats_env, dsn, workdir, **settings)
+    gw = start_gateway(nats_env, dsn, workdir, **settings)  # admin_password= passes through
     try:
         yield gw
     finally:

@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from libs.schemas import AuditRecord
 
 from ..state import Gateway
-from .common import HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 
 class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -34,7 +34,7 @@ class AuditController(Controller):
         by_actor: Annotated[str | None, Parameter(query="actor", max_length=64)] = None,
         action: Annotated[str | None, Parameter(max_length=100)] = None,
         result: Literal["ok", "error"] | None = None,
-        from_: Annotated[TimeParam, Parameter(query="from")] = None,
+        from_: FromParam = None,
         to: TimeParam = None,
         limit: LimitParam = 100,
         offset: OffsetParam = 0,

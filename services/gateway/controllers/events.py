@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from ..state import Gateway
-from .common import HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 Kind = Literal["app", "health", "alert", "replica"]
 # kind -> (table, host column or None)
@@ -45,7 +45,7 @@ class EventsController(Controller):
         gw: Gateway,
         kind: Kind | None = None,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
-        from_: Annotated[TimeParam, Parameter(query="from")] = None,
+        from_: FromParam = None,
         to: TimeParam = None,
         limit: LimitParam = 100,
         offset: OffsetParam = 0,

@@ -11,7 +11,7 @@ from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
 from ..state import Gateway
-from .common import HostParam, TimeParam, table_exists, time_range, utc
+from .common import FromParam, HostParam, TimeParam, table_exists, time_range, utc
 
 # Columns present in the raw table and in both rollups (same names, see the History schema).
 FIELDS = (
@@ -50,7 +50,7 @@ class HistoryController(Controller):
         self,
         host: HostParam,
         gw: Gateway,
-        from_: Annotated[TimeParam, Parameter(query="from")] = None,
+        from_: FromParam = None,
         to: TimeParam = None,
         step: Annotated[float | None, Parameter(ge=1, le=86400 * 30, description="seconds per point")] = None,
         fields: Annotated[str | None, Parameter(max_length=500, description="comma-separated: " + ",".join(FIELDS))] = None,

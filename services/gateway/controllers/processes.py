@@ -10,7 +10,7 @@ from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
 from ..state import Gateway
-from .common import HostParam, LimitParam, TimeParam, table_exists, time_range, utc
+from .common import FromParam, HostParam, LimitParam, TimeParam, table_exists, time_range, utc
 
 
 class Proc(msgspec.Struct, kw_only=True, frozen=True):
@@ -89,7 +89,7 @@ class ProcessesController(Controller):
         host: HostParam,
         pid: Annotated[int, Parameter(ge=0, le=2**31 - 1)],
         gw: Gateway,
-        from_: Annotated[TimeParam, Parameter(query="from")] = None,
+        from_: FromParam = None,
         to: TimeParam = None,
         max_points: Annotated[int | None, Parameter(ge=1, le=10_000)] = None,
     ) -> ProcHistory:

@@ -1,0 +1,117 @@
+"""A host's apps (commander): list, register, remove, start/stop/restart, status, logs (tail and
+live SSE follow). Each call carries the authenticated user as the actor of the host's audit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+
+from libs.schemas import LogBatch, LogLine, subjects
+from libs.schemas.control import AppListReply, AppReply, AppSpec, LogsReply
+
+from ..authn import Actor
+from ..errors import errors
+from ..state import Gateway
+from .common import HostParam
+from .ctlclient import call
+
+NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="app name")]
+LOG_LEASE_S = 30.0
+_BATCH = msgspec.json.Decoder(LogBatch)
+
+
+class AppRegistration(msgspec.Struct, kw_only=True, frozen=True):
+    spec: AppSpec
+    replace: bool = False
+    start: bool = False
+
+
+CTL_ERRORS = errors(400, 403, 404, 409, 429, 502, 503, 504)
+
+
+class AppsController(Controller):
+    path = "/api/v1/hosts/{host:str}/apps"
+    tags = ["apps"]
+
+    @get("/", summary="Apps registered on a host, with their state", responses=CTL_ERRORS)
+    async def list_apps(self, host: HostParam, gw: Gateway, actor: Actor) -> AppListReply:
+        return await call(gw.nc, host, "apps.list", {"actor": actor.username}, AppListReply)
+
+    @post("/", summary="Register an app (process or systemd backend)", status_code=201, responses=CTL_ERRORS)
+    async def register(self, host: HostParam, data: AppRegistration, gw: Gateway, actor: Actor) -> AppReply:
+        body = {"actor": actor.username, "spec": msgspec.to_builtins(data.spec), "replace": data.replace, "start": data.start}
+        return await call(gw.nc, host, "apps.register", body, AppReply, timeout=60)
+
+    @get("/{name:str}", summary="One app's state", responses=CTL_ERRORS)
+    async def status(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+        return await call(gw.nc, host, "apps.status", {"actor": actor.username, "name": name}, AppReply)
+
+    @delete("/{name:str}", summary="Stop and unregister an app", status_code=200, responses=CTL_ERRORS)
+    async def remove(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+        return await call(gw.nc, host, "apps.remove", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+
+    @post("/{name:str}/start", summary="Start an app", status_code=200, responses=CTL_ERRORS)
+    async def start(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+        return await call(gw.nc, host, "apps.start", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+
+    @post("/{name:str}/stop", summary="Stop an app (SIGTERM, then SIGKILL after its stop timeout)", status_code=200, responses=CTL_ERRORS)
+    async def stop(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+        return await call(gw.nc, host, "apps.stop", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+
+    @post("/{name:str}/restart", summary="Restart an app", status_code=200, responses=CTL_ERRORS)
+    async def restart(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+        return await call(gw.nc, host, "apps.restart", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+
+    @get("/{name:str}/logs", summary="The last lines of an app's log (journald for systemd apps)", responses=CTL_ERRORS)
+    async def logs(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor, lines: Annotated[int, Parameter(ge=0, le=5000)] = 100) -> LogsReply:
+        return await call(gw.nc, host, "apps.logs", {"actor": actor.username, "name": name, "lines": lines}, LogsReply)
+
+    @get("/{name:str}/logs/stream", summary="Live log lines (SSE, one event per batch); ends when the client goes", responses=CTL_ERRORS)
+    async def logs_stream(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor, lines: Annotated[int, Parameter(ge=0, le=5000)] = 0) -> ServerSentEvent:
+        request = {"actor": actor.username, "name": name, "lines": lines, "follow": True, "lease_s": LOG_LEASE_S}
+        first = await call(gw.nc, host, "apps.logs", request, LogsReply)  # 4xx here, before the stream opens
+        return ServerSentEvent(self._follow(gw, host, name, request, first), event_type="logs")
+
+    @staticmethod
+    async def _follow(gw: Gateway, host: str, name: str, request: dict, first: LogsReply) -> AsyncIterator[str]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
+
+        async def on_batch(msg) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses batches, not the gateway
+                queue.put_nowait(msg.data)
+
+        sub = await gw.nc.subscribe(subjects.logs(host, name), cb=on_batch)
+        renew_at = time.monotonic() + LOG_LEASE_S / 3
+        try:
+            if first.lines:
+                tail = [LogLine(ts=ln.ts, line=ln.line, stream=ln.stream, level=ln.level) for ln in first.lines]
+                yield msgspec.json.encode(LogBatch(host=host, app=name, lines=tail)).decode()
+            while True:
+                try:
+                    data = await asyncio.wait_for(queue.get(), 15.0)
+                except asyncio.TimeoutError:
+                    data = b""
+                if time.monotonic() >= renew_at:
+                    # The lease keeps the host following only while someone watches.
+                    with contextlib.suppress(Exception):
+                        await call(gw.nc, host, "apps.logs", {**request, "lines": 0}, LogsReply, timeout=5)
+                    renew_at = time.monotonic() + LOG_LEASE_S / 3
+                if data:
+                    try:
+                        batch = _BATCH.decode(data)
+                    except msgspec.DecodeError:
+                        continue
+                    yield msgspec.json.encode(batch).decode()
+                else:
+                    yield ""  # heartbeat (an empty data event keeps proxies from closing the stream)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -1,0 +1,65 @@
+"""A host's ad-hoc jobs (commander): run, list, get, stop, restart, logs, cleanup."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from libs.schemas.control import JobCleanupReply, JobListReply, JobLogsReply, JobReply
+
+from ..authn import Actor
+from ..errors import errors
+from ..state import Gateway
+from .common import HostParam
+from .ctlclient import call
+
+JobIdParam = Annotated[str, Parameter(pattern=r"^job_\d{8}_\d{6}_[0-9a-f]{6}$", max_length=40, description="job id")]
+CTL_ERRORS = errors(400, 403, 404, 409, 429, 502, 503, 504)
+
+
+class JobSubmission(msgspec.Struct, kw_only=True, frozen=True):
+    argv: list[str]
+    cwd: str = ""
+    user: str = ""
+    env: dict[str, str] = {}
+    timeout_s: float = 300.0
+
+
+class JobCleanup(msgspec.Struct, kw_only=True, frozen=True):
+    older_than_s: float = 7 * 86400.0
+
+
+class JobsController(Controller):
+    path = "/api/v1/hosts/{host:str}/jobs"
+    tags = ["jobs"]
+
+    @get("/", summary="Jobs of a host, newest first", responses=CTL_ERRORS)
+    async def list_jobs(self, host: HostParam, gw: Gateway, actor: Actor, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100) -> JobListReply:
+        return await call(gw.nc, host, "jobs.list", {"actor": actor.username, "limit": limit}, JobListReply)
+
+    @post("/", summary="Run a one-shot command (argv, never a shell)", status_code=201, responses=CTL_ERRORS)
+    async def run(self, host: HostParam, data: JobSubmission, gw: Gateway, actor: Actor) -> JobReply:
+        return await call(gw.nc, host, "jobs.run", {"actor": actor.username, **msgspec.to_builtins(data)}, JobReply)
+
+    @post("/cleanup", summary="Delete finished jobs (and their logs) older than older_than_s", status_code=200, responses=CTL_ERRORS)
+    async def cleanup(self, host: HostParam, data: JobCleanup, gw: Gateway, actor: Actor) -> JobCleanupReply:
+        return await call(gw.nc, host, "jobs.cleanup", {"actor": actor.username, "older_than_s": data.older_than_s}, JobCleanupReply)
+
+    @get("/{job_id:str}", summary="One job", responses=CTL_ERRORS)
+    async def get_job(self, host: HostParam, job_id: JobIdParam, gw: Gateway, actor: Actor) -> JobReply:
+        return await call(gw.nc, host, "jobs.get", {"actor": actor.username, "id": job_id}, JobReply)
+
+    @post("/{job_id:str}/stop", summary="Stop a running job", status_code=200, responses=CTL_ERRORS)
+    async def stop(self, host: HostParam, job_id: JobIdParam, gw: Gateway, actor: Actor) -> JobReply:
+        return await call(gw.nc, host, "jobs.stop", {"actor": actor.username, "id": job_id}, JobReply)
+
+    @post("/{job_id:str}/restart", summary="Run a job's command again (a new job)", status_code=201, responses=CTL_ERRORS)
+    async def restart(self, host: HostParam, job_id: JobIdParam, gw: Gateway, actor: Actor) -> JobReply:
+        return await call(gw.nc, host, "jobs.restart", {"actor": actor.username, "id": job_id}, JobReply)
+
+    @get("/{job_id:str}/logs", summary="The last lines of a job's output", responses=CTL_ERRORS)
+    async def logs(self, host: HostParam, job_id: JobIdParam, gw: Gateway, actor: Actor, lines: Annotated[int, Parameter(ge=0, le=5000)] = 200) -> JobLogsReply:
+        return await call(gw.nc, host, "jobs.logs", {"actor": actor.username, "id": job_id, "lines": lines}, JobLogsReply)

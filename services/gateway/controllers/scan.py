@@ -1,0 +1,22 @@
+"""Unmanaged Node.js and Python processes on a host, to adopt as apps."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+
+from libs.schemas.control import ScanReply
+
+from ..authn import Actor
+from ..errors import errors
+from ..state import Gateway
+from .common import HostParam
+from .ctlclient import call
+
+
+class ScanController(Controller):
+    path = "/api/v1/hosts/{host:str}/scan"
+    tags = ["apps"]
+
+    @get("/", summary="Running Node.js/Python processes no app manages (pid, cmdline, cwd, user, ports)", responses=errors(403, 502, 503, 504))
+    async def scan(self, host: HostParam, gw: Gateway, actor: Actor) -> ScanReply:
+        return await call(gw.nc, host, "procs.scan", {"actor": actor.username}, ScanReply)

@@ -1,0 +1,113 @@
+"""`POST /api/v1/webhook/command`: control requests from external automation, authenticated by
+an HMAC-SHA256 signature instead of a user token.
+
+    X-Fleetwatch-Timestamp: <unix seconds>
+    X-Fleetwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
+
+The timestamp must be within `webhook_window_s` of the gateway's clock and a signature is
+accepted once (a replay within the window is 409), so a captured request cannot be sent again.
+The audit record's actor is `webhook:<actor from the body>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.exceptions import HTTPException, NotAuthorizedException
+
+from libs.schemas import check_host_id
+from libs.schemas.control import AppListReply, AppReply, JobListReply, JobReply
+from libs.schemas.ids import InvalidId
+
+from ..errors import errors
+from ..state import Gateway
+from .ctlclient import call
+
+TS_HEADER = "x-fleetwatch-timestamp"
+SIG_HEADER = "x-fleetwatch-signature"
+MAX_BODY = 64 * 1024
+
+# What automation may do: operator-level actions, never register/remove.
+VERBS: dict[str, type] = {
+    "apps.list": AppListReply,
+    "apps.status": AppReply,
+    "apps.start": AppReply,
+    "apps.stop": AppReply,
+    "apps.restart": AppReply,
+    "jobs.run": JobReply,
+    "jobs.get": JobReply,
+    "jobs.list": JobListReply,
+    "jobs.stop": JobReply,
+}
+
+
+class WebhookCommand(msgspec.Struct, kw_only=True, frozen=True):
+    host: str
+    verb: Literal["apps.list", "apps.status", "apps.start", "apps.stop", "apps.restart", "jobs.run", "jobs.get", "jobs.list", "jobs.stop"]
+    params: dict[str, Any] = {}
+    actor: str = "automation"
+
+
+_DEC = msgspec.json.Decoder(WebhookCommand)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+class ReplayGuard:
+    """Signatures seen within the window (per gateway process)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+
+    def first_time(self, sig: str, window_s: float) -> bool:
+        now = time.time()
+        if len(self.seen) > 10000:
+            self.seen = {k: v for k, v in self.seen.items() if v > now}
+        if self.seen.get(sig, 0) > now:
+            return False
+        self.seen[sig] = now + 2 * window_s
+        return True
+
+
+class WebhookController(Controller):
+    path = "/api/v1/webhook"
+    tags = ["webhook"]
+
+    @post("/command", summary="Signed control request from automation (HMAC-SHA256, timestamp window)", status_code=200,
+          responses=errors(400, 401, 403, 404, 409, 429, 502, 503, 504))
+    async def command(self, request: Request, gw: Gateway) -> dict[str, Any]:
+        secret = gw.config.webhook_secret
+        if not secret:
+            raise HTTPException(status_code=503, detail="the webhook is not configured (FLEETWATCH_GATEWAY_WEBHOOK_SECRET is empty)")
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HTTPException(status_code=413, detail=f"body larger than {MAX_BODY} bytes")
+        ts = request.headers.get(TS_HEADER, "")
+        sig = request.headers.get(SIG_HEADER, "")
+        try:
+            ts_f = float(ts)
+        except ValueError:
+            raise NotAuthorizedException(detail=f"missing or malformed {TS_HEADER} header") from None
+        window = gw.config.webhook_window_s
+        if abs(time.time() - ts_f) > window:
+            raise NotAuthorizedException(detail=f"timestamp outside the {window:g}s window (check the sender's clock)")
+        if not sig or not hmac.compare_digest(sig, sign(secret, ts, body)):
+            raise NotAuthorizedException(detail="bad signature")
+        guard: ReplayGuard = request.app.state.setdefault("webhook_replay", ReplayGuard())
+        if not guard.first_time(sig, window):
+            raise HTTPException(status_code=409, detail="this signed request was already received (replay)")
+        try:
+            cmd = _DEC.decode(body)
+            check_host_id(cmd.host)
+        except (msgspec.DecodeError, InvalidId) as exc:
+            raise HTTPException(status_code=400, detail=f"bad command: {exc}") from None
+        params = {k: v for k, v in cmd.params.items() if k != "actor"}
+        reply = await call(gw.nc, cmd.host, cmd.verb, {**params, "actor": f"webhook:{cmd.actor[:64]}"}, VERBS[cmd.verb], timeout=60)
+        return msgspec.to_builtins(reply)
