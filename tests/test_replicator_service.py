@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from libs.schemas import Codec, ReplicationStatus, UserChange, encode, subjects
+from libs.schemas import AuditRecord, Codec, ReplicationStatus, UserChange, encode, subjects
 from tests.conftest import service_env
 from tests.support.replicator import (
     ReplicatorProcess,
@@ -58,6 +58,12 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
         dead.append(msg)
 
     dl_sub = await nc.subscribe(subjects.deadletter("replicator"), cb=on_dead)
+    audits: list = []
+
+    async def on_audit(msg) -> None:
+        audits.append(Codec(AuditRecord).decode(msg.data))
+
+    audit_sub = await nc.subscribe(subjects.audit(HOST), cb=on_audit)
     env = replicator_env(service_env, nats_stack.env(host=HOST), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1)
     proc = ReplicatorProcess(env, workdir / f"replicator-{time.monotonic_ns()}.log").start()
     try:
@@ -101,17 +107,31 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
         assert st.ok and st.trigger == "manual" and st.added == 1 and st.total == 3
         assert "dave" in await local_users(dbs.local_dsn)
 
-        # A malformed event is quarantined, not fatal.
-        await nc.publish(subjects.USERS_CHANGED, b'{"op": 42')
+        # Asked by someone: the sync is audited under their name.
+        reply = await nc.request(subjects.sync(HOST), b'{"actor": "ops-jane"}', timeout=10)
+        assert STATUS.decode(reply.data).ok
         for _ in range(100):
-            if dead:
+            if any(a.actor == "ops-jane" for a in audits):
                 break
             await asyncio.sleep(0.05)
-        assert dead and dead[0].headers.get("Fleet-Subject") == subjects.USERS_CHANGED
+        rec = next(a for a in audits if a.actor == "ops-jane")
+        assert rec.action == "replication.sync" and rec.result == "ok" and rec.host == HOST and rec.params["total"] == 3
+
+        # A malformed event or request is quarantined, not fatal; the request gets a reason.
+        await nc.publish(subjects.USERS_CHANGED, b'{"op": 42')
+        reply = await nc.request(subjects.sync(HOST), b'{"actor": 7}', timeout=10)
+        bad = STATUS.decode(reply.data)
+        assert not bad.ok and "malformed sync request" in bad.error
+        for _ in range(100):
+            if len(dead) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(d.headers.get("Fleet-Subject") for d in dead) == sorted([subjects.USERS_CHANGED, subjects.sync(HOST)])
         reply = await nc.request(subjects.sync(HOST), b"", timeout=10)
         assert STATUS.decode(reply.data).ok
     finally:
         await dl_sub.unsubscribe()
+        await audit_sub.unsubscribe()
         rc = proc.stop()
         await c.close()
     assert rc == 0

@@ -9,6 +9,7 @@ import datetime
 import logging
 import re
 import time
+import uuid
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -16,7 +17,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from libs.runtime import DbSettings, deadletter, open_nats
 from libs.runtime.db import migrate, open_pool
 from libs.runtime.logs import redact
-from libs.schemas import Codec, DecodeError, ReplicationStatus, UserChange, subjects
+from libs.schemas import AuditRecord, Codec, DecodeError, ReplicationStatus, UserChange, subjects
+from libs.schemas.replication import SyncRequest
 
 from . import apply as applier
 from .config import ReplicatorConfig
@@ -27,6 +29,8 @@ log = logging.getLogger("replicator")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 STATUS = Codec(ReplicationStatus)
 USER_CHANGE = Codec(UserChange)
+SYNC_REQUEST = Codec(SyncRequest)
+AUDIT = Codec(AuditRecord)
 
 # When several triggers are pending, the status reports the most deliberate one.
 _PRIORITY = {"manual": 4, "event": 3, "start": 2, "retry": 1, "schedule": 0}
@@ -56,6 +60,7 @@ class ReplicatorService:
         self._worker: asyncio.Task | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._subs: list = []
+        self._tasks: set[asyncio.Task] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._cache = applier.LocalCache()
 
@@ -92,11 +97,45 @@ class ReplicatorService:
         self.trigger("event")
 
     async def _on_sync_request(self, msg) -> None:
-        if not msg.reply:
-            self.trigger("manual")
+        # Served in a task of its own: the subscription's callbacks run one after another, and a
+        # second request must not wait for the first one's sync before it is even registered.
+        task = asyncio.create_task(self._serve_sync(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_sync(self, msg) -> None:
+        try:
+            req = SYNC_REQUEST.decode(msg.data) if msg.data.strip() else SyncRequest()
+        except DecodeError as exc:
+            await deadletter.send(self.nc, "replicator", msg.subject, msg.data, exc)
+            if msg.reply:
+                bad = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500])
+                await msg.respond(STATUS.encode(bad))
             return
         status = await self.request("manual")
-        await msg.respond(STATUS.encode(status))
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(STATUS.encode(status))
+        await self._audit(req, status)
+
+    async def _audit(self, req: SyncRequest, status: ReplicationStatus) -> None:
+        """A requested sync is a control action: audited on this host's subject, success or not."""
+        rec = AuditRecord(
+            id=uuid.uuid4().hex,
+            ts=time.time(),
+            host=self.host,
+            actor=req.actor[:200],
+            action="replication.sync",
+            target="users",
+            params={"added": status.added, "updated": status.updated, "removed": status.removed, "total": status.total},
+            result="ok" if status.ok else "error",
+            code=200 if status.ok else 502,
+            error=status.error,
+            duration_ms=status.duration_ms,
+            source="replicator",
+        )
+        with contextlib.suppress(Exception):
+            await self.nc.publish(subjects.audit(self.host), AUDIT.encode(rec))
 
     async def _scheduled(self) -> None:
         self.trigger("schedule")
@@ -189,6 +228,8 @@ class ReplicatorService:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._cancel_retry()
+        for task in list(self._tasks):
+            task.cancel()
         if self._worker is not None:
             # A sync cut short rolls back: the local copy stays whole either way.
             self._worker.cancel()
