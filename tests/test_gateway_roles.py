@@ -22,6 +22,8 @@ from libs.schemas import subjects as s
 from libs.schemas.metrics import CpuStats, MemStats
 from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
+from tests.conftest import service_env
+from tests.support.commander import CommanderProcess, RawBody, gateway_role_examples
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
 
 pytestmark = pytest.mark.timeout(240)
@@ -61,6 +63,11 @@ EXAMPLES = {
 }
 
 
+# The commander's routes need a commander on HOST (started by the `gw` fixture) and fresh apps/jobs.
+WEBHOOK_SECRET = "roles-matrix-webhook-secret"
+EXAMPLES.update(gateway_role_examples(HOST, WEBHOOK_SECRET))
+
+
 async def _const(method, path, body=None):
     return method, path, body
 
@@ -90,8 +97,20 @@ async def roles_db(pg_cluster):
 
 
 @pytest.fixture(scope="module")
-def gw(nats_stack, roles_db, workdir):
-    with running_gateway(nats_stack, roles_db, workdir / "gw-roles") as g:
+async def roles_commander(nats_stack, workdir):
+    cp = CommanderProcess(service_env(**nats_stack.env(host=HOST)), workdir / "roles-commander", workdir / "roles-commander.log", job_concurrency="50", rate_per_app_s="0").start()
+    admin = await connect(nats_stack.settings("admin"), "roles-commander-wait", retry_forever=False)
+    try:
+        await cp.wait_ready(admin, HOST)
+    finally:
+        await admin.close()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(nats_stack, roles_db, workdir, roles_commander):
+    with running_gateway(nats_stack, roles_db, workdir / "gw-roles", webhook_secret=WEBHOOK_SECRET) as g:
         for role in ROLES:
             g.token(role)
         r = httpx.post(f"{g.url}/api/v1/users", json={"username": "target1", "password": "target-password"}, headers=g.headers("admin"))
@@ -100,9 +119,11 @@ def gw(nats_stack, roles_db, workdir):
 
 
 async def _call(c: httpx.AsyncClient, method: str, path: str, body, headers) -> int:
-    if path == "/api/v1/stream":
+    if path == "/api/v1/stream" or path.endswith("/logs/stream"):
         async with c.stream("GET", path, headers=headers) as r:
             return r.status_code
+    if isinstance(body, RawBody):  # the signed webhook: exact bytes and its own headers
+        return (await c.request(method, path, content=body.content, headers={**headers, **body.headers})).status_code
     return (await c.request(method, path, json=body, headers=headers)).status_code
 
 

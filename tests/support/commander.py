@@ -123,3 +123,70 @@ def wait_pid_gone(pid: int, timeout: float = 10.0) -> bool:
 
 def env_clean() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
+
+
+# -- the commander's gateway routes in the route x role matrix (tests/test_gateway_roles.py) ----
+class RawBody:
+    """A request body sent as exact bytes with its own headers (the signed webhook)."""
+
+    def __init__(self, content: bytes, headers: dict[str, str]) -> None:
+        self.content = content
+        self.headers = headers
+
+
+def signed_webhook(secret: str, command: dict, ts: float | None = None) -> RawBody:
+    from services.gateway.controllers.webhook import SIG_HEADER, TS_HEADER, sign
+
+    content = msgspec.json.encode(command)
+    stamp = str(int(ts if ts is not None else time.time()))
+    return RawBody(content, {TS_HEADER: stamp, SIG_HEADER: sign(secret, stamp, content), "content-type": "application/json"})
+
+
+def gateway_role_examples(host: str, webhook_secret: str) -> dict:
+    """EXAMPLES entries for every commander route: each builds a fresh app or job (as admin) so
+    that every allowed role's call can succeed (no 409 from a second start, no 429)."""
+    import itertools
+
+    n = itertools.count()
+    base = f"/api/v1/hosts/{host}"
+
+    async def app(gw, c, start_argv: list[str] | None = None) -> str:
+        name = f"roles{next(n)}"
+        argv = start_argv or ["true"]
+        spec = {"name": name, "run": {"runtime": "binary", "argv": argv}, "restart": "never"}
+        r = await c.post(f"{base}/apps", json={"spec": spec, "start": start_argv is not None}, headers=gw.headers("admin"))
+        assert r.status_code == 201, r.text
+        return name
+
+    async def job(gw, c, argv: list[str]) -> str:
+        r = await c.post(f"{base}/jobs", json={"argv": argv, "timeout_s": 30}, headers=gw.headers("admin"))
+        assert r.status_code == 201, r.text
+        return r.json()["job"]["id"]
+
+    async def out(method, path, body=None):
+        return method, path, body
+
+    async def with_app(method, suffix, gw, c, start_argv=None):
+        return method, f"{base}/apps/{await app(gw, c, start_argv)}{suffix}", None
+
+    async def with_job(method, suffix, gw, c, argv):
+        return method, f"{base}/jobs/{await job(gw, c, argv)}{suffix}", None
+
+    k = "/api/v1/hosts/{host}"
+    return {
+        f"POST {k}/apps": lambda gw, c, role: out("POST", f"{base}/apps", {"spec": {"name": f"roles{next(n)}", "run": {"runtime": "binary", "argv": ["true"]}, "restart": "never"}}),
+        f"GET {k}/apps/{{name}}": lambda gw, c, role: with_app("GET", "", gw, c),
+        f"DELETE {k}/apps/{{name}}": lambda gw, c, role: with_app("DELETE", "", gw, c),
+        f"POST {k}/apps/{{name}}/start": lambda gw, c, role: with_app("POST", "/start", gw, c),
+        f"POST {k}/apps/{{name}}/stop": lambda gw, c, role: with_app("POST", "/stop", gw, c, ["sleep", "20"]),
+        f"POST {k}/apps/{{name}}/restart": lambda gw, c, role: with_app("POST", "/restart", gw, c),
+        f"GET {k}/apps/{{name}}/logs": lambda gw, c, role: with_app("GET", "/logs", gw, c),
+        f"GET {k}/apps/{{name}}/logs/stream": lambda gw, c, role: with_app("GET", "/logs/stream", gw, c),
+        f"POST {k}/jobs": lambda gw, c, role: out("POST", f"{base}/jobs", {"argv": ["true"]}),
+        f"POST {k}/jobs/cleanup": lambda gw, c, role: out("POST", f"{base}/jobs/cleanup", {"older_than_s": 86400}),
+        f"GET {k}/jobs/{{job_id}}": lambda gw, c, role: with_job("GET", "", gw, c, ["true"]),
+        f"POST {k}/jobs/{{job_id}}/stop": lambda gw, c, role: with_job("POST", "/stop", gw, c, ["sleep", "20"]),
+        f"POST {k}/jobs/{{job_id}}/restart": lambda gw, c, role: with_job("POST", "/restart", gw, c, ["true"]),
+        f"GET {k}/jobs/{{job_id}}/logs": lambda gw, c, role: with_job("GET", "/logs", gw, c, ["true"]),
+        "POST /api/v1/webhook/command": lambda gw, c, role: out("POST", "/api/v1/webhook/command", signed_webhook(webhook_secret, {"host": host, "verb": "apps.list", "actor": f"matrix{next(n)}"})),
+    }
