@@ -41,6 +41,10 @@ EXAMPLES = {
     LogBatch: LogBatch(host="web-1", app="api", lines=[LogLine(ts=1.0, line="hello")]),
 }
 
+from tests.support.commander import control_examples  # noqa: E402
+
+EXAMPLES.update(control_examples())
+
 
 def test_every_message_type_has_an_example():
     assert set(EXAMPLES) == set(MESSAGE_TYPES)

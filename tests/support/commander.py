@@ -190,3 +190,31 @@ def gateway_role_examples(host: str, webhook_secret: str) -> dict:
         f"GET {k}/jobs/{{job_id}}/logs": lambda gw, c, role: with_job("GET", "/logs", gw, c, ["true"]),
         "POST /api/v1/webhook/command": lambda gw, c, role: out("POST", "/api/v1/webhook/command", signed_webhook(webhook_secret, {"host": host, "verb": "apps.list", "actor": f"matrix{next(n)}"})),
     }
+
+
+def control_examples() -> dict:
+    """One example per control API message type (tests/test_schemas.py round-trips them)."""
+    from libs.schemas import control as c
+
+    spec = c.AppSpec(name="api", run=c.NodeRun(script="/srv/api/index.js", args=["--port", "8080"]), cwd="/srv/api", env={"NODE_ENV": "production"})
+    info = c.AppInfo(spec=spec, state="running", pid=42, restarts=1, cpu_percent=1.5, rss=1 << 20)
+    job = c.JobInfo(id="job_20260101_120000_abcdef", argv=["uptime"], state="succeeded", exit_code=0, duration_s=0.01)
+    return {
+        c.AppListRequest: c.AppListRequest(actor="alice"),
+        c.AppRegisterRequest: c.AppRegisterRequest(actor="alice", spec=spec, start=True),
+        c.AppRequest: c.AppRequest(actor="alice", name="api"),
+        c.AppLogsRequest: c.AppLogsRequest(actor="alice", name="api", lines=10, follow=True),
+        c.AppReply: c.AppReply(app=info),
+        c.AppListReply: c.AppListReply(host="web-1", apps=[info, c.AppInfo(spec=c.AppSpec(name="w", backend="systemd", run=c.BinaryRun(argv=["/usr/bin/worker"])))]),
+        c.LogsReply: c.LogsReply(host="web-1", name="api", lines=[c.LogLineOut(ts=1.0, line="hello", level="info")]),
+        c.JobRunRequest: c.JobRunRequest(actor="alice", argv=["uptime"], timeout_s=10),
+        c.JobRequest: c.JobRequest(actor="alice", id=job.id),
+        c.JobListRequest: c.JobListRequest(actor="alice"),
+        c.JobCleanupRequest: c.JobCleanupRequest(actor="alice", older_than_s=60),
+        c.JobReply: c.JobReply(job=job),
+        c.JobListReply: c.JobListReply(host="web-1", jobs=[job]),
+        c.JobLogsReply: c.JobLogsReply(id=job.id, lines=["up 3 days"]),
+        c.JobCleanupReply: c.JobCleanupReply(removed=2),
+        c.ScanRequest: c.ScanRequest(actor="alice"),
+        c.ScanReply: c.ScanReply(host="web-1", procs=[c.ScannedProc(pid=7, runtime="python", cmdline=["python3", "app.py"], ports=[8000])]),
+    }
