@@ -150,4 +150,35 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
         debug=False,
     )
     check_route_table(app)
+    document_common_errors(app)
     return app
+
+
+def document_common_errors(app: Litestar) -> None:
+    """Answers every route can give, added to the OpenAPI document once instead of on each
+    handler: 401/403 where a role is needed, 503 when NATS or the database is away, 504 where
+    the route asks a host's agent and it does not answer."""
+    from litestar.openapi.spec import OpenAPIMediaType as OAMediaType
+    from litestar.openapi.spec import OpenAPIResponse, Reference, Schema
+
+    from .errors import DESCRIPTIONS
+
+    schema = app.openapi_schema
+    comps = schema.components.schemas if schema.components and schema.components.schemas else {}
+    body_schema = Reference(ref="#/components/schemas/ErrorBody") if "ErrorBody" in comps else Schema(type="object")
+    for path, item in (schema.paths or {}).items():
+        for method in ("get", "post", "put", "patch", "delete"):
+            op = getattr(item, method, None)
+            if op is None:
+                continue
+            codes = [503]
+            if ROUTE_ROLES.get(f"{method.upper()} {path}") is not None:
+                codes += [401, 403]
+            if path.startswith("/api/v1/hosts/{host}/") and not path.endswith(("/metrics", "/processes", "/history")):
+                codes.append(504)
+            responses = op.responses if op.responses is not None else {}
+            for code in codes:
+                responses.setdefault(
+                    str(code), OpenAPIResponse(description=DESCRIPTIONS[code], content={"application/json": OAMediaType(schema=body_schema)})
+                )
+            op.responses = responses

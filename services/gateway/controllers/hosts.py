@@ -48,8 +48,10 @@ class HostsController(Controller):
             raise NotFoundException(detail=f"no host {host!r} known")
         return HostDetail(host=view, frame=gw.directory.hosts[host].frame)
 
-    @get("/{host:str}/sample", summary="A fresh frame asked from the host's collector now", responses=errors(502, 504))
+    @get("/{host:str}/sample", summary="A fresh frame asked from the host's collector now", responses=errors(404, 502, 504))
     async def sample(self, host: HostParam, gw: Gateway) -> MetricFrame:
+        if host not in gw.directory.hosts:
+            raise NotFoundException(detail=f"no host {host!r} known")
         t = gw.config.sample_timeout_s
         try:
             msg = await gw.nc.request(s.sample(host), b"", timeout=t)

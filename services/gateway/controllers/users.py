@@ -73,7 +73,10 @@ class UsersController(Controller):
         return user_out(row)
 
     @patch("/{username:str}", summary="Change a user (password, role, shell, home, email, active)")
-    async def update(self, username: str, data: UserUpdate, gw: Gateway) -> UserOut:
+    async def update(self, username: str, data: UserUpdate, gw: Gateway, actor: Actor) -> UserOut:
+        if username == actor.username and (data.is_active is False or (data.role is not None and data.role != actor.role)):
+            # An admin locking themselves out (possibly the last admin) is never what was meant.
+            raise ClientException(detail="you cannot deactivate yourself or change your own role")
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None and k != "password"}
         if data.password is not None:
             changes["password_hash"] = await gw.hasher.hash_async(data.password)
