@@ -15,7 +15,17 @@ import pytest
 
 from services.replicator import apply as applier
 from services.replicator.source import fetch_active_users
-from tests.support.replicator import NSS_MODULE, add_user, in_nss_namespace, real_hash, render_nss_configs, two_databases
+from tests.support.replicator import (
+    NSS_MODULE,
+    UnixRelay,
+    add_user,
+    in_nss_namespace,
+    real_hash,
+    render_nss_configs,
+    ssh_password_login,
+    two_databases,
+    write_sshd_config,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces and the root-only shadow config need root")
 
@@ -35,9 +45,7 @@ async def sync(dbs) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def nss_files(dbs, pg_cluster, workdir):
-    assert NSS_MODULE.exists(), "libnss-pgsql2 is not installed (infra/scripts/system-deps.sh installs it)"
+async def nss_role_passwords(pg_cluster) -> tuple[str, str]:
     pw_nss, pw_shadow = secrets.token_hex(16), secrets.token_hex(16)
     conn = await asyncpg.connect(pg_cluster.dsn("postgres"))
     try:
@@ -46,6 +54,13 @@ async def nss_files(dbs, pg_cluster, workdir):
         await conn.execute(f"ALTER ROLE fleetwatch_nss_shadow LOGIN PASSWORD '{pw_shadow}'")
     finally:
         await conn.close()
+    return pw_nss, pw_shadow
+
+
+@pytest.fixture
+async def nss_files(dbs, pg_cluster, workdir):
+    assert NSS_MODULE.exists(), "libnss-pgsql2 is not installed (infra/scripts/system-deps.sh installs it)"
+    pw_nss, pw_shadow = await nss_role_passwords(pg_cluster)
     d = workdir / f"nss-{uuid.uuid4().hex[:8]}"
     render_nss_configs(d / "etc", port=pg_cluster.port, dbname=dbs.local_dsn.rsplit("/", 1)[1], nss_password=pw_nss, shadow_password=pw_shadow)
     yield d
@@ -102,3 +117,34 @@ async def test_getent_passwd_and_shadow_follow_the_replica(dbs, nss_files):
     # The machine itself never saw any of it.
     assert {p: p.stat().st_mtime_ns for p in etc_before} == etc_before
     assert not Path("/etc/nss-pgsql.conf").exists() and not Path("/etc/nss-pgsql-root.conf").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="going further: needs openssh-server (apt-get install openssh-server)")
+async def test_sshd_accepts_the_replicated_password_and_refuses_once_deactivated(dbs, pg_cluster, workdir):
+    """sshd in its own network namespace, PAM (Debian's stock /etc/pam.d/sshd, pam_unix) reading
+    the replicated shadow entry through libnss-pgsql2; the database is reached through a socket
+    file relayed to the test cluster, since 127.0.0.1 of the namespace is its own."""
+    d = workdir / f"ssh-{uuid.uuid4().hex[:8]}"
+    relay = UnixRelay(d / "pg", pg_cluster.port)
+    await relay.open()
+    c = await asyncpg.connect(dbs.central_dsn)
+    try:
+        pw_nss, pw_shadow = await nss_role_passwords(pg_cluster)
+        render_nss_configs(d / "etc", port=relay.port, dbname=dbs.local_dsn.rsplit("/", 1)[1], nss_password=pw_nss, shadow_password=pw_shadow, socket_dir=str(relay.directory))
+        conf = write_sshd_config(d / "sshd")
+        await add_user(c, "fw_sshuser", 42001, password_hash=real_hash("s3cure ssh pass"), shell="/bin/sh", home="/tmp")
+        await sync(dbs)
+
+        rc, out, err = await ssh_password_login(d / "etc", d / "stage1", conf, "fw_sshuser", "s3cure ssh pass")
+        assert rc == 0 and "logged-in-as-fw_sshuser" in out, (rc, out, err)
+        rc, out, err = await ssh_password_login(d / "etc", d / "stage2", conf, "fw_sshuser", "wrong password")
+        assert rc == 255 and "logged-in" not in out, (rc, out, err)
+
+        await c.execute("UPDATE users SET is_active=false WHERE username='fw_sshuser'")
+        await sync(dbs)
+        rc, out, err = await ssh_password_login(d / "etc", d / "stage3", conf, "fw_sshuser", "s3cure ssh pass")
+        assert rc == 255 and "logged-in" not in out, (rc, out, err)
+    finally:
+        await c.close()
+        await relay.close()
+        shutil.rmtree(d, ignore_errors=True)

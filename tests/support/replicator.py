@@ -291,8 +291,10 @@ exec "$@"
 """
 
 
-def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str, shadow_password: str) -> None:
-    """The shipped infra/nss files with only their connection strings pointed at a test database."""
+def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str, shadow_password: str, socket_dir: str = "") -> None:
+    """The shipped infra/nss files with only their connection strings pointed at a test database
+    (over TCP on 127.0.0.1, or through a socket directory when `socket_dir` is given)."""
+    where = f"host={socket_dir} port={port}" if socket_dir else f"hostaddr=127.0.0.1 port={port}"
     dest.mkdir(parents=True, exist_ok=True)
     for name, key, user, pw, mode in (
         ("nss-pgsql.conf", "connectionstring", "fleetwatch_nss", nss_password, 0o644),
@@ -301,7 +303,7 @@ def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str,
         lines = []
         for line in (NSS_DIR / name).read_text().splitlines():
             if line.split("=", 1)[0].strip() == key:
-                line = f"{key} = hostaddr=127.0.0.1 port={port} dbname={dbname} user={user} password={pw} connect_timeout=3"
+                line = f"{key} = {where} dbname={dbname} user={user} password={pw} connect_timeout=3"
             lines.append(line)
         p = dest / name
         p.write_text("\n".join(lines) + "\n")
@@ -317,3 +319,129 @@ def in_nss_namespace(files: Path, stage: Path, argv: list[str], as_uid: int | No
     if as_uid is not None:
         cmd += ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", "--"]
     return subprocess.run(cmd + argv, capture_output=True, text=True, timeout=timeout)
+
+
+class UnixRelay:
+    """A PostgreSQL socket file (`<dir>/.s.PGSQL.<port>`) relayed to the TCP server: processes in
+    another network namespace reach the database through the filesystem (libpq `host=<dir>`)."""
+
+    def __init__(self, directory: Path, target_port: int, port: int = 5432) -> None:
+        self.directory = Path(directory)
+        self.port = port
+        self.target = ("127.0.0.1", target_port)
+        self._server = None
+
+    async def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o755)
+        path = self.directory / f".s.PGSQL.{self.port}"
+        self._server = await asyncio.start_unix_server(self._handle, path=str(path))
+        os.chmod(path, 0o777)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(r, w) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+
+# Inside `unshare -m -n`: /etc overlaid as for NSS (plus pam.d/sshd from the stock system), a
+# private /run, loopback up, a throwaway sshd on 127.0.0.1:2222, one password login attempt.
+_SSH_SCRIPT = r"""
+set -e
+stage="$1"; src="$2"; conf="$3"; user="$4"; askpass="$5"
+mount -t tmpfs -o mode=0755 fleetwatch-ssh "$stage"
+mkdir "$stage/upper" "$stage/work"
+cp -p "$src"/* "$stage/upper/"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$stage/upper,workdir=$stage/work" /etc
+mount -t tmpfs -o mode=0755 fleetwatch-run /run
+mkdir -m 0755 /run/sshd
+ip link set lo up
+/usr/sbin/sshd -D -e -f "$conf" &
+sshd=$!
+i=0
+while ! (exec 3<>/dev/tcp/127.0.0.1/2222) 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 100 ] && { echo "sshd did not listen" >&2; kill $sshd; exit 90; }
+  sleep 0.05
+done
+set +e
+SSH_ASKPASS="$askpass" SSH_ASKPASS_REQUIRE=force setsid -w ssh -F /dev/null -p 2222 \
+  -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+  -o PreferredAuthentications=password -o PubkeyAuthentication=no -o NumberOfPasswordPrompts=1 \
+  -o ConnectTimeout=10 -l "$user" 127.0.0.1 'echo logged-in-as-$(id -un)' </dev/null
+rc=$?
+kill $sshd 2>/dev/null
+wait $sshd 2>/dev/null
+exit $rc
+"""
+
+
+def write_sshd_config(d: Path) -> Path:
+    """A host key and an sshd_config that allows password logins only, on 127.0.0.1:2222."""
+    d.mkdir(parents=True, exist_ok=True)
+    key = d / "ssh_host_ed25519_key"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, capture_output=True)
+    conf = d / "sshd_config"
+    conf.write_text(
+        "\n".join(
+            [
+                "ListenAddress 127.0.0.1",
+                "Port 2222",
+                f"HostKey {key}",
+                "PidFile none",
+                "UsePAM yes",
+                "PasswordAuthentication yes",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication no",
+                "PermitRootLogin no",
+                "StrictModes no",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+    )
+    return conf
+
+
+async def ssh_password_login(files: Path, stage: Path, sshd_conf: Path, user: str, password: str, timeout: float = 60) -> tuple[int, str, str]:
+    """One `ssh user@127.0.0.1` with a password, against an sshd of its own in a private network
+    and mount namespace (NSS/PAM configured from `files`). Returns (rc, stdout, stderr)."""
+    stage.mkdir(parents=True, exist_ok=True)
+    askpass = stage.parent / f"askpass-{uuid.uuid4().hex[:6]}"
+    secret = stage.parent / f"pw-{uuid.uuid4().hex[:6]}"
+    secret.write_text(password)
+    os.chmod(secret, 0o600)
+    askpass.write_text(f"#!/bin/sh\ncat {secret}\n")
+    os.chmod(askpass, 0o700)
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "-m", "-n", "--propagation", "private", "--", "bash", "-c", _SSH_SCRIPT, "bash", str(stage), str(files), str(sshd_conf), user, str(askpass),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+    finally:
+        askpass.unlink(missing_ok=True)
+        secret.unlink(missing_ok=True)
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
