@@ -402,3 +402,22 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
     finally:
         server.kill()
         server.wait()
+
+
+async def test_user_switch_and_stop_escalates_to_sigkill(cmd, nc, appdir):
+    import psutil
+
+    _, started = cmd
+    stubborn = appdir / "stubborn.py"
+    stubborn.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ignoring TERM', flush=True)\nwhile True:\n    time.sleep(0.1)\n")
+    stubborn.chmod(0o644)
+    # the interpreter must be one `nobody` may execute (not a virtualenv under /root)
+    await register(nc, started, "as-nobody", {"runtime": "python", "script": str(stubborn), "interpreter": "/usr/bin/python3"}, user="nobody", stop_timeout_s=1.0)
+    info = await op(nc, "apps.start", "as-nobody")
+    await wait_state(nc, "as-nobody", {"running"})
+    assert psutil.Process(info.pid).username() == "nobody"
+    t0 = time.monotonic()
+    stopped = await ctl(nc, HOST, "apps.stop", {"actor": "alice", "name": "as-nobody"}, AppReply)
+    took = time.monotonic() - t0
+    assert stopped.app.state == "stopped" and "SIGKILL" in stopped.app.detail
+    assert took >= 0.9 and wait_pid_gone(info.pid, 5)
