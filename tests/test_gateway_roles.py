@@ -60,6 +60,8 @@ EXAMPLES = {
     "POST /api/v1/users": lambda gw, c, role: _const("POST", "/api/v1/users", {"username": f"made{next(_n)}"}),
     "PATCH /api/v1/users/{username}": lambda gw, c, role: _const("PATCH", "/api/v1/users/target1", {"email": "t@example.org"}),
     "DELETE /api/v1/users/{username}": lambda gw, c, role: _path("DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")),
+    # wait=false: accepted (202) without a replicator on HOST; tests/test_replicator_gateway.py runs one
+    "POST /api/v1/hosts/{host}/replication/sync": lambda gw, c, role: _const("POST", f"/api/v1/hosts/{HOST}/replication/sync?wait=false"),
 }
 
 

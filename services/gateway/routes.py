@@ -8,7 +8,7 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import apps, audit, auth, events, history, hosts, jobs, processes, scan, stream, system, users, webhook
+from .controllers import apps, audit, auth, events, history, hosts, jobs, processes, replication, scan, stream, system, users, webhook
 
 CONTROLLERS = [
     system.SystemController,
@@ -24,6 +24,7 @@ CONTROLLERS = [
     jobs.JobsController,
     scan.ScanController,
     webhook.WebhookController,
+    replication.ReplicationController,
 ]
 
 ROUTE_ROLES: dict[str, str | None] = {
@@ -72,4 +73,8 @@ ROUTE_ROLES: dict[str, str | None] = {
     "GET /api/v1/hosts/{host}/scan": "operator",
     # authenticated by its HMAC signature, not a token
     "POST /api/v1/webhook/command": None,
+    # replicator: anyone may see how replication went; running one is an operator's action
+    "GET /api/v1/replication": "viewer",
+    "GET /api/v1/hosts/{host}/replication": "viewer",
+    "POST /api/v1/hosts/{host}/replication/sync": "operator",
 }
