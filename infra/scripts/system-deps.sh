@@ -8,6 +8,11 @@ have_pg || need+=(postgresql)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # The NSS module that serves the replicator's local copy (tests/test_replicator_nss.py).
 compgen -G '/lib/libnss_pgsql.so.2' >/dev/null || compgen -G '/usr/lib/*/libnss_pgsql.so.2' >/dev/null || need+=(libnss-pgsql2)
+# The commander's systemd backend is tested against a real systemd in a private namespace
+# (tests/support/systemd_ns.py), and its process backend runs a Node app.
+[ -x /lib/systemd/systemd ] && command -v journalctl >/dev/null 2>&1 || need+=(systemd)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 for extra in ${FLEETWATCH_EXTRA_DEBS:-}; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
