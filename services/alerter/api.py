@@ -1,0 +1,181 @@
+"""Request/reply on `fleet.alerting.<resource>.<verb>` (queue group `alerter`: one instance
+answers). Resources: rules, checks, silences, notifiers (list/put/delete, notifiers also test),
+alerts (list). Notifier secrets are accepted on put and never returned."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from libs.runtime.logs import register_secret
+from libs.schemas import Codec, DecodeError, subjects
+from libs.schemas.alerting import AlertingReply, ConfigDelete, ConfigList, ConfigPut, Notifier, Silence, TestSend, merge_secrets, notifier_view
+from libs.schemas.ids import InvalidId, check_name
+
+from .checks import validate_check
+from .evaluate import validate_rule
+from .matchers import check_matcher
+
+if TYPE_CHECKING:
+    from .service import Alerter
+
+log = logging.getLogger("alerter.api")
+
+REPLY = Codec(AlertingReply)
+PUT = Codec(ConfigPut)
+DELETE = Codec(ConfigDelete)
+LIST = Codec(ConfigList)
+TEST = Codec(TestSend)
+
+KIND = {"rules": "rule", "checks": "check", "silences": "silence", "notifiers": "notifier"}
+_URL = re.compile(r"^https?://[^\s]+$")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def validate_silence(s: Silence) -> None:
+    check_name(s.id, "silence id")
+    if not s.matchers:
+        raise ValueError("a silence needs at least one matcher")
+    for m in s.matchers:
+        check_matcher(m)
+    if s.ends <= s.starts:
+        raise ValueError("silence ends must be after starts")
+
+
+def validate_notifier(n: Notifier) -> None:
+    check_name(n.name, "notifier name")
+    if n.kind == "telegram" and not _URL.match(n.base_url):
+        raise ValueError("telegram base_url must be an http(s) URL")
+    if n.kind == "webhook" and n.url and not _URL.match(n.url):
+        raise ValueError("webhook url must be an http(s) URL")
+    if n.kind == "email":
+        if not (0 < n.smtp_port < 65536):
+            raise ValueError("smtp_port must be 1-65535")
+        for a in n.mail_to:
+            if "@" not in a or any(c in a for c in "\r\n,"):
+                raise ValueError(f"bad recipient address {a!r}")
+        if any(c in n.mail_from for c in "\r\n"):
+            raise ValueError("bad sender address")
+    for m in n.matchers:
+        check_matcher(m)
+
+
+class Api:
+    def __init__(self, alerter: "Alerter") -> None:
+        self.a = alerter
+        self.sub = None
+
+    async def start(self) -> None:
+        self.sub = await self.a.nc.subscribe(subjects.ALERTING_ALL, queue="alerter", cb=self._handle)
+
+    async def stop(self) -> None:
+        if self.sub is not None:
+            try:
+                await self.sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def _handle(self, msg) -> None:
+        if not msg.reply:
+            return
+        parts = msg.subject.split(".")
+        try:
+            if len(parts) != 4:
+                raise ApiError(404, f"unknown endpoint {msg.subject}")
+            reply = await self.handle(parts[2], parts[3], msg.data)
+        except ApiError as exc:
+            reply = AlertingReply(ok=False, code=exc.code, error=str(exc))
+        except DecodeError as exc:
+            reply = AlertingReply(ok=False, code=400, error=str(exc))
+        except (ValueError, InvalidId) as exc:
+            reply = AlertingReply(ok=False, code=400, error=str(exc))
+        except Exception:
+            log.exception("alerting request failed", extra={"subject": msg.subject})
+            reply = AlertingReply(ok=False, code=500, error="internal error")
+        try:
+            await msg.respond(REPLY.encode(reply))
+        except Exception as exc:
+            log.warning("could not reply: %s", exc)
+
+    async def handle(self, resource: str, verb: str, data: bytes) -> AlertingReply:
+        """Also the in-process entry point (tests, the rules file)."""
+        if resource == "alerts" and verb == "list":
+            req = LIST.decode(data or b"{}")
+            recs = self.a.state.active(req.include_inactive)
+            if req.name:
+                recs = [r for r in recs if r.fingerprint == req.name or r.rule == req.name]
+            return AlertingReply(alerts=recs)
+        kind = KIND.get(resource)
+        if kind is None:
+            raise ApiError(404, f"unknown resource {resource!r}; known: alerts, {', '.join(KIND)}")
+        if verb == "list":
+            req = LIST.decode(data or b"{}")
+            return self._listing(kind, req.name)
+        if verb == "put":
+            item = getattr(PUT.decode(data), kind)
+            if item is None:
+                raise ApiError(400, f"{resource}.put needs a {kind!r} object")
+            return await self.put(kind, item)
+        if verb == "delete":
+            req = DELETE.decode(data)
+            if not await self.a.config.delete(kind, req.name):
+                raise ApiError(404, f"no {kind} named {req.name!r}")
+            return AlertingReply()
+        if verb == "test" and kind == "notifier":
+            req = TEST.decode(data)
+            n = self.a.notifier(req.name)
+            if n is None:
+                raise ApiError(404, f"no notifier named {req.name!r}")
+            err = await self.a.dispatcher.send_text(n, req.text)
+            if err:
+                return AlertingReply(ok=False, code=502, error=err)
+            return AlertingReply(notifiers=[notifier_view(n)])
+        raise ApiError(404, f"unknown verb {verb!r} for {resource}")
+
+    def _listing(self, kind: str, name: str) -> AlertingReply:
+        if kind == "rule":
+            items = self.a.rules()
+        elif kind == "notifier":
+            items = self.a.notifiers()
+        else:
+            items = sorted(self.a.config.items[kind].values(), key=lambda x: getattr(x, "name", getattr(x, "id", "")))
+        if name:
+            items = [i for i in items if getattr(i, "name", getattr(i, "id", None)) == name]
+            if not items:
+                raise ApiError(404, f"no {kind} named {name!r}")
+        if kind == "notifier":
+            return AlertingReply(notifiers=[notifier_view(n) for n in items])
+        return AlertingReply(**{f"{kind}s": items})
+
+    async def put(self, kind: str, item: msgspec.Struct) -> AlertingReply:
+        if kind == "rule":
+            validate_rule(item)
+            name = item.name
+        elif kind == "check":
+            validate_check(item)
+            name = item.name
+        elif kind == "silence":
+            if not item.id:
+                item = msgspec.structs.replace(item, id=uuid.uuid4().hex[:12])
+            validate_silence(item)
+            name = item.id
+        else:
+            validate_notifier(item)
+            name = item.name
+            item = merge_secrets(item, self.a.config.items["notifier"].get(name))
+            for s in (item.bot_token, item.smtp_password, item.webhook_secret):
+                register_secret(s)
+        await self.a.config.put(kind, name, item)
+        log.info("alerting %s %s stored", kind, name, extra={"kind": kind, "name": name})
+        if kind == "notifier":
+            return AlertingReply(notifiers=[notifier_view(item)])
+        return AlertingReply(**{f"{kind}s": [item]})

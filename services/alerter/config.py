@@ -1,0 +1,37 @@
+"""FLEETWATCH_ALERTER_* settings. The telegram/smtp/webhook settings define the notifiers named
+`telegram`, `email` and `webhook` (as the seeds' keep-alive monitor read its credentials from the
+environment); a notifier of the same name stored at run time replaces them."""
+
+from __future__ import annotations
+
+import msgspec
+
+from libs.runtime import LogSettings, NatsSettings
+
+
+class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
+    nats: NatsSettings = NatsSettings()
+    log: LogSettings = LogSettings()
+    rules_file: str = ""  # TOML or JSON: rules, checks, silences, notifiers loaded at start
+    builtin_rules: bool = True
+    repeat_interval_s: float = 4 * 3600.0  # Alertmanager's default
+    group_wait_s: float = 1.0  # Alertmanager waits 30 s; we batch what one frame or tick brings
+    tick_s: float = 0.25  # host-down and pending-notification sweep
+    lookback_s: float = 30.0  # frames replayed at start, so a restart knows who was alive
+    ui_url: str = "http://127.0.0.1:8080"
+    notify_attempts: int = 4
+    notify_backoff_s: float = 0.5
+    run_checks: bool = True
+    telegram_bot_token: str = ""
+    telegram_chat_id: str = ""
+    telegram_base_url: str = "https://api.telegram.org"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_tls: str = "starttls"
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_ca_file: str = ""
+    mail_from: str = ""
+    mail_to: list[str] = []
+    webhook_url: str = ""
+    webhook_secret: str = ""

@@ -1,0 +1,1 @@
+"""Notifications: templates, the three transports, routing/grouping/retries."""

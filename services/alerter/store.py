@@ -1,0 +1,202 @@
+"""Alert state and alerting config in NATS KV.
+
+`StateStore` caches every record of bucket `alert_state` with its revision and writes with
+compare-and-set (`update(last=revision)`): of two alerters deciding the same transition, exactly
+one write succeeds, and only its writer notifies. A watch keeps the cache current with what the
+other instances write. `ConfigStore` mirrors bucket `alert_config` (keys `rule.<name>`,
+`check.<name>`, `silence.<id>`, `notifier.<name>`) and calls back on every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from libs.schemas import Codec
+from libs.schemas.alerting import AlertRecord, Check, Notifier, Rule, Silence
+
+log = logging.getLogger("alerter.store")
+
+RECORD = Codec(AlertRecord)
+Decision = Callable[[AlertRecord | None], "tuple[AlertRecord, str | None] | None"]
+
+_DEL_OPS = ("DEL", "PURGE")
+
+
+def _is_delete(entry) -> bool:
+    op = getattr(entry, "operation", None)
+    return op is not None and str(getattr(op, "value", op)) in _DEL_OPS
+
+
+class StateStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.records: dict[str, AlertRecord] = {}
+        self.revisions: dict[str, int] = {}
+        self.conflicts = 0  # CAS writes lost to another writer (another instance, or a race here)
+        self._watch_task: asyncio.Task | None = None
+        self._watcher = None
+
+    def get(self, fp: str) -> AlertRecord | None:
+        return self.records.get(fp)
+
+    def _set(self, fp: str, rec: AlertRecord | None, rev: int) -> None:
+        if rev < self.revisions.get(fp, 0):
+            return
+        self.revisions[fp] = rev
+        if rec is None:
+            self.records.pop(fp, None)
+        else:
+            self.records[fp] = rec
+
+    def _decode(self, key: str, data: bytes | None) -> AlertRecord | None:
+        if not data:
+            return None
+        try:
+            return RECORD.decode(data)
+        except Exception as exc:  # a foreign or corrupt value must not stop the alerter
+            log.warning("ignoring undecodable alert state", extra={"key": key, "reason": str(exc)})
+            return None
+
+    async def start(self) -> None:
+        """Load every record, then follow changes made by any instance."""
+        self._watcher = await self.kv.watchall()
+        loaded = asyncio.Event()
+
+        async def follow() -> None:
+            async for entry in self._watcher:
+                if entry is None:  # end of the initial values
+                    loaded.set()
+                    continue
+                rec = None if _is_delete(entry) else self._decode(entry.key, entry.value)
+                self._set(entry.key, rec, entry.revision or 0)
+
+        self._watch_task = asyncio.create_task(follow(), name="alert-state-watch")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(loaded.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watch_task
+
+    async def _fetch(self, fp: str) -> tuple[AlertRecord | None, int]:
+        try:
+            e = await self.kv.get(fp)
+        except KeyNotFoundError as exc:
+            entry = getattr(exc, "entry", None)
+            return None, (entry.revision if entry is not None and entry.revision else 0)
+        rec = self._decode(fp, e.value)
+        self._set(fp, rec, e.revision or 0)
+        return rec, e.revision or 0
+
+    async def apply(self, fp: str, decision: Decision, attempts: int = 4) -> tuple[AlertRecord, str | None] | None:
+        """Write what `decision` makes of the current record; None when it changes nothing or
+        another writer already made the change (then the caller must not notify)."""
+        cur, rev = self.records.get(fp), self.revisions.get(fp, 0)
+        for _ in range(attempts):
+            out = decision(cur)
+            if out is None:
+                return None
+            new, kind = out
+            try:
+                rev2 = await self.kv.update(fp, RECORD.encode(new), last=rev)
+            except KeyWrongLastSequenceError:
+                self.conflicts += 1
+                cur, rev = await self._fetch(fp)
+                continue
+            self._set(fp, new, rev2)
+            return new, kind
+        log.warning("alert state kept changing under us; giving up this evaluation", extra={"fingerprint": fp})
+        return None
+
+    def active(self, include_inactive: bool = False) -> list[AlertRecord]:
+        recs = self.records.values()
+        if not include_inactive:
+            recs = [r for r in recs if r.state in ("pending", "firing")]
+        return sorted(recs, key=lambda r: (r.state != "firing", -r.since))
+
+
+class ConfigStore:
+    PREFIX = {"rule": Rule, "check": Check, "silence": Silence, "notifier": Notifier}
+
+    def __init__(self, kv: KeyValue, on_change: Callable[[str], None]) -> None:
+        self.kv = kv
+        self.on_change = on_change
+        self.items: dict[str, dict[str, msgspec.Struct]] = {k: {} for k in self.PREFIX}
+        self._codecs = {k: Codec(t) for k, t in self.PREFIX.items()}
+        self._task: asyncio.Task | None = None
+        self._watcher = None
+
+    def _apply(self, key: str, value: bytes | None, deleted: bool) -> str | None:
+        kind, _, name = key.partition(".")
+        if kind not in self.PREFIX or not name:
+            return None
+        if deleted or not value:
+            self.items[kind].pop(name, None)
+            return kind
+        try:
+            self.items[kind][name] = self._codecs[kind].decode(value)
+        except Exception as exc:
+            log.warning("ignoring undecodable alerting config", extra={"key": key, "reason": str(exc)})
+            return None
+        return kind
+
+    async def start(self) -> None:
+        self._watcher = await self.kv.watchall()
+        loaded = asyncio.Event()
+
+        async def follow() -> None:
+            async for entry in self._watcher:
+                if entry is None:
+                    loaded.set()
+                    for kind in self.PREFIX:
+                        self.on_change(kind)
+                    continue
+                kind = self._apply(entry.key, entry.value, _is_delete(entry))
+                if kind and loaded.is_set():
+                    self.on_change(kind)
+
+        self._task = asyncio.create_task(follow(), name="alert-config-watch")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(loaded.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def put(self, kind: str, name: str, item: msgspec.Struct) -> None:
+        key = f"{kind}.{name}"
+        data = self._codecs[kind].encode(item)
+        await self.kv.put(key, data)
+        # Visible to this instance's next read at once; the watch confirms it later.
+        if self._apply(key, data, False):
+            self.on_change(kind)
+
+    async def delete(self, kind: str, name: str) -> bool:
+        if name not in self.items[kind]:
+            with contextlib.suppress(KeyNotFoundError, NoKeysError):
+                await self.kv.get(f"{kind}.{name}")
+                await self.kv.delete(f"{kind}.{name}")
+                self.on_change(kind)
+                return True
+            return False
+        await self.kv.delete(f"{kind}.{name}")
+        self._apply(f"{kind}.{name}", None, True)
+        self.on_change(kind)
+        return True

@@ -1,0 +1,286 @@
+"""Stand-ins for what cannot exist here, speaking the real protocols over loopback: a Telegram
+Bot API server (sendMessage), an HTTP health target whose answer a test sets, a webhook
+receiver, an SMTP server (aiosmtpd) with STARTTLS or implicit TLS and AUTH; plus a clock a test
+advances by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from libs.embedded.natsserver import free_port
+
+
+class FakeClock:
+    """Injected into the alerter instead of time.time: tests move time without sleeping."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = start if start is not None else time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class _Server:
+    """A threaded HTTP server on 127.0.0.1; `handle(method, path, headers, body)` -> (status, body)."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.lock = threading.Lock()
+
+        class H(BaseHTTPRequestHandler):
+            def _do(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, out, ctype = outer.handle(self.command, self.path, dict(self.headers), body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_HEAD = do_PUT = _do
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), H)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handle(self, method, path, headers, body):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class BotApiServer(_Server):
+    """POST /bot<token>/sendMessage like api.telegram.org: 401 for a wrong token, `fail_next`
+    answers 502 that many times (to exercise retries)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.messages: list[dict] = []
+        self.fail_next = 0
+        self.requests = 0
+
+    def handle(self, method, path, headers, body):
+        with self.lock:
+            self.requests += 1
+            if path != f"/bot{self.token}/sendMessage":
+                return 401 if path.startswith("/bot") else 404, json.dumps({"ok": False, "error_code": 401, "description": "Unauthorized"}).encode(), "application/json"
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return 502, b'{"ok":false,"error_code":502,"description":"Bad Gateway"}', "application/json"
+            data = json.loads(body or b"{}")
+            if not data.get("chat_id") or not data.get("text"):
+                return 400, b'{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}', "application/json"
+            self.messages.append(data)
+            mid = len(self.messages)
+        return 200, json.dumps({"ok": True, "result": {"message_id": mid, "chat": {"id": data["chat_id"]}, "text": data["text"]}}).encode(), "application/json"
+
+    def texts(self) -> list[str]:
+        with self.lock:
+            return [m["text"] for m in self.messages]
+
+
+class TargetServer(_Server):
+    """A /health endpoint whose status and body a test sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = 200
+        self.body = {"status": "ok"}
+        self.hits = 0
+
+    def set(self, status: int, body: dict | None = None) -> None:
+        with self.lock:
+            self.status = status
+            if body is not None:
+                self.body = body
+
+    def handle(self, method, path, headers, body):
+        with self.lock:
+            self.hits += 1
+            return self.status, json.dumps(self.body).encode(), "application/json"
+
+
+class WebhookReceiver(_Server):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[tuple[dict, bytes]] = []
+
+    def handle(self, method, path, headers, body):
+        with self.lock:
+            self.received.append(({k.lower(): v for k, v in headers.items()}, body))
+        return 200, b"{}", "application/json"
+
+
+def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for `host` (its own CA) and its key, written under `directory`."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class SmtpServer:
+    """aiosmtpd on loopback. mode `starttls` (AUTH only after STARTTLS) or `tls` (implicit)."""
+
+    def __init__(self, cert: Path, key: Path, mode: str = "starttls", user: str = "alerts", password: str = "smtp-pass-123") -> None:
+        self.messages: list = []
+        self.user, self.password = user, password
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(cert), str(key))
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                outer.messages.append(envelope)
+                return "250 OK"
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == outer.user and auth_data.password.decode() == outer.password
+            return AuthResult(success=ok)
+
+        self.port = free_port()
+        kwargs = dict(hostname="127.0.0.1", port=self.port, authenticator=authenticator, auth_require_tls=True)
+        if mode == "tls":
+            kwargs["ssl_context"] = ctx
+        else:
+            kwargs.update(tls_context=ctx, require_starttls=True)
+        self.controller = Controller(Handler(), **kwargs)
+        self.mode = mode
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def bodies(self) -> list[str]:
+        return [e.content.decode(errors="replace") if isinstance(e.content, bytes) else str(e.content) for e in self.messages]
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll a condition from a thread-free test (sync)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+async def until(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(interval)
+    return pred()
+
+
+async def start_alerter(nats_stack, clock=None, *, consume: bool = True, ticks: bool = False, **settings):
+    """An in-process alerter (user `alerter`) with test-friendly defaults; returns it started."""
+    from libs.runtime import connect
+    from services.alerter.config import AlerterConfig
+    from services.alerter.service import Alerter
+
+    defaults = dict(builtin_rules=False, group_wait_s=0.0, notify_backoff_s=0.05, run_checks=False, lookback_s=0.0, tick_s=0.1)
+    defaults.update(settings)
+    nc = await connect(nats_stack.settings("alerter"), "alerter-test", retry_forever=False)
+    a = Alerter(AlerterConfig(**defaults), nc, clock=clock or time.time)
+    await a.start(consume=consume, ticks=ticks)
+    return a
+
+
+async def stop_alerter(a) -> None:
+    await a.stop()
+    await a.nc.close()
+
+
+async def reset_alerting(nc) -> None:
+    """Tests share one NATS server: each starts with empty alerting buckets."""
+    js = nc.jetstream()
+    for b in ("alert_state", "alert_config"):
+        try:
+            await js.delete_key_value(b)
+        except Exception:
+            pass
+
+
+async def api(nc, resource: str, verb: str, obj=None):
+    """One request to the alerter's API; returns the decoded AlertingReply."""
+    from libs.schemas import Codec, encode, subjects
+    from libs.schemas.alerting import AlertingReply
+
+    data = encode(obj) if obj is not None else b"{}"
+    msg = await nc.request(subjects.alerting(resource, verb), data, timeout=15)
+    return Codec(AlertingReply).decode(msg.data)
+
+
+def frame(host: str, ts: float, seq: int, *, cpu: float = 10.0, mem: float = 20.0, interval: float = 5.0, disks: list | None = None):
+    from libs.schemas.metrics import CpuStats, DiskUsage, MemStats, MetricFrame
+
+    return MetricFrame(
+        host=host,
+        ts=ts,
+        boot=1,
+        seq=seq,
+        interval=interval,
+        cpu=CpuStats(percent=cpu, count=4),
+        mem=MemStats(total=8 << 30, available=4 << 30, used=4 << 30, percent=mem),
+        disks=[DiskUsage(mount=m, total=100, used=int(p), free=100 - int(p), percent=p) for m, p in (disks or [])],
+    )
