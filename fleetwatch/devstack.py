@@ -153,7 +153,9 @@ def service_env(state: DevState, ctx: dict, service: str) -> dict[str, str]:
 
 
 def available_services() -> list[str]:
-    return [s for s in SERVICES if importlib.util.find_spec(f"services.{s}.__main__") is not None]
+    """Services whose package has a `__main__` (the dev stack runs what exists)."""
+    root = Path(importlib.util.find_spec("services").submodule_search_locations[0])
+    return [s for s in SERVICES if (root / s / "__main__.py").exists()]
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

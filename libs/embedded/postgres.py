@@ -106,7 +106,7 @@ class PostgresCluster:
             self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
             os.chmod(self.password_file, 0o600)
         # initdb reads the password from a file the postgres account can read; it is removed after.
-        pwfile = self.data_dir / ".initpw"
+        pwfile = self.data_dir.parent / f".initpw-{os.getpid()}"
         pwfile.write_text(self.password + "\n")
         os.chmod(pwfile, 0o600)
         _chown_pg(pwfile)
