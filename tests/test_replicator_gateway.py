@@ -4,7 +4,6 @@ fleet.users.changed; the gateway runs a sync on request and shows the last statu
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import asyncpg
@@ -92,4 +91,3 @@ async def test_gateway_users_reach_the_host_and_sync_on_request(dbs, fresh_nats,
         assert repl.stop() == 0
         ingest.stop()
     assert "zoe's long password" not in repl.log_text()
-    await asyncio.sleep(0)
