@@ -3,6 +3,8 @@ current from NATS (frames and host info), so `/hosts` and `/metrics` never scan 
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import time
 from typing import Any
 
@@ -17,7 +19,6 @@ class HostView(msgspec.Struct, kw_only=True, frozen=True):
     host: str
     status: str  # online | offline
     last_seen: float | None = None
-    age_s: float | None = None
     hostname: str = ""
     os: str = ""
     kernel: str = ""
@@ -31,13 +32,15 @@ class HostView(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Entry:
-    __slots__ = ("info", "frame", "summary", "last_seen")
+    __slots__ = ("info", "frame", "summary", "last_seen", "frag", "frag_online")
 
     def __init__(self) -> None:
         self.info: HostInfo | None = None
         self.frame: MetricFrame | None = None
         self.summary: dict | None = None
         self.last_seen: float | None = None
+        self.frag: bytes | None = None  # this host's JSON in /hosts, until something changes
+        self.frag_online = False
 
 
 _enc = msgspec.json.Encoder()
@@ -46,8 +49,11 @@ _enc = msgspec.json.Encoder()
 class Directory:
     def __init__(self, offline_after_s: float) -> None:
         self.offline_after_s = offline_after_s
+        self.max_age_s = 1.0
         self.hosts: dict[str, Entry] = {}
+        self._sorted: list[str] = []
         self._cache: dict[tuple, tuple[float, bytes]] = {}
+        self._building: dict[tuple, asyncio.Future] = {}
 
     def _entry(self, host: str) -> Entry:
         e = self.hosts.get(host)
@@ -60,6 +66,7 @@ class Directory:
         if e.frame is None or f.ts >= e.frame.ts:
             e.frame = f
             e.summary = None
+            e.frag = None
         # Age counts from when a frame arrived here, so a host with a skewed clock is not offline.
         e.last_seen = time.time()
 
@@ -67,18 +74,21 @@ class Directory:
         e = self._entry(h.host)
         if e.info is None or h.ts >= e.info.ts:
             e.info = h
+            e.frag = None
 
     def seen(self, host: str, ts: float) -> None:
         e = self._entry(host)
         e.last_seen = max(e.last_seen or 0.0, ts)
 
+    def online(self, e: Entry, now: float) -> bool:
+        return e.last_seen is not None and now - e.last_seen <= self.offline_after_s
+
     def view(self, host: str, now: float | None = None) -> HostView | None:
         e = self.hosts.get(host)
-        return None if e is None else self._view(host, e, now or time.time())
+        now = now or time.time()
+        return None if e is None else self._view(host, e, now, self.online(e, now))
 
-    def _view(self, host: str, e: Entry, now: float) -> HostView:
-        age = None if e.last_seen is None else max(0.0, now - e.last_seen)
-        online = age is not None and age <= self.offline_after_s
+    def _view(self, host: str, e: Entry, now: float, online: bool) -> HostView:
         if e.summary is None and e.frame is not None:
             e.summary = frame_summary(e.frame)
         i = e.info
@@ -86,7 +96,6 @@ class Directory:
             host=host,
             status="online" if online else "offline",
             last_seen=e.last_seen,
-            age_s=None if age is None else round(age, 3),
             hostname=i.hostname if i else "",
             os=i.os if i else "",
             kernel=i.kernel if i else "",
@@ -99,27 +108,57 @@ class Directory:
             last=e.summary,
         )
 
-    def list_json(self, status: str | None, label: tuple[str, str] | None, max_age_s: float = 1.0) -> bytes:
-        """Encoded list of every host (filtered), reused for up to `max_age_s`: a dashboard of
-        many clients polling `/hosts` costs one encoding per second, not one per request."""
-        key = (status, label)
+    def _fragment(self, host: str, e: Entry, online: bool) -> bytes:
+        if e.frag is None or e.frag_online != online:
+            e.frag = _enc.encode(self._view(host, e, time.time(), online))
+            e.frag_online = online
+        return e.frag
+
+    def _build(self, status: str | None, label: tuple[str, str] | None) -> bytes:
         now = time.time()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < max_age_s:
-            return hit[1]
+        if len(self._sorted) != len(self.hosts):
+            self._sorted = sorted(self.hosts)
+        limit = self.offline_after_s
         out = []
-        for host in sorted(self.hosts):
-            v = self._view(host, self.hosts[host], now)
-            if status and v.status != status:
+        for host in self._sorted:
+            e = self.hosts[host]
+            online = e.last_seen is not None and now - e.last_seen <= limit
+            if status and (status == "online") != online:
                 continue
-            if label and v.labels.get(label[0]) != label[1]:
+            if label and (e.info is None or e.info.labels.get(label[0]) != label[1]):
                 continue
-            out.append(v)
-        body = _enc.encode(out)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = (now, body)
-        return body
+            out.append(self._fragment(host, e, online))
+        return b"[" + b",".join(out) + b"]"
+
+    async def list_body(self, status: str | None, label: tuple[str, str] | None, gzip: bool) -> bytes:
+        """Encoded list of every host (filtered), rebuilt at most every `max_age_s` and served
+        stale while a rebuild runs: a dashboard of many clients polling `/hosts` costs one
+        encoding (and one compression, off the event loop) per second, not one per request.
+        Each host's JSON is re-encoded only when its data or its online state changed."""
+        key = (status, label, gzip)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.max_age_s:
+            return hit[1]
+        job = self._building.get(key)
+        if job is None:
+            job = self._building[key] = asyncio.ensure_future(self._rebuild(key))
+        if hit is not None and now - hit[0] < 5 * self.max_age_s:
+            return hit[1]  # stale by at most a rebuild
+        return await asyncio.shield(job)
+
+    async def _rebuild(self, key: tuple) -> bytes:
+        status, label, gz = key
+        try:
+            body = self._build(status, label)
+            if gz:
+                body = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = (time.monotonic(), body)
+            return body
+        finally:
+            self._building.pop(key, None)
 
 
 SUMMARY_COLUMNS = ("cpu_percent", "load1", "mem_percent", "mem_used", "mem_total", "swap_percent", "disk_max_percent",
@@ -148,6 +187,7 @@ async def seed_from_db(directory: Directory, pool) -> int:
                               mem_total=r["info_mem_total"], agent_version=r["agent_version"], labels=msgspec.json.decode(r["labels"] or "{}"))
         if e.frame is None and r["time"] is not None:
             e.summary = {"host": r["host"], "ts": r["time"].timestamp(), "seq": r["seq"], **{c: r[c] for c in SUMMARY_COLUMNS}}
+        e.frag = None
         seen = r["last_seen"] or r["time"]
         if seen is not None and e.last_seen is None:
             e.last_seen = seen.timestamp()

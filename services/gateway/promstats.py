@@ -66,7 +66,7 @@ def exposition(gw) -> str:
             if name == "fleetwatch_host_up":
                 val: float | int | None = 1 if v.status == "online" else 0
             elif name == "fleetwatch_host_last_seen_age_seconds":
-                val = v.age_s
+                val = None if v.last_seen is None else round(max(0.0, now - v.last_seen), 3)
             else:
                 if v.last is None or v.last.get(field) is None:
                     continue

@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 import nats.errors
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
 from typing import Annotated, Literal
@@ -31,15 +31,20 @@ class HostsController(Controller):
     path = "/api/v1/hosts"
     tags = ["hosts"]
 
-    @get("/", summary="Every host: online/offline, labels, last values", media_type=MediaType.JSON)
+    @get("/", summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)", media_type=MediaType.JSON)
     async def list_hosts(
         self,
+        request: Request,
         gw: Gateway,
         status: Literal["online", "offline"] | None = None,
         label: Annotated[str | None, Parameter(pattern=r"^[^=]+=.*$", description="key=value", max_length=200)] = None,
     ) -> Response[list[HostView]]:
         lab = tuple(label.split("=", 1)) if label else None
-        return Response(gw.directory.list_json(status, lab), media_type=MediaType.JSON)
+        # Thousands of hosts are megabytes of JSON: compressed once per rebuild, not per request.
+        gz = "gzip" in request.headers.get("accept-encoding", "")
+        body = await gw.directory.list_body(status, lab, gz)
+        headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gz else {})}
+        return Response(body, media_type=MediaType.JSON, headers=headers)
 
     @get("/{host:str}", summary="One host: info and latest frame")
     async def get_host(self, host: HostParam, gw: Gateway) -> HostDetail:
