@@ -175,7 +175,7 @@ class Api:
             for s in (item.bot_token, item.smtp_password, item.webhook_secret):
                 register_secret(s)
         await self.a.config.put(kind, name, item)
-        log.info("alerting %s %s stored", kind, name, extra={"kind": kind, "name": name})
+        log.info("alerting %s %s stored", kind, name, extra={"kind": kind, "item": name})
         if kind == "notifier":
             return AlertingReply(notifiers=[notifier_view(item)])
         return AlertingReply(**{f"{kind}s": [item]})
