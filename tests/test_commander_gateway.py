@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import service_env
-from tests.support.commander import CommanderProcess, kill_tree_pids, signed_webhook
+from tests.support.commander import CommanderProcess, signed_webhook
 from tests.support.gateway import create_database, drop_database, running_gateway
 from tests.support.pipeline import start_ingest
 
@@ -47,14 +47,8 @@ async def stack(nats_stack, pg_cluster, workdir):
     await cp.wait_ready(admin, HOST)
     with running_gateway(nats_stack, dsn, d / "gw", webhook_secret=SECRET) as gw:
         yield gw, dsn, d, admin
-    pids = []
-    try:
-        state = json.loads((d / "state" / "apps.json").read_text())
-        pids = [a["pid"] for a in state["apps"].values() if a.get("pid")]
-    except (OSError, ValueError):
-        pass
     cp.stop()
-    kill_tree_pids(pids)
+    cp.kill_children()
     ingest.stop()
     await admin.close()
     await drop_database(pg_cluster.dsn, dsn)

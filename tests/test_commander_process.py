@@ -74,6 +74,7 @@ async def commander(nats_stack, workdir):
     cp = CommanderProcess(service_env(**nats_stack.env(host=HOST)), state, workdir / "commander-a.log").start()
     yield cp
     cp.stop()
+    cp.kill_children()
 
 
 @pytest.fixture

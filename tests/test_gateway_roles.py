@@ -108,6 +108,7 @@ async def roles_commander(nats_stack, workdir):
         await admin.close()
     yield cp
     cp.stop()
+    cp.kill_children()
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,25 @@ class CommanderProcess:
             self.proc.kill()
             self.proc.wait(5)
 
+    def kill_children(self) -> None:
+        """After stop(): end the apps and jobs this commander left running (they outlive it by
+        design, so a test must end them itself), found by PID in its state directory."""
+        import json
+
+        pids: list[int] = []
+        try:
+            pids += [a["pid"] for a in json.loads((self.state_dir / "apps.json").read_text())["apps"].values() if a.get("pid")]
+        except (OSError, ValueError, KeyError):
+            pass
+        for meta in (self.state_dir / "jobs").glob("job_*.json"):
+            try:
+                j = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                continue
+            if j.get("state") == "running" and j.get("pid"):
+                pids.append(j["pid"])
+        kill_tree_pids(pids)
+
 
 def kill_tree_pids(pids: list[int]) -> None:
     """End processes a test started (by id), with their children."""
