@@ -1,0 +1,116 @@
+"""TLS with a self-signed CA from `fleetwatch certs`: nats-server serves it, a client that trusts
+that CA connects, a client that trusts another CA is refused, and with `tls_verify` a client
+needs a certificate of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+
+import nats
+import pytest
+from cryptography import x509
+
+from fleetwatch import certs, natsconfig
+from libs.embedded import NatsServer, free_port
+from libs.runtime import NatsSettings, connect
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _start_tls_nats(root, cert_dir, verify: bool = False) -> tuple[NatsServer, dict[str, str]]:
+    port = free_port()
+    server = natsconfig.ServerSection(
+        tls_cert=str(cert_dir / "nats.crt"), tls_key=str(cert_dir / "nats.key"), tls_ca=str(cert_dir / "ca.crt"), tls_verify=verify
+    )
+    inv = natsconfig.Inventory(server=server, hosts=[natsconfig.InventoryHost(id="web-1")])
+    creds = natsconfig.write_config(inv, root / "nats", store_dir=str(root / "js"), listen=f"127.0.0.1:{port}")
+    srv = NatsServer(root / "nats" / "nats.conf", port, log_file=root / "nats.log")
+    srv.start()
+    return srv, creds
+
+
+def _settings(srv: NatsServer, creds, **tls) -> NatsSettings:
+    return NatsSettings(url=f"tls://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3, **tls)
+
+
+async def _refused(settings: NatsSettings, reason: str) -> None:
+    """The connection never comes up, and the client saw why. (nats-py keeps retrying a failed
+    TLS handshake on its first connect instead of raising, hence the bound.)"""
+    errors: list[BaseException] = []
+
+    async def error_cb(e: BaseException) -> None:
+        errors.append(e)
+
+    nc = None
+    try:
+        nc = await asyncio.wait_for(connect(settings, "refused", retry_forever=False, error_cb=error_cb), 8)
+    except (asyncio.TimeoutError, ssl.SSLError, nats.errors.Error, OSError) as exc:
+        errors.append(exc)
+    assert nc is None or not nc.is_connected, "a client that should be refused got connected"
+    assert errors
+    if reason:
+        assert any(reason in str(e).lower() for e in errors), errors
+
+
+def test_certs_command_writes_ca_and_leaf_certificates(tmp_path):
+    out = tmp_path / "c"
+    r = subprocess.run(
+        [sys.executable, "-m", "fleetwatch", "certs", "--out", str(out), "--nats-name", "nats-1", "--gateway-name", "ui.example.org", "--client", "admin"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+    nats_crt = x509.load_pem_x509_certificate((out / "nats.crt").read_bytes())
+    gw = x509.load_pem_x509_certificate((out / "gateway.crt").read_bytes())
+    assert nats_crt.issuer == ca.subject and gw.issuer == ca.subject
+    names = nats_crt.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "nats-1" in names and "localhost" in names
+    assert "ui.example.org" in gw.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    for key in ("ca.key", "nats.key", "gateway.key", "client-admin.key"):
+        assert (out / key).stat().st_mode & 0o077 == 0, key
+    # Re-running keeps the CA (clients keep trusting) and renews the leaves.
+    before = (out / "ca.crt").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "fleetwatch", "certs", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and (out / "ca.crt").read_bytes() == before
+
+
+async def test_nats_tls_right_ca_connects_wrong_ca_refused(tmp_path):
+    good = tmp_path / "good"
+    certs.write_all(good, [], [], [])
+    other = tmp_path / "other"
+    certs.make_ca(other, "some other CA")
+    srv, creds = _start_tls_nats(tmp_path / "srv", good)
+    try:
+        nc = await connect(_settings(srv, creds, tls_ca=str(good / "ca.crt")), "tls-ok", retry_forever=False)
+        sub = await nc.subscribe("tls.ping")
+        await nc.publish("tls.ping", b"over tls")
+        assert (await sub.next_msg(timeout=5)).data == b"over tls"
+        await nc.close()
+
+        await _refused(_settings(srv, creds, tls_ca=str(other / "ca.crt")), "certificate verify failed")
+
+        # Plain text to a TLS-only server is refused too.
+        await _refused(NatsSettings(url=f"nats://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3), "")
+    finally:
+        srv.stop()
+
+
+async def test_nats_mutual_tls_needs_a_client_certificate(tmp_path):
+    d = tmp_path / "c"
+    certs.write_all(d, [], [], ["admin"])
+    srv, creds = _start_tls_nats(tmp_path / "srv", d, verify=True)
+    try:
+        await _refused(_settings(srv, creds, tls_ca=str(d / "ca.crt")), "")
+        nc = await connect(
+            _settings(srv, creds, tls_ca=str(d / "ca.crt"), tls_cert=str(d / "client-admin.crt"), tls_key=str(d / "client-admin.key")),
+            "mtls",
+            retry_forever=False,
+        )
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        srv.stop()
