@@ -422,3 +422,17 @@ async def test_user_switch_and_stop_escalates_to_sigkill(cmd, nc, appdir):
     took = time.monotonic() - t0
     assert stopped.app.state == "stopped" and "SIGKILL" in stopped.app.detail
     assert took >= 0.9 and wait_pid_gone(info.pid, 5)
+
+
+async def test_job_concurrency_limit_is_429(cmd, nc):
+    running = []
+    try:
+        for _ in range(4):  # the default per-host limit
+            running.append((await ctl(nc, HOST, "jobs.run", {"actor": "dave", "argv": ["sleep", "20"], "timeout_s": 30}, JobReply)).job)
+        with pytest.raises(CtlFailed) as ei:
+            await ctl(nc, HOST, "jobs.run", {"actor": "dave", "argv": ["sleep", "20"]})
+        assert ei.value.code == 429 and "4 jobs" in ei.value.message
+    finally:
+        for j in running:
+            await ctl(nc, HOST, "jobs.stop", {"actor": "dave", "id": j.id})
+    assert not any(pid_alive(j.pid) for j in running)

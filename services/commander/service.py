@@ -204,11 +204,14 @@ class Commander:
             params = {k: v for k, v in msgspec.to_builtins(r).items() if k not in ("actor", "v")}
             if not actor:
                 raise bad("actor is required: the user or automation on whose behalf this runs")
-            if mutating and target and verb.startswith("apps."):
-                wait = self.limiter.allow(f"app:{target}")
+            if mutating and target:
+                kind = "app" if verb.startswith("apps.") else "job"
+                wait = self.limiter.allow(f"{kind}:{target}")
                 if wait:
-                    raise CtlError(429, f"app {target!r} had an operation less than {self.config.rate_per_app_s:g}s ago; retry in {wait:.2f}s")
+                    raise CtlError(429, f"{kind} {target!r} had an operation less than {self.config.rate_per_app_s:g}s ago; retry in {wait:.2f}s")
             reply = await getattr(self, method)(r)
+            if isinstance(reply, JobReply) and not target:
+                target = reply.job.id  # jobs.run: the audit names the job it created
             body = _ENC.encode(reply)
         except CtlError as exc:
             code, error = exc.code, exc.message

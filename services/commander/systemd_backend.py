@@ -107,6 +107,7 @@ class SystemdBackend:
         self.journalctl = journalctl
         self.use_sudo = use_sudo
         self.last_pid: dict[str, tuple[int, float]] = {}  # app -> (MainPID, create_time) last seen active
+        self._procs: dict[int, psutil.Process] = {}  # kept so cpu_percent has a baseline between calls
 
     def unit(self, name: str) -> str:
         return f"{self.prefix}{name}.service"
@@ -238,11 +239,15 @@ class SystemdBackend:
         cpu = rss = None
         if seen:
             try:
-                p = psutil.Process(seen)
+                p = self._procs.get(seen)
+                if p is None or not p.is_running():
+                    p = self._procs[seen] = psutil.Process(seen)
                 rss = p.memory_info().rss
                 cpu = p.cpu_percent(None)
             except psutil.NoSuchProcess:
-                pass
+                self._procs.pop(seen, None)
+        if len(self._procs) > 1000:
+            self._procs = {pid: p for pid, p in self._procs.items() if p.is_running()}
         code = props.get("ExecMainStatus")
         return AppInfo(
             spec=record.spec,
