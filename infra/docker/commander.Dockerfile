@@ -1,0 +1,25 @@
+# fleetwatch commander — per host: control micro service (apps, jobs, logs); the systemd backend needs the host's systemd, so hosts usually run it as a unit (fleetwatch agent install).
+# Build from the repository root:  docker build -f infra/docker/commander.Dockerfile -t fleetwatch/commander .
+# Only the core dependencies and the "commander" group of pyproject.toml are installed.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml infra/docker/requirements.py /src/
+RUN python -m venv /opt/venv \
+ && python /src/requirements.py commander > /src/requirements.txt \
+ && /opt/venv/bin/pip install -r /src/requirements.txt
+
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 fleetwatch \
+ && useradd --system --uid 10001 --gid fleetwatch --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fleetwatch
+COPY --from=build /opt/venv /opt/venv
+COPY libs /app/libs
+COPY services/__init__.py /app/services/__init__.py
+COPY services/commander /app/services/commander
+COPY infra/docker/healthcheck.py /opt/fleetwatch/healthcheck.py
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 FLEETWATCH_LOG_FORMAT=json
+USER 10001:10001
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "/opt/fleetwatch/healthcheck.py", "--nats"]
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "services.commander"]
