@@ -104,7 +104,7 @@ async def test_operator_restart_is_audited_with_their_name_and_viewer_is_refused
     assert "sk-abc-123" not in reg[0]["params"] and '"***"' in reg[0]["params"]
     # the viewer's read is audited under their name; their refused restart never reached the host
     viewer_rows = await audit_rows(dsn, "actor = $1", gw.actor("viewer"))
-    assert [r["action"] for r in viewer_rows] == ["apps.list"]
+    assert [(r["action"], r["target"]) for r in viewer_rows] == [("apps.list", "")]
 
 
 async def test_logs_tail_and_sse_stream(stack):

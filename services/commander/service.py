@@ -84,8 +84,10 @@ AUDIT = Codec(AuditRecord)
 
 
 def _target(req: Any, field: str) -> str:
+    if not field:
+        return ""
     obj = req
-    for part in field.split(".") if field else []:
+    for part in field.split("."):
         obj = getattr(obj, part, "")
     return str(obj) if obj else ""
 
