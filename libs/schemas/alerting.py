@@ -168,7 +168,7 @@ class ConfigList(Message, kw_only=True):
     include_inactive: bool = False
 
 
-class TestSend(Message, kw_only=True):
+class NotifierTestSend(Message, kw_only=True):
     name: str
     text: str = "fleetwatch test notification"
 

@@ -13,7 +13,7 @@ import msgspec
 
 from libs.runtime.logs import register_secret
 from libs.schemas import Codec, DecodeError, subjects
-from libs.schemas.alerting import AlertingReply, ConfigDelete, ConfigList, ConfigPut, Notifier, Silence, TestSend, merge_secrets, notifier_view
+from libs.schemas.alerting import AlertingReply, ConfigDelete, ConfigList, ConfigPut, Notifier, Silence, NotifierTestSend, merge_secrets, notifier_view
 from libs.schemas.ids import InvalidId, check_name
 
 from .checks import validate_check
@@ -29,7 +29,7 @@ REPLY = Codec(AlertingReply)
 PUT = Codec(ConfigPut)
 DELETE = Codec(ConfigDelete)
 LIST = Codec(ConfigList)
-TEST = Codec(TestSend)
+TEST = Codec(NotifierTestSend)
 
 KIND = {"rules": "rule", "checks": "check", "silences": "silence", "notifiers": "notifier"}
 _URL = re.compile(r"^https?://[^\s]+$")

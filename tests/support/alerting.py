@@ -188,12 +188,13 @@ class SmtpServer:
 
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == outer.user and auth_data.password.decode() == outer.password
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         self.port = free_port()
         kwargs = dict(hostname="127.0.0.1", port=self.port, authenticator=authenticator, auth_require_tls=True)
         if mode == "tls":
-            kwargs["ssl_context"] = ctx
+            # The whole connection is TLS; aiosmtpd only counts STARTTLS as "TLS" for AUTH.
+            kwargs.update(ssl_context=ctx, auth_require_tls=False)
         else:
             kwargs.update(tls_context=ctx, require_starttls=True)
         self.controller = Controller(Handler(), **kwargs)
