@@ -252,3 +252,25 @@ async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, n
     finally:
         await sub.unsubscribe()
         cp.kill()
+
+
+def test_namespace_is_isolated_from_the_machine(ns, tmp_path_factory):
+    # Only basic.target's own units run: no stock service (PostgreSQL, cron, getty...) was started.
+    active = ns.run(["systemctl", "list-units", "--type=service", "--state=active", "--no-legend", "--plain"]).stdout.split()
+    services = {w for w in active if w.endswith(".service")}
+    assert services <= {"systemd-journald.service"} | {w for w in services if w.startswith("fleetwatch-")}, services
+    assert ns.run(["systemctl", "is-active", "postgresql.service"], check=False).stdout.strip() != "active"
+    # /tmp, /run, /var/tmp inside are private: a file on the machine's /tmp is not visible inside,
+    # and systemd's tmpfiles never ran on the machine's /tmp (the file is still there).
+    marker = tmp_path_factory.mktemp("ns-marker") / "keep-me"
+    marker.write_text("x")
+    assert ns.run(["test", "-e", str(marker)], check=False).returncode != 0
+    assert marker.exists()
+    assert ns.run(["findmnt", "-n", "-o", "FSTYPE", "/tmp"]).stdout.strip() == "tmpfs"
+    assert ns.run(["findmnt", "-n", "-o", "FSTYPE", "/run"]).stdout.strip() == "tmpfs"
+    # its PID 1 is systemd, and the machine's processes are invisible
+    assert ns.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
+    import psutil
+
+    inside = [line for line in ns.run(["ps", "-e", "-o", "comm="]).stdout.splitlines() if line.strip()]
+    assert "pytest" not in " ".join(inside) and len(inside) < len(psutil.pids())
