@@ -1,6 +1,6 @@
 """The replicated users as the host sees them: glibc NSS through the Debian libnss-pgsql2 module,
-configured with the shipped infra/nss files (bind into a private mount namespace; the machine's
-/etc is untouched), reading the replicator's local database."""
+configured with the shipped infra/nss files (laid over /etc by an overlay in a private mount
+namespace; the machine's /etc is untouched), reading the replicator's local database."""
 
 from __future__ import annotations
 

@@ -45,6 +45,10 @@ from tests.support.commander import control_examples  # noqa: E402
 
 EXAMPLES.update(control_examples())
 
+from tests.support.replicator import schema_examples as replicator_examples  # noqa: E402
+
+EXAMPLES.update(replicator_examples())
+
 
 def test_every_message_type_has_an_example():
     assert set(EXAMPLES) == set(MESSAGE_TYPES)

@@ -445,3 +445,10 @@ async def ssh_password_login(files: Path, stage: Path, sshd_conf: Path, user: st
         askpass.unlink(missing_ok=True)
         secret.unlink(missing_ok=True)
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def schema_examples() -> dict:
+    """One example per replicator message type, for tests/test_schemas.py."""
+    from libs.schemas.replication import SyncRequest
+
+    return {SyncRequest: SyncRequest(actor="alice")}
