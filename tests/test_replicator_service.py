@@ -93,7 +93,7 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
         await nc.flush()
         await watch.wait_for(lambda s: s.updated == 1, 5, after=n)
         await asyncio.sleep(1.0)
-        assert 1 <= len(watch.items) - n <= 2
+        assert 1 <= len(watch.items) - n <= 3  # stragglers on a loaded box may add one more
 
         # Deactivation with an event: gone from the host.
         await c.execute("UPDATE users SET is_active=false WHERE username='carol'")
