@@ -436,3 +436,30 @@ async def test_job_concurrency_limit_is_429(cmd, nc):
         for j in running:
             await ctl(nc, HOST, "jobs.stop", {"actor": "dave", "id": j.id})
     assert not any(pid_alive(j.pid) for j in running)
+
+
+async def test_after_a_reboot_only_start_on_boot_apps_start(nats_stack, nc, workdir, appdir):
+    from libs.schemas.control import AppSpec, PythonRun
+    from services.commander.store import AppRecord, StateFile
+
+    state = workdir / "commander-state-reboot"
+    state.mkdir()
+    run = PythonRun(script=str(appdir / "app.py"), interpreter=sys.executable)
+    apps = {
+        "boots": AppRecord(spec=AppSpec(name="boots", run=run, start_on_boot=True), desired="running", pid=999999, create_time=1.0),
+        "stays": AppRecord(spec=AppSpec(name="stays", run=run, start_on_boot=False), desired="running"),
+        "off": AppRecord(spec=AppSpec(name="off", run=run, start_on_boot=True), desired="stopped"),
+    }
+    # written before "the reboot": a boot time that is not this machine's
+    (state / "apps.json").write_bytes(msgspec.json.encode(StateFile(apps=apps, boot_time=1.0)))
+    cp = CommanderProcess(service_env(**nats_stack.env(host="host-c")), state, workdir / "commander-reboot.log").start()
+    try:
+        await cp.wait_ready(nc, "host-c")
+        listing = await ctl(nc, "host-c", "apps.list", {"actor": "alice"}, AppListReply)
+        by = {a.spec.name: a for a in listing.apps}
+        assert by["boots"].state in ("starting", "running") and pid_alive(by["boots"].pid) and by["boots"].pid != 999999
+        assert by["stays"].state == "stopped" and "start_on_boot is off" in by["stays"].detail
+        assert by["off"].state == "stopped" and by["off"].pid is None
+    finally:
+        cp.stop()
+        cp.kill_children()

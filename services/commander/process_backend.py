@@ -97,8 +97,9 @@ class ProcessBackend:
         self.apps[record.spec.name] = app
         return app
 
-    def adopt_or_boot(self, app: ProcApp) -> None:
-        """After a commander (re)start: keep a still-running child, or start per policy."""
+    def adopt_or_boot(self, app: ProcApp, rebooted: bool) -> None:
+        """After a commander (re)start: keep a still-running child, or start it again if it
+        should run — after a machine reboot only when `start_on_boot` is set."""
         rec = app.record
         if rec.pid and rec.create_time:
             try:
@@ -115,8 +116,11 @@ class ProcessBackend:
         rec.create_time = None
         if rec.fatal:
             self._set(app, "fatal", "fatal before the commander restarted")
-        elif rec.desired == "running" or rec.spec.start_on_boot and rec.desired != "stopped":
+        elif rec.desired == "running" and (rec.spec.start_on_boot or not rebooted):
             self._spawn(app)
+        elif rec.desired == "running":
+            rec.desired = "stopped"
+            self._set(app, "stopped", "not started after the reboot: start_on_boot is off")
 
     def remove(self, name: str) -> None:
         self.apps.pop(name, None)

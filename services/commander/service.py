@@ -144,7 +144,7 @@ class Commander:
                 self.argv[name] = []
                 continue
             if rec.spec.backend == "process":
-                self.process.adopt_or_boot(self.process.add(rec, self.argv[name]))
+                self.process.adopt_or_boot(self.process.add(rec, self.argv[name]), self.store.rebooted)
         self._persist()
         self.process.start_loop()
         self._bg.append(asyncio.create_task(self._publisher(), name="status-publisher"))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 from libs.schemas.control import AppSpec
 
@@ -23,6 +24,7 @@ class AppRecord(msgspec.Struct, kw_only=True):
 
 class StateFile(msgspec.Struct, kw_only=True):
     apps: dict[str, AppRecord] = {}
+    boot_time: float = 0.0  # the machine's boot when written: tells a reboot from a commander restart
 
 
 _ENC = msgspec.json.Encoder()
@@ -35,14 +37,18 @@ class Store:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)  # app environments may hold secrets
         self.path = self.dir / "apps.json"
+        self.rebooted = False
 
     def load(self) -> dict[str, AppRecord]:
+        self.rebooted = False
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return {}
         try:
-            return dict(_DEC.decode(data).apps)
+            state = _DEC.decode(data)
+            self.rebooted = abs(state.boot_time - psutil.boot_time()) > 2.0
+            return dict(state.apps)
         except msgspec.DecodeError as exc:
             # Keep the unreadable file for a human; start with nothing rather than crash.
             self.path.replace(self.path.with_suffix(".corrupt"))
@@ -52,7 +58,7 @@ class Store:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(_ENC.encode(StateFile(apps=apps)))
+            f.write(_ENC.encode(StateFile(apps=apps, boot_time=psutil.boot_time())))
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.path)
