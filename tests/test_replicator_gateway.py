@@ -91,3 +91,20 @@ async def test_gateway_users_reach_the_host_and_sync_on_request(dbs, fresh_nats,
         assert repl.stop() == 0
         ingest.stop()
     assert "zoe's long password" not in repl.log_text()
+
+
+async def test_last_status_per_host_query_picks_each_hosts_newest(db_dsn):
+    from services.gateway.controllers.replication import _LAST_ALL, _LAST_ONE
+    from tests.support.gateway import apply_ingest_schema
+
+    await apply_ingest_schema(db_dsn)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        rows = [(f"h{h}", t, t % 3 != 0, t) for h in range(5) for t in range(1, 40)]
+        await conn.executemany("INSERT INTO replica_status (time, host, ok, total) VALUES (to_timestamp($2), $1, $3, $4)", rows)
+        got = [(r["host"], r["ts"], r["total"]) for r in await conn.fetch(_LAST_ALL)]
+        assert got == [(f"h{h}", 39.0, 39) for h in range(5)]
+        one = await conn.fetchrow(_LAST_ONE, "h3")
+        assert (one["host"], one["ts"], one["ok"]) == ("h3", 39.0, False)
+    finally:
+        await conn.close()

@@ -24,9 +24,21 @@ from .common import HostParam, table_exists
 
 _STATUS = Codec(ReplicationStatus)
 _REQUEST = Codec(SyncRequest)
-_LAST = """
-SELECT DISTINCT ON (host) host, extract(epoch FROM time)::float8 AS ts, ok, trigger, added, updated, removed, total, duration_ms::float8 AS duration_ms, error
-FROM replica_status {where} ORDER BY host, time DESC
+_COLS = "host, extract(epoch FROM time)::float8 AS ts, ok, trigger, added, updated, removed, total, duration_ms::float8 AS duration_ms, error"
+_LAST_ONE = f"SELECT {_COLS} FROM replica_status WHERE host = $1 ORDER BY time DESC LIMIT 1"
+# The table holds months of statuses for every host: walk its (host, time) key one host at a time
+# (a skip scan) instead of sorting the whole table as DISTINCT ON would.
+_LAST_ALL = f"""
+WITH RECURSIVE h(host) AS (
+    (SELECT host FROM replica_status ORDER BY host LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.host FROM replica_status r WHERE r.host > h.host ORDER BY r.host LIMIT 1) FROM h WHERE h.host IS NOT NULL
+)
+SELECT s.* FROM h CROSS JOIN LATERAL (
+    SELECT {_COLS} FROM replica_status r WHERE r.host = h.host ORDER BY time DESC LIMIT 1
+) s
+WHERE h.host IS NOT NULL
+ORDER BY s.host
 """
 
 
@@ -55,10 +67,7 @@ def _status(r) -> ReplicationStatus:
 async def _last(gw: Gateway, host: str | None) -> list[ReplicationStatus]:
     if not await table_exists(gw.pool, "replica_status"):
         return []  # ingest has not created its tables yet: no status recorded anywhere
-    if host is None:
-        rows = await gw.pool.fetch(_LAST.format(where=""))
-    else:
-        rows = await gw.pool.fetch(_LAST.format(where="WHERE host = $1"), host)
+    rows = await gw.pool.fetch(_LAST_ALL) if host is None else await gw.pool.fetch(_LAST_ONE, host)
     return [_status(r) for r in rows]
 
 
