@@ -148,12 +148,19 @@ async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
     assert wait_pid_gone(new_pid, 10)
 
 
-async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdir):
+def run_of(runtime: str, appdir) -> dict:
+    if runtime == "python":
+        return {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}
+    return {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
+
+
+@pytest.mark.parametrize("runtime", ["python", "node"])
+async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdir, runtime):
     _, started = cmd
     events = Collector(AppStatus)
     sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
-    name = "restarter"
-    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, restart="always", backoff_s=1.0, min_uptime_s=0.3)
+    name = f"restarter-{runtime}"
+    await register(nc, started, name, run_of(runtime, appdir), restart="always", backoff_s=1.0, min_uptime_s=0.3)
     await op(nc, "apps.start", name)
     first = await wait_state(nc, name, {"running"})
     killed_at = time.time()
@@ -186,16 +193,17 @@ async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
     await sub.unsubscribe()
 
 
-async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir):
+@pytest.mark.parametrize("runtime", ["python", "node"])
+async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir, runtime):
     _, started = cmd
-    name = "talker"
-    await register(nc, started, name, {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE})
+    name = f"talker-{runtime}"
+    await register(nc, started, name, run_of(runtime, appdir))
     batches = Collector(LogBatch)
     sub = await nc.subscribe(subjects.logs(HOST, name), cb=batches.cb)
     r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply)
     assert r.subject == subjects.logs(HOST, name) and r.lease_until > time.time()
     await op(nc, "apps.start", name)
-    want = [f"node line {i}" for i in range(10)]
+    want = [f"{'py' if runtime == 'python' else 'node'} line {i}" for i in range(10)]
 
     def followed():
         return [ln.line for b in batches.items for ln in b.lines]
