@@ -15,7 +15,7 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     rules_file: str = ""  # TOML or JSON: rules, checks, silences, notifiers loaded at start
     builtin_rules: bool = True
     repeat_interval_s: float = 4 * 3600.0  # Alertmanager's default
-    group_wait_s: float = 1.0  # Alertmanager waits 30 s; we batch what one frame or tick brings
+    group_wait_s: float = 0.5  # Alertmanager waits 30 s; this batches what one frame or tick brings
     tick_s: float = 0.25  # host-down and pending-notification sweep
     lookback_s: float = 30.0  # frames replayed at start, so a restart knows who was alive
     ui_url: str = "http://127.0.0.1:8080"

@@ -87,6 +87,7 @@ class BotApiServer(_Server):
         self.messages: list[dict] = []
         self.fail_next = 0
         self.requests = 0
+        self.received_at: list[float] = []  # wall time each message arrived
 
     def handle(self, method, path, headers, body):
         with self.lock:
@@ -100,6 +101,7 @@ class BotApiServer(_Server):
             if not data.get("chat_id") or not data.get("text"):
                 return 400, b'{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}', "application/json"
             self.messages.append(data)
+            self.received_at.append(time.time())
             mid = len(self.messages)
         return 200, json.dumps({"ok": True, "result": {"message_id": mid, "chat": {"id": data["chat_id"]}, "text": data["text"]}}).encode(), "application/json"
 
