@@ -31,6 +31,7 @@ class Gateway:
             queue_size=config.stream_queue_size,
             buffer_size=config.stream_buffer_size,
             heartbeat_s=config.stream_heartbeat_s,
+            batch_s=config.stream_batch_s,
         )
         self.stats = RequestStats()
         self.started = time.time()

@@ -33,6 +33,17 @@ def parse_filters(hosts: str | None, kinds: str | None) -> tuple[list[str] | Non
     return hs, ks
 
 
+async def next_batch(hub: Hub, c: Client) -> bool:
+    """Wait until the hub wakes this client (False after a heartbeat interval without events)."""
+    if not c.wake.is_set():
+        try:
+            async with asyncio.timeout(hub.heartbeat_s):
+                await c.wake.wait()
+        except TimeoutError:
+            return False
+    return True
+
+
 class SSEStream:
     """The raw ASGI side of one SSE client. A dropped client's connection is closed even while a
     send is blocked on a full socket (the writer is cancelled; uvicorn then closes the transport)."""
@@ -60,14 +71,10 @@ class SSEStream:
 
     async def _write(self, send) -> None:
         c = self.client
-        hb = self.hub.heartbeat_s
         while True:
-            if not c.pending:
-                try:
-                    await asyncio.wait_for(c.wake.wait(), hb)
-                except asyncio.TimeoutError:
-                    await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
-                    continue
+            if not await next_batch(self.hub, c):
+                await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
+                continue
             batch = c.take()
             if batch:
                 await send({"type": "http.response.body", "body": b"".join(ev.sse for ev in batch), "more_body": True})
@@ -138,12 +145,9 @@ class StreamController(Controller):
 
         async def write() -> None:
             while True:
-                if not client.pending:
-                    try:
-                        await asyncio.wait_for(client.wake.wait(), hub.heartbeat_s)
-                    except asyncio.TimeoutError:
-                        await socket.send_text('{"kind":"heartbeat"}')
-                        continue
+                if not await next_batch(hub, client):
+                    await socket.send_text('{"kind":"heartbeat"}')
+                    continue
                 for ev in client.take():
                     await socket.send_text(ev.json.decode())
 
