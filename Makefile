@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAME ?=
 
-.PHONY: run test bench schemas lint clean system-deps venv
+.PHONY: run test bench schemas lint clean system-deps venv ui
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,10 +20,22 @@ venv: $(STAMP)
 system-deps:
 	@bash infra/scripts/system-deps.sh
 
-run: $(STAMP) system-deps
+# The web UI (ui/): npm ci from the lock file, then a Vite build into ui/dist (served by the
+# gateway at /); each step reruns only when its inputs changed.
+UI_SRC := $(wildcard ui/src/*.ts ui/src/*.css ui/src/pages/*.ts) ui/index.html ui/vite.config.ts ui/tsconfig.json
+ui/node_modules/.installed: ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ui/dist/index.html: ui/node_modules/.installed $(UI_SRC)
+	cd ui && npm run --silent build
+
+ui: ui/dist/index.html
+
+run: $(STAMP) system-deps ui
 	$(BIN)/fleetwatch dev
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps ui
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps

@@ -13,6 +13,9 @@ compgen -G '/lib/libnss_pgsql.so.2' >/dev/null || compgen -G '/usr/lib/*/libnss_
 [ -x /lib/systemd/systemd ] && command -v journalctl >/dev/null 2>&1 || need+=(systemd)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# The web UI is built with npm (ui/package-lock.json) and tested in Debian's Chromium (tests/test_ui*.py).
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 for extra in ${FLEETWATCH_EXTRA_DEBS:-}; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
