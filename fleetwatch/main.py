@@ -23,11 +23,18 @@ def command_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetwatch", description="Monitoring and control for a fleet of Linux hosts.")
+    parser = argparse.ArgumentParser(
+        prog="fleetwatch",
+        description="Monitoring and control for a fleet of Linux hosts.",
+        epilog="Fleet commands (login ... completion) talk to the gateway: FLEETWATCH_URL, and the token of "
+        "`fleetwatch login` or FLEETWATCH_TOKEN. The others (certs, dev, nats-config, simulate, ...) are for "
+        "development and maintenance. `fleetwatch COMMAND -h` for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in command_modules():
-        mod = importlib.import_module(name)
+    # A module's ORDER places its commands in the help (fleet commands first); default: by name.
+    mods = [importlib.import_module(name) for name in command_modules()]
+    for mod in sorted(mods, key=lambda m: getattr(m, "ORDER", 100)):
         if hasattr(mod, "register"):
             mod.register(sub)
     return parser
