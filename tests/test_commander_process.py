@@ -181,7 +181,7 @@ async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
     events = Collector(AppStatus)
     sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
     name = "crashy"
-    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable}, restart="always", max_retries=2, backoff_s=0.2, min_uptime_s=1.0)
+    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable}, restart="always", max_retries=2, backoff_s=0.2, min_uptime_s=5.0)  # generous: a loaded box starts python slowly
     await op(nc, "apps.start", name)
     fatal = await events.wait_for(lambda e: e.app == name and e.state == "fatal", timeout=20)
     assert "3 quick failures" in fatal.detail and "code 3" in fatal.detail
