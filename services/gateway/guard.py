@@ -9,6 +9,7 @@ from litestar.handlers.base import BaseRouteHandler
 from .roles import allows
 
 OPENAPI_PATH = "/api/docs"
+UI_ASSETS = "/assets"  # the built web UI (ui/dist/assets), served without a token
 WS = "WS"
 
 
@@ -34,8 +35,8 @@ async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     from .routes import ROUTE_ROLES  # the table imports the controllers, which import this module
 
     key = route_key(connection)
-    if key.split(" ", 1)[1].startswith(OPENAPI_PATH):
-        return  # the API documentation is public
+    if key.split(" ", 1)[1].startswith((OPENAPI_PATH, UI_ASSETS)):
+        return  # the API documentation and the web UI's static files are public
     if key not in ROUTE_ROLES:
         # create_app refuses to start with a route missing from the table; this is belt and braces.
         raise PermissionDeniedException(detail="route has no role assigned")
