@@ -24,6 +24,7 @@ from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
 from tests.conftest import service_env
 from tests.support.commander import CommanderProcess, RawBody, gateway_role_examples
+from tests.support.alerting import alerting_role_examples, roles_alerter  # noqa: F401 (fixture)
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
 
 pytestmark = pytest.mark.timeout(240)
@@ -68,6 +69,7 @@ EXAMPLES = {
 # The commander's routes need a commander on HOST (started by the `gw` fixture) and fresh apps/jobs.
 WEBHOOK_SECRET = "roles-matrix-webhook-secret"
 EXAMPLES.update(gateway_role_examples(HOST, WEBHOOK_SECRET))
+EXAMPLES.update(alerting_role_examples())
 
 
 async def _const(method, path, body=None):
@@ -112,7 +114,7 @@ async def roles_commander(nats_stack, workdir):
 
 
 @pytest.fixture(scope="module")
-def gw(nats_stack, roles_db, workdir, roles_commander):
+def gw(nats_stack, roles_db, workdir, roles_commander, roles_alerter):
     with running_gateway(nats_stack, roles_db, workdir / "gw-roles", webhook_secret=WEBHOOK_SECRET) as g:
         for role in ROLES:
             g.token(role)

@@ -40,7 +40,7 @@ class Rule(Part, kw_only=True):
     `states`; `replica` fires when a ReplicationStatus is not ok.
     """
 
-    name: str
+    name: str = ""  # required; may come from the URL path instead of the body
     kind: RuleKind = "metric"
     field: str = ""
     op: Op = ">"
@@ -59,7 +59,7 @@ class Rule(Part, kw_only=True):
 class Check(Part, kw_only=True):
     """An HTTP(S) health check; defaults follow the keep-alive monitor of the seeds."""
 
-    name: str
+    name: str = ""  # required; may come from the URL path instead of the body
     url: str
     method: str = "GET"
     interval_s: float = 60.0
@@ -84,7 +84,7 @@ class Silence(Part, kw_only=True):
 
 
 class NotifierBase(Part, kw_only=True):
-    name: str
+    name: str = ""  # required; may come from the URL path instead of the body
     kind: NotifierKind
     enabled: bool = True
     # Route: which alerts this notifier gets (all matchers must match; empty = every alert).

@@ -287,3 +287,66 @@ def frame(host: str, ts: float, seq: int, *, cpu: float = 10.0, mem: float = 20.
         mem=MemStats(total=8 << 30, available=4 << 30, used=4 << 30, percent=mem),
         disks=[DiskUsage(mount=m, total=100, used=int(p), free=100 - int(p), percent=p) for m, p in (disks or [])],
     )
+
+
+# --- the gateway's route x role matrix (tests/test_gateway_roles.py) ---
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+async def roles_alerter(nats_stack):
+    """An alerter answering the config API, and a notifier whose test-send succeeds."""
+    from libs.runtime import connect
+    from libs.schemas.alerting import Notifier
+
+    admin = await connect(nats_stack.settings("admin"), "roles-alerter-reset", retry_forever=False)
+    await reset_alerting(admin)
+    await admin.close()
+    hook = WebhookReceiver().start()
+    a = await start_alerter(nats_stack, consume=False)
+    await a.api.put("notifier", Notifier(name="roles-hook", kind="webhook", url=hook.url, webhook_secret="roles-hook-secret"))
+    yield a
+    await stop_alerter(a)
+    hook.stop()
+
+
+def alerting_role_examples() -> dict:
+    """Example requests for the alerting routes that a plain GET cannot exercise."""
+    import itertools
+
+    n = itertools.count()
+    rule = {"kind": "metric", "field": "cpu.percent", "op": ">", "threshold": 1e9}
+    check = {"url": "http://127.0.0.1:9/health", "enabled": False}
+    notifier = {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "enabled": False}
+
+    async def const(method, path, body=None):
+        return method, path, body
+
+    async def made(gw, c, kind: str, body: dict) -> str:
+        name = f"m{next(n)}"
+        r = await c.put(f"/api/v1/{kind}/{name}", json=body, headers=gw.headers("admin"))
+        assert r.status_code == 200, r.text
+        return name
+
+    async def delete(gw, c, kind, body):
+        return "DELETE", f"/api/v1/{kind}/{await made(gw, c, kind, body)}", None
+
+    async def delete_silence(gw, c):
+        now = time.time()
+        r = await c.post("/api/v1/silences", json={"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 60}, headers=gw.headers("admin"))
+        assert r.status_code == 201, r.text
+        return "DELETE", f"/api/v1/silences/{r.json()['id']}", None
+
+    now = time.time()
+    return {
+        "PUT /api/v1/rules/{name}": lambda gw, c, role: const("PUT", f"/api/v1/rules/p{next(n)}", rule),
+        "DELETE /api/v1/rules/{name}": lambda gw, c, role: delete(gw, c, "rules", rule),
+        "PUT /api/v1/checks/{name}": lambda gw, c, role: const("PUT", f"/api/v1/checks/p{next(n)}", check),
+        "DELETE /api/v1/checks/{name}": lambda gw, c, role: delete(gw, c, "checks", check),
+        "POST /api/v1/silences": lambda gw, c, role: const("POST", "/api/v1/silences", {"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 3600}),
+        "DELETE /api/v1/silences/{silence_id}": lambda gw, c, role: delete_silence(gw, c),
+        "PUT /api/v1/notifiers/{name}": lambda gw, c, role: const("PUT", f"/api/v1/notifiers/p{next(n)}", notifier),
+        "DELETE /api/v1/notifiers/{name}": lambda gw, c, role: delete(gw, c, "notifiers", notifier),
+        "POST /api/v1/notifiers/{name}/test": lambda gw, c, role: const("POST", "/api/v1/notifiers/roles-hook/test", {"text": "matrix"}),
+    }

@@ -1,0 +1,230 @@
+"""Alerting: active alerts (from the alerter) and their history (ingest's `alert_events`), and
+rules, checks, silences and notifiers edited at run time through the alerter's request/reply API
+(`fleet.alerting.<resource>.<verb>`). Notifier secrets are accepted and never returned."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, delete, get, post, put
+from litestar.exceptions import HTTPException
+from litestar.params import Parameter
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+
+from libs.schemas import Codec, DecodeError, subjects
+from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Notifier, NotifierTestSend, NotifierView, Rule, Silence
+
+from ..authn import Actor
+from ..errors import errors
+from ..state import Gateway
+from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+
+NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="name")]
+_REPLY = Codec(AlertingReply)
+_ENC = msgspec.json.Encoder()
+ERRS = errors(400, 404, 502, 503, 504)
+
+
+async def ask(gw: Gateway, resource: str, verb: str, body: msgspec.Struct | None = None, timeout: float = 15.0) -> AlertingReply:
+    try:
+        msg = await gw.nc.request(subjects.alerting(resource, verb), _ENC.encode(body) if body is not None else b"{}", timeout=timeout)
+    except NoRespondersError:
+        raise HTTPException(status_code=503, detail="no alerter answers (not running)") from None
+    except NatsTimeout:
+        raise HTTPException(status_code=504, detail=f"the alerter did not answer within {timeout:g}s") from None
+    try:
+        reply = _REPLY.decode(msg.data)
+    except DecodeError as exc:
+        raise HTTPException(status_code=502, detail=f"the alerter answered something malformed: {exc}") from None
+    if not reply.ok:
+        raise HTTPException(status_code=reply.code if 400 <= reply.code < 600 else 502, detail=reply.error or "refused")
+    return reply
+
+
+class AlertList(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[AlertRecord]
+
+
+class AlertHistoryItem(msgspec.Struct, kw_only=True, frozen=True):
+    ts: float
+    fingerprint: str
+    rule: str
+    host: str
+    state: str
+    since: float
+    severity: str
+    labels: dict[str, str]
+    value: float | None = None
+    threshold: float | None = None
+    summary: str = ""
+
+
+class AlertHistory(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[AlertHistoryItem]
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+class RuleList(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[Rule]
+
+
+class CheckList(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[Check]
+
+
+class SilenceList(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[Silence]
+
+
+class NotifierList(msgspec.Struct, kw_only=True, frozen=True):
+    items: list[NotifierView]
+
+
+class Deleted(msgspec.Struct, kw_only=True, frozen=True):
+    deleted: str
+
+
+class SendResult(msgspec.Struct, kw_only=True, frozen=True):
+    sent: bool
+    notifier: NotifierView
+
+
+class SendText(msgspec.Struct, kw_only=True, frozen=True):
+    text: str = "fleetwatch test notification"
+
+
+def _named(obj: Any, name: str, field: str = "name") -> Any:
+    """The path names the item; a body naming another is a mistake, not a rename."""
+    given = getattr(obj, field)
+    if given and given != name:
+        raise HTTPException(status_code=400, detail=f"{field} in the body ({given!r}) differs from the path ({name!r})")
+    return msgspec.structs.replace(obj, **{field: name})
+
+
+class AlertsController(Controller):
+    path = "/api/v1/alerts"
+    tags = ["alerting"]
+
+    @get("/", summary="Active alerts (pending and firing); all=true adds resolved and inactive ones", responses=ERRS)
+    async def active(self, gw: Gateway, all: bool = False) -> AlertList:
+        reply = await ask(gw, "alerts", "list", ConfigList(include_inactive=all))
+        return AlertList(items=reply.alerts)
+
+    @get("/history", summary="Alert state changes as stored by ingest, newest first")
+    async def history(
+        self,
+        gw: Gateway,
+        host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
+        rule: Annotated[str | None, Parameter(max_length=64)] = None,
+        from_: FromParam = None,
+        to: TimeParam = None,
+        limit: LimitParam = 100,
+        offset: OffsetParam = 0,
+    ) -> AlertHistory:
+        f, t = time_range(from_, to, default_span=7 * 86400.0)
+        if not await table_exists(gw.pool, "alert_events"):
+            return AlertHistory(items=[], limit=limit, offset=offset)
+        where, args = ["time >= $1", "time <= $2"], [utc(f), utc(t)]
+        if host:
+            args.append(host)
+            where.append(f"host = ${len(args)}")
+        if rule:
+            args.append(rule)
+            where.append(f"rule = ${len(args)}")
+        args += [limit + 1, offset]
+        rows = await gw.pool.fetch(
+            f"""SELECT extract(epoch FROM time)::float8 AS ts, fingerprint, rule, host, state, extract(epoch FROM since)::float8 AS since,
+                       severity, labels::text AS labels, value, threshold, summary
+                FROM alert_events WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
+            *args,
+        )
+        items = [
+            AlertHistoryItem(
+                ts=r["ts"], fingerprint=r["fingerprint"], rule=r["rule"], host=r["host"], state=r["state"], since=r["since"],
+                severity=r["severity"], labels=msgspec.json.decode(r["labels"]), value=r["value"], threshold=r["threshold"], summary=r["summary"],
+            )
+            for r in rows[:limit]
+        ]
+        return AlertHistory(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None)
+
+
+class RulesController(Controller):
+    path = "/api/v1/rules"
+    tags = ["alerting"]
+
+    @get("/", summary="Alert rules (built-in and stored)", responses=ERRS)
+    async def list_rules(self, gw: Gateway) -> RuleList:
+        return RuleList(items=(await ask(gw, "rules", "list")).rules)
+
+    @put("/{name:str}", summary="Create or replace a rule", responses=ERRS)
+    async def put_rule(self, name: NameParam, data: Rule, gw: Gateway, actor: Actor) -> Rule:
+        return (await ask(gw, "rules", "put", ConfigPut(rule=_named(data, name), actor=actor.username))).rules[0]
+
+    @delete("/{name:str}", summary="Delete a stored rule", status_code=200, responses=ERRS)
+    async def delete_rule(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
+        await ask(gw, "rules", "delete", ConfigDelete(name=name, actor=actor.username))
+        return Deleted(deleted=name)
+
+
+class ChecksController(Controller):
+    path = "/api/v1/checks"
+    tags = ["alerting"]
+
+    @get("/", summary="HTTP health checks", responses=ERRS)
+    async def list_checks(self, gw: Gateway) -> CheckList:
+        return CheckList(items=(await ask(gw, "checks", "list")).checks)
+
+    @put("/{name:str}", summary="Create or replace a health check", responses=ERRS)
+    async def put_check(self, name: NameParam, data: Check, gw: Gateway, actor: Actor) -> Check:
+        return (await ask(gw, "checks", "put", ConfigPut(check=_named(data, name), actor=actor.username))).checks[0]
+
+    @delete("/{name:str}", summary="Delete a health check", status_code=200, responses=ERRS)
+    async def delete_check(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
+        await ask(gw, "checks", "delete", ConfigDelete(name=name, actor=actor.username))
+        return Deleted(deleted=name)
+
+
+class SilencesController(Controller):
+    path = "/api/v1/silences"
+    tags = ["alerting"]
+
+    @get("/", summary="Silences (matchers and time window)", responses=ERRS)
+    async def list_silences(self, gw: Gateway) -> SilenceList:
+        return SilenceList(items=(await ask(gw, "silences", "list")).silences)
+
+    @post("/", summary="Create a silence (id chosen by the alerter when empty)", status_code=201, responses=ERRS)
+    async def create_silence(self, data: Silence, gw: Gateway, actor: Actor) -> Silence:
+        data = msgspec.structs.replace(data, created_by=actor.username)
+        return (await ask(gw, "silences", "put", ConfigPut(silence=data, actor=actor.username))).silences[0]
+
+    @delete("/{silence_id:str}", summary="Expire (delete) a silence", status_code=200, responses=ERRS)
+    async def delete_silence(self, silence_id: NameParam, gw: Gateway, actor: Actor) -> Deleted:
+        await ask(gw, "silences", "delete", ConfigDelete(name=silence_id, actor=actor.username))
+        return Deleted(deleted=silence_id)
+
+
+class NotifiersController(Controller):
+    path = "/api/v1/notifiers"
+    tags = ["alerting"]
+
+    @get("/", summary="Notifiers and their routes; secrets are never returned, only whether set", responses=ERRS)
+    async def list_notifiers(self, gw: Gateway) -> NotifierList:
+        return NotifierList(items=(await ask(gw, "notifiers", "list")).notifiers)
+
+    @put("/{name:str}", summary="Create or replace a notifier; an empty secret keeps the stored one", responses=ERRS)
+    async def put_notifier(self, name: NameParam, data: Notifier, gw: Gateway, actor: Actor) -> NotifierView:
+        return (await ask(gw, "notifiers", "put", ConfigPut(notifier=_named(data, name), actor=actor.username))).notifiers[0]
+
+    @delete("/{name:str}", summary="Delete a stored notifier", status_code=200, responses=ERRS)
+    async def delete_notifier(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
+        await ask(gw, "notifiers", "delete", ConfigDelete(name=name, actor=actor.username))
+        return Deleted(deleted=name)
+
+    @post("/{name:str}/test", summary="Send a test message through a notifier (502 with the reason when it fails)", status_code=200, responses=ERRS)
+    async def test_send(self, name: NameParam, gw: Gateway, data: SendText | None = None) -> SendResult:
+        text = data.text if data is not None else SendText().text
+        reply = await ask(gw, "notifiers", "test", NotifierTestSend(name=name, text=text[:1000]), timeout=60)
+        return SendResult(sent=True, notifier=reply.notifiers[0])
