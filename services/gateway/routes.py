@@ -8,7 +8,7 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import apps, audit, auth, events, history, hosts, jobs, processes, replication, scan, stream, system, users, webhook
+from .controllers import alerting, apps, audit, auth, events, history, hosts, jobs, processes, replication, scan, stream, system, users, webhook
 
 CONTROLLERS = [
     system.SystemController,
@@ -25,6 +25,11 @@ CONTROLLERS = [
     scan.ScanController,
     webhook.WebhookController,
     replication.ReplicationController,
+    alerting.AlertsController,
+    alerting.RulesController,
+    alerting.ChecksController,
+    alerting.SilencesController,
+    alerting.NotifiersController,
 ]
 
 ROUTE_ROLES: dict[str, str | None] = {
@@ -77,4 +82,20 @@ ROUTE_ROLES: dict[str, str | None] = {
     "GET /api/v1/replication": "viewer",
     "GET /api/v1/hosts/{host}/replication": "viewer",
     "POST /api/v1/hosts/{host}/replication/sync": "operator",
+    # alerting (the alerter's config API): viewers read, operators edit; secrets are write-only
+    "GET /api/v1/alerts": "viewer",
+    "GET /api/v1/alerts/history": "viewer",
+    "GET /api/v1/rules": "viewer",
+    "PUT /api/v1/rules/{name}": "operator",
+    "DELETE /api/v1/rules/{name}": "operator",
+    "GET /api/v1/checks": "viewer",
+    "PUT /api/v1/checks/{name}": "operator",
+    "DELETE /api/v1/checks/{name}": "operator",
+    "GET /api/v1/silences": "viewer",
+    "POST /api/v1/silences": "operator",
+    "DELETE /api/v1/silences/{silence_id}": "operator",
+    "GET /api/v1/notifiers": "viewer",
+    "PUT /api/v1/notifiers/{name}": "operator",
+    "DELETE /api/v1/notifiers/{name}": "operator",
+    "POST /api/v1/notifiers/{name}/test": "operator",
 }
