@@ -5,7 +5,7 @@ RESULT lines:
                          pull consumer (fetch + ack, no decoding, no database) gets from the same
                          stream, measured in the same run (goal >= 0.8)
   ingest_frames_per_s    one process; ingest_frames_per_s_2proc: two processes sharing the consumer
-  ingest_rows_per_s      rows (metrics + metrics_disk + metrics_gpu + rollup upserts) per second, one process
+  ingest_rows_per_s      raw rows (metrics + metrics_disk + metrics_gpu) per second, one process
   ingest_p99_latency_ms  publish -> commit, 10k simulated hosts every 5 s (live, spread over the interval)
 
 Uses its own nats-server and PostgreSQL (fsync off, like the tests); the machine may be shared,
@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from fleetwatch.simulate import Simulator
 from libs.embedded.stack import NatsStack, make_private_dir, start_postgres
@@ -102,17 +103,25 @@ async def timed_ingest(stack, pg, nc, n: int, procs: int, workdir: Path) -> tupl
                 await asyncio.sleep(0.05)
         t_first = c_first = None
         deadline = time.monotonic() + 600
+        watched = [psutil.Process(p.pid) for p in ps] + [psutil.Process(pg.proc.pid)]
+        cpu0 = None
         while time.monotonic() < deadline:
             c = await conn.fetchval("SELECT count(*) FROM metrics")
             if c and t_first is None:
                 t_first, c_first = time.perf_counter(), c
+                cpu0 = _cpu(watched)
             if c >= n:
                 break
             await asyncio.sleep(0.05)
         el = time.perf_counter() - t_first
-        rows = await conn.fetchval(
-            "SELECT (SELECT count(*) FROM metrics) + (SELECT count(*) FROM metrics_disk) + (SELECT count(*) FROM metrics_gpu) + (SELECT sum(samples) FROM metrics_1m) * 0 + (SELECT count(*) FROM metrics_1m) + (SELECT count(*) FROM metrics_1h)"
+        cpu1 = _cpu(watched)
+        print(
+            f"  {procs} ingest process(es): ingest CPU {100 * (cpu1[0] - cpu0[0]) / el:.0f}% of a core, "
+            f"PostgreSQL {100 * (cpu1[1] - cpu0[1]) / el:.0f}%, over {el:.1f}s",
+            flush=True,
         )
+        # Rows written: raw rows plus one rollup row update per (host, bucket) per batch.
+        rows = await conn.fetchval("SELECT (SELECT count(*) FROM metrics) + (SELECT count(*) FROM metrics_disk) + (SELECT count(*) FROM metrics_gpu)")
         frames = c - c_first
         return frames / el, rows * frames / max(1, c) / el
     finally:
@@ -125,6 +134,22 @@ async def timed_ingest(stack, pg, nc, n: int, procs: int, workdir: Path) -> tupl
                 p.kill()
         if conn:
             await conn.close()
+
+
+def _cpu(watched: list) -> tuple[float, float]:
+    """CPU seconds of the ingest processes, and of PostgreSQL (postmaster and its backends)."""
+    ing = 0.0
+    for p in watched[:-1]:
+        t = p.cpu_times()
+        ing += t.user + t.system
+    pg = 0.0
+    for p in [watched[-1], *watched[-1].children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            pg += t.user + t.system
+        except psutil.Error:
+            pass
+    return ing, pg
 
 
 async def live_latency(stack, pg, nc, workdir: Path) -> float:

@@ -11,7 +11,10 @@ log = logging.getLogger("fleetwatch.ingest.db")
 
 # Staging tables: COPY lands here, then INSERT ... ON CONFLICT DO NOTHING moves the rows, so a
 # redelivered message never creates a duplicate. Temporary and emptied at each commit.
-STAGED = ("metrics", "metrics_disk", "metrics_gpu", "proc_samples", "app_events", "health_results", "alert_events", "audit_log", "replica_status")
+STAGED = (
+    "metrics", "metrics_disk", "metrics_gpu", "proc_samples", "metrics_1m", "metrics_1h",
+    "app_events", "health_results", "alert_events", "audit_log", "replica_status",
+)  # fmt: skip
 
 # Errors that say "this data cannot be stored" (the batch is split to find the culprit) as
 # opposed to "the database is away or busy" (the batch is retried as is).

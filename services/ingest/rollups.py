@@ -64,3 +64,58 @@ def metrics_insert_sql(with_rollups: bool) -> str:
         f"{upsert_cte('r1', 'metrics_1m', '1 minute')},\n{upsert_cte('r2', 'metrics_1h', '1 hour')}\n"
         "SELECT count(*) FROM ins"
     )
+
+
+# -- the same rollups computed in Python, for batches copied straight into `metrics` ---------
+ROLLUP_SOURCES = [(col, expr.split("(")[1].rstrip(")"), how) for col, (expr, how) in ROLLUP.items()]
+
+
+def aggregate(records: list[tuple], times: list[float], width: int, columns: tuple[str, ...]) -> list[tuple]:
+    """Rollup rows (time, host, samples, *ROLLUP columns) of raw metrics records, grouped by
+    host and bucket of `width` seconds, with SQL's avg/max semantics (NULLs ignored). The
+    bucket origin (2000-01-03 UTC) is a whole number of hours after the epoch, so buckets
+    are plain multiples of `width`."""
+    from .rows import ts
+
+    src = [(columns.index(s), how) for _, s, how in ROLLUP_SOURCES]
+    host_i = columns.index("host")
+    groups: dict[tuple[str, int], list] = {}
+    for rec, t in zip(records, times):
+        key = (rec[host_i], int(t // width) * width)
+        vals = [rec[i] for i, _ in src]
+        g = groups.get(key)
+        if g is None:
+            groups[key] = [1, vals, None]
+            continue
+        if g[2] is None:  # second row: switch to sums and non-null counts
+            g[2] = [0 if v is None else 1 for v in g[1]]
+        g[0] += 1
+        acc, cnt = g[1], g[2]
+        for k, (v, (_, how)) in enumerate(zip(vals, src)):
+            if v is None:
+                continue
+            if acc[k] is None:
+                acc[k] = v
+            elif how == MAX:
+                acc[k] = max(acc[k], v)
+            else:
+                acc[k] += v
+            cnt[k] += 1
+    out = []
+    for (host, b), (n, acc, cnt) in sorted(groups.items()):
+        if cnt is not None:
+            acc = [None if a is None else (a if how == MAX else a / c) for a, c, (_, how) in zip(acc, cnt, src)]
+        out.append((ts(b), host, n, *acc))
+    return out
+
+
+def upsert_from_stage_sql(table: str) -> str:
+    cols = ", ".join(ROLLUP)
+    sets = ",\n    ".join(_merge(c, how) for c, (_, how) in ROLLUP.items())
+    return (
+        f"INSERT INTO {table} AS r (time, host, samples, {cols}) SELECT time, host, samples, {cols} FROM _s_{table} ORDER BY host, time\n"
+        f"ON CONFLICT (host, time) DO UPDATE SET samples = r.samples + excluded.samples,\n    {sets}"
+    )
+
+
+ROLLUP_COLUMNS = ("time", "host", "samples", *ROLLUP)

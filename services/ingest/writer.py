@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from . import rows
+from . import rollups as rollups_mod
 from .rollups import metrics_insert_sql
 
 RAW_PARTITIONED = ("metrics", "metrics_disk", "metrics_gpu", "proc_samples", "metrics_1m")
@@ -49,6 +50,9 @@ class MetricsWriter:
         self.last_seen_every = timedelta(seconds=last_seen_every)
         self._last_seen: dict[str, datetime] = {}
         self._sql = metrics_insert_sql(rollups)
+        self._upsert = {t: rollups_mod.upsert_from_stage_sql(t) for t in ("metrics_1m", "metrics_1h")}
+        self.fast = 0  # batches copied straight in
+        self.slow = 0  # batches that held frames stored before (redelivery) and went through staging
         self.frames = 0  # new frames committed (duplicates excluded)
         self.rows = 0  # rows committed over every table
 
@@ -67,19 +71,8 @@ class MetricsWriter:
         new = nrows = 0
         async with conn.transaction():
             if frames:
-                await conn.copy_records_to_table("_s_metrics", records=[rows.metrics_row(i.value, i.time) for i in frames], columns=rows.METRICS_COLUMNS)
-                disks = [r for i in frames for r in rows.disk_rows(i.value, i.time)]
-                gpus = [r for i in frames for r in rows.gpu_rows(i.value, i.time)]
-                if disks:
-                    await conn.copy_records_to_table("_s_metrics_disk", records=disks, columns=rows.DISK_COLUMNS)
-                if gpus:
-                    await conn.copy_records_to_table("_s_metrics_gpu", records=gpus, columns=rows.GPU_COLUMNS)
-                new = await conn.fetchval(self._sql)
-                await conn.execute(
-                    "INSERT INTO metrics_disk SELECT * FROM _s_metrics_disk ON CONFLICT DO NOTHING;"
-                    "INSERT INTO metrics_gpu SELECT * FROM _s_metrics_gpu ON CONFLICT DO NOTHING"
-                )
-                nrows += new + len(disks) + len(gpus)
+                new, n = await self._frames(conn, frames)
+                nrows += n
             if snaps:
                 procs = [r for i in snaps for r in rows.proc_rows(i.value, i.time)]
                 if procs:
@@ -105,6 +98,45 @@ class MetricsWriter:
         self._last_seen.update(stale)
         self.frames += new
         self.rows += nrows
+
+
+    async def _frames(self, conn: asyncpg.Connection, frames: list[Item]) -> tuple[int, int]:
+        """Frames -> metrics, metrics_disk, metrics_gpu (+ rollups); (new frames, rows written).
+
+        Fast path: COPY straight into the tables (a savepoint guards it). A frame stored before
+        (a redelivery) makes it fail on the primary key; then the batch goes through staging
+        tables and INSERT ... ON CONFLICT DO NOTHING, which skips what is already there."""
+        recs = [rows.metrics_row(i.value, i.time) for i in frames]
+        disks = [r for i in frames for r in rows.disk_rows(i.value, i.time)]
+        gpus = [r for i in frames for r in rows.gpu_rows(i.value, i.time)]
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table("metrics", records=recs, columns=rows.METRICS_COLUMNS)
+                if disks:
+                    await conn.copy_records_to_table("metrics_disk", records=disks, columns=rows.DISK_COLUMNS)
+                if gpus:
+                    await conn.copy_records_to_table("metrics_gpu", records=gpus, columns=rows.GPU_COLUMNS)
+                if self.rollups:
+                    times = [i.time.timestamp() for i in frames]
+                    for table, width in (("metrics_1m", 60), ("metrics_1h", 3600)):
+                        agg = rollups_mod.aggregate(recs, times, width, rows.METRICS_COLUMNS)
+                        await conn.copy_records_to_table(f"_s_{table}", records=agg, columns=rollups_mod.ROLLUP_COLUMNS)
+                        await conn.execute(self._upsert[table])
+            self.fast += 1
+            return len(recs), len(recs) + len(disks) + len(gpus)
+        except asyncpg.UniqueViolationError:
+            self.slow += 1
+        await conn.copy_records_to_table("_s_metrics", records=recs, columns=rows.METRICS_COLUMNS)
+        if disks:
+            await conn.copy_records_to_table("_s_metrics_disk", records=disks, columns=rows.DISK_COLUMNS)
+        if gpus:
+            await conn.copy_records_to_table("_s_metrics_gpu", records=gpus, columns=rows.GPU_COLUMNS)
+        new = await conn.fetchval(self._sql)
+        await conn.execute(
+            "INSERT INTO metrics_disk SELECT * FROM _s_metrics_disk ON CONFLICT DO NOTHING;"
+            "INSERT INTO metrics_gpu SELECT * FROM _s_metrics_gpu ON CONFLICT DO NOTHING"
+        )
+        return new, new + len(disks) + len(gpus)
 
 
 class EventsWriter:
