@@ -301,7 +301,11 @@ async def test_micro_discovery(cmd, nc):
     endpoints = {e["subject"] for e in info["endpoints"]}
     assert {subjects.ctl(HOST, v) for v in ("apps.restart", "jobs.run", "procs.scan", "apps.logs")} <= endpoints
     stats = json.loads((await nc.request("$SRV.STATS.commander." + info["id"], b"", timeout=5)).data)
-    assert sum(e["num_requests"] for e in stats["endpoints"]) > 0
+    by = {e["name"]: e for e in stats["endpoints"]}
+    assert by["apps-list"]["num_requests"] > 0
+    # the refusals of the validation test are counted as errors, with the last one's reason
+    assert by["apps-register"]["num_errors"] >= 5 and by["apps-register"]["last_error"].startswith("400:")
+    assert by["apps-stop"]["processing_time"] > 0
 
 
 async def test_children_are_readopted_after_commander_restart(nats_stack, nc, workdir, appdir):

@@ -128,6 +128,7 @@ class Commander:
         self._tasks: set[asyncio.Task] = set()
         self._bg: list[asyncio.Task] = []
         self.service: nats.micro.Service | None = None
+        self._endpoints: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,6 +159,7 @@ class Commander:
         )
         for verb in ENDPOINTS:
             await self.service.add_endpoint(name=verb.replace(".", "-"), subject=subjects.ctl(self.host, verb), handler=self._handler(verb), metadata={"verb": verb})
+        self._endpoints = {ep._metadata["verb"]: ep for ep in getattr(self.service, "_endpoints", []) if (getattr(ep, "_metadata", None) or {}).get("verb")}
         await self.nc.flush()
 
     async def stop(self) -> None:
@@ -228,7 +230,24 @@ class Commander:
         except Exception as exc:
             log.warning("could not answer %s: %s", verb, exc)
         duration = (time.perf_counter() - t0) * 1000
+        self._record_stats(verb, code, error, duration)
         await self._audit(verb, actor, target, params, code, error, duration)
+
+    def _record_stats(self, verb: str, code: int, error: str, duration_ms: float) -> None:
+        """Requests are answered from tasks, so the micro library's own timing and error counts
+        would miss them; add them to its endpoint stats so $SRV.STATS tells the truth."""
+        ep = self._endpoints.get(verb)
+        if ep is None:
+            return
+        try:
+            ep._processing_time += int(duration_ms * 1e6)
+            if ep._num_requests:
+                ep._average_processing_time = int(ep._processing_time / ep._num_requests)
+            if code != 200:
+                ep._num_errors += 1
+                ep._last_error = f"{code}:{error}"
+        except AttributeError:  # a nats-py without these internals: the stats stay as they are
+            self._endpoints.pop(verb, None)
 
     @staticmethod
     def _guess_actor(data: bytes) -> str:
