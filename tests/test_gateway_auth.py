@@ -12,6 +12,7 @@ import pytest
 from libs.runtime import connect
 from libs.schemas import Codec, UserChange
 from libs.schemas import subjects as s
+from tests.conftest import ROOT
 from tests.support.gateway import create_database, drop_database, running_gateway
 
 pytestmark = pytest.mark.timeout(180)
@@ -171,7 +172,14 @@ async def test_system_routes_docs_and_metrics(gw):
             r = await c.get(page)
             assert r.status_code == 200 and marker in r.text and "fleetwatch gateway" in r.text
         root = await c.get("/")
-        assert root.status_code == 200 and "/api/docs" in root.text
+        index = ROOT / "ui" / "dist" / "index.html"
+        if index.is_file():  # the built web UI and its assets
+            assert root.status_code == 200 and root.text == index.read_text()
+            asset = next((ROOT / "ui" / "dist" / "assets").iterdir())
+            a = await c.get(f"/assets/{asset.name}")
+            assert a.status_code == 200 and a.content == asset.read_bytes()
+        else:  # not built yet: a page pointing at the API docs
+            assert root.status_code == 200 and "/api/docs" in root.text
         assert (await c.get("/metrics")).status_code == 401
     async with gw.async_client("viewer") as c:
         await c.get("/api/v1/hosts")

@@ -8,6 +8,7 @@ import time
 
 import asyncpg
 import msgspec
+from litestar.di import NamedDependency
 
 from .roles import LEVEL, ROLES
 from .tokens import Signer, api_token_id, hash_api_token
@@ -21,6 +22,10 @@ class Actor(msgspec.Struct, kw_only=True, frozen=True):
     role: str
     via: str = "session"  # session | api_token
     token_id: str = ""
+
+
+# How controllers ask for the caller: `actor: ActorDep` (set by the role guard).
+ActorDep = NamedDependency[Actor]
 
 
 class Authenticator:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import asyncpg
+from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 
 from .authn import Authenticator, LoginLimiter
@@ -38,3 +39,7 @@ class Gateway:
         self.logins_ok = 0
         self.logins_failed = 0
         self.logins_limited = 0
+
+
+# How controllers ask for it: `gw: GatewayDep` (injected by name, see app.py).
+GatewayDep = NamedDependency[Gateway]

@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from libs.schemas import AuditRecord
 
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 
@@ -28,10 +28,10 @@ class AuditController(Controller):
     @get("/", summary="Audit records, newest first")
     async def list_audit(
         self,
-        gw: Gateway,
+        gw: GatewayDep,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
         # `actor` is the name of the injected caller, so the filter is bound under another name.
-        by_actor: Annotated[str | None, Parameter(query="actor", max_length=64)] = None,
+        by_actor: Annotated[str | None, QueryParameter(name="actor", max_length=64)] = None,
         action: Annotated[str | None, Parameter(max_length=100)] = None,
         result: Literal["ok", "error"] | None = None,
         from_: FromParam = None,

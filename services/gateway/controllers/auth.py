@@ -10,10 +10,10 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 
-from ..authn import Actor
+from ..authn import Actor, ActorDep
 from ..roles import LEVEL, Role
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from ..tokens import new_api_token
 
 
@@ -74,7 +74,7 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[])
-    async def login(self, data: LoginRequest, request: Request, gw: Gateway) -> LoginResponse:
+    async def login(self, data: LoginRequest, request: Request, gw: GatewayDep) -> LoginResponse:
         client = request.client.host if request.client else "?"
         key = f"{data.username}|{client}"
         wait = gw.limiter.retry_after(key)
@@ -96,11 +96,11 @@ class AuthController(Controller):
         return LoginResponse(token=token, expires_at=exp, username=row["username"], role=row["role"])
 
     @get("/me", summary="The authenticated caller")
-    async def me(self, actor: Actor) -> Me:
+    async def me(self, actor: ActorDep) -> Me:
         return Me(username=actor.username, user_id=actor.user_id, role=actor.role, via=actor.via)
 
     @get("/tokens", summary="API tokens (your own; every user's for an admin)")
-    async def list_tokens(self, actor: Actor, gw: Gateway) -> list[TokenInfo]:
+    async def list_tokens(self, actor: ActorDep, gw: GatewayDep) -> list[TokenInfo]:
         rows = await gw.pool.fetch(
             """SELECT t.*, u.username FROM api_tokens t JOIN users u ON u.id = t.user_id
                 WHERE ($1 OR t.user_id = $2) ORDER BY t.created_at""",
@@ -114,7 +114,7 @@ class AuthController(Controller):
         ]
 
     @post("/tokens", summary="Create an API token (shown once)", responses=errors(403))
-    async def create_token(self, data: TokenRequest, actor: Actor, gw: Gateway) -> NewToken:
+    async def create_token(self, data: TokenRequest, actor: ActorDep, gw: GatewayDep) -> NewToken:
         role = data.role or actor.role
         if LEVEL[role] > LEVEL[actor.role]:
             raise PermissionDeniedException(detail=f"a token cannot have more than your role ({actor.role})")
@@ -127,7 +127,7 @@ class AuthController(Controller):
         return NewToken(id=tid, token=token, name=data.name, role=role, expires_at=_ts(expires))
 
     @delete("/tokens/{token_id:str}", summary="Revoke an API token", status_code=204)
-    async def revoke_token(self, token_id: str, actor: Actor, gw: Gateway) -> None:
+    async def revoke_token(self, token_id: str, actor: ActorDep, gw: GatewayDep) -> None:
         done = await gw.pool.fetchval(
             "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND ($2 OR user_id = $3) RETURNING id",
             token_id, actor.role == "admin", actor.user_id,

@@ -7,14 +7,14 @@ import time
 from typing import Annotated
 
 from litestar.exceptions import ClientException
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 HOST_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 HostParam = Annotated[str, Parameter(pattern=HOST_PATTERN, description="host id", max_length=64)]
 # Unix seconds; the API speaks floats so scripts and the UI need no date parsing.
 TimeParam = Annotated[float | None, Parameter(ge=0, le=1e11, description="unix seconds")]
 # `from` is a Python keyword: bound as `from_` (one Parameter: nested Annotated would drop the alias).
-FromParam = Annotated[float | None, Parameter(query="from", ge=0, le=1e11, description="unix seconds")]
+FromParam = Annotated[float | None, QueryParameter(name="from", ge=0, le=1e11, description="unix seconds")]
 LimitParam = Annotated[int, Parameter(ge=1, le=1000)]
 OffsetParam = Annotated[int, Parameter(ge=0, le=1_000_000)]
 

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import Parameter
 
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 Kind = Literal["app", "health", "alert", "replica"]
@@ -42,7 +42,7 @@ class EventsController(Controller):
     @get("/", summary="Events, newest first")
     async def list_events(
         self,
-        gw: Gateway,
+        gw: GatewayDep,
         kind: Kind | None = None,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
         from_: FromParam = None,

@@ -10,7 +10,7 @@ from litestar import Controller, get
 from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import FromParam, HostParam, TimeParam, table_exists, time_range, utc
 
 # Columns present in the raw table and in both rollups (same names, see the History schema).
@@ -49,7 +49,7 @@ class HistoryController(Controller):
     async def metrics(
         self,
         host: HostParam,
-        gw: Gateway,
+        gw: GatewayDep,
         from_: FromParam = None,
         to: TimeParam = None,
         step: Annotated[float | None, Parameter(ge=1, le=86400 * 30, description="seconds per point")] = None,

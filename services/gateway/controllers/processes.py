@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import FromParam, HostParam, LimitParam, TimeParam, table_exists, time_range, utc
 
 
@@ -48,7 +48,7 @@ class ProcHistory(msgspec.Struct, kw_only=True, frozen=True):
 SORTS = ("cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem")
 
 
-async def _need_tables(gw: Gateway) -> None:
+async def _need_tables(gw: GatewayDep) -> None:
     if not await table_exists(gw.pool, "proc_samples"):
         raise ClientException(status_code=503, detail="history tables not created yet (ingest has not run)")
 
@@ -61,7 +61,7 @@ class ProcessesController(Controller):
     async def latest(
         self,
         host: HostParam,
-        gw: Gateway,
+        gw: GatewayDep,
         sort: Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"] = "cpu_percent",
         order: Literal["asc", "desc"] = "desc",
         limit: LimitParam = 500,
@@ -88,7 +88,7 @@ class ProcessesController(Controller):
         self,
         host: HostParam,
         pid: Annotated[int, Parameter(ge=0, le=2**31 - 1)],
-        gw: Gateway,
+        gw: GatewayDep,
         from_: FromParam = None,
         to: TimeParam = None,
         max_points: Annotated[int | None, Parameter(ge=1, le=10_000)] = None,

@@ -11,11 +11,11 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, WebSocket, get, websocket
 from litestar.exceptions import ClientException, HTTPException, WebSocketDisconnect
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 
 from ..hub import KINDS, Client, Hub, HubFull
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 
 log = logging.getLogger("fleetwatch.gateway.stream")
 
@@ -108,10 +108,10 @@ class StreamController(Controller):
     async def stream(
         self,
         request: Request,
-        gw: Gateway,
+        gw: GatewayDep,
         hosts: HostsParam = None,
         kinds: KindsParam = None,
-        last_event_id: Annotated[int | None, Parameter(header="Last-Event-ID", ge=0, required=False)] = None,
+        last_event_id: Annotated[int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)] = None,
     ) -> SSEResponse:
         hs, ks = parse_filters(hosts, kinds)
         try:
@@ -121,7 +121,7 @@ class StreamController(Controller):
         return SSEResponse(SSEStream(gw.hub, client))
 
     @websocket("/ws")
-    async def ws(self, socket: WebSocket, gw: Gateway, hosts: HostsParam = None, kinds: KindsParam = None) -> None:
+    async def ws(self, socket: WebSocket, gw: GatewayDep, hosts: HostsParam = None, kinds: KindsParam = None) -> None:
         try:
             hs, ks = parse_filters(hosts, kinds)
         except ClientException as exc:

@@ -8,7 +8,7 @@ from litestar import Controller, MediaType, Response, get
 
 from ..promstats import exposition
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 
 FALLBACK_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>fleetwatch</title></head>
 <body><h1>fleetwatch gateway</h1><p>The web UI is not built yet. The API is documented at
@@ -24,7 +24,7 @@ class SystemController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="NATS and the database are reachable", responses=errors(503))
-    async def readyz(self, gw: Gateway) -> Response[dict[str, object]]:
+    async def readyz(self, gw: GatewayDep) -> Response[dict[str, object]]:
         nats_ok = gw.nc.is_connected
         try:
             db_ok = await asyncio.wait_for(gw.pool.fetchval("SELECT 1"), 2.0) == 1
@@ -34,11 +34,11 @@ class SystemController(Controller):
         return Response({"status": "ok" if ok else "unavailable", "nats": nats_ok, "db": db_ok}, status_code=200 if ok else 503)
 
     @get("/metrics", media_type=MediaType.TEXT, summary="Prometheus text exposition of the fleet and the gateway")
-    async def metrics(self, gw: Gateway) -> Response[str]:
+    async def metrics(self, gw: GatewayDep) -> Response[str]:
         return Response(exposition(gw), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @get("/", media_type=MediaType.HTML, include_in_schema=False)
-    async def index(self, gw: Gateway) -> Response[bytes]:
+    async def index(self, gw: GatewayDep) -> Response[bytes]:
         from ..app import ui_dir
 
         index = ui_dir(gw.config) / "index.html"
