@@ -67,6 +67,7 @@ async def test_frame_from_this_machine_lands_with_psutil_values(fresh_nats, db_d
         fresh = Codec(MetricFrame).decode(reply.data)
         assert fresh.host == HOST and fresh.mem.total == vm.total and fresh.seq == 0
         assert abs(fresh.ts - time.time()) < 5
+        assert coll.stop() == 0  # SIGTERM: a clean stop
     finally:
         coll.stop()
         ingest.stop()

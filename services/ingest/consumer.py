@@ -86,6 +86,11 @@ class Consumer:
             await link.close()
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
+        st = self.stats
+        log.info(
+            "consumer stopped",
+            extra={"consumer": self.spec.durable, "batches": st.batches, "messages": st.messages, "deadlettered": st.deadlettered, "skipped": st.skipped, "retries": st.retries},
+        )
 
     async def _fetch_loop(self) -> None:
         delay = 0.2
