@@ -27,7 +27,7 @@ async def auth_db(pg_cluster):
 
 @pytest.fixture(scope="module")
 def gw(nats_stack, auth_db, workdir):
-    with running_gateway(nats_stack, auth_db, workdir / "gw-auth", login_max_failures="3", login_window_s="60") as g:
+    with running_gateway(nats_stack, auth_db, workdir / "gw-auth", login_max_failures="3", login_window_s="60", cors_origins="https://ui.example") as g:
         yield g
 
 
@@ -188,3 +188,15 @@ async def test_system_routes_docs_and_metrics(gw):
         assert 'fleetwatch_gateway_requests_total{method="GET",route="/api/v1/hosts",status="200"}' in m.text
         assert "fleetwatch_gateway_login_failures_total" in m.text
     assert gw.admin_password not in gw.log()
+
+
+async def test_cors_only_for_configured_origins(gw):
+    async with gw.async_client() as c:
+        pre = await c.options("/api/v1/hosts", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code in (200, 204) and pre.headers["access-control-allow-origin"] == "https://ui.example"
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        other = await c.options("/api/v1/hosts", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+    async with gw.async_client("viewer") as c:
+        r = await c.get("/api/v1/hosts", headers={"Origin": "https://ui.example"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://ui.example"
