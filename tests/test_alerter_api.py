@@ -234,3 +234,18 @@ def test_template_is_readable():
     assert subject == "[FIRING] CPU hot on web-1"
     assert "host web-1" in text and "value: 95.5 (threshold 90.0)" in text and "(2m ago)" in text and "https://fleet.example/alerts/abc" in text
     assert json.dumps(text)  # plain text, no markup to escape
+
+
+async def test_ended_alerts_are_pruned_from_kv(alerter, nc):
+    host = f"pr-{uuid.uuid4().hex[:6]}"
+    await api(nc, "rules", "put", ConfigPut(rule=Rule(name="cpu_prune", field="cpu.percent", threshold=50)))
+    t0 = time.time()
+    await alerter.engine.on_frame(frame(host, t0, 1, cpu=90), t0)
+    await alerter.engine.on_frame(frame(host, t0 + 5, 2, cpu=10), t0 + 5)
+    fps = [fp for fp, r in alerter.state.records.items() if r.host == host]
+    assert len(fps) == 1 and alerter.state.records[fps[0]].state == "resolved"
+    assert await alerter.state.prune(t0 + 100, older_than=3600) == 0  # too recent
+    assert await alerter.state.prune(t0 + 7200, older_than=3600) == 1
+    kv = await nc.jetstream().key_value("alert_state")
+    with pytest.raises(Exception):
+        await kv.get(fps[0])

@@ -17,7 +17,8 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     repeat_interval_s: float = 4 * 3600.0  # Alertmanager's default
     group_wait_s: float = 0.5  # Alertmanager waits 30 s; this batches what one frame or tick brings
     tick_s: float = 0.25  # host-down and pending-notification sweep
-    lookback_s: float = 30.0  # frames replayed at start, so a restart knows who was alive
+    lookback_s: float = 30.0
+    state_retention_s: float = 7 * 86400.0  # ended alerts are forgotten after this  # frames replayed at start, so a restart knows who was alive
     ui_url: str = "http://127.0.0.1:8080"
     notify_attempts: int = 4
     notify_backoff_s: float = 0.5

@@ -218,10 +218,15 @@ class Alerter:
         raise RuntimeError(f"stream {stream} unavailable")
 
     async def _tick_loop(self) -> None:
+        last_prune = 0.0
         while True:
             await asyncio.sleep(self.cfg.tick_s)
             try:
-                await self.engine.tick(self.clock())
+                now = self.clock()
+                await self.engine.tick(now)
+                if now - last_prune > 60:
+                    last_prune = now
+                    await self.state.prune(now, self.cfg.state_retention_s)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -120,6 +120,20 @@ class StateStore:
         log.warning("alert state kept changing under us; giving up this evaluation", extra={"fingerprint": fp})
         return None
 
+    async def prune(self, now: float, older_than: float) -> int:
+        """Forget alerts that ended (inactive/resolved) more than `older_than` seconds ago.
+        The delete is conditional on the revision, so a record that just changed is kept."""
+        gone = 0
+        for fp, rec in list(self.records.items()):
+            if rec.state in ("inactive", "resolved") and now - rec.updated > older_than and (rec.state == "inactive" or rec.notified != "firing"):
+                try:
+                    await self.kv.delete(fp, last=self.revisions.get(fp, 0))
+                except Exception:  # changed meanwhile (or gone): keep our view until the watch says
+                    continue
+                self.records.pop(fp, None)
+                gone += 1
+        return gone
+
     def active(self, include_inactive: bool = False) -> list[AlertRecord]:
         recs = self.records.values()
         if not include_inactive:
