@@ -17,7 +17,7 @@ class IngestConfig(msgspec.Struct, kw_only=True, frozen=True):
     metrics_writers: int = 2  # concurrent transactions for METRICS, each on its own connection
     streams: list[str] = msgspec.field(default_factory=lambda: ["metrics", "events", "audit"])
     keepalive: float = 10.0  # seconds between "still working" signals while the DB is away
-    last_seen_every: float = 10.0  # hosts.last_seen is refreshed at most this often per host
+    last_seen_every: float = 30.0  # hosts.last_seen is refreshed at most this often per host (a write per host)
     future_tolerance: float = 86400.0  # samples further in the future are dead-lettered
     maintenance_interval: float = 3600.0
     events_retention_days: int = 90  # app_events, health_results, alert_events, replica_status

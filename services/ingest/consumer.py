@@ -65,7 +65,7 @@ class Consumer:
         self.keepalive = keepalive
         self.max_backoff = max_backoff
         self.stats = Stats()
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize=len(links))
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=len(links) + 1)  # one batch ready while all write
         self._tasks: list[asyncio.Task] = []
         self.db_down_since: float | None = None
 
