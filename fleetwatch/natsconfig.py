@@ -47,6 +47,9 @@ from libs.schemas.ids import check_host_id, host_id_from_hostname
 
 # Central services: one identity each, so one can be revoked without touching the others.
 CENTRAL_USERS = ("admin", "ingest", "alerter", "gateway", "simulator")
+# With registration on: the auth callout service's own login, and its issuer seed (no user).
+CALLOUT_USER = "authcallout"
+CALLOUT_SEED = "_callout_issuer_seed"
 
 
 class InventoryHost(msgspec.Struct, kw_only=True, frozen=True):
@@ -81,6 +84,10 @@ class ServerSection(msgspec.Struct, kw_only=True, frozen=True):
     tls_key: str = ""
     tls_ca: str = ""
     tls_verify: bool = False  # require client certificates signed by tls_ca
+    # Agent registration without restarting NATS: connections that match no user above are
+    # decided by the auth callout service (services/authcallout) from the hosts registered
+    # through the gateway. The issuer key is generated and kept in credentials.json.
+    registration: bool = False
 
 
 class Inventory(msgspec.Struct, kw_only=True, frozen=True):
@@ -113,6 +120,14 @@ def build_config(inv: Inventory, creds: dict[str, str], *, store_dir: str | None
     for h in inv.hosts:
         u = agent_user(h.host_id)
         users.append({"user": u, "password": creds[u], "permissions": agent_permissions(h.host_id)})
+    authorization: dict = {"users": users}
+    if inv.server.registration:
+        users.append({"user": CALLOUT_USER, "password": creds[CALLOUT_USER]})
+        authorization["auth_callout"] = {
+            "issuer": callout_issuer_public(creds[CALLOUT_SEED]),
+            # Every configured user logs in as before; only unknown ones are called out.
+            "auth_users": [u["user"] for u in users],
+        }
     cfg: dict = {
         "server_name": inv.server.server_name,
         "listen": listen or inv.server.listen,
@@ -122,7 +137,7 @@ def build_config(inv: Inventory, creds: dict[str, str], *, store_dir: str | None
             "max_file_store": inv.server.max_file_store,
             "max_memory_store": inv.server.max_memory_store,
         },
-        "authorization": {"users": users},
+        "authorization": authorization,
     }
     if inv.server.http:
         cfg["http"] = inv.server.http
@@ -175,7 +190,24 @@ def ensure_credentials(inv: Inventory, existing: dict[str, str]) -> dict[str, st
     wanted = list(CENTRAL_USERS) + [agent_user(h.host_id) for h in inv.hosts]
     if inv.server.nodes:
         wanted.append(ROUTE_USER)
-    return {u: existing.get(u) or secrets.token_urlsafe(24) for u in wanted}
+    if inv.server.registration:
+        wanted.append(CALLOUT_USER)
+    out = {u: existing.get(u) or secrets.token_urlsafe(24) for u in wanted}
+    if inv.server.registration:
+        out[CALLOUT_SEED] = existing.get(CALLOUT_SEED) or new_account_seed()
+    return out
+
+
+def new_account_seed() -> str:
+    import nkeys
+
+    return nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_ACCOUNT).decode()
+
+
+def callout_issuer_public(seed: str) -> str:
+    import nkeys
+
+    return nkeys.from_seed(seed.encode()).public_key.decode()
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -203,12 +235,14 @@ def write_config(inv: Inventory, out_dir: Path, *, store_dir: str | None = None,
     env_dir.mkdir(exist_ok=True)
     hosts = {agent_user(h.host_id): h.host_id for h in inv.hosts}
     for user, pw in creds.items():
-        if user == ROUTE_USER:
+        if user in (ROUTE_USER, CALLOUT_SEED):
             continue
         lines = [f"FLEETWATCH_NATS_USER={user}", f"FLEETWATCH_NATS_PASSWORD={pw}"]
         if user in hosts:
             lines.append(f"FLEETWATCH_NATS_INBOX_PREFIX={subjects.inbox_prefix(hosts[user])}")
             lines.append(f"FLEETWATCH_HOST_ID={hosts[user]}")
+        if user == CALLOUT_USER:
+            lines.append(f"FLEETWATCH_AUTHCALLOUT_ISSUER_SEED={creds[CALLOUT_SEED]}")
         _write_private(env_dir / f"{user}.env", "\n".join(lines) + "\n")
     return creds
 
@@ -225,7 +259,7 @@ def _cmd(args: argparse.Namespace) -> int:
         nodes = loopback_nodes([base + i for i in range(args.cluster)], [6222 + i for i in range(args.cluster)], store)
         inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, nodes=nodes))
     creds = write_config(inv, Path(args.out), store_dir=args.store_dir, listen=args.listen)
-    users = len([u for u in creds if u != ROUTE_USER])
+    users = len([u for u in creds if u not in (ROUTE_USER, CALLOUT_SEED)])
     what = f"{len(inv.server.nodes)} node configs" if inv.server.nodes else str(Path(args.out) / "nats.conf")
     print(f"wrote {what} with {users} users ({len(inv.hosts)} host agents)")
     return 0

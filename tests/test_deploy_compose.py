@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 INFRA = ROOT / "infra"
 COMPOSE = INFRA / "compose"
 DOCKER = INFRA / "docker"
-SERVICES = ("collector", "ingest", "commander", "replicator", "alerter", "gateway")
+SERVICES = ("collector", "ingest", "commander", "replicator", "alerter", "gateway", "authcallout")
 
 sys.path.insert(0, str(DOCKER))
 import healthcheck  # noqa: E402
@@ -90,7 +90,7 @@ def test_central_compose_structure():
     svcs = doc["services"]
     nats_nodes = sorted(s for s in svcs if s.startswith("nats-"))
     assert nats_nodes == ["nats-1", "nats-2", "nats-3"]
-    assert {"timescaledb", "ingest-1", "ingest-2", "alerter", "gateway"} <= set(svcs)
+    assert {"timescaledb", "ingest-1", "ingest-2", "alerter", "gateway", "authcallout"} <= set(svcs)
     assert "timescale/timescaledb" in svcs["timescaledb"]["image"]
     for name, s in svcs.items():
         for dep in s.get("depends_on", {}):

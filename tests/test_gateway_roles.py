@@ -45,6 +45,13 @@ async def _new_user(gw, c: httpx.AsyncClient) -> str:
     return name
 
 
+async def _new_registration(gw, c: httpx.AsyncClient) -> str:
+    host = f"reg{next(_n)}"
+    r = await c.post("/api/v1/hosts", json={"host": host}, headers=gw.headers("admin"))
+    assert r.status_code == 201, r.text
+    return host
+
+
 async def _new_token(gw, c: httpx.AsyncClient, role: str | None) -> str:
     if role is None:
         return "none"
@@ -63,6 +70,9 @@ EXAMPLES = {
     "DELETE /api/v1/users/{username}": lambda gw, c, role: _path("DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")),
     # wait=false: accepted (202) without a replicator on HOST; tests/test_replicator_gateway.py runs one
     "POST /api/v1/hosts/{host}/replication/sync": lambda gw, c, role: _const("POST", f"/api/v1/hosts/{HOST}/replication/sync?wait=false"),
+    # Agent registration (tests/test_deploy_registration.py runs the auth callout against it).
+    "POST /api/v1/hosts": lambda gw, c, role: _const("POST", "/api/v1/hosts", {"host": f"reg{next(_n)}"}),
+    "DELETE /api/v1/hosts/{host}/registration": lambda gw, c, role: _path("DELETE", "/api/v1/hosts/{}/registration", _new_registration(gw, c) if role else _const_val("reg0")),
 }
 
 

@@ -14,6 +14,21 @@ from .settings import NatsSettings
 log = logging.getLogger("fleetwatch.nats")
 
 
+class Client(NATS):
+    """nats-py's client, except that an expired authorization reconnects instead of closing.
+
+    Short-lived credentials (the auth callout's user JWTs, see services/authcallout) end with
+    the server's "User Authentication Expired"; nats-py treats every such -ERR as final and
+    closes for good. Reconnecting asks the authorizer again: a host still registered is back
+    within a reconnect wait, a revoked one stays out (and keeps retrying, like any refusal)."""
+
+    async def _process_err(self, err_msg: str) -> None:
+        if "authentication expired" in err_msg.lower():
+            await self._process_op_err(nats.errors.Error(f"nats: {err_msg.strip(chr(39))}"))
+            return
+        await super()._process_err(err_msg)
+
+
 def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     if not (settings.tls_ca or settings.tls_cert):
         return None
@@ -68,7 +83,7 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
 
     delay = 0.2
     while True:
-        nc = NATS()
+        nc = Client()
         try:
             await nc.connect(**opts)
             nc.options["max_reconnect_attempts"] = -1  # the default (60) gives up; a service never should

@@ -81,7 +81,11 @@ ALERT_STATE_BUCKET = BucketSpec(bucket="alert_state", history=1, description="al
 # Rules, checks, silences and notifiers (keys `rule.<name>`...): every alerter watches it.
 ALERT_CONFIG_BUCKET = BucketSpec(bucket="alert_config", history=5, description="alerting config, edited at run time")
 
-BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, ALERT_STATE_BUCKET, ALERT_CONFIG_BUCKET)
+# Hosts registered through the gateway (POST /api/v1/hosts): the auth callout service lets an
+# agent in while its entry exists. Key: host id; value: libs.schemas.registration.AgentRecord.
+AGENTS_BUCKET = BucketSpec(bucket="fleet_agents", history=1, description="registered hosts: hashed agent secret, who added it")
+
+BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, ALERT_STATE_BUCKET, ALERT_CONFIG_BUCKET, AGENTS_BUCKET)
 
 # Headers carried by dead letters.
 H_REASON = "Fleet-Reason"

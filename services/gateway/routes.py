@@ -8,7 +8,7 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import alerting, apps, audit, auth, events, history, hosts, jobs, processes, replication, scan, stream, system, users, webhook
+from .controllers import alerting, apps, audit, auth, events, history, hosts, jobs, processes, registration, replication, scan, stream, system, users, webhook
 
 CONTROLLERS = [
     system.SystemController,
@@ -25,6 +25,7 @@ CONTROLLERS = [
     scan.ScanController,
     webhook.WebhookController,
     replication.ReplicationController,
+    registration.RegistrationController,
     alerting.AlertsController,
     alerting.RulesController,
     alerting.ChecksController,
@@ -49,6 +50,8 @@ ROUTE_ROLES: dict[str, str | None] = {
     "DELETE /api/v1/users/{username}": "admin",
     "GET /api/v1/hosts": "viewer",
     "GET /api/v1/hosts/{host}": "viewer",
+    "POST /api/v1/hosts": "admin",
+    "DELETE /api/v1/hosts/{host}/registration": "admin",
     "GET /api/v1/hosts/{host}/sample": "viewer",
     "GET /api/v1/hosts/{host}/metrics": "viewer",
     "GET /api/v1/hosts/{host}/processes": "viewer",

@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 import nats.errors
-from litestar import Controller, MediaType, Request, Response, get
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
 from typing import Annotated, Literal
@@ -18,6 +18,8 @@ from ..directory import HostView
 from ..errors import errors
 from ..state import Gateway
 from .common import HostParam
+from .registration import AgentCredentials, HostRegistration, register_host
+from ..authn import Actor
 
 _frame_codec = Codec(MetricFrame)
 
@@ -30,6 +32,10 @@ class HostDetail(msgspec.Struct, kw_only=True, frozen=True):
 class HostsController(Controller):
     path = "/api/v1/hosts"
     tags = ["hosts"]
+
+    @post("/", summary="Register a host: its agents' NATS credentials, shown once (controllers/registration.py)", status_code=201, responses=errors(409))
+    async def register(self, data: HostRegistration, gw: Gateway, actor: Actor) -> AgentCredentials:
+        return await register_host(data, gw, actor)
 
     @get("/", summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)", media_type=MediaType.JSON)
     async def list_hosts(
