@@ -49,6 +49,10 @@ from tests.support.replicator import schema_examples as replicator_examples  # n
 
 EXAMPLES.update(replicator_examples())
 
+from tests.support.alerting import schema_examples as alerting_examples  # noqa: E402
+
+EXAMPLES.update(alerting_examples())
+
 
 def test_every_message_type_has_an_example():
     assert set(EXAMPLES) == set(MESSAGE_TYPES)

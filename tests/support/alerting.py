@@ -350,3 +350,23 @@ def alerting_role_examples() -> dict:
         "DELETE /api/v1/notifiers/{name}": lambda gw, c, role: delete(gw, c, "notifiers", notifier),
         "POST /api/v1/notifiers/{name}/test": lambda gw, c, role: const("POST", "/api/v1/notifiers/roles-hook/test", {"text": "matrix"}),
     }
+
+
+def schema_examples() -> dict:
+    """One example of each alerting message type, for tests/test_schemas.py."""
+    from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Matcher, NotifierTestSend, NotifierView, Rule, Silence
+
+    rule = Rule(name="cpu_hot", field="cpu.percent", op=">", threshold=90, resolve=80, for_s=60, labels={"team": "infra"}, hosts=["web-*"])
+    return {
+        ConfigPut: ConfigPut(rule=rule, actor="alice"),
+        ConfigDelete: ConfigDelete(name="cpu_hot", actor="alice"),
+        ConfigList: ConfigList(name="cpu_hot", include_inactive=True),
+        NotifierTestSend: NotifierTestSend(name="tg", text="hello"),
+        AlertingReply: AlertingReply(
+            rules=[rule],
+            checks=[Check(name="api", url="https://example.test/health", json_field="status", json_value="ok")],
+            silences=[Silence(id="s1", matchers=[Matcher(name="host", value="web-.*", op="=~")], starts=1.0, ends=2.0)],
+            notifiers=[NotifierView(name="tg", kind="telegram", chat_id="42", bot_token_set=True)],
+            alerts=[AlertRecord(fingerprint="abc", rule="cpu_hot", kind="metric", host="web-1", state="firing", since=1.0, value=95.0, threshold=90.0)],
+        ),
+    }
