@@ -32,6 +32,12 @@ SECONDS = float(os.environ.get("BENCH_SSE_SECONDS", "20"))
 TS_RE = re.compile(rb'"kind":"frame","host":"[^"]*","ts":([0-9.]+)')
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- client process --------------------------------------------------------------------------
 async def _client(host: str, port: int, token: str, until: float, lat: list[float], counts: list[int], ready: list[int], i: int) -> None:
     reader, writer = await asyncio.open_connection(host, port)
@@ -106,6 +112,7 @@ async def bench() -> None:
             raw.append(time.time() - float(m.group(1)))
 
         await nc.subscribe("fleet.metrics.*", cb=on_frame)
+        cpu0, wall0 = proc_cpu(gw.proc.pid), time.monotonic()
         sim = Simulator(HOSTS, interval=1.0, seed=2)
         hosts = sim.host_ids
         published = 0
@@ -120,6 +127,7 @@ async def bench() -> None:
             nxt += step
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
         await nc.flush()
+        gw_cpu = (proc_cpu(gw.proc.pid) - cpu0) / (time.monotonic() - wall0)
         await asyncio.sleep(2.0)
         import httpx
 
@@ -140,6 +148,8 @@ async def bench() -> None:
         result("sse_fanout_nats_p99_ms", pct(raw, 99) * 1000, "ms")
         result("sse_fanout_events", sum(max(0, c) for c in counts), "events")
         result("sse_fanout_complete_clients", complete, "clients")
+        # Independent of how loaded the machine is: the share of one core the gateway needed.
+        result("sse_fanout_gateway_cpu", gw_cpu, "cores")
         print(f"{published} frames published, {len(counts)} clients", flush=True)
         await nc.close()
     finally:
