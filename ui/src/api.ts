@@ -142,6 +142,11 @@ export class SSE {
       const { value, done } = await reader.read();
       if (done) return;
       buf += dec.decode(value, { stream: true });
+      // Servers may end lines with \r\n (Litestar's SSE does); a lone trailing \r waits for its \n.
+      if (buf.includes("\r")) {
+        const keep = buf.endsWith("\r") ? "\r" : "";
+        buf = (keep ? buf.slice(0, -1) : buf).replace(/\r\n?/g, "\n") + keep;
+      }
       let end: number;
       while ((end = buf.indexOf("\n\n")) >= 0) {
         const block = buf.slice(0, end);

@@ -7,12 +7,13 @@ import { confirmDialog, toast } from "../widgets";
 export const ALERTING = {
   alerts: "/api/v1/alerts",
   list: (res: string) => `/api/v1/${res}`,
-  put: (res: string) => `/api/v1/${res}`,
+  // silences are created (the alerter may pick the id); the others are put under their name
+  put: (res: string, obj: any): [string, string] => res === "silences" ? ["POST", "/api/v1/silences"] : ["PUT", `/api/v1/${res}/${encodeURIComponent(obj.name ?? "")}`],
   del: (res: string, name: string) => `/api/v1/${res}/${encodeURIComponent(name)}`,
 };
 
 const TEMPLATES: Record<string, object> = {
-  rules: { name: "high-cpu", kind: "metric", field: "cpu_percent", op: ">", threshold: 90, resolve: 80, for_s: 300, severity: "warning", hosts: [], summary: "CPU above 90 % for 5 minutes" },
+  rules: { name: "high-cpu", kind: "metric", field: "cpu.percent", op: ">", threshold: 90, resolve: 80, for_s: 300, severity: "warning", hosts: [], summary: "CPU above 90 % for 5 minutes" },
   checks: { name: "website", url: "https://example.org/health", method: "GET", interval_s: 60, timeout_s: 5, status_min: 200, status_max: 299, failure_threshold: 2, severity: "critical" },
   notifiers: { name: "ops-webhook", kind: "webhook", url: "https://hooks.example.org/fleetwatch", min_severity: "warning", matchers: [] },
 };
@@ -89,7 +90,7 @@ export function alertsPage(root: HTMLElement): () => void {
     const matchers = [{ name: "rule", op: "=", value: a.rule }, ...(a.host ? [{ name: "host", op: "=", value: a.host }] : [])];
     const s = { id: `ui-${Math.random().toString(36).slice(2, 10)}`, matchers, starts: now, ends: now + Number(dur.value), created_by: current()?.username ?? "", comment: comment.value };
     try {
-      await api("POST", ALERTING.put("silences"), { silence: s });
+      await api(...ALERTING.put("silences", s), s);
       toast(t("saved"));
       await load();
     } catch (e) { toast(e instanceof ApiError ? e.detail : String(e), "error"); }
@@ -133,7 +134,6 @@ function editor(root: HTMLElement, res: string): void {
       admin ? h("button", { type: "button", onclick: () => open(TEMPLATES[res]) }, t("add")) : null),
     h("div", { class: "table-wrap" }, h("table", { class: "data", "data-testid": `editor-${res}`, "aria-label": t(res as any) }, body)), form);
   root.append(sec);
-  const single = res.slice(0, -1);
   function open(obj: object): void {
     text.value = JSON.stringify(obj, null, 2);
     err.textContent = "";
@@ -144,7 +144,7 @@ function editor(root: HTMLElement, res: string): void {
     e.preventDefault();
     let obj: unknown;
     try { obj = JSON.parse(text.value); } catch (x) { err.textContent = `JSON: ${(x as Error).message}`; return; }
-    try { await api("POST", ALERTING.put(res), { [single]: obj }); form.hidden = true; toast(t("saved")); await load(); }
+    try { await api(...ALERTING.put(res, obj), obj); form.hidden = true; toast(t("saved")); await load(); }
     catch (x) { err.textContent = x instanceof ApiError ? x.detail : String(x); }
   });
   async function load(): Promise<void> {

@@ -1,0 +1,305 @@
+"""The web UI in a real browser (Debian's Chromium via Playwright) against the real stack:
+nats-server, PostgreSQL, ingest, commander, alerter, gateway and the simulator. One stack and one
+browser for the module; each test opens its own tab (its own session) and saves a screenshot."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.browser import COMMANDER_HOST, browser, login, shot, ui_stack
+
+pytestmark = pytest.mark.timeout(300)
+HOSTS = 24
+
+
+@pytest.fixture(scope="module")
+async def stack(nats_stack, pg_cluster, workdir):
+    async with ui_stack(nats_stack, pg_cluster, workdir, sim_hosts=HOSTS, interval=1.0, history_rounds=60) as st:
+        # The app the tests restart and follow, registered the way an admin would.
+        spec = {"name": "web", "run": {"runtime": "python", "script": str(st.dir / "app.py"), "interpreter": sys.executable}, "restart": "on-failure"}
+        r = httpx.post(f"{st.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps", json={"spec": spec, "start": True}, headers=st.gw.headers("admin"), timeout=30)
+        assert r.status_code == 201, r.text
+        yield st
+
+
+@pytest.fixture(scope="module")
+async def ctx():
+    async with browser() as c:
+        yield c
+
+
+async def page_as(ctx, stack, role: str, path: str = "/fleet"):
+    page = await ctx.new_page()
+    name, pw = stack.user(role)
+    await login(page, stack.gw.url, name, pw, path)
+    return page
+
+
+async def test_login_shows_role_and_fleet_updates_live(ctx, stack):
+    page = await ctx.new_page()
+    await page.goto(stack.gw.url + "/")
+    # A wrong password: the server's reason, no session.
+    await page.get_by_label("Username").fill("admin")
+    await page.get_by_label("Password").fill("not-the-password")
+    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_role("alert").filter(has_text=re.compile("invalid|password|credentials", re.I)).wait_for(timeout=10000)
+    await page.get_by_label("Password").fill(stack.passwords["admin"])
+    await page.get_by_role("button", name="Log in").click()
+    assert (await page.get_by_test_id("role").text_content()) == "admin"
+    assert "admin" in await page.get_by_test_id("whoami").inner_text()
+    assert await page.evaluate("sessionStorage.getItem('fleetwatch.session') !== null")
+
+    table = page.get_by_test_id("fleet-table")
+    await page.get_by_test_id("fleet-count").filter(has_text=f"{HOSTS} / {HOSTS}").wait_for(timeout=20000)
+    await page.get_by_test_id("stream-state").filter(has_text="live").wait_for(timeout=10000)
+    for h in stack.hosts[:8]:
+        await table.locator(f'tr[data-host="{h}"]').wait_for(timeout=5000)
+
+    # Sort by CPU (descending), then filter down to one host and watch its CPU cell change live.
+    await table.get_by_role("button", name="CPU").click()
+    assert await table.locator("th[aria-sort=descending]").inner_text() == "CPU ▾"
+    await page.get_by_test_id("fleet-filter").fill(COMMANDER_HOST)
+    await page.get_by_test_id("fleet-count").filter(has_text=f"1 / {HOSTS}").wait_for(timeout=5000)
+    cpu = table.locator(f'tr[data-host="{COMMANDER_HOST}"] td').nth(2)
+    first = await cpu.inner_text()
+    deadline = time.monotonic() + 20
+    while (now := await cpu.inner_text()) == first and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+    assert now != first and now.endswith("%"), (first, now)
+    await page.get_by_test_id("fleet-filter").fill("")
+    await page.get_by_test_id("fleet-count").filter(has_text=f"{HOSTS} / {HOSTS}").wait_for(timeout=5000)
+    await asyncio.sleep(1.2)  # a second of sparkline
+    await shot(page, "fleet")
+
+    # Logout forgets the token.
+    await page.get_by_role("button", name="Log out").click()
+    await page.get_by_label("Username").wait_for()
+    assert await page.evaluate("sessionStorage.getItem('fleetwatch.session') === null")
+    await page.close()
+
+
+async def test_host_chart_draws_history(ctx, stack):
+    page = await page_as(ctx, stack, "operator", f"/host/{COMMANDER_HOST}")
+    charts = page.locator(".charts")
+    # 60 historical frames 5 s apart (5 minutes) were published before the browser opened.
+    await page.locator('[data-chart="cpu"] canvas').first.wait_for(timeout=20000)
+    await page.wait_for_function("Number(document.querySelector('.charts').dataset.points || 0) >= 30", timeout=20000)
+    assert await charts.get_attribute("data-tier") == "metrics"
+    # The canvas really has a line on it: count painted pixels.
+    painted = await page.evaluate("""() => {
+      const c = document.querySelector('[data-chart="cpu"] canvas');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return n; }""")
+    assert painted > 500, painted
+    for name in ("mem", "disk", "net", "gpu"):
+        assert await page.locator(f'[data-chart="{name}"]').count() == 1
+    # Live values and the process table come from the stream.
+    await page.wait_for_function("document.querySelector('[data-testid=live-cpu]')?.textContent.endsWith('%')", timeout=15000)
+    await page.get_by_test_id("proc-table").locator("tbody tr").first.wait_for(timeout=15000)
+    # Another range asks the history API again.
+    async with page.expect_response(re.compile(r"/metrics\?")) as resp:
+        await page.get_by_role("radio", name="1h").click()
+    assert (await resp.value).status == 200
+    assert await page.get_by_role("radio", name="1h").get_attribute("aria-checked") == "true"
+    await shot(page, "host")
+    await page.close()
+
+
+async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
+    page = await page_as(ctx, stack, "operator", f"/host/{COMMANDER_HOST}")
+    row = page.get_by_test_id("apps-table").locator('tr[data-app="web"]')
+    pid_cell = row.get_by_test_id("app-pid")
+    await page.wait_for_function("/^\\d+$/.test(document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent || '')", timeout=20000)
+    old = await pid_cell.inner_text()
+    await row.get_by_role("button", name="Restart web").click()
+    dialog = page.get_by_role("dialog")
+    assert "Restart web" in await dialog.inner_text()
+    await dialog.get_by_role("button", name="Confirm").click()
+    await page.wait_for_function(f"(() => {{ const t = document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent; return /^\\d+$/.test(t) && t !== '{old}'; }})()", timeout=20000)
+    new = await pid_cell.inner_text()
+    assert new != old
+    await shot(page, "host-apps")
+
+    user = stack.user("operator")[0]
+    await page.goto(stack.gw.url + "/#/audit")
+    await page.get_by_label("What").fill("apps.restart")
+    await page.get_by_role("button", name="Apply").click()
+    audit_row = page.get_by_test_id("audit-table").locator(f'tr[data-action="apps.restart"][data-actor="{user}"]')
+    deadline = time.monotonic() + 20
+    while await audit_row.count() == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        await page.get_by_role("button", name="Apply").click()
+    assert await audit_row.count() >= 1
+    text = await audit_row.first.inner_text()
+    assert user in text and "web" in text and COMMANDER_HOST in text and "ok" in text
+    await shot(page, "audit")
+    await page.close()
+
+
+async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
+    page = await page_as(ctx, stack, "operator", f"/logs/{COMMANDER_HOST}/web")
+    view = page.get_by_test_id("log-view")
+    await page.get_by_test_id("logs-state").filter(has_text="live").wait_for(timeout=15000)
+    await view.locator(".ll").first.wait_for(timeout=15000)
+
+    def last_n(text: str) -> int:
+        return max(int(m) for m in re.findall(r"ui line (\d+)", text))
+
+    seen = last_n(await view.inner_text())
+    await page.wait_for_function(f"Math.max(...[...document.querySelectorAll('[data-testid=log-view] .ll')].map(e => +(e.textContent.match(/ui line (\\d+)/)||[0,0])[1])) > {seen}", timeout=15000)
+    # Paused: new lines are held back, then shown on resume.
+    await page.get_by_test_id("logs-pause").click()
+    held = await view.locator(".ll").count()
+    await page.get_by_test_id("logs-count").filter(has_text="(+").wait_for(timeout=10000)
+    assert await view.locator(".ll").count() == held
+    await page.get_by_test_id("logs-pause").click()
+    await page.wait_for_function(f"document.querySelectorAll('[data-testid=log-view] .ll').length > {held}", timeout=10000)
+    # Level filter and search.
+    await page.get_by_test_id("logs-level").select_option("warning")
+    levels = await view.locator(".ll").evaluate_all("els => els.map(e => e.className)")
+    assert levels and all("lvl-warning" in c for c in levels)
+    await page.get_by_test_id("logs-level").select_option("")
+    await page.get_by_test_id("logs-search").fill(f"ui line {seen}")
+    assert all(f"ui line {seen}" in x for x in await view.locator(".ll").all_inner_texts())
+    await page.get_by_test_id("logs-search").fill("")
+    await shot(page, "logs")
+    await page.close()
+
+
+async def test_silence_an_alert(ctx, stack):
+    page = await page_as(ctx, stack, "operator", "/alerts")
+    firing = page.get_by_test_id("alerts-firing").locator(f'tr[data-rule="ui-cpu"][data-host="{COMMANDER_HOST}"]')
+    deadline = time.monotonic() + 30
+    while await firing.count() == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        await page.reload()
+    if await firing.count() == 0:
+        r = httpx.get(f"{stack.gw.url}/api/v1/alerts", headers=stack.gw.headers("operator"), timeout=30)
+        log = (stack.dir / "alerter.log").read_text(errors="replace")[-3000:]
+        pytest.fail(f"no firing ui-cpu alert: GET /api/v1/alerts -> {r.status_code} {r.text[:500]}\nalerter log:\n{log}")
+    await firing.get_by_role("button", name=re.compile("^Silence")).click()
+    dlg = page.get_by_role("dialog")
+    await dlg.get_by_label("Silence for").select_option(label="4h")
+    await dlg.get_by_label("Comment").fill("maintenance window")
+    await dlg.get_by_role("button", name="Silence").click()
+    await firing.get_by_test_id("silenced").wait_for(timeout=15000)
+    sil = page.get_by_test_id("silences").locator("tbody tr").filter(has_text="maintenance window")
+    await sil.wait_for(timeout=5000)
+    assert "rule=ui-cpu" in await sil.inner_text() and f"host={COMMANDER_HOST}" in await sil.inner_text()
+    await shot(page, "alerts")
+    await page.close()
+
+
+async def test_viewer_sees_no_action_buttons_and_api_refuses(ctx, stack):
+    page = await page_as(ctx, stack, "viewer", f"/host/{COMMANDER_HOST}")
+    assert await page.get_by_test_id("role").text_content() == "viewer"
+    apps = page.get_by_test_id("apps-table")
+    await apps.locator('tr[data-app="web"]').wait_for(timeout=15000)
+    assert await apps.get_by_role("button").count() == 0
+    assert await apps.get_by_role("link", name=re.compile("Logs")).count() == 0
+    assert await page.get_by_test_id("register-form").count() == 0
+    assert await page.get_by_role("button", name=re.compile("Scan")).count() == 0
+    assert await page.get_by_role("link", name="Audit").count() == 0 and await page.get_by_role("link", name="Users").count() == 0
+    await page.goto(stack.gw.url + "/#/alerts")
+    await page.get_by_test_id("alerts-firing").wait_for()
+    await asyncio.sleep(1)
+    assert await page.get_by_role("button", name=re.compile("^Silence")).count() == 0
+    await shot(page, "viewer")
+    # Hidden is not the only guard: the API refuses the viewer's token.
+    token = await page.evaluate("JSON.parse(sessionStorage.getItem('fleetwatch.session')).token")
+    r = httpx.post(f"{stack.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps/web/restart", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 403
+    await page.close()
+
+
+async def test_register_form_validates_in_browser_and_shows_server_reason(ctx, stack):
+    page = await page_as(ctx, stack, "admin", f"/host/{COMMANDER_HOST}")
+    form = page.get_by_test_id("register-form")
+    await form.get_by_label("Name").fill("bad name!")
+    await form.get_by_label("Script (absolute path)").fill(str(stack.dir / "app.py"))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if r.method == "POST" else None)
+    await form.get_by_role("button", name="Register").click()
+    assert await form.get_by_label("Name").evaluate("e => !e.validity.valid")
+    await form.get_by_label("Environment (KEY=value per line)").fill("1BAD=x")
+    assert await form.get_by_label("Environment (KEY=value per line)").evaluate("e => e.validationMessage.includes('KEY=value')")
+    await form.get_by_label("Environment (KEY=value per line)").fill("PORT=8000")
+    await asyncio.sleep(0.3)
+    assert not [u for u in requests if u.endswith("/apps")]
+    # Valid in the browser, refused by the server: its reason is shown.
+    await form.get_by_label("Name").fill("ghost")
+    await form.get_by_label("Script (absolute path)").fill("/nonexistent/ghost.py")
+    await form.get_by_role("button", name="Register").click()
+    err = page.get_by_test_id("register-error")
+    await err.filter(has_text=re.compile(r"\S")).wait_for(timeout=15000)
+    assert "ghost.py" in await err.inner_text() or "exist" in (await err.inner_text()).lower()
+    await form.scroll_into_view_if_needed()
+    await shot(page, "register-error")
+    await page.close()
+
+
+async def test_users_page_create_deactivate_and_replication(ctx, stack):
+    page = await page_as(ctx, stack, "admin", "/users")
+    form = page.get_by_test_id("user-form")
+    await form.get_by_label("Username").fill("carol")
+    await form.get_by_label("Password").fill("s3cret-pass-word")
+    await form.get_by_label("Role").select_option("operator")
+    await form.get_by_role("button", name="Create a user").click()
+    row = page.get_by_test_id("users-table").locator('tr[data-user="carol"]')
+    await row.wait_for(timeout=10000)
+    assert "operator" in (await row.inner_text()).lower()
+    await row.get_by_role("button", name="Deactivate carol").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Deactivate").click()
+    await page.get_by_test_id("users-table").locator('tr.inactive[data-user="carol"]').wait_for(timeout=10000)
+    # The deactivated account can no longer log in.
+    r = httpx.post(f"{stack.gw.url}/api/v1/auth/login", json={"username": "carol", "password": "s3cret-pass-word"}, timeout=30)
+    assert r.status_code in (401, 403)
+    await page.get_by_test_id("replication-table").wait_for()
+    await shot(page, "users")
+    await page.close()
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
+async def test_no_layout_break_and_keyboard(ctx, stack, width, height):
+    page = await page_as(ctx, stack, "operator", "/fleet")
+    await page.set_viewport_size({"width": width, "height": height})
+    await page.get_by_test_id("fleet-count").filter(has_text=f"{HOSTS} / {HOSTS}").wait_for(timeout=15000)
+    for path in ("/fleet", f"/host/{COMMANDER_HOST}", "/alerts", "/audit"):
+        await page.goto(f"{stack.gw.url}/#{path}")
+        await page.locator("main h1").first.wait_for()
+        await asyncio.sleep(0.8)
+        overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 1, (path, width, overflow)
+    if width < 500:
+        await page.goto(f"{stack.gw.url}/#/fleet")
+        await asyncio.sleep(1.2)
+        await shot(page, "fleet-phone")
+    else:
+        # Keyboard: Tab reaches the filter, and Enter on a host link opens the host page.
+        await page.goto(f"{stack.gw.url}/#/fleet")
+        await page.get_by_test_id("fleet-filter").focus()
+        await page.keyboard.type(COMMANDER_HOST)
+        await page.keyboard.press("Tab")
+        for _ in range(12):
+            if await page.evaluate("document.activeElement?.getAttribute('href') || ''") == f"#/host/{COMMANDER_HOST}":
+                break
+            await page.keyboard.press("Tab")
+        await page.keyboard.press("Enter")
+        await page.get_by_test_id("host-title").filter(has_text=COMMANDER_HOST).wait_for(timeout=5000)
+        # The light theme and Spanish texts.
+        await page.get_by_role("button", name=re.compile("Theme")).click()
+        await page.get_by_role("button", name="Language").click()
+        assert await page.evaluate("document.documentElement.dataset.theme") == "light"
+        await page.get_by_role("heading", name="Procesos", exact=True).wait_for(timeout=5000)
+        await shot(page, "host-light-es")
+        await page.get_by_role("button", name=re.compile("Tema")).click()
+        await page.get_by_role("button", name="Idioma").click()
+    await page.close()
