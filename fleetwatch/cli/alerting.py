@@ -1,19 +1,17 @@
-"""`alerts` (what is firing), `silence` (list/add/rm), `checks` (HTTP health checks and their
-last results).
+"""`alerts` (what is pending or firing; `--history` for past state changes), `silence`
+(list/add/rm), `checks` (HTTP health checks with their last results; add/rm), `rules`.
 
-Active alerts, silences and checks come from the gateway's alerting routes (`/api/v1/alerts`,
-`/api/v1/silences`, `/api/v1/checks`, backed by the alerter). Where a gateway has no such route
-yet, `alerts` and `checks` fall back to the stored history (`/api/v1/events`) and say so."""
+Live alert state, silences, checks and rules come from the alerter through the gateway
+(`/api/v1/alerts`, `/silences`, `/checks`, `/rules`); history and check results from what ingest
+stored (`/api/v1/alerts/history`, `/api/v1/events`)."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 
 from . import output
-from .client import CliError, Client
 from .common import add_common, client, command, subparsers, want_json
 from .hosts import alert_items
 
@@ -36,49 +34,37 @@ def matcher(text: str) -> dict:
     return {"name": m.group(1), "op": m.group(2), "value": m.group(3)}
 
 
-def route_missing(exc: CliError) -> bool:
-    return exc.status in (404, 405)
-
-
 def items(body, key: str) -> list[dict]:
     if isinstance(body, dict):
-        body = body.get(key, body.get("items", []))
+        body = body.get("items", body.get(key, []))
     return [x for x in body or [] if isinstance(x, dict)]
 
 
 @command
 def alerts(args: argparse.Namespace) -> int:
     with client(args) as c:
-        try:
-            body = c.get("/api/v1/alerts", params={"include_inactive": "true" if args.all else None, "host": args.host})
-        except CliError as exc:
-            if not route_missing(exc):
-                raise
-            return alert_history(c, args)
+        if args.history:
+            body = c.get("/api/v1/alerts/history", params={"host": args.host, "rule": args.rule, "from": args.since, "limit": args.limit})
+        else:
+            body = c.get("/api/v1/alerts", params={"all": "true" if args.all else None})
+            if args.host or args.rule:  # the API has no filter here: narrow its answer, keep its shape
+                body = {**body, "items": [a for a in alert_items(body) if (not args.host or a.get("host") == args.host) and (not args.rule or a.get("rule") == args.rule)]}
     if want_json(args):
         output.print_json(body)
         return 0
     recs = alert_items(body)
-    if args.host:
-        recs = [a for a in recs if a.get("host") == args.host]
     now = time.time()
-    rows = [(output.state(a.get("state")), a.get("severity", ""), a.get("rule", ""), a.get("host", ""), "-" if a.get("value") is None else f"{a['value']:g}",
+    if args.history:
+        rows = [(output.when(a["ts"]), output.state(a.get("state")), a.get("severity", ""), a.get("rule", ""), a.get("host", ""),
+                 "-" if a.get("value") is None else f"{a['value']:g}", a.get("summary", "")) for a in recs]
+        output.show(output.table(("TIME", "STATE", "SEVERITY", "RULE", "HOST", "VALUE", "SUMMARY"), rows))
+        return 0
+    rows = [(output.state(a.get("state")), a.get("severity", ""), a.get("rule", ""), a.get("host", ""),
+             "-" if a.get("value") is None else f"{a['value']:g}", "-" if a.get("threshold") is None else f"{a['threshold']:g}",
              output.ago(a.get("since"), now), a.get("summary", "")) for a in recs]
-    output.show(output.table(("STATE", "SEVERITY", "RULE", "HOST", "VALUE", "SINCE", "SUMMARY"), rows))
+    output.show(output.table(("STATE", "SEVERITY", "RULE", "HOST", "VALUE", "THRESHOLD", "SINCE", "SUMMARY"), rows))
     if not recs:
         output.console().print("no active alerts", style="dim")
-    return 0
-
-
-def alert_history(c: Client, args: argparse.Namespace) -> int:
-    body = c.get("/api/v1/events", params={"kind": "alert", "host": args.host, "limit": 100})
-    if want_json(args):
-        output.print_json(body)
-        return 0
-    print("(this gateway has no /api/v1/alerts: recent alert events from history instead)", file=sys.stderr)
-    rows = [(output.when(e["ts"]), output.state(e["data"].get("state")), e["data"].get("severity", ""), e["data"].get("rule", ""), e["host"],
-             e["data"].get("summary", "")) for e in body.get("items", [])]
-    output.show(output.table(("TIME", "STATE", "SEVERITY", "RULE", "HOST", "SUMMARY"), rows))
     return 0
 
 
@@ -88,12 +74,13 @@ def silence(args: argparse.Namespace) -> int:
     with client(args) as c:
         if verb == "add":
             now = time.time()
-            body = {"matchers": args.matchers, "starts": now, "ends": now + args.duration, "comment": args.comment}
+            # an empty id: the alerter names the silence
+            body = {"id": "", "matchers": args.matchers, "starts": now, "ends": now + args.duration, "comment": args.comment}
             r = c.post("/api/v1/silences", body)
             if want_json(args):
                 output.print_json(r)
             else:
-                s = (items(r, "silences") or [r])[0]
+                s = r
                 print(f"silence {s.get('id', '?')} until {output.when(s.get('ends', body['ends']))}")
             return 0
         if verb == "rm":
@@ -114,40 +101,80 @@ def silence(args: argparse.Namespace) -> int:
 
 @command
 def checks(args: argparse.Namespace) -> int:
+    verb = args.verb or "list"
     with client(args) as c:
-        try:
-            configured = items(c.get("/api/v1/checks"), "checks")
-        except CliError as exc:
-            if not route_missing(exc):
-                raise
-            configured = None
+        if verb == "add":
+            body = {"url": args.url_to_check, "method": args.method, "interval_s": args.interval, "timeout_s": args.timeout,
+                    "status_min": args.status[0], "status_max": args.status[1], "failure_threshold": args.failures, "severity": args.severity}
+            r = c.request("PUT", f"/api/v1/checks/{args.name}", json_body=body)
+            if want_json(args):
+                output.print_json(r)
+            else:
+                print(f"check {r['name']}: {r['method']} {r['url']} every {output.duration(r['interval_s'])}")
+            return 0
+        if verb == "rm":
+            r = c.delete(f"/api/v1/checks/{args.name}")
+            print(f"check {args.name} removed")
+            return 0
+        configured = items(c.get("/api/v1/checks"), "checks")
         results = c.get("/api/v1/events", params={"kind": "health", "limit": 500})
     last: dict[str, dict] = {}
     for e in results.get("items", []):  # newest first
         last.setdefault(e["data"].get("check_name", ""), {**e["data"], "ts": e["ts"]})
     if want_json(args):
-        output.print_json({"checks": configured, "last_results": last})
+        output.print_json({"items": configured, "last_results": last})
         return 0
-    names = [ch["name"] for ch in configured] if configured is not None else sorted(last)
-    conf = {ch["name"]: ch for ch in configured or []}
     rows = []
-    for n in names:
-        r, ch = last.get(n, {}), conf.get(n, {})
+    for ch in configured:
+        r = last.get(ch["name"], {})
         ok = r.get("ok")
-        rows.append((n, ch.get("url") or r.get("target", ""), output.duration(ch.get("interval_s")) if ch else "-",
+        rows.append((ch["name"], f"{ch.get('method', 'GET')} {ch.get('url', '')}", output.duration(ch.get("interval_s")),
                      output.state("-" if ok is None else ("ok" if ok else "failed")), r.get("status_code") or "-",
                      "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}ms", r.get("consecutive_failures", "-"),
-                     output.ago(r.get("ts")), r.get("error", "")))
+                     output.ago(r.get("ts")), r.get("error", "") or ("" if ch.get("enabled", True) else "disabled")))
     output.show(output.table(("CHECK", "TARGET", "EVERY", "LAST", "HTTP", "LATENCY", "FAILS", "WHEN", "ERROR"), rows, right=("HTTP", "LATENCY", "FAILS")))
-    if configured is None:
-        print("(this gateway has no /api/v1/checks: checks seen in the results history)", file=sys.stderr)
     return 0
 
 
+@command
+def rules(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        body = c.get("/api/v1/rules")
+    if want_json(args):
+        output.print_json(body)
+        return 0
+    rows = []
+    for r in items(body, "rules"):
+        if r.get("kind", "metric") == "metric":
+            cond = f"{r.get('field')} {r.get('op')} {r.get('threshold'):g}" + (f" (resolve {r['resolve']:g})" if r.get("resolve") is not None else "")
+        elif r.get("kind") == "host_down":
+            cond = f"no frame for {r.get('missed_intervals', 3):g} intervals"
+        elif r.get("kind") == "app":
+            cond = "app " + "/".join(r.get("states") or [])
+        else:
+            cond = "replication failed"
+        rows.append((r["name"], r.get("kind", ""), cond, output.duration(r.get("for_s")), r.get("severity", ""), ",".join(r.get("hosts") or []) or "all",
+                     "" if r.get("enabled", True) else "disabled"))
+    output.show(output.table(("RULE", "KIND", "CONDITION", "FOR", "SEVERITY", "HOSTS", ""), rows))
+    return 0
+
+
+def status_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi if sep else lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a status or a range like 200-299") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("alerts", help="alerts firing now (with --all, also pending and resolved)")
+    p = sub.add_parser("alerts", help="alerts pending or firing now (--all: also resolved; --history: past changes)")
     p.add_argument("--host", help="only this host")
-    p.add_argument("--all", action="store_true", help="include pending and recently resolved alerts")
+    p.add_argument("--rule", help="only this rule")
+    p.add_argument("--all", action="store_true", help="include resolved and inactive alerts")
+    p.add_argument("--history", action="store_true", help="state changes as stored, newest first")
+    p.add_argument("--since", type=lambda t: time.time() - seconds(t), default=None, help="with --history: how far back (30m, 2h, 7d; default 7d)")
+    p.add_argument("--limit", type=int, default=100, help="with --history: rows (default 100)")
     add_common(p)
     p.set_defaults(func=alerts)
 
@@ -156,16 +183,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="silences (the default)")
     add_common(q)
-    q = v.add_parser("add", help="silence alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex)")
+    q = v.add_parser("add", help="silence alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex) (operator)")
     q.add_argument("matchers", nargs="+", type=matcher, metavar="MATCHER")
     q.add_argument("--for", dest="duration", type=seconds, default=3600.0, help="how long (90s, 30m, 2h, 1d; default 1h)")
     q.add_argument("--comment", default="", help="why")
     add_common(q)
-    q = v.add_parser("rm", help="end a silence now")
+    q = v.add_parser("rm", help="end a silence now (operator)")
     q.add_argument("id")
     add_common(q)
     p.set_defaults(func=silence, verb=None)
 
-    p = sub.add_parser("checks", help="HTTP health checks and their last results")
+    p = sub.add_parser("checks", help="HTTP health checks and their last results; add, rm")
     add_common(p)
-    p.set_defaults(func=checks)
+    v = subparsers(p, "verb")
+    q = v.add_parser("list", help="checks and their last result (the default)")
+    add_common(q)
+    q = v.add_parser("add", help="add or replace a check (operator)")
+    q.add_argument("name")
+    q.add_argument("url_to_check", metavar="URL")
+    q.add_argument("--method", default="GET")
+    q.add_argument("--interval", type=seconds, default=60.0, help="how often (default 60s)")
+    q.add_argument("--timeout", type=seconds, default=5.0, help="per request (default 5s)")
+    q.add_argument("--status", type=status_range, default=(200, 299), help="accepted HTTP status or range (default 200-299)")
+    q.add_argument("--failures", type=int, default=2, help="failures in a row before it alerts (default 2)")
+    q.add_argument("--severity", choices=("info", "warning", "critical"), default="critical")
+    add_common(q)
+    q = v.add_parser("rm", help="delete a check (operator)")
+    q.add_argument("name")
+    add_common(q)
+    p.set_defaults(func=checks, verb=None)
+
+    p = sub.add_parser("rules", help="alert rules (built-in and stored)")
+    add_common(p)
+    p.set_defaults(func=rules)

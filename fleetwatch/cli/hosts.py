@@ -52,7 +52,7 @@ def hosts(args: argparse.Namespace) -> int:
         last = h.get("last") or {}
         mem = output.pct(last.get("mem_percent"))
         if last.get("mem_total"):
-            mem += f" of {output.size(last['mem_total'])}"
+            mem += f"/{output.size(last['mem_total'])}"
         n = alerts.get(h["host"], 0) if alerts is not None else None
         rows.append((
             h["host"], output.state(h["status"]), output.pct(last.get("cpu_percent")), mem, output.pct(last.get("disk_max_percent")),

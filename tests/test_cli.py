@@ -1,0 +1,405 @@
+"""The operator CLI driven as a subprocess (`python -m fleetwatch ...`) against the real stack:
+real gateway, real commander (agent-host-c), real ingest writing the audit table, simulated hosts
+on NATS. One stack for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleetwatch.simulate import Simulator
+from libs.schemas.alerting import Rule
+from tests.conftest import ROOT, service_env
+from tests.support.alerting import reset_alerting, start_alerter, stop_alerter
+from tests.support.commander import CommanderProcess
+from tests.support.gateway import create_database, drop_database, running_gateway
+from tests.support.pipeline import start_ingest, wait_until
+
+HOST = "host-c"
+SIM_HOSTS = ["clisim-a", "clisim-b", "clisim-c"]
+APP = """
+import itertools, time
+for i in itertools.count():
+    print(f"tick {i}", flush=True)
+    time.sleep(0.3)
+"""
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Result:
+    def __init__(self, rc: int, out: str, err: str) -> None:
+        self.rc, self.out, self.err = rc, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"Result(rc={self.rc}, out={self.out[-1500:]!r}, err={self.err[-1500:]!r})"
+
+
+class Cli:
+    """Runs `fleetwatch` with its own config dir; `role` puts that user's token in FLEETWATCH_TOKEN."""
+
+    def __init__(self, gw, config_home: Path) -> None:
+        self.gw = gw
+        self.config_home = config_home
+
+    def env(self, role: str | None = None, **extra: str) -> dict[str, str]:
+        env = service_env(XDG_CONFIG_HOME=str(self.config_home), FLEETWATCH_URL=self.gw.url, COLUMNS="200")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        if role:
+            env["FLEETWATCH_TOKEN"] = self.gw.token(role)
+        env.update(extra)
+        return env
+
+    async def __call__(self, *args: str, role: str | None = None, stdin: str | None = None, timeout: float = 60, **extra: str) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetwatch", *args, cwd=ROOT, env=self.env(role, **extra),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return Result(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture(scope="module")
+async def stack(nats_stack, pg_cluster, workdir):
+    from libs.runtime import connect
+    from libs.runtime.jetstream import provision
+
+    admin = await connect(nats_stack.settings("admin"), "cli-test-setup", retry_forever=False)
+    await provision(admin)
+    dsn = await create_database(pg_cluster.dsn, "cli")
+    d = workdir / "cli"
+    d.mkdir(exist_ok=True)
+    (d / "app.py").write_text(APP)
+    ingest = start_ingest(nats_stack, dsn, d / "ingest.log")
+    cp = CommanderProcess(service_env(**nats_stack.env(host=HOST)), d / "state", d / "commander.log").start()
+    sim = Simulator(SIM_HOSTS, interval=1.0, seed=7, top_n=15)
+    await reset_alerting(admin)
+    alerter = await start_alerter(nats_stack)
+    try:
+        # Every frame of clisim-b fires this rule: the CLI's alert views have something to show.
+        await alerter.api.put("rule", Rule(name="cli-busy", field="cpu.percent", op=">=", threshold=0.0, hosts=["clisim-b"], summary="busy"))
+        await cp.wait_ready(admin, HOST)
+        with running_gateway(nats_stack, dsn, d / "gw") as gw:
+            await sim.publish(admin, [sim.info(h) for h in SIM_HOSTS] + [sim.frame(h) for h in SIM_HOSTS] + [sim.snapshot(h) for h in SIM_HOSTS])
+            await wait_until(lambda: _known(gw), 30, what="simulated hosts in the gateway")
+            yield gw, Cli(gw, d / "config"), admin, sim, d
+    finally:
+        await stop_alerter(alerter)
+        cp.stop()
+        cp.kill_children()
+        ingest.stop()
+        await admin.close()
+        await drop_database(pg_cluster.dsn, dsn)
+
+
+async def _known(gw) -> bool:
+    hosts = await api(gw, "viewer", "/api/v1/hosts")
+    return {h["host"] for h in hosts if h["last"]} >= set(SIM_HOSTS)
+
+
+async def api(gw, role: str, path: str, **params):
+    # async: the alerter runs in this event loop and must be free to answer the gateway
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.get(gw.url + path, headers=gw.headers(role), params=params)
+    r.raise_for_status()
+    return r.json()
+
+
+async def test_login_stores_a_private_token_and_users_admin(stack, tmp_path):
+    gw, cli, *_ = stack
+    own = Cli(gw, tmp_path / "cfg")
+    password = "s3cret-cli-pass"
+    r = await cli("users", "add", "clio", "--role", "operator", "--password-stdin", role="admin", stdin=password + "\n")
+    assert r.rc == 0, r
+    assert password not in r.out + r.err
+
+    r = await own("login", "--username", "clio", "--password-stdin", stdin=password + "\n")
+    assert r.rc == 0, r
+    cred = tmp_path / "cfg" / "fleetwatch" / "credentials.json"
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600 and stat.S_IMODE(cred.parent.stat().st_mode) == 0o700
+    assert password not in cred.read_text() + r.out + r.err
+    me = await own("whoami", "--json")  # the saved token, no FLEETWATCH_TOKEN
+    assert me.rc == 0 and me.json()["username"] == "clio" and me.json()["role"] == "operator" and me.json()["via"] == "session"
+
+    # A token saved for one gateway is never sent to another URL.
+    r = await own("whoami", FLEETWATCH_URL="http://127.0.0.1:9")
+    assert r.rc == 1 and "saved login is for" in r.err
+
+    # An API token for automation, from the CLI, used through the environment.
+    r = await own("tokens", "create", "ci-read", "--role", "viewer")
+    assert r.rc == 0, r
+    token = r.out.strip()
+    me = await own("whoami", "--json", FLEETWATCH_TOKEN=token)
+    assert me.rc == 0 and me.json() == {"username": "clio", "user_id": me.json()["user_id"], "role": "viewer", "via": "api_token"}
+
+    r = await own("login", "--username", "clio", "--password-stdin", stdin="wrong-password\n")
+    assert r.rc == 1 and "not authenticated (401): wrong username or password" in r.err
+
+    new = "an0ther-cli-pass"
+    assert (await cli("users", "passwd", "clio", "--password-stdin", role="admin", stdin=new + "\n")).rc == 0
+    assert (await own("login", "-u", "clio", "--password-stdin", stdin=new + "\n")).rc == 0
+    r = await cli("users", "deactivate", "clio", role="admin")
+    assert r.rc == 0 and "deactivated" in r.out
+    r = await own("login", "-u", "clio", "--password-stdin", stdin=new + "\n")
+    assert r.rc == 1 and "refused (403): account is deactivated" in r.err
+    listing = await cli("users", "list", "--all", "--json", role="admin")
+    assert next(u for u in listing.json() if u["username"] == "clio")["is_active"] is False
+    assert (await own("logout")).rc == 0 and not cred.exists()
+
+
+async def test_hosts_from_the_simulator_and_json_is_the_api(stack):
+    gw, cli, *_ = stack
+    r = await cli("hosts", role="viewer")
+    assert r.rc == 0, r
+    rows = {ln.split()[0]: ln.split() for ln in r.out.splitlines() if ln.startswith("clisim-")}
+    assert set(rows) == set(SIM_HOSTS)
+    view = {h["host"]: h for h in await api(gw, "viewer", "/api/v1/hosts")}
+    for h, cols in rows.items():
+        assert cols[1] == "online"
+        assert cols[2] == f"{view[h]['last']['cpu_percent']:.1f}%"  # CPU column is the API's figure
+
+    r = await cli("hosts", "--json", role="viewer")
+    assert r.rc == 0 and r.json() == await api(gw, "viewer", "/api/v1/hosts")
+    r = await cli("hosts", SIM_HOSTS[0], "--json", role="viewer")
+    assert r.rc == 0 and r.json() == await api(gw, "viewer", f"/api/v1/hosts/{SIM_HOSTS[0]}")
+    r = await cli("hosts", "no-such-host", role="viewer")
+    assert r.rc == 1 and "not found (404)" in r.err
+
+
+async def test_top_follows_the_live_stream(stack):
+    gw, cli, admin, sim, _ = stack
+    host = SIM_HOSTS[0]
+    stop = asyncio.Event()
+    cpus: list[float] = []
+
+    async def publish() -> None:
+        while not stop.is_set():
+            f = sim.frame(host)
+            cpus.append(f.cpu.percent)
+            await sim.publish(admin, [f, sim.snapshot(host)])
+            await asyncio.sleep(0.4)
+
+    task = asyncio.create_task(publish())
+    try:
+        r = await cli("top", host, "--iterations", "3", role="viewer", timeout=60)
+    finally:
+        stop.set()
+        await task
+    assert r.rc == 0, r
+    screens = r.out.split("\n\n" + host)
+    assert len(screens) >= 4  # the first view, then one per live frame
+    last = screens[-1]
+    assert "PID" in last and "COMMAND" in last and "/usr/bin/" in last  # the process table
+    assert any(f"CPU {c:5.1f}%" in r.out for c in cpus)  # a CPU figure the simulator published live
+
+    r = await cli("top", host, "--once", "--json", role="viewer")
+    assert r.rc == 0 and r.json()["last"]["host"] == host
+    r = await cli("top", "no-such-host", "--once", role="viewer")
+    assert r.rc == 1 and "not found (404)" in r.err
+
+
+async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stack):
+    gw, cli, _, _, d = stack
+    r = await cli("apps", HOST, "register", "web", "--python", str(d / "app.py"), "--interpreter", sys.executable, "--start", role="admin")
+    assert r.rc == 0, r
+    assert "web on host-c: registered" in r.out
+
+    async def running():
+        return all(a["state"] == "running" for a in (await api(gw, "viewer", f"/api/v1/hosts/{HOST}/apps"))["apps"])
+
+    await wait_until(running, 30, what="web running")
+    listing = await cli("apps", HOST, "--json", role="viewer")
+    assert listing.rc == 0, listing
+    via_api = await api(gw, "viewer", f"/api/v1/hosts/{HOST}/apps")
+    assert [(a["spec"], a["pid"], a["state"]) for a in listing.json()["apps"]] == [(a["spec"], a["pid"], a["state"]) for a in via_api["apps"]]
+    table = await cli("apps", HOST, role="viewer")
+    assert "web" in table.out and "running" in table.out
+
+    r = await cli("apps", HOST, "restart", "web", role="viewer")
+    assert r.rc == 1 and r.out == ""
+    assert "refused (403): role operator or higher required (you have viewer)" in r.err
+
+    await asyncio.sleep(1.1)  # the commander allows one change per app per second
+    r = await cli("apps", HOST, "restart", "web", "--json", role="operator")
+    assert r.rc == 0, r
+    assert r.json()["app"]["pid"] != via_api["apps"][0]["pid"]
+    await asyncio.sleep(1.1)
+    # Two at once: the commander takes one change per app per second, the other is told to retry.
+    both = await asyncio.gather(*(cli("apps", HOST, "restart", "web", role="operator") for _ in range(2)))
+    assert sorted(b.rc for b in both) == [0, 1], both
+    assert "too many requests (429)" in next(b for b in both if b.rc).err
+    r = await cli("apps", HOST, "restart", "nope", role="operator")
+    assert r.rc == 1 and "not found (404)" in r.err
+
+    operator = gw.actor("operator")
+
+    async def audited():
+        a = await cli("audit", "--host", HOST, "--user", operator, "--action", "apps.restart", "--since", "10m", "--json", role="operator")
+        assert a.rc == 0, a
+        return a.json()["items"] if len(a.json()["items"]) >= 4 else None
+
+    items = await wait_until(audited, 30, interval=0.5, what="the restarts in the audit log")
+    assert {i["actor"] for i in items} == {operator}
+    assert sorted(i["code"] for i in items) == [200, 200, 404, 429]
+    human = await cli("audit", "--host", HOST, "--user", operator, role="operator")
+    assert any(operator in ln and "apps.restart" in ln and "web" in ln for ln in human.out.splitlines()), human
+    assert (await cli("audit", role="viewer")).rc == 1  # the audit is an operator's read
+
+
+async def test_logs_follow_prints_new_lines(stack):
+    gw, cli, *_ = stack
+    tail = await cli("apps", HOST, "logs", "web", "-n", "3", role="operator")
+    assert tail.rc == 0 and tail.out.strip(), tail
+    last_seen = int(tail.out.strip().splitlines()[-1].split()[1])
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "apps", HOST, "logs", "web", "-f", "-n", "0", cwd=ROOT, env=cli.env("operator"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async def newer() -> str:
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, (await proc.stderr.read()).decode()
+                if line.startswith("tick ") and int(line.split()[1]) > last_seen:
+                    return line
+
+        line = await asyncio.wait_for(newer(), 30)
+        assert line.startswith("tick ")
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 130  # Ctrl-C ends a follow
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    r = await cli("apps", HOST, "logs", "web", role="viewer")
+    assert r.rc == 1 and "refused (403)" in r.err
+
+
+async def test_jobs_run_wait_and_list(stack):
+    gw, cli, *_ = stack
+    r = await cli("jobs", HOST, "run", "--wait", "--", "/bin/echo", "hello from a job", role="operator")
+    assert r.rc == 0 and "hello from a job" in r.out, r
+    r = await cli("jobs", HOST, "run", "--wait", "--", sys.executable, "-c", "import sys; print('bad'); sys.exit(3)", role="operator")
+    assert r.rc == 1 and "bad" in r.out and "failed" in r.out, r
+    listing = await cli("jobs", HOST, "--json", role="viewer")
+    jobs = listing.json()["jobs"]
+    assert [j["exit_code"] for j in jobs[:2]] == [3, 0]
+    assert [j["id"] for j in jobs] == [j["id"] for j in (await api(gw, "viewer", f"/api/v1/hosts/{HOST}/jobs", limit=50))["jobs"]]
+    r = await cli("jobs", HOST, "run", "--", "/bin/echo", role="viewer")
+    assert r.rc == 1 and "refused (403)" in r.err
+
+
+async def test_sync_asks_the_replicator(stack):
+    gw, cli, *_ = stack
+    r = await cli("sync", HOST, "--timeout", "3", role="operator")
+    assert r.rc == 1 and "unavailable (503): no replicator answers" in r.err  # none runs for host-c here
+    r = await cli("sync", "--json", role="viewer")
+    assert r.rc == 0 and r.json() == await api(gw, "viewer", "/api/v1/replication")
+
+
+
+async def test_alerts_silences_checks_and_the_hosts_alert_column(stack):
+    gw, cli, admin, sim, _ = stack
+
+    async def firing():
+        await sim.publish(admin, [sim.frame("clisim-b")])
+        r = await cli("alerts", "--json", role="viewer")
+        assert r.rc == 0, r
+        return r if any(a["state"] == "firing" for a in r.json()["items"]) else None
+
+    r = await wait_until(firing, 30, interval=0.5, what="the rule firing for clisim-b")
+    assert r.json() == await api(gw, "viewer", "/api/v1/alerts")
+    assert [(a["rule"], a["host"]) for a in r.json()["items"]] == [("cli-busy", "clisim-b")]
+    table = await cli("alerts", role="viewer")
+    assert any(ln.split()[:4] == ["firing", "warning", "cli-busy", "clisim-b"] for ln in table.out.splitlines()), table
+    hosts = await cli("hosts", role="viewer")
+    alerts_col = {ln.split()[0]: ln.split()[6] for ln in hosts.out.splitlines() if ln.startswith("clisim-")}
+    assert alerts_col == {"clisim-a": "0", "clisim-b": "1", "clisim-c": "0"}
+
+    r = await cli("silence", "add", "host=clisim-b", "rule=~cli-.*", "--for", "30m", "--comment", "maintenance", "--json", role="operator")
+    assert r.rc == 0, r
+    sid = r.json()["id"]
+    assert r.json()["created_by"] == gw.actor("operator") and r.json()["ends"] - r.json()["starts"] == pytest.approx(1800)
+    listing = await cli("silence", role="viewer")
+    assert any(ln.startswith(sid) and "host=clisim-b" in ln and "rule=~cli-.*" in ln for ln in listing.out.splitlines()), listing
+    r = await cli("silence", "add", "host=x", role="viewer")
+    assert r.rc == 1 and "refused (403)" in r.err
+    assert (await cli("silence", "add", "not a matcher", role="operator")).rc == 2
+    assert (await cli("silence", "rm", sid, role="operator")).rc == 0
+    assert sid not in (await cli("silence", role="viewer")).out
+
+    r = await cli("checks", "add", "cli-health", "http://127.0.0.1:9/health", "--interval", "2m", "--status", "200-204", role="operator")
+    assert r.rc == 0 and "every 2m00s" in r.out, r
+    r = await cli("checks", "--json", role="viewer")
+    check = next(c for c in r.json()["items"] if c["name"] == "cli-health")
+    assert (check["interval_s"], check["status_min"], check["status_max"]) == (120.0, 200, 204)
+    assert r.json()["items"] == (await api(gw, "viewer", "/api/v1/checks"))["items"]
+    assert "cli-health" in (await cli("checks", role="viewer")).out
+    assert (await cli("checks", "rm", "cli-health", role="operator")).rc == 0
+    r = await cli("checks", "rm", "cli-health", role="operator")
+    assert r.rc == 1 and "not found (404)" in r.err
+    assert "cli-busy" in (await cli("rules", role="viewer")).out
+
+
+async def test_usage_errors_exit_2_and_failures_exit_1(stack, tmp_path):
+    gw, cli, *_ = stack
+    assert (await cli("apps", role="viewer")).rc == 2  # HOST missing
+    assert (await cli("no-such-command")).rc == 2
+    assert (await cli("audit", "--since", "yesterday-ish", role="operator")).rc == 2
+    r = await Cli(gw, tmp_path)("hosts")
+    assert r.rc == 1 and "not logged in" in r.err
+    r = await cli("hosts", FLEETWATCH_TOKEN="not-a-token")
+    assert r.rc == 1 and "not authenticated (401): invalid or expired token" in r.err and "fleetwatch login" in r.err
+    r = await cli("hosts", "--url", "http://127.0.0.1:9", role="viewer")
+    assert r.rc == 1 and "cannot reach the gateway at http://127.0.0.1:9" in r.err
+
+
+async def test_bash_completion_from_the_parser(stack):
+    gw, cli, *_ = stack
+    script = await cli("completion", "bash")
+    assert script.rc == 0
+
+    async def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        prog = f'{script.out}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _fleetwatch; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        proc = await asyncio.create_subprocess_exec("bash", "--norc", "-c", prog, env=cli.env("viewer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        return sorted(w for w in out.decode().split("\n") if w)
+
+    assert await complete("fleetwatch", "ap") == ["apps"]
+    assert "nats-config" in await complete("fleetwatch", "")  # the maintenance commands too
+    assert await complete("fleetwatch", "apps", HOST, "re") == ["register", "remove", "restart"]
+    assert await complete("fleetwatch", "users", "add", "bob", "--role", "") == ["admin", "operator", "viewer"]
+    assert await complete("fleetwatch", "top", "clisim-") == sorted(SIM_HOSTS)  # live from the gateway
+    assert "--follow" in await complete("fleetwatch", "apps", HOST, "logs", "web", "--")
+
+
+def test_error_messages_name_the_status_and_what_to_do():
+    from fleetwatch.cli.client import error_message
+
+    assert error_message(504, {"status_code": 504, "detail": "the commander of host 'x' did not answer within 30s"}, {}) == (
+        "timed out (504): the commander of host 'x' did not answer within 30s")
+    assert error_message(429, {"detail": "too many failed logins"}, {"retry-after": "12"}).endswith("— retry after 12 s")
+    assert error_message(409, {"detail": "username or uid is taken"}, {}) == "conflict (409): username or uid is taken"
+    assert error_message(400, {"detail": "Validation failed for POST /api/v1/users", "extra": [{"key": "username", "message": "Expected `str` matching regex"}]}, {}) == (
+        "bad request (400): Validation failed for POST /api/v1/users (username: Expected `str` matching regex)")
