@@ -412,6 +412,22 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
         assert mine and mine[0].runtime == "python" and port in mine[0].ports and mine[0].cwd == str(appdir)
         assert managed.pid not in {p.pid for p in r.procs}
         await op(nc, "apps.stop", "managed-one")
+
+        # adopt it: the commander supervises the process it found instead of starting another
+        argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+        with pytest.raises(CtlFailed) as ei:
+            await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [sys.executable, "-V"]}}, "adopt_pid": server.pid})
+        assert ei.value.code == 400 and "not the app's command" in ei.value.message
+        await asyncio.sleep(1.05)
+        r = await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": argv}, "cwd": str(appdir)}, "adopt_pid": server.pid}, AppReply)
+        started.append("adopted")
+        assert r.app.state == "running" and r.app.pid == server.pid
+        scan_after = await ctl(nc, HOST, "procs.scan", {"actor": "alice"}, ScanReply)
+        assert server.pid not in {p.pid for p in scan_after.procs}  # managed now
+        await asyncio.sleep(1.05)
+        stopped = await op(nc, "apps.stop", "adopted")
+        assert stopped.state == "stopped"
+        assert server.wait(10) is not None
     finally:
         server.kill()
         server.wait()

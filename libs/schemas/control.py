@@ -85,6 +85,9 @@ class AppRegisterRequest(Message, kw_only=True):
     spec: AppSpec
     replace: bool = False  # re-register an existing name with a new spec (stopped first)
     start: bool = False
+    # process backend: take over this running process (one procs.scan found) instead of starting
+    # a new one; its command line must be the spec's argv.
+    adopt_pid: int | None = None
 
 
 class AppRequest(Message, kw_only=True):

@@ -29,7 +29,7 @@ import psutil
 from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
 
 from . import logfiles
-from .errors import conflict
+from .errors import CtlError, conflict
 from .store import AppRecord
 
 log = logging.getLogger("commander.process")
@@ -121,6 +121,26 @@ class ProcessBackend:
         elif rec.desired == "running":
             rec.desired = "stopped"
             self._set(app, "stopped", "not started after the reboot: start_on_boot is off")
+
+    def adopt_running(self, app: ProcApp, pid: int) -> None:
+        """Supervise a process started outside the commander (found by procs.scan)."""
+        try:
+            p = psutil.Process(pid)
+            cmdline, status, created = p.cmdline(), p.status(), p.create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            raise CtlError(404, f"no process {pid} to adopt") from None
+        if status == psutil.STATUS_ZOMBIE:
+            raise conflict(f"process {pid} is a zombie")
+        if cmdline[: len(app.argv)] != app.argv and [os.path.basename(cmdline[0]), *cmdline[1:]] != [os.path.basename(app.argv[0]), *app.argv[1:]]:
+            raise CtlError(400, f"process {pid} runs {' '.join(cmdline)[:200]!r}, not the app's command {' '.join(app.argv)[:200]!r}")
+        app.proc = p
+        p.cpu_percent(None)
+        app.record.pid = pid
+        app.record.create_time = created
+        app.record.desired = "running"
+        app.started_at = created
+        self._set(app, "running", f"adopted running process {pid}")
+        self.persist()
 
     def remove(self, name: str) -> None:
         self.apps.pop(name, None)

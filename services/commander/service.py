@@ -362,6 +362,8 @@ class Commander:
     async def apps_register(self, r: AppRegisterRequest) -> AppReply:
         spec = r.spec
         argv = self.validator.check_spec(spec)
+        if r.adopt_pid is not None and spec.backend != "process":
+            raise bad("adopt_pid works with the process backend only (systemd owns its units' processes)")
         old = self.records.get(spec.name)
         if old is not None:
             if not r.replace:
@@ -375,7 +377,15 @@ class Commander:
         if spec.backend == "process":
             self.process.add(rec, argv)
         self._persist()
-        if r.start:
+        if r.adopt_pid is not None:
+            try:
+                self.process.adopt_running(self.process.apps[spec.name], r.adopt_pid)
+            except CtlError:
+                self.process.remove(spec.name)
+                del self.records[spec.name]
+                self._persist()
+                raise
+        elif r.start:
             await self._start(rec)
         info = await self._info(rec)
         self._queue_status(info)
