@@ -131,6 +131,11 @@ async def test_login_stores_a_private_token_and_users_admin(stack, tmp_path):
     assert r.rc == 0, r
     assert password not in r.out + r.err
 
+    r = await cli("users", "add", "clio", "--password-stdin", role="admin", stdin="whatever-pass\n")
+    assert r.rc == 1 and "conflict (409)" in r.err
+    r = await cli("users", "add", "Bad Name", "--no-password", role="admin")
+    assert r.rc == 1 and "bad request (400)" in r.err and "username" in r.err
+
     r = await own("login", "--username", "clio", "--password-stdin", stdin=password + "\n")
     assert r.rc == 0, r
     cred = tmp_path / "cfg" / "fleetwatch" / "credentials.json"
@@ -403,3 +408,52 @@ def test_error_messages_name_the_status_and_what_to_do():
     assert error_message(409, {"detail": "username or uid is taken"}, {}) == "conflict (409): username or uid is taken"
     assert error_message(400, {"detail": "Validation failed for POST /api/v1/users", "extra": [{"key": "username", "message": "Expected `str` matching regex"}]}, {}) == (
         "bad request (400): Validation failed for POST /api/v1/users (username: Expected `str` matching regex)")
+
+
+async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
+    """In a terminal (a pty here), top draws full screen, q quits with status 0 and the terminal's
+    mode is restored; SIGINT (Ctrl-C) quits with 0 too."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    gw, cli, *_ = stack
+    env = cli.env("viewer")
+    env.pop("COLUMNS", None)
+    env["TERM"] = "xterm-256color"
+
+    def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while needle not in buf and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    buf += os.read(fd, 65536)
+                except OSError:
+                    break
+        return buf
+
+    for key in (b"q", None):
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 140, 0, 0))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetwatch", "top", SIM_HOSTS[0], cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+        )
+        os.close(slave)
+        try:
+            screen = await asyncio.to_thread(read_until, master, b"COMMAND", 30)
+            assert b"COMMAND" in screen and b"\x1b[?1049h" in screen, screen[-2000:]  # full screen, process table drawn
+            await asyncio.sleep(0.5)  # the key reader is in cbreak mode by now
+            if key:
+                os.write(master, key)
+            else:
+                proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.wait(), 15) == 0
+            assert termios.tcgetattr(master)[3] & termios.ICANON  # line mode is back
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(master)

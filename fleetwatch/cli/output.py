@@ -40,8 +40,12 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
     t = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
     for c in columns:
         t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis" if c != columns[-1] else "fold")
+    n = 0
     for r in rows:
         t.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in r])
+        n += 1
+    if not n:
+        t.caption, t.caption_justify, t.caption_style = "(none)", "left", "dim"
     return t
 
 
