@@ -295,7 +295,12 @@ async def _main(args: argparse.Namespace) -> int:
         base = NatsSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "url": args.url})
     if not base.user and not args.credentials:
         base = NatsSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "user": "simulator"})
-    sim = Simulator(args.hosts, interval=args.interval, seed=args.seed, top_n=args.top)
+    try:
+        hosts = [h.strip() for h in args.host_ids.split(",") if h.strip()] if args.host_ids else args.hosts
+        sim = Simulator(hosts, interval=args.interval, seed=args.seed, top_n=args.top)
+    except ValueError as exc:  # an id that is not a subject token
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     shared = await connect(base, "simulator", retry_forever=False)
     conns: dict[str, object] = dict.fromkeys(sim.host_ids, shared)
     extra = []
@@ -334,6 +339,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=5.0, help="seconds between frames of a host (default 5)")
     p.add_argument("--rounds", type=int, default=None, help="stop after this many intervals (default: run until Ctrl-C)")
     p.add_argument("--top", type=int, default=25, help="processes per snapshot (default 25)")
+    p.add_argument("--host-ids", default="", help="comma-separated host ids to simulate instead of sim-00000...")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--url", default="", help="NATS URL (default: FLEETWATCH_NATS_URL)")
     p.add_argument("--credentials", default="", help="credentials.json of `fleetwatch nats-config`: publish as each host's agent where it has one")

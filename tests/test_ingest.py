@@ -71,14 +71,16 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
     for table, width in (("metrics_1m", "1 minute"), ("metrics_1h", "1 hour")):
         pairs = await fetch(
             db_dsn,
-            f"""SELECT r.host, r.time, r.samples, r.cpu_percent, r.mem_percent, r.net_bytes_recv, r.cpu_percent_max,
-                       raw.n, raw.cpu, raw.mem, raw.net, raw.cpu_max
+            f"""SELECT r.host, r.time, r.samples, r.cpu_percent, r.mem_percent, r.net_bytes_recv, r.cpu_percent_max, r.gpu_util_percent,
+                       raw.n, raw.cpu, raw.mem, raw.net, raw.cpu_max, raw.gpu
                 FROM {table} r JOIN (
                     SELECT host, date_bin(INTERVAL '{width}', time, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS b, count(*) AS n,
-                           avg(cpu_percent) AS cpu, avg(mem_percent) AS mem, avg(net_bytes_recv) AS net, max(cpu_percent) AS cpu_max
+                           avg(cpu_percent) AS cpu, avg(mem_percent) AS mem, avg(net_bytes_recv) AS net, max(cpu_percent) AS cpu_max,
+                           avg(gpu_util_percent) AS gpu
                     FROM metrics GROUP BY 1, 2) raw ON raw.host = r.host AND raw.b = r.time""",
         )
         assert sum(x["samples"] for x in pairs) == len(frames)
+        assert any(x["gpu"] is None for x in pairs) and any(x["gpu"] is not None for x in pairs)
         assert await fetchval(db_dsn, f"SELECT count(*) FROM {table}") == len(pairs)
         for x in pairs:
             assert x["samples"] == x["n"]
@@ -86,6 +88,10 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
             assert x["mem_percent"] == pytest.approx(x["mem"], rel=1e-4)
             assert x["net_bytes_recv"] == pytest.approx(x["net"], rel=1e-6)
             assert x["cpu_percent_max"] == pytest.approx(x["cpu_max"], rel=1e-5)
+            # Hosts without GPUs have NULL there, in the raw rows and in the rollup alike.
+            assert (x["gpu_util_percent"] is None) == (x["gpu"] is None)
+            if x["gpu"] is not None:
+                assert x["gpu_util_percent"] == pytest.approx(x["gpu"], rel=1e-4)
     assert p.proc.poll() is None
 
 

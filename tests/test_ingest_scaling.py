@@ -69,3 +69,22 @@ async def test_simulate_command_publishes_a_fleet(fresh_nats):
         assert bad.returncode == 2 and "--hosts" in bad.stderr
     finally:
         await admin.close()
+
+
+async def test_simulate_as_each_hosts_agent(fresh_nats):
+    """With --credentials, a host that has agent credentials publishes as that agent, whose
+    permissions cover only its own subjects; the frames still land."""
+    env = service_env(**fresh_nats.env("simulator"))
+    admin = await connect(fresh_nats.settings("admin"), "test-sim-agents", retry_forever=False)
+    await provision(admin)
+    try:
+        creds = fresh_nats.root / "nats" / "credentials.json"
+        r = subprocess.run(
+            [sys.executable, "-m", "fleetwatch", "simulate", "--host-ids", "host-a,host-b,other", "--credentials", str(creds), "--interval", "0.2", "--rounds", "2"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        info = await admin.jetstream().stream_info("METRICS", subjects_filter="fleet.metrics.>")
+        assert info.state.subjects == {"fleet.metrics.host-a": 2, "fleet.metrics.host-b": 2, "fleet.metrics.other": 2}
+    finally:
+        await admin.close()
