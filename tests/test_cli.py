@@ -62,9 +62,12 @@ class Cli:
         env.update(extra)
         return env
 
-    async def __call__(self, *args: str, role: str | None = None, stdin: str | None = None, timeout: float = 60, **extra: str) -> Result:
+    async def __call__(self, *args: str, role: str | None = None, stdin: str | None = None, timeout: float = 60, cwd: Path = ROOT, **extra: str) -> Result:
+        env = self.env(role, **extra)
+        if extra.get("FLEETWATCH_URL") == "":
+            del env["FLEETWATCH_URL"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetwatch", *args, cwd=ROOT, env=self.env(role, **extra),
+            sys.executable, "-m", "fleetwatch", *args, cwd=cwd, env=env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
@@ -376,6 +379,11 @@ async def test_usage_errors_exit_2_and_failures_exit_1(stack, tmp_path):
     assert r.rc == 1 and "not authenticated (401): invalid or expired token" in r.err and "fleetwatch login" in r.err
     r = await cli("hosts", "--url", "http://127.0.0.1:9", role="viewer")
     assert r.rc == 1 and "cannot reach the gateway at http://127.0.0.1:9" in r.err
+    # No URL anywhere: the dev stack (`make run`) of the current directory names its gateway.
+    (tmp_path / ".fleetwatch").mkdir()
+    (tmp_path / ".fleetwatch" / "stack.json").write_text(json.dumps({"gateway_port": int(gw.url.rsplit(":", 1)[1])}))
+    r = await cli("whoami", role="viewer", cwd=tmp_path, FLEETWATCH_URL="")
+    assert r.rc == 0 and f"at {gw.url}" in r.out, r
 
 
 async def test_bash_completion_from_the_parser(stack):

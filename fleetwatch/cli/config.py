@@ -1,6 +1,7 @@
 """Where the CLI finds the gateway and its token.
 
-Order: `--url` / FLEETWATCH_URL / the saved login / the local default; FLEETWATCH_TOKEN (a session
+Order: `--url` / FLEETWATCH_URL / the saved login / the dev stack of the current directory
+(`make run` writes its gateway port to `.fleetwatch/stack.json`) / the local default; FLEETWATCH_TOKEN (a session
 or an API token, for automation) / the saved login. The saved login is one 0600 file in
 `$XDG_CONFIG_HOME/fleetwatch` (default `~/.config/fleetwatch`), written atomically; its token is
 only ever sent to the URL it was issued by.
@@ -8,6 +9,7 @@ only ever sent to the URL it was issued by.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -97,7 +99,17 @@ def resolve_url(flag: str | None) -> str:
     if os.environ.get("FLEETWATCH_URL"):
         return normalize_url(os.environ["FLEETWATCH_URL"])
     creds = load()
-    return creds.url if creds else DEFAULT_URL
+    if creds:
+        return creds.url
+    return dev_stack_url(Path.cwd()) or DEFAULT_URL
+
+
+def dev_stack_url(directory: Path) -> str | None:
+    try:
+        port = int(json.loads((directory / ".fleetwatch" / "stack.json").read_text())["gateway_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"http://127.0.0.1:{port}"
 
 
 def resolve_token(url: str) -> str:
