@@ -65,7 +65,7 @@ export function alertsPage(root: HTMLElement): () => void {
           h("td", null, h("span", { class: `sev sev-${a.severity}` }, a.severity)),
           h("td", { title: fmtTime(a.since) }, fmtAgo(a.since)),
           h("td", { class: "num" }, a.value == null ? "–" : `${Number(a.value).toFixed(2)}${a.threshold != null ? ` / ${a.threshold}` : ""}`),
-          h("td", null, sil ? h("span", { class: "pill", "data-testid": "silenced" }, "🔕 " + t("silence")) : null),
+          h("td", null, sil ? h("span", { class: "pill", "data-testid": "silenced" }, t("silenced")) : null),
           op && st !== "resolved" ? h("td", null, sil ? null : h("button", { type: "button", onclick: () => void silence(a), "aria-label": `${t("silence")} ${a.rule} ${a.host}` }, t("silence"))) : null);
       }) : h("tr", null, h("td", { colspan: 7, class: "muted" }, t("empty"))));
     }
