@@ -19,6 +19,7 @@ from libs.schemas.ids import InvalidId, check_name
 from .checks import validate_check
 from .evaluate import validate_rule
 from .matchers import check_matcher
+from .notify.transports import missing_config
 
 if TYPE_CHECKING:
     from .service import Alerter
@@ -135,6 +136,9 @@ class Api:
             n = self.a.notifier(req.name)
             if n is None:
                 raise ApiError(404, f"no notifier named {req.name!r}")
+            gap = missing_config(n)
+            if gap:
+                raise ApiError(409, f"notifier {n.name} is not configured ({gap})")
             err = await self.a.dispatcher.send_text(n, req.text)
             if err:
                 return AlertingReply(ok=False, code=502, error=err)

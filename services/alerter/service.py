@@ -203,19 +203,32 @@ class Alerter:
         except Exception:
             log.exception("evaluating a replication status failed", extra={"host": st.host})
 
-    async def _subscribe(self, subject: str, stream: str, cb) -> None:
+    async def _subscribe_once(self, subject: str, stream: str, cb) -> None:
         start = dt.datetime.fromtimestamp(time.time() - self.cfg.lookback_s, dt.timezone.utc)
         cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start, inactive_threshold=60.0)
+        self._subs.append(await self.js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=cfg, idle_heartbeat=5.0))
+
+    async def _subscribe_later(self, subject: str, stream: str, cb) -> None:
+        """The stream is not provisioned yet (first boot): keep trying; the API works meanwhile."""
         delay = 0.5
-        for _ in range(120):  # the stream may not be provisioned yet at first boot
+        while True:
+            await asyncio.sleep(delay)
             try:
-                self._subs.append(await self.js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=cfg, idle_heartbeat=5.0))
+                await self._subscribe_once(subject, stream, cb)
+                log.info("consuming %s", subject)
                 return
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 log.warning("cannot consume %s yet (%s); retrying", stream, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise RuntimeError(f"stream {stream} unavailable")
+                delay = min(delay * 2, 30.0)
+
+    async def _subscribe(self, subject: str, stream: str, cb) -> None:
+        try:
+            await self._subscribe_once(subject, stream, cb)
+        except Exception as exc:
+            log.warning("cannot consume %s yet (%s); retrying in the background", stream, exc)
+            self._tasks.append(asyncio.create_task(self._subscribe_later(subject, stream, cb), name=f"subscribe-{stream}"))
 
     async def _tick_loop(self) -> None:
         last_prune = 0.0

@@ -370,3 +370,28 @@ def schema_examples() -> dict:
             alerts=[AlertRecord(fingerprint="abc", rule="cpu_hot", kind="metric", host="web-1", state="firing", since=1.0, value=95.0, threshold=90.0)],
         ),
     }
+
+
+@pytest.fixture(scope="module")
+def alerter_process(nats_stack, workdir):
+    """`python -m services.alerter` answering the config API, for tests whose body blocks the
+    event loop (an in-process alerter could not answer while they wait on a subprocess)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, service_env
+
+    log_path = workdir / f"alerter-proc-{time.time_ns()}.log"
+    env = service_env(**nats_stack.env("alerter"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false", FLEETWATCH_ALERTER_LOOKBACK_S="0")
+    with open(log_path, "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: b'"event": "ready"' in log_path.read_bytes(), 60), log_path.read_text()[-3000:]
+        yield p
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)

@@ -23,7 +23,7 @@ from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam,
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="name")]
 _REPLY = Codec(AlertingReply)
 _ENC = msgspec.json.Encoder()
-ERRS = errors(400, 404, 502, 503, 504)
+ERRS = errors(400, 404, 409, 502, 503, 504)
 
 
 async def ask(gw: Gateway, resource: str, verb: str, body: msgspec.Struct | None = None, timeout: float = 15.0) -> AlertingReply:
