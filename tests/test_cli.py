@@ -454,6 +454,9 @@ async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
             screen = await asyncio.to_thread(read_until, master, b"COMMAND", 30)
             assert b"COMMAND" in screen and b"\x1b[?1049h" in screen, screen[-2000:]  # full screen, process table drawn
             await asyncio.sleep(0.5)  # the key reader is in cbreak mode by now
+            os.write(master, b"m")  # sort by memory, like top's M
+            screen = await asyncio.to_thread(read_until, master, b"sorted by mem", 15)
+            assert b"sorted by mem" in screen
             if key:
                 os.write(master, key)
             else:

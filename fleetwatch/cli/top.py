@@ -1,5 +1,7 @@
 """`top HOST`: one host live, like top/htop — its frame values and process table, redrawn from
-the gateway's event stream as frames and process snapshots arrive. `q` or Ctrl-C quits.
+the gateway's event stream as frames and process snapshots arrive (and every second, so a host
+gone quiet shows its frame ageing). `q` or Ctrl-C quits; `c`/`P` sort by CPU, `m`/`M` by memory,
+`p` by pid, `n` by name, `t` by threads.
 
 In a terminal the screen is redrawn in place; piped, each update is printed after the last;
 with --json each event is one JSON line. `--iterations N` stops after N live frames (`top -n`),
@@ -10,8 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import queue
 import select
-import signal
 import sys
 import threading
 import time
@@ -94,16 +96,20 @@ class TopState:
             for p in procs[:rows]
         ]
         snap = f"processes: {len(procs)} of {self.procs.get('total') or '-'} at {output.when(self.procs.get('ts'))}" if self.procs.get("ts") else "processes: none yet"
+        snap += f", sorted by {sort}"
         parts: list[Any] = [head, figures, Text(snap, style="dim"),
                             output.table(("PID", "USER", "S", "CPU%", "MEM%", "RSS", "THR", "NAME", "COMMAND"), table_rows, right=("PID", "CPU%", "MEM%", "RSS", "THR"))]
         parts += [Text(n, style="yellow") for n in self.notes]
         return Group(*parts)
 
 
+KEYS = {b"c": "cpu", b"P": "cpu", b"m": "mem", b"M": "mem", b"p": "pid", b"n": "name", b"t": "threads"}
+
+
 @contextlib.contextmanager
-def quit_on_q(enabled: bool):
-    """While live in a terminal: `q` interrupts the main thread like Ctrl-C (cbreak mode, so
-    Ctrl-C itself still works); the terminal's mode is restored on the way out."""
+def keys(q: queue.Queue, enabled: bool):
+    """While live in a terminal: each key press goes to `q` (cbreak mode, so Ctrl-C still sends
+    SIGINT); the terminal's mode is restored on the way out."""
     if not enabled:
         yield
         return
@@ -113,15 +119,14 @@ def quit_on_q(enabled: bool):
     fd = sys.stdin.fileno()
     old = termios.tcgetattr(fd)
     stop = threading.Event()
-    main = threading.main_thread().ident
 
     def watch() -> None:
         while not stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready and os.read(fd, 1) in (b"q", b"Q"):
-                # A real signal to the main thread interrupts its blocking read of the stream.
-                signal.pthread_kill(main, signal.SIGINT)
-                return
+            if select.select([fd], [], [], 0.2)[0]:
+                ch = os.read(fd, 1)
+                if not ch:
+                    return
+                q.put(("key", ch))
 
     tty.setcbreak(fd)
     t = threading.Thread(target=watch, name="top-keys", daemon=True)
@@ -132,6 +137,41 @@ def quit_on_q(enabled: bool):
         stop.set()
         t.join(1.0)
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def pump(events, q: queue.Queue) -> None:
+    """The stream, read on its own thread so the screen can redraw every second meanwhile."""
+    try:
+        for item in events:
+            q.put(item)
+    except Exception as exc:  # the stream ended or broke: the main loop reports it
+        q.put(("error", exc))
+
+
+def live(con, state: TopState, events, args: argparse.Namespace, rows: int) -> None:
+    from rich.live import Live
+
+    q: queue.Queue = queue.Queue(maxsize=10_000)
+    sort = args.sort
+    threading.Thread(target=pump, args=(events, q), name="top-stream", daemon=True).start()
+    with keys(q, sys.stdin.isatty()), Live(state.render(sort, rows), console=con, screen=True, auto_refresh=False, transient=True) as screen:
+        while True:
+            try:
+                kind, ev = q.get(timeout=1.0)
+            except queue.Empty:
+                kind, ev = "tick", None  # redraw: the frame's age shows a host gone quiet
+            if kind == "key":
+                if ev in (b"q", b"Q"):
+                    return
+                sort = KEYS.get(ev, sort)
+            elif kind == "error":
+                raise ev
+            else:
+                state.apply(kind, ev or {})
+            screen.update(state.render(sort, rows), refresh=True)
+            if args.iterations and state.frames >= args.iterations:
+                break
+    con.print(state.render(sort, rows))
 
 
 @command
@@ -153,41 +193,33 @@ def top(args: argparse.Namespace) -> int:
             else:
                 con.print(state.render(args.sort, rows))
             return 0
-        live_terminal = con.is_terminal and not json_mode
         try:
-            with quit_on_q(live_terminal and sys.stdin.isatty()):
-                with c.events("/api/v1/stream", {"hosts": host, "kinds": "frame,procs,app,alert,host"}) as events:
-                    if live_terminal:
-                        from rich.live import Live
-
-                        with Live(state.render(args.sort, rows), console=con, screen=True, auto_refresh=False, transient=True) as live:
-                            for kind, ev in events:
-                                if kind == "heartbeat" or state.apply(kind, ev or {}):
-                                    live.update(state.render(args.sort, rows), refresh=True)
-                                if args.iterations and state.frames >= args.iterations:
-                                    break
+            with c.events("/api/v1/stream", {"hosts": host, "kinds": "frame,procs,app,alert,host"}) as events:
+                if con.is_terminal and not json_mode:
+                    live(con, state, events, args, rows)
+                    return 0
+                if not json_mode:
+                    con.print(state.render(args.sort, rows))
+                for kind, ev in events:
+                    if kind == "heartbeat" or not state.apply(kind, ev or {}):
+                        continue
+                    if json_mode:
+                        output.print_jsonl(ev)
+                    elif kind == "frame":
+                        con.print()
                         con.print(state.render(args.sort, rows))
-                    else:
-                        if not json_mode:
-                            con.print(state.render(args.sort, rows))
-                        for kind, ev in events:
-                            if kind == "heartbeat" or not state.apply(kind, ev or {}):
-                                continue
-                            if json_mode:
-                                output.print_jsonl(ev)
-                            elif kind == "frame":
-                                con.print()
-                                con.print(state.render(args.sort, rows))
-                                sys.stdout.flush()
-                            if args.iterations and state.frames >= args.iterations:
-                                break
+                        sys.stdout.flush()
+                    if args.iterations and state.frames >= args.iterations:
+                        break
         except KeyboardInterrupt:
-            pass  # q or Ctrl-C: the normal way out of top
+            pass  # Ctrl-C: the normal way out of top
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("top", help="one host live, like top: frame values and the process table (q or Ctrl-C quits)")
+    p = sub.add_parser("top", help="one host live, like top: frame values and the process table (q or Ctrl-C quits)",
+                       description="One host live: frame values and the process table, redrawn as the gateway streams them. "
+                       "Keys: q quit, c/P sort by CPU, m/M by memory, p by pid, n by name, t by threads.")
     p.add_argument("host")
     p.add_argument("--sort", choices=sorted(SORTS), default="cpu", help="process order (default cpu)")
     p.add_argument("--procs", type=int, default=0, help="process rows shown (default: what fits)")
