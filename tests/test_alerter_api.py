@@ -249,3 +249,30 @@ async def test_ended_alerts_are_pruned_from_kv(alerter, nc):
     kv = await nc.jetstream().key_value("alert_state")
     with pytest.raises(Exception):
         await kv.get(fps[0])
+
+
+async def test_check_lease_one_prober_and_takeover(nc, nats_stack):
+    from tests.support.alerting import FakeClock, TargetServer
+
+    await reset_alerting(nc)
+    target = TargetServer().start()
+    clock = FakeClock()
+    a = await start_alerter(nats_stack, clock, consume=False)
+    b = await start_alerter(nats_stack, clock, consume=False)
+    try:
+        await a.api.put("check", Check(name="leased", url=f"{target.url}/health", interval_s=10, timeout_s=1))
+        assert await until(lambda: "leased" in b.prober.checks, 5)  # b saw the edit through the KV watch
+        assert (await a.prober.probe_once("leased")) is not None
+        await until(lambda: b.state.leases.get("lease.leased", (None, 0))[0] is not None, 5)
+        assert (await b.prober.probe_once("leased")) is None and b.prober.skipped == 1
+        clock.advance(10)
+        assert (await a.prober.probe_once("leased")) is not None  # the holder renews
+        # The holder stops renewing (crashed): after the lease runs out, the other takes over.
+        clock.advance(2 * 10 + 1 + 1.5)
+        assert (await b.prober.probe_once("leased")) is not None
+        await until(lambda: a.state.leases["lease.leased"][0].owner == b.instance_id, 5)
+        assert (await a.prober.probe_once("leased")) is None
+    finally:
+        await stop_alerter(b)
+        await stop_alerter(a)
+        target.stop()

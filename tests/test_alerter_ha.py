@@ -109,10 +109,21 @@ async def test_restart_and_second_instance_never_double_notify(nc, nats_stack, w
         await asyncio.sleep(1.5)
         assert len(bot.messages) == 1
 
-        # A second instance beside it: still one notification per event.
+        # A second instance beside it: still one notification per event, and the check is
+        # probed by one of them at a time (its lease), not by both.
         b = start("b")
         assert await until(b.ready, 30), b.log_path.read_text()[-3000:]
-        await asyncio.sleep(1.5)
+        results = []
+
+        async def on_result(msg):
+            results.append(msg.data)
+
+        sub = await nc.subscribe(subjects.health(check), cb=on_result)
+        t0 = time.monotonic()
+        await asyncio.sleep(3.0)
+        await sub.unsubscribe()
+        one_prober = (time.monotonic() - t0) / 0.3
+        assert 0 < len(results) < 1.5 * one_prober, (len(results), one_prober)
         assert len(bot.messages) == 1
 
         target.set(200)

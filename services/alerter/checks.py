@@ -97,11 +97,14 @@ class Prober:
         clock: Callable[[], float],
         publish: Callable[[HealthResult], Awaitable[None]],
         commit: Callable[[Instance, int, float, "float | None", int], Awaitable[None]],
+        lease: Callable[[str, float, float], Awaitable[bool]] | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
         self.publish = publish
         self.commit = commit
+        self.lease = lease
+        self.skipped = 0  # probes left to the instance holding the check's lease
         self.checks: dict[str, Check] = {}
         self.failures: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -149,9 +152,14 @@ class Prober:
                 log.exception("health check %s crashed; continuing", name)
             await asyncio.sleep(max(0.0, c.interval_s - (time.monotonic() - began)))
 
-    async def probe_once(self, name: str) -> HealthResult:
+    async def probe_once(self, name: str) -> HealthResult | None:
+        """Probe now, unless another alerter holds this check's lease (then None): several
+        instances do not double the load on a target nor its HealthResults."""
         c = self.checks[name]
         now = self.clock()
+        if self.lease is not None and not await self.lease(name, now, 2 * c.interval_s + c.timeout_s + 1.0):
+            self.skipped += 1
+            return None
         res = await probe(self.client, c, now)
         fails = 0 if res.ok else self.failures.get(name, 0) + 1
         self.failures[name] = fails

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -71,6 +72,7 @@ class Alerter:
         self._tasks: list[asyncio.Task] = []
         self.bad_messages = 0
         self.frames = 0
+        self.instance_id = uuid.uuid4().hex[:12]
         for s in (config.telegram_bot_token, config.smtp_password, config.webhook_secret):
             register_secret(s)
         # httpx logs every request URL at INFO, and a Telegram URL carries the bot token.
@@ -252,7 +254,12 @@ class Alerter:
         config_kv = await ensure_bucket(self.js, ALERT_CONFIG_BUCKET)
         self.state = StateStore(state_kv)
         self.engine = Engine(self.state, repeat_s=self.cfg.repeat_interval_s, silenced=self.silenced, on_change=self._on_change)
-        self.prober = Prober(client=self.http, clock=self.clock, publish=self._publish_health, commit=self.engine.commit)
+        state = self.state
+
+        async def lease(name: str, now: float, ttl: float) -> bool:
+            return await state.try_lease(name, self.instance_id, now, ttl)
+
+        self.prober = Prober(client=self.http, clock=self.clock, publish=self._publish_health, commit=self.engine.commit, lease=lease)
         self.config = ConfigStore(config_kv, self._config_changed)
         await self.state.start()
         await self.config.start()
@@ -296,6 +303,8 @@ class Alerter:
         await self.api.stop()
         if self.prober:
             await self.prober.stop()
+        if self.state:
+            await self.state.release_leases(self.instance_id)
         await self.dispatcher.stop()
         if self.config:
             await self.config.stop()

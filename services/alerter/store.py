@@ -23,7 +23,17 @@ from libs.schemas.alerting import AlertRecord, Check, Notifier, Rule, Silence
 
 log = logging.getLogger("alerter.store")
 
+class Lease(msgspec.Struct, kw_only=True, frozen=True):
+    """Who probes a health check (key `lease.<check>` in `alert_state`): one instance at a time,
+    taken over when its holder stops renewing."""
+
+    owner: str
+    until: float
+
+
 RECORD = Codec(AlertRecord)
+LEASE = Codec(Lease)
+LEASE_PREFIX = "lease."
 Decision = Callable[[AlertRecord | None], "tuple[AlertRecord, str | None] | None"]
 
 _DEL_OPS = ("DEL", "PURGE")
@@ -40,6 +50,7 @@ class StateStore:
         self.records: dict[str, AlertRecord] = {}
         self.revisions: dict[str, int] = {}
         self.conflicts = 0  # CAS writes lost to another writer (another instance, or a race here)
+        self.leases: dict[str, tuple[Lease, int]] = {}
         self._watch_task: asyncio.Task | None = None
         self._watcher = None
 
@@ -74,6 +85,9 @@ class StateStore:
                 if entry is None:  # end of the initial values
                     loaded.set()
                     continue
+                if entry.key.startswith(LEASE_PREFIX):
+                    self._set_lease(entry.key, entry.value, entry.revision or 0)
+                    continue
                 rec = None if _is_delete(entry) else self._decode(entry.key, entry.value)
                 self._set(entry.key, rec, entry.revision or 0)
 
@@ -89,6 +103,42 @@ class StateStore:
             self._watch_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._watch_task
+
+    def _set_lease(self, key: str, data: bytes | None, rev: int) -> None:
+        if rev < self.leases.get(key, (None, 0))[1]:
+            return
+        try:
+            lease = LEASE.decode(data) if data else Lease(owner="", until=0.0)
+        except Exception:
+            lease = Lease(owner="", until=0.0)
+        self.leases[key] = (lease, rev)
+
+    async def try_lease(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease on `name`; False while another owner holds it."""
+        key = LEASE_PREFIX + name
+        cur, rev = self.leases.get(key, (None, 0))
+        if cur is not None and cur.owner and cur.owner != owner and cur.until > now:
+            return False
+        new = Lease(owner=owner, until=now + ttl)
+        try:
+            rev2 = await self.kv.update(key, LEASE.encode(new), last=rev)
+        except KeyWrongLastSequenceError:
+            self.conflicts += 1
+            try:
+                e = await self.kv.get(key)
+                self._set_lease(key, e.value, e.revision or 0)
+            except KeyNotFoundError:
+                pass
+            return False
+        self._set_lease(key, LEASE.encode(new), rev2)
+        return True
+
+    async def release_leases(self, owner: str) -> None:
+        """On a clean stop: hand our checks over at once instead of when the leases run out."""
+        for key, (lease, rev) in list(self.leases.items()):
+            if lease.owner == owner:
+                with contextlib.suppress(Exception):
+                    await self.kv.update(key, LEASE.encode(Lease(owner="", until=0.0)), last=rev)
 
     async def _fetch(self, fp: str) -> tuple[AlertRecord | None, int]:
         try:
