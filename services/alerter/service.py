@@ -166,11 +166,19 @@ class Alerter:
         await deadletter.send(self.nc, "alerter", msg.subject, msg.data, exc)
 
     async def _on_frame(self, msg) -> None:
-        self.frames += 1
+        try:
+            await self._frame(msg)
+        finally:
+            self.frames += 1  # handled (evaluated, or refused): what tests wait on
+
+    async def _frame(self, msg) -> None:
         try:
             frame = FRAME.decode(msg.data)
         except DecodeError as exc:
             await self._bad(msg, exc)
+            return
+        if frame.host != subjects.token(msg.subject, 2):
+            await self._bad(msg, ValueError(f"host {frame.host!r} does not match the subject"))
             return
         now = self.clock()
         seen = now
@@ -189,6 +197,9 @@ class Alerter:
         except DecodeError as exc:
             await self._bad(msg, exc)
             return
+        if st.host != subjects.token(msg.subject, 2):
+            await self._bad(msg, ValueError(f"host {st.host!r} does not match the subject"))
+            return
         try:
             await self.engine.on_app(st)
         except Exception:
@@ -199,6 +210,9 @@ class Alerter:
             st = REPLICA.decode(msg.data)
         except DecodeError as exc:
             await self._bad(msg, exc)
+            return
+        if st.host != subjects.token(msg.subject, 2):
+            await self._bad(msg, ValueError(f"host {st.host!r} does not match the subject"))
             return
         try:
             await self.engine.on_replica(st)

@@ -108,7 +108,11 @@ class Dispatcher:
         if n is None:
             log.warning("notifier %s removed before sending", name)
             return
-        err = await self.send(n, notes)
+        try:
+            err = await self.send(n, notes)
+        except Exception as exc:  # a bug or an odd input must cost one notification, not the task
+            log.exception("notification via %s crashed", name)
+            err = f"{type(exc).__name__}"
         if err:
             self.failed[name] = self.failed.get(name, 0) + 1
             log.error("notification via %s failed: %s", name, err, extra={"notifier": name, "alerts": len(notes)})

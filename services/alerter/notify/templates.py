@@ -65,6 +65,11 @@ def line(n: Note, now: float, ui_url: str) -> str:
 
 def render(notes: list[Note], now: float, ui_url: str) -> tuple[str, str]:
     """(subject line, body text) for a group of alerts."""
+    subject, body = _render(notes, now, ui_url)
+    return " ".join(subject.split())[:200], body  # one line: a mail header cannot hold a newline
+
+
+def _render(notes: list[Note], now: float, ui_url: str) -> tuple[str, str]:
     first = notes[0]
     r = first.record
     head = HEAD.get(first.kind, first.kind.upper())
