@@ -171,6 +171,14 @@ async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
     assert all(f"ui line {seen}" in x for x in await view.locator(".ll").all_inner_texts())
     await page.get_by_test_id("logs-search").fill("")
     await shot(page, "logs")
+    # The stream cut (requests refused in the browser): "disconnected — retrying", then live again.
+    await page.route(re.compile(r"/logs/stream"), lambda route: route.abort())
+    await page.evaluate("location.hash = '#/fleet'")
+    await page.evaluate(f"location.hash = '#/logs/{COMMANDER_HOST}/web'")
+    await page.get_by_test_id("logs-state").filter(has_text="disconnected — retrying").wait_for(timeout=15000)
+    await page.unroute(re.compile(r"/logs/stream"))
+    await page.get_by_test_id("logs-state").filter(has_text="live").wait_for(timeout=20000)
+    await page.get_by_test_id("log-view").locator(".ll").first.wait_for(timeout=15000)
     await page.close()
 
 
@@ -302,4 +310,37 @@ async def test_no_layout_break_and_keyboard(ctx, stack, width, height):
         await shot(page, "host-light-es")
         await page.get_by_role("button", name=re.compile("Tema")).click()
         await page.get_by_role("button", name="Idioma").click()
+    await page.close()
+
+
+async def test_scan_adopt_prefills_register_form_and_run_a_job(ctx, stack):
+    page = await page_as(ctx, stack, "admin", f"/host/{COMMANDER_HOST}")
+    # Scan: the Python services of this very stack run unmanaged on this machine.
+    await page.get_by_role("button", name="Scan for unmanaged processes").click()
+    result = page.get_by_test_id("scan-result")
+    await result.locator("tbody tr").first.wait_for(timeout=30000)
+    py_rows = result.locator('tbody tr:has(td:nth-child(2):text-is("python"))')
+    assert await py_rows.count() >= 1
+    await py_rows.first.get_by_role("button", name=re.compile("^Adopt")).click()
+    form = page.get_by_test_id("register-form")
+    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", await form.get_by_label("Name").input_value())
+    assert await form.get_by_label("Runtime").input_value() == "python"
+    assert (await form.get_by_label("Interpreter").input_value()) != ""
+    # A one-shot job: run it, see it in the list, read its output.
+    jobs = page.get_by_test_id("jobs-table")
+    await page.get_by_role("form", name="Run a job").get_by_label("Command (one argument per line)").fill("echo\nhello from the ui")
+    await page.get_by_role("form", name="Run a job").get_by_role("button", name="Run").click()
+    row = jobs.locator("tbody tr").filter(has_text="echo hello from the ui").first
+    await row.wait_for(timeout=15000)
+    deadline = time.monotonic() + 20
+    while "succeeded" not in await row.inner_text() and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        await page.evaluate("location.hash = '#/fleet'")
+        await page.evaluate(f"location.hash = '#/host/{COMMANDER_HOST}'")
+        row = page.get_by_test_id("jobs-table").locator("tbody tr").filter(has_text="echo hello from the ui").first
+        await row.wait_for(timeout=15000)
+    await row.get_by_role("button", name="Logs").click()
+    await page.get_by_test_id("job-log").filter(has_text="hello from the ui").wait_for(timeout=15000)
+    await page.get_by_test_id("jobs-table").scroll_into_view_if_needed()
+    await shot(page, "jobs")
     await page.close()

@@ -77,7 +77,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
     return new uPlot({
       width: width(), height: 170, title: t(def.title as any),
       scales: { x: { time: true }, y: def.unit === "pct" ? { range: [0, 100] } : { auto: true } },
-      axes: [axis, { ...axis, size: 60, values: (u, vals) => vals.map((v) => fmt(u, v)) }],
+      axes: [axis, { ...axis, size: def.unit === "pct" ? 60 : 84, values: (u, vals) => vals.map((v) => fmt(u, v)) }],
       series: [{}, ...def.labels.map((label, i) => ({ label, stroke: colors[i], width: 1.5, fill: i === 0 ? colors[0] + "22" : undefined, value: fmt }))],
     }, data as uPlot.AlignedData, undefined);
   }
