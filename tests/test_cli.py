@@ -267,6 +267,17 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     items = await wait_until(audited, 30, interval=0.5, what="the restarts in the audit log")
     assert {i["actor"] for i in items} == {operator}
     assert sorted(i["code"] for i in items) == [200, 200, 404, 429]
+    # Secrets go in through a file, never the command line, and never come back.
+    (d / "web2.env").write_text("# app settings\nAPI_TOKEN=tok-cli-123\nMODE=fast\n")
+    r = await cli("apps", HOST, "register", "web2", "--env-file", str(d / "web2.env"), "--json", "--", sys.executable, str(d / "app.py"), role="admin")
+    assert r.rc == 0, r
+    spec = r.json()["app"]["spec"]
+    assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {"runtime": "binary", "argv": [sys.executable, str(d / "app.py")]}
+    assert "tok-cli-123" not in r.out + r.err
+    assert (await cli("apps", HOST, "remove", "web2", role="operator")).rc == 1  # removing is an admin's
+    r = await cli("apps", HOST, "remove", "web2", role="admin")
+    assert r.rc == 0 and "web2 on host-c: removed" in r.out
+
     human = await cli("audit", "--host", HOST, "--user", operator, role="operator")
     assert any(operator in ln and "apps.restart" in ln and "web" in ln for ln in human.out.splitlines()), human
     assert (await cli("audit", role="viewer")).rc == 1  # the audit is an operator's read

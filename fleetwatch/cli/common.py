@@ -24,8 +24,22 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> argpars
     return p
 
 
+class ArgvParser(argparse.ArgumentParser):
+    """Everything after `--` is the command line to run (`argv`), wherever the options are:
+    `apps HOST register web --env-file f -- python3 app.py --port 8000`."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        if "--" in args and any(a.dest == "argv" for a in self._actions):
+            i = args.index("--")
+            ns, extras = super().parse_known_args(args[:i], namespace)
+            ns.argv = list(getattr(ns, "argv", None) or []) + args[i + 1 :]
+            return ns, extras
+        return super().parse_known_args(args, namespace)
+
+
 def subparsers(p: argparse.ArgumentParser, dest: str, *, required: bool = False) -> argparse._SubParsersAction:
-    return p.add_subparsers(dest=dest, metavar=dest.upper(), required=required)
+    return p.add_subparsers(dest=dest, metavar=dest.upper(), required=required, parser_class=ArgvParser)
 
 
 def want_json(args: argparse.Namespace) -> bool:

@@ -105,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=int, default=50)
     add_common(q)
     q = v.add_parser("run", help="run a command: `run [--wait] -- CMD ARGS...`")
-    q.add_argument("argv", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
+    q.add_argument("argv", nargs="*", help="the command and its arguments, after --")
     q.add_argument("--cwd", help="working directory (absolute)")
     q.add_argument("--user", help="run as this user")
     q.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
