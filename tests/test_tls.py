@@ -114,3 +114,54 @@ async def test_nats_mutual_tls_needs_a_client_certificate(tmp_path):
         await nc.close()
     finally:
         srv.stop()
+
+
+async def test_gateway_serves_https_with_the_ca_from_fleetwatch_certs(tmp_path, nats_stack, db_dsn):
+    import httpx
+
+    from libs.embedded import free_port
+    from tests.conftest import service_env
+
+    d = tmp_path / "c"
+    certs.write_all(d, [], [], [])
+    other = tmp_path / "other"
+    certs.make_ca(other, "some other CA")
+    port = free_port()
+    pw = tmp_path / "admin-password"
+    pw.write_text("admin-password-for-tls-test\n")
+    env = service_env(
+        **nats_stack.env("gateway"),
+        FLEETWATCH_DB_DSN=db_dsn,
+        FLEETWATCH_GATEWAY_PORT=str(port),
+        FLEETWATCH_GATEWAY_TLS_CERT=str(d / "gateway.crt"),
+        FLEETWATCH_GATEWAY_TLS_KEY=str(d / "gateway.key"),
+        FLEETWATCH_GATEWAY_ADMIN_PASSWORD_FILE=str(pw),
+        FLEETWATCH_GATEWAY_HASH_ROUNDS="5000",
+    )
+    log = open(tmp_path / "gateway.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        ok = None
+        for _ in range(120):  # bounded: 60 s
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
+            try:
+                ok = httpx.get(f"{url}/healthz", verify=ssl.create_default_context(cafile=str(d / "ca.crt")), timeout=2)
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.5)
+        assert ok is not None and ok.status_code == 200
+        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": "admin-password-for-tls-test"}, verify=ssl.create_default_context(cafile=str(d / "ca.crt")), timeout=30)
+        assert r.status_code in (200, 201) and r.json()["token"]
+        with pytest.raises(httpx.ConnectError) as ei:
+            httpx.get(f"{url}/healthz", verify=ssl.create_default_context(cafile=str(other / "ca.crt")), timeout=5)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value)
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

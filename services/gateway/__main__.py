@@ -31,6 +31,8 @@ class GatewayService:
                 lifespan="on",
                 timeout_graceful_shutdown=3,
                 ws_max_size=1 << 20,
+                ssl_certfile=config.tls_cert or None,
+                ssl_keyfile=config.tls_key or None,
             )
         )
         self.server.install_signal_handlers = lambda: None  # the runtime handles SIGTERM

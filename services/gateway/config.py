@@ -13,6 +13,9 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     log: LogSettings = LogSettings()
     host: str = "127.0.0.1"
     port: int = 8080
+    # HTTPS: certificate and key files (`fleetwatch certs` writes gateway.crt/.key); empty: plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
     # Signs session tokens. Empty: a random key per process (tokens die with the process).
     secret_key: str = ""
     admin_password_file: str = ""
