@@ -16,10 +16,10 @@ from libs.schemas import subjects as s
 
 from ..directory import HostView
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import HostParam
 from .registration import AgentCredentials, HostRegistration, register_host
-from ..authn import Actor
+from ..authn import Actor, ActorDep
 
 _frame_codec = Codec(MetricFrame)
 
@@ -34,14 +34,14 @@ class HostsController(Controller):
     tags = ["hosts"]
 
     @post("/", summary="Register a host: its agents' NATS credentials, shown once (controllers/registration.py)", status_code=201, responses=errors(409))
-    async def register(self, data: HostRegistration, gw: Gateway, actor: Actor) -> AgentCredentials:
+    async def register(self, data: HostRegistration, gw: GatewayDep, actor: ActorDep) -> AgentCredentials:
         return await register_host(data, gw, actor)
 
     @get("/", summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)", media_type=MediaType.JSON)
     async def list_hosts(
         self,
         request: Request,
-        gw: Gateway,
+        gw: GatewayDep,
         status: Literal["online", "offline"] | None = None,
         label: Annotated[str | None, Parameter(pattern=r"^[^=]+=.*$", description="key=value", max_length=200)] = None,
     ) -> Response[list[HostView]]:
@@ -53,14 +53,14 @@ class HostsController(Controller):
         return Response(body, media_type=MediaType.JSON, headers=headers)
 
     @get("/{host:str}", summary="One host: info and latest frame")
-    async def get_host(self, host: HostParam, gw: Gateway) -> HostDetail:
+    async def get_host(self, host: HostParam, gw: GatewayDep) -> HostDetail:
         view = gw.directory.view(host)
         if view is None:
             raise NotFoundException(detail=f"no host {host!r} known")
         return HostDetail(host=view, frame=gw.directory.hosts[host].frame)
 
     @get("/{host:str}/sample", summary="A fresh frame asked from the host's collector now", responses=errors(404, 502, 504))
-    async def sample(self, host: HostParam, gw: Gateway) -> MetricFrame:
+    async def sample(self, host: HostParam, gw: GatewayDep) -> MetricFrame:
         if host not in gw.directory.hosts:
             raise NotFoundException(detail=f"no host {host!r} known")
         t = gw.config.sample_timeout_s

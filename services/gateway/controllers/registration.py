@@ -13,7 +13,7 @@ import time
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, delete
+from litestar import Controller, delete
 from litestar.exceptions import HTTPException, NotFoundException
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
@@ -81,7 +81,7 @@ class RegistrationController(Controller):
     tags = ["hosts"]
 
     @delete("/{host:str}/registration", summary="Revoke a registered host: its agents are cut off within the callout TTL", status_code=204)
-    async def revoke(self, host: HostParam, gw: Gateway, actor: Actor) -> Response[None]:
+    async def revoke(self, host: HostParam, gw: Gateway, actor: Actor) -> None:
         kv = await _bucket(gw)
         entry = None
         if kv is not None:
@@ -90,4 +90,3 @@ class RegistrationController(Controller):
         if entry is None or entry.value is None:
             raise NotFoundException(detail=f"host {host!r} is not registered")
         await kv.purge(host)
-        return Response(None, status_code=204)
