@@ -51,6 +51,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await open_pool(stack, config.db)
         await migrate(pool, "gateway", MIGRATIONS)
         gw = Gateway(config, nc, pool)
+        if not config.secret_key:
+            log.warning("FLEETWATCH_GATEWAY_SECRET_KEY not set: sessions are signed with a per-process key "
+                        "(they end with this process and other replicas refuse them)")
         await ensure_admin(gw)
         gw.hub.listen("frame", gw.directory.frame)
         gw.hub.listen("host", gw.directory.info)
