@@ -49,7 +49,7 @@ export function drawSpark(canvas: HTMLCanvasElement, values: ArrayLike<number>, 
   const pts = Math.min(count, n);
   for (let i = 0; i < pts; i++) {
     const v = values[(start + i) % n];
-    const x = (i / (n - 1)) * w;
+    const x = (i / Math.max(pts - 1, 1)) * w; // a young series spans the whole width too
     const y = hgt - 1 - (Math.max(0, Math.min(100, v)) / 100) * (hgt - 2);
     if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
   }

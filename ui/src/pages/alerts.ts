@@ -102,7 +102,7 @@ export function alertsPage(root: HTMLElement): () => void {
 
   async function load(): Promise<void> {
     try {
-      const [a, s] = await Promise.all([api<any>("GET", ALERTING.alerts), api<any>("GET", ALERTING.list("silences"))]);
+      const [a, s] = await Promise.all([api<any>("GET", ALERTING.alerts, undefined, { all: true }), api<any>("GET", ALERTING.list("silences"))]);
       alerts = items(a, "alerts");
       silences = items(s, "silences");
       status.textContent = "";

@@ -100,8 +100,8 @@ export function fleetPage(root: HTMLElement): () => void {
   function slot(i: number): Slot {
     if (slots[i]) return slots[i];
     const link = h("a", { href: "#" }) as HTMLAnchorElement;
-    const cpuC = h("canvas", { width: 60, height: 18, "aria-hidden": "true" });
-    const memC = h("canvas", { width: 60, height: 18, "aria-hidden": "true" });
+    const cpuC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
+    const memC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
     const cells = [h("td", { class: "hostcell" }, link), h("td"), h("td", { class: "num" }), h("td", { class: "num" }),
       h("td", { class: "num" }), h("td", { class: "num" }), h("td", { class: "num" }), h("td", { class: "num muted" })];
     const cpuV = h("span"), memV = h("span");
@@ -207,7 +207,7 @@ export function fleetPage(root: HTMLElement): () => void {
   };
   void refresh().then(() => {
     if (closed) return;
-    api<any>("GET", "/api/v1/alerts", undefined, { state: "firing" }).then((res) => {
+    api<any>("GET", "/api/v1/alerts").then((res) => {
       for (const a of (Array.isArray(res) ? res : res?.items ?? res?.alerts ?? [])) if (a.state === "firing") firing.set(a.fingerprint, a.host);
       recount(); schedule();
     }).catch(() => { /* alerting not reachable: counts come from the stream */ });
