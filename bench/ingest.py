@@ -52,6 +52,8 @@ def ingest_proc(stack: NatsStack, dsn: str, log: Path) -> subprocess.Popen:
         FLEETWATCH_INGEST_STREAMS="metrics",
         FLEETWATCH_LOG_LEVEL="WARNING",
     )
+    # Tuning experiments: BENCH_FLEETWATCH_INGEST_BATCH=2000 -> FLEETWATCH_INGEST_BATCH=2000
+    env.update({k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_FLEETWATCH_")})
     return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 

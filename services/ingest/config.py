@@ -12,9 +12,9 @@ class IngestConfig(msgspec.Struct, kw_only=True, frozen=True):
     db: DbSettings = DbSettings()
     log: LogSettings = LogSettings()
     storage: str = "auto"  # auto | timescaledb | partitions; decided once, at the first migration
-    batch: int = 1000  # messages per fetch (and per transaction)
+    batch: int = 2000  # messages per fetch (and per transaction)
     fetch_timeout: float = 1.0
-    metrics_writers: int = 2  # concurrent transactions for METRICS, each on its own connection
+    metrics_writers: int = 3  # concurrent transactions for METRICS, each on its own connection
     streams: list[str] = msgspec.field(default_factory=lambda: ["metrics", "events", "audit"])
     keepalive: float = 10.0  # seconds between "still working" signals while the DB is away
     last_seen_every: float = 30.0  # hosts.last_seen is refreshed at most this often per host (a write per host)
