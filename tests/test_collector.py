@@ -132,3 +132,35 @@ async def test_outbox_is_bounded_and_drops_the_oldest(nats_stack):
         assert box.dropped == 2 and [i.msg_id for i in box.items] == ["local:1:2", "local:1:3", "local:1:4"]
     finally:
         await nc.close()
+
+
+async def test_collector_with_nvml_fake_reports_gpus_and_their_processes(fresh_nats, workdir):
+    """The production NVML code path, run against the fake module in a real collector process."""
+    admin = await connect(fresh_nats.settings("admin"), "test-gpu", retry_forever=False)
+    await provision(admin)
+    coll = start_collector(fresh_nats, "host-a", workdir / "collector-gpu.log", FLEETWATCH_COLLECTOR_NVML_MODULE="tests.support.fake_nvml")
+    try:
+        async def sample():
+            try:
+                return Codec(MetricFrame).decode((await admin.request("fleet.sample.host-a", b"", timeout=2)).data)
+            except Exception:
+                return None
+
+        frame = await wait_until(sample, 30, what="a sample reply")
+        assert [g.index for g in frame.gpus] == [0, 1]
+        assert frame.gpus[0].power_w == 250.0 and frame.gpus[1].power_w is None
+        assert frame.gpus[1].util_percent is not None and frame.gpus[1].processes[0].pid == 4243
+        kv = await admin.jetstream().key_value("fleet_hosts")
+        info = await wait_until(lambda: _kv_get(kv, "host-a"), 20, what="host info")
+        assert [g.uuid for g in info.gpus] == ["GPU-fake-0", "GPU-fake-1"] and info.gpus[0].driver == "550.54.15"
+        assert coll.stop() == 0
+    finally:
+        coll.stop()
+        await admin.close()
+
+
+async def _kv_get(kv, key):
+    try:
+        return Codec(HostInfo).decode((await kv.get(key)).value)
+    except Exception:
+        return None
