@@ -275,6 +275,7 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {"runtime": "binary", "argv": [sys.executable, str(d / "app.py")]}
     assert "tok-cli-123" not in r.out + r.err
     assert (await cli("apps", HOST, "remove", "web2", role="operator")).rc == 1  # removing is an admin's
+    await asyncio.sleep(1.1)  # one change per app per second
     r = await cli("apps", HOST, "remove", "web2", role="admin")
     assert r.rc == 0 and "web2 on host-c: removed" in r.out
 
