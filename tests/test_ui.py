@@ -270,7 +270,16 @@ async def test_users_page_create_deactivate_and_replication(ctx, stack):
     # The deactivated account can no longer log in.
     r = httpx.post(f"{stack.gw.url}/api/v1/auth/login", json={"username": "carol", "password": "s3cret-pass-word"}, timeout=30)
     assert r.status_code in (401, 403)
-    await page.get_by_test_id("replication-table").wait_for()
+    # The host's replicator reported its start-up sync; "Sync now" asks for another one.
+    rep = page.get_by_test_id("replication-table").locator(f'tr[data-host="{COMMANDER_HOST}"]')
+    deadline = time.monotonic() + 30
+    while await rep.count() == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        await page.reload()
+    assert "ok" in await rep.inner_text()
+    async with page.expect_response(re.compile(r"/replication/sync$")) as resp:
+        await rep.get_by_role("button", name="Sync now").click()
+    assert (await resp.value).status in (200, 202)
     await shot(page, "users")
     await page.close()
 

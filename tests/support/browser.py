@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from fleetwatch.simulate import Simulator, host_ids
@@ -98,6 +99,8 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
     from tests.support.commander import CommanderProcess
     from tests.support.gateway import create_database, drop_database, running_gateway
     from tests.support.pipeline import Proc, start_ingest
+    from tests.support.replicator import REPLICATOR_MIGRATIONS, ReplicatorProcess, replicator_env
+    from libs.runtime.db import migrate
 
     build_ui()
     d = workdir / f"ui-{secrets.token_hex(3)}"
@@ -106,6 +109,7 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
     await provision(admin)
     dsn = await create_database(pg_cluster.dsn, "ui")
     procs: list = []
+    dsns: list[str] = []
     cp = None
     sim = None
     try:
@@ -120,6 +124,16 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
             await cp.wait_ready(admin, COMMANDER_HOST)
         hosts = [COMMANDER_HOST, *host_ids(sim_hosts - 1)]
         with running_gateway(nats_stack, dsn, d / "gw") as gw:
+            if commander:
+                # The host's replicator (after the gateway made the users table): the users page's replication status.
+                local_dsn = await create_database(pg_cluster.dsn, "uilocal")
+                dsns.append(local_dsn)
+                conn = await asyncpg.connect(local_dsn)
+                try:
+                    await migrate(conn, "replicator", REPLICATOR_MIGRATIONS)
+                finally:
+                    await conn.close()
+                procs.append(ReplicatorProcess(replicator_env(service_env, nats_stack.env(host=COMMANDER_HOST), dsn, local_dsn, interval=3600), d / "replicator.log").start())
             sim = await Sim(admin, hosts, interval).start(history_rounds)
             yield UIStack(gw, dsn, d, hosts, sim)
     finally:
@@ -131,7 +145,8 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
         for p in procs:
             p.stop()
         await admin.close()
-        await drop_database(pg_cluster.dsn, dsn)
+        for x in [dsn, *dsns]:
+            await drop_database(pg_cluster.dsn, x)
 
 
 class UIStack:
