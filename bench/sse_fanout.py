@@ -88,7 +88,7 @@ async def bench() -> None:
     from fleetwatch.simulate import Simulator
     from libs.schemas import subjects
 
-    st = Stack("sse", stream_max_clients=str(CLIENTS + 50), stream_batch_s=os.environ.get("BENCH_SSE_BATCH_S", "0.02"))
+    st = Stack("sse", stream_max_clients=str(CLIENTS + 50), stream_batch_s=os.environ.get("BENCH_SSE_BATCH_S", "0.05"))
     procs: list[subprocess.Popen] = []
     try:
         gw = await st.start_gateway()

@@ -37,7 +37,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     stream_buffer_size: int = 10_000
     stream_heartbeat_s: float = 15.0
     # Clients with new events are woken together every batch_s (0: at once, per event).
-    stream_batch_s: float = 0.025
+    stream_batch_s: float = 0.05
     cors_origins: list[str] = []
     ui_dir: str = "ui/dist"
     # POST /api/v1/webhook/command: HMAC-SHA256 shared secret (empty: the webhook answers 503)

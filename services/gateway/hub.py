@@ -41,23 +41,60 @@ class HubFull(Exception):
     pass
 
 
+class Batch:
+    """Events handed to every client of a group at once; the SSE bytes are joined once for all."""
+
+    __slots__ = ("events", "_sse")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._sse: bytes | None = None
+
+    @property
+    def sse(self) -> bytes:
+        if self._sse is None:
+            self._sse = b"".join(ev.sse for ev in self.events)
+        return self._sse
+
+
+def _wants(hosts: frozenset[str] | None, kinds: frozenset[str], ev: Event) -> bool:
+    return ev.kind in kinds and (hosts is None or ev.host in hosts or ev.host == "")
+
+
+class Group:
+    """Clients with the same filter: an event is matched once per group, not once per client."""
+
+    __slots__ = ("key", "hosts", "kinds", "clients", "events")
+
+    def __init__(self, hosts: frozenset[str] | None, kinds: frozenset[str]) -> None:
+        self.key = (hosts, kinds)
+        self.hosts = hosts
+        self.kinds = kinds
+        self.clients: set[Client] = set()
+        self.events: list[Event] = []
+
+
 class Client:
-    __slots__ = ("hosts", "kinds", "maxsize", "pending", "wake", "dropped")
+    __slots__ = ("hosts", "kinds", "maxsize", "pending", "queued", "wake", "dropped", "group", "seen")
 
     def __init__(self, hosts: frozenset[str] | None, kinds: frozenset[str], maxsize: int) -> None:
         self.hosts = hosts
         self.kinds = kinds
         self.maxsize = maxsize
-        self.pending: collections.deque[Event] = collections.deque()
+        self.pending: list[Batch] = []
+        self.queued = 0  # events in `pending`
         self.wake = asyncio.Event()
         self.dropped = asyncio.Event()
+        self.group: Group | None = None
+        self.seen = 0  # ids up to this one were replayed; skip them in the group's next batch
 
     def wants(self, ev: Event) -> bool:
-        return ev.kind in self.kinds and (self.hosts is None or ev.host in self.hosts or ev.host == "")
+        return _wants(self.hosts, self.kinds, ev)
 
-    def take(self) -> list[Event]:
-        out = list(self.pending)
-        self.pending.clear()
+    def take(self) -> list[Batch]:
+        out = self.pending
+        self.pending = []
+        self.queued = 0
         self.wake.clear()
         return out
 
@@ -70,13 +107,14 @@ class Hub:
         self.heartbeat_s = heartbeat_s
         self.buffer: collections.deque[Event] = collections.deque(maxlen=buffer_size)
         self.clients: set[Client] = set()
+        self.groups: dict[tuple, Group] = {}
         self.last_id = 0
         self.published = 0
         self.dropped = 0
         self.rejected = 0
         self.decode_errors = 0
         self._subs: list = []
-        self._dirty: set[Client] = set()
+        self._dirty: set[Group] = set()
         self._ticker: asyncio.Task | None = None
         self._listeners: dict[str, list] = {}
 
@@ -86,27 +124,39 @@ class Hub:
             self.rejected += 1
             raise HubFull()
         c = Client(frozenset(hosts) if hosts else None, frozenset(kinds) if kinds else DEFAULT_KINDS, self.queue_size)
+        g = self.groups.get((c.hosts, c.kinds))
+        if g is None:
+            g = self.groups[(c.hosts, c.kinds)] = Group(c.hosts, c.kinds)
         if last_event_id is not None:
-            self._replay(c, last_event_id)
+            # Events already waiting in the group reach this client with the group's next batch.
+            upto = g.events[0].id - 1 if g.events else self.last_id
+            self._replay(c, last_event_id, upto)
+            c.seen = max(last_event_id, upto) if last_event_id <= self.last_id else 0
+        c.group = g
+        g.clients.add(c)
         self.clients.add(c)
         return c
 
     def remove(self, c: Client) -> None:
         self.clients.discard(c)
-        self._dirty.discard(c)
+        g = c.group
+        if g is not None:
+            g.clients.discard(c)
+            if not g.clients and self.groups.get(g.key) is g:
+                del self.groups[g.key]
+                self._dirty.discard(g)
 
-    def _replay(self, c: Client, last_id: int) -> None:
+    def _replay(self, c: Client, last_id: int, upto: int) -> None:
         first = self.buffer[0].id if self.buffer else self.last_id + 1
+        events: list[Event] = []
         if last_id < first - 1 or last_id > self.last_id:
             # Events were lost (too old, or an id from another gateway): say so, then go on live.
-            gap = Event(0, "gap", "", {"last_event_id": last_id, "oldest": first}, 0.0)
-            c.pending.append(gap)
-        for ev in self.buffer:
-            if ev.id > last_id and c.wants(ev):
-                c.pending.append(ev)
-        while len(c.pending) > c.maxsize:
-            c.pending.popleft()
-        if c.pending:
+            events.append(Event(0, "gap", "", {"last_event_id": last_id, "oldest": first}, 0.0))
+        events += [ev for ev in self.buffer if last_id < ev.id <= upto and c.wants(ev)]
+        events = events[-c.maxsize :]
+        if events:
+            c.pending.append(Batch(events))
+            c.queued = len(events)
             c.wake.set()
 
     def publish(self, kind: str, host: str, data: Any, ts: float) -> Event:
@@ -114,30 +164,50 @@ class Hub:
         ev = Event(self.last_id, kind, host, data, ts)
         self.buffer.append(ev)
         self.published += 1
-        for c in self.clients:
-            if c.wants(ev):
-                if len(c.pending) >= c.maxsize:
-                    if not c.dropped.is_set():
-                        c.dropped.set()
-                        self.dropped += 1
-                    continue
-                c.pending.append(ev)
-                if self.batch_s > 0:
-                    self._dirty.add(c)
-                else:
-                    c.wake.set()
+        for g in self.groups.values():
+            if _wants(g.hosts, g.kinds, ev):
+                g.events.append(ev)
+                self._dirty.add(g)
+        if self.batch_s <= 0:
+            self._flush()
         return ev
 
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for g in dirty:
+            if not g.events:
+                continue
+            batch = Batch(g.events)
+            g.events = []
+            for c in g.clients:
+                if c.seen:
+                    # Joined with Last-Event-ID while this batch was gathering: only what is newer.
+                    mine = Batch([ev for ev in batch.events if ev.id > c.seen])
+                    c.seen = 0
+                    if mine.events:
+                        self._deliver(c, mine)
+                    continue
+                self._deliver(c, batch)
+
+    def _deliver(self, c: Client, batch: Batch) -> None:
+        n = len(batch.events)
+        if c.queued + n > c.maxsize:
+            if not c.dropped.is_set():
+                c.dropped.set()
+                self.dropped += 1
+            return
+        c.pending.append(batch)
+        c.queued += n
+        c.wake.set()
+
     async def _tick(self) -> None:
-        """Wake the writers of clients with new events every `batch_s`: a busy stream goes out in
-        a few larger writes instead of one wake-up and one write per event per client, which with
-        a thousand clients costs more than the events themselves."""
+        """Hand new events to clients every `batch_s`: a busy stream goes out in a few larger
+        writes instead of one wake-up and one write per event per client, which with a thousand
+        clients costs more than the events themselves."""
         while True:
             await asyncio.sleep(self.batch_s)
             if self._dirty:
-                dirty, self._dirty = self._dirty, set()
-                for c in dirty:
-                    c.wake.set()
+                self._flush()
 
     # -- NATS ----------------------------------------------------------------------------
     def listen(self, kind: str, cb) -> None:

@@ -77,7 +77,7 @@ class SSEStream:
                 continue
             batch = c.take()
             if batch:
-                await send({"type": "http.response.body", "body": b"".join(ev.sse for ev in batch), "more_body": True})
+                await send({"type": "http.response.body", "body": b"".join(b.sse for b in batch), "more_body": True})
 
     async def _watch(self, receive) -> None:
         while True:
@@ -148,8 +148,9 @@ class StreamController(Controller):
                 if not await next_batch(hub, client):
                     await socket.send_text('{"kind":"heartbeat"}')
                     continue
-                for ev in client.take():
-                    await socket.send_text(ev.json.decode())
+                for batch in client.take():
+                    for ev in batch.events:
+                        await socket.send_text(ev.json.decode())
 
         async def read() -> None:
             with contextlib.suppress(WebSocketDisconnect):
