@@ -203,6 +203,18 @@ async def test_silence_an_alert(ctx, stack):
     await sil.wait_for(timeout=5000)
     assert "rule=ui-cpu" in await sil.inner_text() and f"host={COMMANDER_HOST}" in await sil.inner_text()
     await shot(page, "alerts")
+    # The rules editor: the server's reason for a bad rule is shown, a good one is listed.
+    await page.get_by_role("button", name="Add: Rules").click()
+    editor = page.get_by_test_id("editor-form-rules")
+    text = editor.get_by_label("Definition (JSON)")
+    rule = '{"name": "ui-load", "kind": "metric", "field": "no.such.field", "op": ">", "threshold": 4}'
+    await text.fill(rule)
+    await editor.get_by_role("button", name="Save").click()
+    await editor.get_by_role("alert").filter(has_text="no.such.field").wait_for(timeout=15000)
+    await text.fill(rule.replace("no.such.field", "cpu.load1"))
+    await editor.get_by_role("button", name="Save").click()
+    await page.get_by_test_id("editor-rules").locator("tr").filter(has_text="ui-load").wait_for(timeout=15000)
+    assert await editor.is_hidden()
     await page.close()
 
 
@@ -220,6 +232,7 @@ async def test_viewer_sees_no_action_buttons_and_api_refuses(ctx, stack):
     await page.get_by_test_id("alerts-firing").wait_for()
     await asyncio.sleep(1)
     assert await page.get_by_role("button", name=re.compile("^Silence")).count() == 0
+    assert await page.get_by_role("button", name=re.compile("^(Add|Edit|Delete)")).count() == 0
     await shot(page, "viewer")
     # Hidden is not the only guard: the API refuses the viewer's token.
     token = await page.evaluate("JSON.parse(sessionStorage.getItem('fleetwatch.session')).token")

@@ -124,14 +124,14 @@ export function alertsPage(root: HTMLElement): () => void {
 /** A list of one alerting resource with a JSON editor (the server validates and gives the reason). */
 function editor(root: HTMLElement, res: string): void {
   const body = h("tbody");
-  const admin = can("admin");
+  const admin = can("operator"); // the gateway lets operators edit alerting
   const text = h("textarea", { rows: 10, spellcheck: "false", class: "mono", name: `${res}-json` });
   const err = h("p", { class: "error", role: "alert" });
-  const form = h("form", { class: "card grid-form", hidden: true, "aria-label": `${t(res as any)} ${t("edit")}` }, field(t("json"), text), err,
+  const form = h("form", { class: "card grid-form", hidden: true, "aria-label": `${t(res as any)} ${t("edit")}`, "data-testid": `editor-form-${res}` }, field(t("json"), text), err,
     h("div", { class: "row end" }, h("button", { type: "button", onclick: () => { form.hidden = true; } }, t("cancel")), h("button", { type: "submit", class: "primary" }, t("save"))));
   const sec = h("section", { "aria-labelledby": `ed-${res}` },
     h("div", { class: "toolbar" }, h("h2", { id: `ed-${res}` }, t(res as any)),
-      admin ? h("button", { type: "button", onclick: () => open(TEMPLATES[res]) }, t("add")) : null),
+      admin ? h("button", { type: "button", onclick: () => open(TEMPLATES[res]), "aria-label": `${t("add")}: ${t(res as any)}` }, t("add")) : null),
     h("div", { class: "table-wrap" }, h("table", { class: "data", "data-testid": `editor-${res}`, "aria-label": t(res as any) }, body)), form);
   root.append(sec);
   function open(obj: object): void {
@@ -153,7 +153,11 @@ function editor(root: HTMLElement, res: string): void {
       clear(body, list.length ? list.map((it: any) => h("tr", null, h("td", null, it[KEY[res]]),
         h("td", { class: "muted" }, it.summary || it.url || it.field && `${it.field} ${it.op} ${it.threshold}` || it.kind || ""),
         h("td", null, it.enabled === false ? "off" : "on"),
-        admin ? h("td", { class: "actions" }, h("button", { type: "button", onclick: () => open(it) }, t("edit")),
+        admin ? h("td", { class: "actions" }, h("button", { type: "button", onclick: () => open(it), "aria-label": `${t("edit")} ${it[KEY[res]]}` }, t("edit")),
+          res === "notifiers" ? h("button", { type: "button", onclick: async () => {
+            try { await api("POST", `/api/v1/notifiers/${encodeURIComponent(it.name)}/test`, {}); toast(`${it.name}: ${t("done")}`); }
+            catch (x) { toast(x instanceof ApiError ? x.detail : String(x), "error"); }
+          } }, "Test") : null,
           h("button", { type: "button", class: "danger", onclick: async () => {
             if (!(await confirmDialog(`${t("delete")} ${it[KEY[res]]}?`, t("delete")))) return;
             try { await api("DELETE", ALERTING.del(res, it[KEY[res]])); await load(); } catch (x) { toast(x instanceof ApiError ? x.detail : String(x), "error"); }
