@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -415,25 +416,31 @@ async def test_usage_errors_exit_2_and_failures_exit_1(stack, tmp_path):
     assert r.rc == 0 and f"at {gw.url}" in r.out, r
 
 
-async def test_bash_completion_from_the_parser(stack):
+async def test_shell_completion_from_the_parser(stack):
     gw, cli, *_ = stack
     script = await cli("completion", "bash")
     assert script.rc == 0
 
-    async def complete(*words: str) -> list[str]:
+    zsh_script = await cli("completion", "zsh")
+    assert zsh_script.rc == 0 and "bashcompinit" in zsh_script.out
+    # zsh runs the same function through bashcompinit; checked where zsh is installed.
+    shells = [("bash", ["bash", "--norc", "-c"], script.out)] + ([("zsh", ["zsh", "-f", "-c"], zsh_script.out)] if shutil.which("zsh") else [])
+
+    async def complete(shell: list[str], text: str, *words: str) -> list[str]:
         line = " ".join(f"'{w}'" for w in words)
-        prog = f'{script.out}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _fleetwatch; printf "%s\\n" "${{COMPREPLY[@]}}"'
-        proc = await asyncio.create_subprocess_exec("bash", "--norc", "-c", prog, env=cli.env("viewer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        prog = f'{text}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _fleetwatch; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        proc = await asyncio.create_subprocess_exec(*shell, prog, env=cli.env("viewer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
         return sorted(w for w in out.decode().split("\n") if w)
 
-    assert await complete("fleetwatch", "ap") == ["apps"]
-    assert "nats-config" in await complete("fleetwatch", "")  # the maintenance commands too
-    assert await complete("fleetwatch", "apps", HOST, "re") == ["register", "remove", "restart"]
-    assert await complete("fleetwatch", "users", "add", "bob", "--role", "") == ["admin", "operator", "viewer"]
-    assert await complete("fleetwatch", "top", "clisim-") == sorted(SIM_HOSTS)  # live from the gateway
-    assert "--follow" in await complete("fleetwatch", "apps", HOST, "logs", "web", "--")
+    for name, shell, text in shells:
+        assert await complete(shell, text, "fleetwatch", "ap") == ["apps"], name
+        assert "nats-config" in await complete(shell, text, "fleetwatch", "")  # the maintenance commands too
+        assert await complete(shell, text, "fleetwatch", "apps", HOST, "re") == ["register", "remove", "restart"]
+        assert await complete(shell, text, "fleetwatch", "users", "add", "bob", "--role", "") == ["admin", "operator", "viewer"]
+        assert await complete(shell, text, "fleetwatch", "top", "clisim-") == sorted(SIM_HOSTS), name  # live from the gateway
+        assert "--follow" in await complete(shell, text, "fleetwatch", "apps", HOST, "logs", "web", "--")
 
 
 def test_error_messages_name_the_status_and_what_to_do():
