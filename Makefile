@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAME ?=
 
-.PHONY: run test bench schemas lint clean system-deps venv ui
+.PHONY: run test bench schemas lint clean system-deps system-deps-test venv ui
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,10 @@ venv: $(STAMP)
 
 # Machine packages the stack and the tests use (Debian names). Installed only when missing and root.
 system-deps:
-	@bash infra/scripts/system-deps.sh
+	@bash infra/scripts/system-deps.sh run
+
+system-deps-test:
+	@bash infra/scripts/system-deps.sh test
 
 # The web UI (ui/): npm ci from the lock file, then a Vite build into ui/dist (served by the
 # gateway at /); each step reruns only when its inputs changed.
@@ -37,10 +40,10 @@ ui: ui/dist/index.html
 run: $(STAMP) system-deps ui
 	$(BIN)/fleetwatch dev
 
-test: $(STAMP) system-deps ui
+test: $(STAMP) system-deps-test ui
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps-test ui
 	$(BIN)/python -m bench $(NAME)
 
 schemas: $(STAMP)
