@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,9 +52,10 @@ class Result:
 class Cli:
     """Runs `fleetwatch` with its own config dir; `role` puts that user's token in FLEETWATCH_TOKEN."""
 
-    def __init__(self, gw, config_home: Path) -> None:
+    def __init__(self, gw, config_home: Path, nats_env: dict[str, str] | None = None) -> None:
         self.gw = gw
         self.config_home = config_home
+        self.nats_env = nats_env or {}
 
     def env(self, role: str | None = None, **extra: str) -> dict[str, str]:
         env = service_env(XDG_CONFIG_HOME=str(self.config_home), FLEETWATCH_URL=self.gw.url, COLUMNS="200")
@@ -104,7 +106,7 @@ async def stack(nats_stack, pg_cluster, workdir):
         with running_gateway(nats_stack, dsn, d / "gw") as gw:
             await sim.publish(admin, [sim.info(h) for h in SIM_HOSTS] + [sim.frame(h) for h in SIM_HOSTS] + [sim.snapshot(h) for h in SIM_HOSTS])
             await wait_until(lambda: _known(gw), 30, what="simulated hosts in the gateway")
-            yield gw, Cli(gw, d / "config"), admin, sim, d
+            yield gw, Cli(gw, d / "config", nats_stack.env("gateway")), admin, sim, d, dsn
     finally:
         await stop_alerter(alerter)
         cp.stop()
@@ -194,7 +196,7 @@ async def test_hosts_from_the_simulator_and_json_is_the_api(stack):
 
 
 async def test_top_follows_the_live_stream(stack):
-    gw, cli, admin, sim, _ = stack
+    gw, cli, admin, sim, *_ = stack
     host = SIM_HOSTS[0]
     stop = asyncio.Event()
     cpus: list[float] = []
@@ -226,7 +228,7 @@ async def test_top_follows_the_live_stream(stack):
 
 
 async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stack):
-    gw, cli, _, _, d = stack
+    gw, cli, _, _, d, _ = stack
     r = await cli("apps", HOST, "register", "web", "--python", str(d / "app.py"), "--interpreter", sys.executable, "--start", role="admin")
     assert r.rc == 0, r
     assert "web on host-c: registered" in r.out
@@ -356,7 +358,7 @@ async def test_sync_asks_the_replicator(stack):
 
 
 async def test_alerts_silences_checks_and_the_hosts_alert_column(stack):
-    gw, cli, admin, sim, _ = stack
+    gw, cli, admin, sim, *_ = stack
 
     async def firing():
         await sim.publish(admin, [sim.frame("clisim-b")])
@@ -504,3 +506,42 @@ async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
                 proc.kill()
                 await proc.wait()
             os.close(master)
+
+
+async def test_https_gateway_with_the_ca_of_fleetwatch_certs(stack, tmp_path):
+    """`fleetwatch certs` makes the CA; `login --ca-file` trusts it and saves it with the login;
+    without it the certificate is refused with a sentence saying what to do."""
+    from libs.embedded.natsserver import free_port
+
+    gw, cli, _, _, d, dsn = stack
+    r = await cli("certs", "--out", str(tmp_path / "certs"))
+    assert r.rc == 0, r
+    port = free_port()
+    pw = tmp_path / "admin-password"
+    pw.write_text(gw.admin_password + "\n")  # the admin exists already: this file is not used to make one
+    env = service_env(
+        **cli.nats_env, FLEETWATCH_DB_DSN=dsn, FLEETWATCH_GATEWAY_PORT=str(port), FLEETWATCH_GATEWAY_ADMIN_PASSWORD_FILE=str(pw),
+        FLEETWATCH_GATEWAY_TLS_CERT=str(tmp_path / "certs" / "gateway.crt"), FLEETWATCH_GATEWAY_TLS_KEY=str(tmp_path / "certs" / "gateway.key"),
+    )
+    url = f"https://127.0.0.1:{port}"
+    with open(tmp_path / "gateway.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    own = Cli(gw, tmp_path / "cfg")
+    try:
+        async def ready():
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
+            r = await own("login", "--url", url, "-u", "admin", "--password-stdin", "--ca-file", str(tmp_path / "certs" / "ca.crt"), stdin=gw.admin_password + "\n", FLEETWATCH_URL="")
+            return r if r.rc == 0 else None
+
+        await wait_until(ready, 60, interval=0.5, what="login to the https gateway")
+        r = await own("hosts", "--json", FLEETWATCH_URL="")  # URL and CA from the saved login
+        assert r.rc == 0 and {h["host"] for h in r.json()} >= set(SIM_HOSTS), r
+        r = await Cli(gw, tmp_path / "nothing")("hosts", FLEETWATCH_URL=url, FLEETWATCH_TOKEN="x")
+        assert r.rc == 1 and "certificate of https://127.0.0.1" in r.err and "--ca-file" in r.err
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import config, output
 from .client import CliError, Client
@@ -18,10 +19,11 @@ def login(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty() or args.password_stdin:
             raise CliError("give --username when the password comes from stdin")
         username = input("Username: ").strip()
+    ca_file = str(Path(args.ca_file).resolve()) if args.ca_file else config.resolve_ca(url)
     password = read_secret(f"Password for {username}@{url}: ", from_stdin=args.password_stdin)
-    with Client(url) as c:
+    with Client(url, ca_file=ca_file) as c:
         r = c.post("/api/v1/auth/login", {"username": username, "password": password})
-    path = config.save(config.Credentials(url=url, token=r["token"], username=r["username"], role=r["role"], expires_at=r.get("expires_at")))
+    path = config.save(config.Credentials(url=url, token=r["token"], username=r["username"], role=r["role"], expires_at=r.get("expires_at"), ca_file=ca_file))
     if want_json(args):
         output.print_json({"username": r["username"], "role": r["role"], "expires_at": r.get("expires_at"), "url": url, "credentials": str(path)})
     else:
@@ -81,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "The token is saved in $XDG_CONFIG_HOME/fleetwatch/credentials.json (mode 0600).")
     p.add_argument("-u", "--username", default="", help="username (asked when not given)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--ca-file", default="", help="CA certificate of an https gateway (ca.crt of `fleetwatch certs`); saved with the login")
     add_common(p)
     p.set_defaults(func=login)
 

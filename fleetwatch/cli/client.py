@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,12 +64,18 @@ def error_message(status: int, body: Any, headers: httpx.Headers | dict) -> str:
 
 
 class Client:
-    def __init__(self, url: str, token: str = "", *, timeout: float = 90.0) -> None:
+    def __init__(self, url: str, token: str = "", *, timeout: float = 90.0, ca_file: str = "") -> None:
         self.url = url
         headers = {"User-Agent": f"fleetwatch-cli/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise CliError(f"cannot use the CA file {ca_file}: {exc}") from None
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify)
 
     def close(self) -> None:
         self.http.close()
@@ -84,6 +91,8 @@ class Client:
         try:
             yield
         except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise CliError(f"the certificate of {self.url} is not trusted ({exc}): give its CA with `fleetwatch login --ca-file` or FLEETWATCH_CA_FILE") from None
             raise CliError(f"cannot reach the gateway at {self.url}: {exc} (set --url or FLEETWATCH_URL)") from None
         except httpx.TimeoutException:
             raise CliError(f"the gateway at {self.url} did not answer in time") from None

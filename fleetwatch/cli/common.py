@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from .client import CliError, Client
-from .config import ConfigError, resolve_token, resolve_url
+from .config import ConfigError, resolve_ca, resolve_token, resolve_url
 
 
 def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def want_json(args: argparse.Namespace) -> bool:
 def client(args: argparse.Namespace, *, auth: bool = True) -> Client:
     url = resolve_url(getattr(args, "url", None))
     token = resolve_token(url) if auth else ""
-    return Client(url, token)
+    return Client(url, token, ca_file=resolve_ca(url))
 
 
 def fail(message: str) -> int:

@@ -127,11 +127,11 @@ autoload -U +X bashcompinit && bashcompinit
 def hosts() -> int:
     """Host ids for completion: quiet and quick, nothing at all when not logged in or offline."""
     from .client import Client
-    from .config import ConfigError, resolve_token, resolve_url
+    from .config import ConfigError, resolve_ca, resolve_token, resolve_url
 
     try:
         url = resolve_url(None)
-        with Client(url, resolve_token(url), timeout=3.0) as c:
+        with Client(url, resolve_token(url), timeout=3.0, ca_file=resolve_ca(url)) as c:
             for h in c.get("/api/v1/hosts"):
                 print(h["host"])
     except (ConfigError, Exception):  # completion must never print an error into the prompt

@@ -1,5 +1,8 @@
 """Where the CLI finds the gateway and its token.
 
+The CA of an https gateway with its own certificate authority: FLEETWATCH_CA_FILE, or the one
+given to `fleetwatch login --ca-file`.
+
 Order: `--url` / FLEETWATCH_URL / the saved login / the dev stack of the current directory
 (`make run` writes its gateway port to `.fleetwatch/stack.json`) / the local default; FLEETWATCH_TOKEN (a session
 or an API token, for automation) / the saved login. The saved login is one 0600 file in
@@ -26,6 +29,7 @@ class Credentials(msgspec.Struct, kw_only=True, frozen=True):
     username: str = ""
     role: str = ""
     expires_at: float | None = None
+    ca_file: str = ""  # the CA that signed an https gateway's certificate (`fleetwatch certs`)
 
 
 _codec_dec = msgspec.json.Decoder(Credentials)
@@ -110,6 +114,14 @@ def dev_stack_url(directory: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return f"http://127.0.0.1:{port}"
+
+
+def resolve_ca(url: str) -> str:
+    """FLEETWATCH_CA_FILE, else the CA saved with the login to this URL; empty: the system's CAs."""
+    if os.environ.get("FLEETWATCH_CA_FILE"):
+        return os.environ["FLEETWATCH_CA_FILE"]
+    creds = load()
+    return creds.ca_file if creds and creds.url == url else ""
 
 
 def resolve_token(url: str) -> str:
