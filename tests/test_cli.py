@@ -456,12 +456,52 @@ def test_error_messages_name_the_status_and_what_to_do():
         "bad request (400): Validation failed for POST /api/v1/users (username: Expected `str` matching regex)")
 
 
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    """What a pty's program wrote, until `needle` shows up or time is up."""
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                buf += os.read(fd, 65536)
+            except OSError:
+                break
+    return buf
+
+
+async def test_password_prompt_in_a_terminal_does_not_echo(stack, tmp_path):
+    import pty
+
+    gw, cli, *_ = stack
+    password = "tty-typed-secret-9"
+    assert (await cli("users", "add", "ttyuser", "--role", "viewer", "--password-stdin", role="admin", stdin=password + "\n")).rc == 0
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "login", "-u", "ttyuser", cwd=ROOT, env=Cli(gw, tmp_path).env(), stdin=slave, stdout=slave, stderr=slave,
+        start_new_session=True,  # the pty becomes its terminal, as getpass expects
+    )
+    os.close(slave)
+    try:
+        seen = await asyncio.to_thread(read_until, master, b"Password for ttyuser", 30)
+        assert b"Password for ttyuser" in seen, seen
+        os.write(master, password.encode() + b"\n")
+        seen += await asyncio.to_thread(read_until, master, b"logged in", 30)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0, seen
+        assert b"logged in to" in seen and password.encode() not in seen  # typed, never shown
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+
+
 async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
     """In a terminal (a pty here), top draws full screen, q quits with status 0 and the terminal's
     mode is restored; SIGINT (Ctrl-C) quits with 0 too."""
     import fcntl
     import pty
-    import select
     import struct
     import termios
 
@@ -469,17 +509,6 @@ async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
     env = cli.env("viewer")
     env.pop("COLUMNS", None)
     env["TERM"] = "xterm-256color"
-
-    def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while needle not in buf and time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    buf += os.read(fd, 65536)
-                except OSError:
-                    break
-        return buf
 
     for key in (b"q", None):
         master, slave = pty.openpty()

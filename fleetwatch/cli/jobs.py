@@ -90,7 +90,8 @@ def wait(c, base: str, job: dict, args: argparse.Namespace) -> int:
     else:
         for ln in logs.get("lines", []):
             print(ln)
-        show_jobs([job]) if job["state"] != "succeeded" else None
+        if job["state"] != "succeeded":
+            show_jobs([job])
     return 0 if job["state"] == "succeeded" else 1
 
 
