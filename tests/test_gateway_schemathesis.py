@@ -11,9 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from libs.embedded.stack import NatsStack
+from tests.conftest import TEST_HOSTS
 
 from tests.support.alerting import alerter_process  # noqa: F401 (fixture: the alerting routes need an alerter)
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
@@ -23,6 +27,15 @@ pytestmark = pytest.mark.timeout(660)
 ST = Path(sys.executable).with_name("schemathesis")
 AGENT_ROUTES = r"^/api/v1/(hosts/\{host\}/(apps|jobs|scan|replication)|webhook)"
 STREAMS = r"(^/api/v1/stream$|/stream$)"
+
+
+@pytest.fixture(scope="module")
+def nats_stack(workdir):
+    """This module's own nats-server (overrides the session one): KV state other tests leave
+    behind (notifiers pointing at servers long gone, ...) must not decide what this test sees."""
+    st = NatsStack(workdir / f"nats-st-{uuid.uuid4().hex[:8]}", TEST_HOSTS).start()
+    yield st
+    st.stop()
 
 
 @pytest.fixture(scope="module")
