@@ -154,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apps", help="a host's apps: list, status, start, stop, restart, logs [-f], register, remove",
                        description="`fleetwatch apps HOST` lists the apps of HOST; `fleetwatch apps HOST VERB NAME` acts on one. "
                        "Viewers read, operators start/stop/restart and read logs, admins register and remove.")
-    p.add_argument("host", help="host id")
+    p.add_argument("host", metavar="HOST", help="host id")
     add_common(p)
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="the host's apps and their state (the default)")

@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="one-shot commands on a host: list, run, get, logs, stop, restart, cleanup",
                        description="`fleetwatch jobs HOST` lists the host's jobs; `fleetwatch jobs HOST run -- CMD ARGS` runs one "
                        "(argv, never a shell; operator).")
-    p.add_argument("host", help="host id")
+    p.add_argument("host", metavar="HOST", help="host id")
     add_common(p)
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="jobs, newest first (the default)")
