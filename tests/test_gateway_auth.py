@@ -142,12 +142,14 @@ async def test_api_token_shown_once_stored_hashed_capped_and_revocable(gw, auth_
         assert tok["token"].startswith("fwk_") and tok["role"] == "viewer"
         assert (await c.post("/api/v1/auth/tokens", json={"role": "admin"})).status_code == 403
         listed = (await c.get("/api/v1/auth/tokens")).json()
-        assert [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0]
+        assert [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0] and listed[0]["last_used_at"] is None
     auth = {"Authorization": f"Bearer {tok['token']}"}
     async with gw.async_client() as c:
         me = (await c.get("/api/v1/auth/me", headers=auth)).json()
         assert me["via"] == "api_token" and me["role"] == "viewer" and me["username"] == gw.actor("operator")
         assert (await c.get("/api/v1/audit", headers=auth)).status_code == 403  # viewer token of an operator
+    async with gw.async_client("operator") as c:
+        assert (await c.get("/api/v1/auth/tokens")).json()[0]["last_used_at"] is not None
     conn = await asyncpg.connect(auth_db)
     try:
         stored = await conn.fetchval("SELECT token_hash FROM api_tokens WHERE id=$1", tok["id"])
@@ -200,3 +202,18 @@ async def test_cors_only_for_configured_origins(gw):
     async with gw.async_client("viewer") as c:
         r = await c.get("/api/v1/hosts", headers={"Origin": "https://ui.example"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://ui.example"
+
+
+async def test_password_spraying_from_one_client_is_limited_too(gw):
+    """Last in this module: afterwards this client (127.0.0.1) cannot log in for a minute."""
+    async with gw.async_client() as c:
+        codes = []
+        for i in range(31):  # 10 x login_max_failures (30) per client, over many accounts, 2 tries each
+            r = await c.post("/api/v1/auth/login", json={"username": f"spray{i // 2}", "password": "guess-guess"})
+            codes.append(r.status_code)
+            if r.status_code == 429:
+                break
+        # Earlier tests of this module failed a few logins from this client too (they count).
+        assert codes[-1] == 429 and 20 <= len(codes) <= 31 and set(codes[:-1]) == {401}
+        r = await c.post("/api/v1/auth/login", json={"username": "someone-else", "password": "x"})
+        assert r.status_code == 429

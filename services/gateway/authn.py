@@ -62,6 +62,8 @@ class Authenticator:
             )
             if row is None or not row["is_active"] or not hmac.compare_digest(row["token_hash"], hash_api_token(token)):
                 return None
+            # At most once per cache period per token: automation's last use, shown in the token list.
+            await self.pool.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1", tid)
             # A token never carries more than its owner has now.
             role = ROLES[min(LEVEL[row["token_role"]], LEVEL[row["role"]])]
             return Actor(username=row["username"], user_id=row["id"], role=role, via="api_token", token_id=tid)
@@ -82,16 +84,16 @@ class LoginLimiter:
         self.window_s = window_s
         self._fails: dict[str, list[float]] = {}
 
-    def retry_after(self, key: str) -> float:
+    def retry_after(self, key: str, limit: int | None = None) -> float:
         now = time.monotonic()
         fails = [t for t in self._fails.get(key, ()) if t > now - self.window_s]
         if fails:
             self._fails[key] = fails
         else:
             self._fails.pop(key, None)
-        if len(fails) < self.max_failures:
+        if len(fails) < (limit or self.max_failures):
             return 0.0
-        return max(0.1, fails[0] + self.window_s - now)
+        return max(0.1, fails[-(limit or self.max_failures)] + self.window_s - now)
 
     def failed(self, key: str) -> None:
         if len(self._fails) > 50_000:

@@ -77,7 +77,8 @@ class AuthController(Controller):
     async def login(self, data: LoginRequest, request: Request, gw: GatewayDep) -> LoginResponse:
         client = request.client.host if request.client else "?"
         key = f"{data.username}|{client}"
-        wait = gw.limiter.retry_after(key)
+        # Per account and client, and per client over all accounts (password spraying).
+        wait = max(gw.limiter.retry_after(key), gw.limiter.retry_after(f"*|{client}", 10 * gw.limiter.max_failures))
         if wait:
             gw.logins_limited += 1
             raise HTTPException(status_code=429, detail="too many failed logins; try again later", headers={"Retry-After": str(int(wait) + 1)})
@@ -85,6 +86,7 @@ class AuthController(Controller):
         ok = await gw.hasher.verify_async(data.password, row["password_hash"] if row else None)
         if not ok:
             gw.limiter.failed(key)
+            gw.limiter.failed(f"*|{client}")
             gw.logins_failed += 1
             raise HTTPException(status_code=401, detail="wrong username or password")
         if not row["is_active"]:
