@@ -177,7 +177,19 @@ async def test_login_stores_a_private_token_and_users_admin(stack, tmp_path):
 
 
 async def test_hosts_from_the_simulator_and_json_is_the_api(stack):
-    gw, cli, *_ = stack
+    gw, cli, admin, sim, *_ = stack
+    # Fresh frames: a host is online for 30 s after its last one.
+    t0 = time.time()
+    await sim.publish(admin, [sim.frame(h) for h in SIM_HOSTS])
+
+    async def fresh():
+        return all(h["last"]["ts"] >= t0 - 1 for h in await api(gw, "viewer", "/api/v1/hosts") if h["host"] in SIM_HOSTS)
+
+    await wait_until(fresh, 30, what="fresh frames in the gateway")
+    # /hosts is rebuilt at most once a second and served stale meanwhile: let it settle.
+    await asyncio.sleep(1.1)
+    await api(gw, "viewer", "/api/v1/hosts")
+    await asyncio.sleep(1.1)
     r = await cli("hosts", role="viewer")
     assert r.rc == 0, r
     rows = {ln.split()[0]: ln.split() for ln in r.out.splitlines() if ln.startswith("clisim-")}
