@@ -417,6 +417,8 @@ async def test_usage_errors_exit_2_and_failures_exit_1(stack, tmp_path):
     assert (await cli("apps", role="viewer")).rc == 2  # HOST missing
     assert (await cli("no-such-command")).rc == 2
     assert (await cli("audit", "--since", "yesterday-ish", role="operator")).rc == 2
+    r = await cli("users", "deactivate", "../auth/tokens", role="admin")  # a name is one URL segment, never a path
+    assert r.rc == 2 and "not a valid name" in r.err
     r = await Cli(gw, tmp_path)("hosts")
     assert r.rc == 1 and "not logged in" in r.err
     r = await cli("hosts", FLEETWATCH_TOKEN="not-a-token")

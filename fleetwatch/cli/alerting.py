@@ -12,7 +12,7 @@ import re
 import time
 
 from . import output
-from .common import add_common, client, command, subparsers, want_json
+from .common import add_common, client, command, ident, subparsers, want_json
 from .hosts import alert_items
 
 _MATCHER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(=~|!~|!=|=)(.*)$")
@@ -189,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--comment", default="", help="why")
     add_common(q)
     q = v.add_parser("rm", help="end a silence now (operator)")
-    q.add_argument("id")
+    q.add_argument("id", type=ident)
     add_common(q)
     p.set_defaults(func=silence, verb=None)
 
@@ -199,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = v.add_parser("list", help="checks and their last result (the default)")
     add_common(q)
     q = v.add_parser("add", help="add or replace a check (operator)")
-    q.add_argument("name")
+    q.add_argument("name", type=ident)
     q.add_argument("url_to_check", metavar="URL")
     q.add_argument("--method", default="GET")
     q.add_argument("--interval", type=seconds, default=60.0, help="how often (default 60s)")
@@ -209,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--severity", choices=("info", "warning", "critical"), default="critical")
     add_common(q)
     q = v.add_parser("rm", help="delete a check (operator)")
-    q.add_argument("name")
+    q.add_argument("name", type=ident)
     add_common(q)
     p.set_defaults(func=checks, verb=None)
 

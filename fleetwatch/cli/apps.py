@@ -10,7 +10,7 @@ import time
 
 from . import output
 from .client import CliError
-from .common import add_common, client, command, subparsers, want_json
+from .common import add_common, client, command, ident, subparsers, want_json
 
 
 def run_text(run: dict) -> str:
@@ -154,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apps", help="a host's apps: list, status, start, stop, restart, logs [-f], register, remove",
                        description="`fleetwatch apps HOST` lists the apps of HOST; `fleetwatch apps HOST VERB NAME` acts on one. "
                        "Viewers read, operators start/stop/restart and read logs, admins register and remove.")
-    p.add_argument("host", metavar="HOST", help="host id")
+    p.add_argument("host", metavar="HOST", type=ident, help="host id")
     add_common(p)
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="the host's apps and their state (the default)")
@@ -162,10 +162,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     for verb, text in (("status", "one app's state"), ("start", "start an app"), ("stop", "stop an app (SIGTERM, then SIGKILL after its stop timeout)"),
                        ("restart", "restart an app"), ("remove", "stop and unregister an app (admin)")):
         q = v.add_parser(verb, help=text)
-        q.add_argument("name", help="app name")
+        q.add_argument("name", type=ident, help="app name")
         add_common(q)
     q = v.add_parser("logs", help="the last lines of an app's log; -f follows new lines until Ctrl-C")
-    q.add_argument("name", help="app name")
+    q.add_argument("name", type=ident, help="app name")
     q.add_argument("-n", "--lines", type=int, default=None, help="lines of history (default 100; 0 with -f: only new lines)")
     q.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     q.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time and stream")

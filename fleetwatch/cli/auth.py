@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import config, output
 from .client import CliError, Client
-from .common import add_common, client, command, read_secret, subparsers, want_json
+from .common import add_common, client, command, ident, read_secret, subparsers, want_json
 
 
 @command
@@ -105,6 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--expires-days", type=float, default=None, help="expire after this many days (default: never)")
     add_common(q)
     q = v.add_parser("revoke", help="revoke a token by id")
-    q.add_argument("id")
+    q.add_argument("id", type=ident)
     add_common(q)
     p.set_defaults(func=tokens, verb="list")

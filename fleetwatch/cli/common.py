@@ -7,6 +7,7 @@ import argparse
 import functools
 import getpass
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -40,6 +41,17 @@ class ArgvParser(argparse.ArgumentParser):
 
 def subparsers(p: argparse.ArgumentParser, dest: str, *, required: bool = False) -> argparse._SubParsersAction:
     return p.add_subparsers(dest=dest, metavar=dest.upper(), required=required, parser_class=ArgvParser)
+
+
+_IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def ident(text: str) -> str:
+    """A host id, app, user, job, check or silence name: one path segment of the API's URLs,
+    so never `..` or a `/` that would reach another route."""
+    if not _IDENT.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid name (letters, digits, _ . -)")
+    return text
 
 
 def want_json(args: argparse.Namespace) -> bool:

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from . import output
 from .client import CliError, Client
-from .common import add_common, client, command, want_json
+from .common import add_common, client, command, ident, want_json
 
 
 def alert_items(body: Any) -> list[dict]:
@@ -92,7 +92,7 @@ def detail(c: Client, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hosts", help="the fleet: host, online, CPU, RAM, disk, GPU, alerts (or one host in detail)")
-    p.add_argument("host", nargs="?", metavar="HOST", help="show this host in detail")
+    p.add_argument("host", nargs="?", metavar="HOST", type=ident, help="show this host in detail")
     p.add_argument("--status", choices=("online", "offline"), help="only hosts in this state")
     p.add_argument("--label", help="only hosts with this label (key=value)")
     add_common(p)

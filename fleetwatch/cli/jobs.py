@@ -9,7 +9,7 @@ import time
 from . import output
 from .apps import parse_env
 from .client import CliError
-from .common import add_common, client, command, subparsers, want_json
+from .common import add_common, client, command, ident, subparsers, want_json
 
 FINISHED = ("succeeded", "failed", "timeout", "stopped")
 
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="one-shot commands on a host: list, run, get, logs, stop, restart, cleanup",
                        description="`fleetwatch jobs HOST` lists the host's jobs; `fleetwatch jobs HOST run -- CMD ARGS` runs one "
                        "(argv, never a shell; operator).")
-    p.add_argument("host", metavar="HOST", help="host id")
+    p.add_argument("host", metavar="HOST", type=ident, help="host id")
     add_common(p)
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="jobs, newest first (the default)")
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(q)
     for verb, text in (("get", "one job"), ("logs", "a job's output"), ("stop", "stop a running job"), ("restart", "run a job's command again")):
         q = v.add_parser(verb, help=text)
-        q.add_argument("id", help="job id (job_YYYYMMDD_HHMMSS_xxxxxx)")
+        q.add_argument("id", type=ident, help="job id (job_YYYYMMDD_HHMMSS_xxxxxx)")
         if verb == "logs":
             q.add_argument("-n", "--lines", type=int, default=200)
         add_common(q)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from . import output
-from .common import add_common, client, command, want_json
+from .common import add_common, client, command, ident, want_json
 
 
 def status_rows(items: list[dict]) -> list[tuple]:
@@ -43,7 +43,7 @@ def sync(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sync", help="replicate the central users to HOST now (no HOST: last replication of every host)")
-    p.add_argument("host", nargs="?", metavar="HOST", help="host id")
+    p.add_argument("host", nargs="?", metavar="HOST", type=ident, help="host id")
     p.add_argument("--no-wait", action="store_true", help="ask for the sync and return at once")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the sync (default 60)")
     add_common(p)

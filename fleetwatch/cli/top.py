@@ -24,7 +24,7 @@ from rich.text import Text
 
 from . import output
 from .client import CliError
-from .common import add_common, client, command, want_json
+from .common import add_common, client, command, ident, want_json
 
 SORTS = {"cpu": ("cpu_percent", True), "mem": ("rss", True), "rss": ("rss", True), "pid": ("pid", False), "name": ("name", False), "threads": ("threads", True)}
 
@@ -220,7 +220,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("top", help="one host live, like top: frame values and the process table (q or Ctrl-C quits)",
                        description="One host live: frame values and the process table, redrawn as the gateway streams them. "
                        "Keys: q quit, c/P sort by CPU, m/M by memory, p by pid, n by name, t by threads.")
-    p.add_argument("host", metavar="HOST", help="host id")
+    p.add_argument("host", metavar="HOST", type=ident, help="host id")
     p.add_argument("--sort", choices=sorted(SORTS), default="cpu", help="process order (default cpu)")
     p.add_argument("--procs", type=int, default=0, help="process rows shown (default: what fits)")
     p.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many live frames (default: until q)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from . import output
-from .common import add_common, client, command, read_secret, subparsers, want_json
+from .common import add_common, client, command, ident, read_secret, subparsers, want_json
 
 
 def show_users(users: list[dict]) -> None:
@@ -75,15 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-password", action="store_true", help="create without a password (cannot log in until one is set)")
     add_common(q)
     q = v.add_parser("passwd", help="set a user's password (asked, or --password-stdin)")
-    q.add_argument("username")
+    q.add_argument("username", type=ident)
     q.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add_common(q)
     for verb, text in (("deactivate", "deactivate a user (the row stays; uids are never reused)"), ("activate", "activate a user again")):
         q = v.add_parser(verb, help=text)
-        q.add_argument("username")
+        q.add_argument("username", type=ident)
         add_common(q)
     q = v.add_parser("role", help="change a user's role")
-    q.add_argument("username")
+    q.add_argument("username", type=ident)
     q.add_argument("role", choices=("viewer", "operator", "admin"))
     add_common(q)
     p.set_defaults(func=users, verb=None, all=False)
