@@ -588,3 +588,21 @@ async def test_https_gateway_with_the_ca_of_fleetwatch_certs(stack, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_big_tables_are_laid_out_without_rich(capsys):
+    """Thousands of hosts: aligned plain text in one pass (rich measured every cell for seconds)."""
+    from rich.text import Text
+
+    from fleetwatch.cli import output
+
+    rows = [(f"h{i}", Text("online", style="green"), f"{i % 100}.0%", "x" * (i % 7)) for i in range(1000)]
+    t = output.table(("HOST", "STATUS", "CPU", "NOTE"), rows, right=("CPU",))
+    assert isinstance(t, output.PlainTable)
+    output.show(t)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1001 and lines[0].split() == ["HOST", "STATUS", "CPU", "NOTE"]
+    assert lines[1] == "h0    online   0.0%" and lines[999] == "h998  online  98.0%  xxxx"
+    assert {ln.index("online") for ln in lines[1:]} == {6}  # one column, one position
+    small = output.table(("HOST",), [("h1",)])
+    assert not isinstance(small, output.PlainTable)

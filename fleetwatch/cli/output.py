@@ -35,21 +35,48 @@ def print_jsonl(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, right: Iterable[str] = ()) -> Table:
+# Above this many rows a table is laid out here, not by rich: rich measures every cell of every
+# row (10,000 hosts took seconds); this is one pass over the strings.
+PLAIN_ROWS = 300
+
+
+class PlainTable:
+    """A big table as aligned plain text (styles dropped)."""
+
+    def __init__(self, columns: Sequence[str], rows: list[list[str]], right: set[str]) -> None:
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        last = len(columns) - 1
+
+        def line(cells: Sequence[str]) -> str:
+            out = [(v.rjust(w) if columns[i] in right else (v if i == last else v.ljust(w))) for i, (v, w) in enumerate(zip(cells, widths))]
+            return "  ".join(out).rstrip()
+
+        self.text = "\n".join([line(columns)] + [line(r) for r in rows]) + "\n"
+
+    def __rich__(self) -> Text:
+        return Text(self.text.rstrip("\n"))
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, right: Iterable[str] = ()) -> Table | PlainTable:
     right = set(right)
+    cells = [list(r) for r in rows]
+    if len(cells) > PLAIN_ROWS:
+        return PlainTable(columns, [[v.plain if isinstance(v, Text) else ("" if v is None else str(v)) for v in r] for r in cells], right)
     t = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
     for c in columns:
         t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis" if c != columns[-1] else "fold")
-    n = 0
-    for r in rows:
+    for r in cells:
         t.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in r])
-        n += 1
-    if not n:
+    if not cells:
         t.caption, t.caption_justify, t.caption_style = "(none)", "left", "dim"
     return t
 
 
 def show(renderable: Any) -> None:
+    if isinstance(renderable, PlainTable):
+        sys.stdout.write(renderable.text)
+        sys.stdout.flush()
+        return
     console().print(renderable)
 
 
