@@ -192,22 +192,15 @@ class Alerter:
             log.exception("evaluating a frame failed", extra={"host": frame.host})
 
     async def _on_app(self, msg) -> None:
-        try:
-            st = APP.decode(msg.data)
-        except DecodeError as exc:
-            await self._bad(msg, exc)
-            return
-        if st.host != subjects.token(msg.subject, 2):
-            await self._bad(msg, ValueError(f"host {st.host!r} does not match the subject"))
-            return
-        try:
-            await self.engine.on_app(st)
-        except Exception:
-            log.exception("evaluating an app status failed", extra={"host": st.host})
+        await self._on_host_event(msg, APP, self.engine.on_app, "an app status")
 
     async def _on_replica(self, msg) -> None:
+        await self._on_host_event(msg, REPLICA, self.engine.on_replica, "a replication status")
+
+    async def _on_host_event(self, msg, codec, handle, what: str) -> None:
+        """Decode a per-host event, refuse one whose host is not its subject's, then evaluate it."""
         try:
-            st = REPLICA.decode(msg.data)
+            st = codec.decode(msg.data)
         except DecodeError as exc:
             await self._bad(msg, exc)
             return
@@ -215,9 +208,9 @@ class Alerter:
             await self._bad(msg, ValueError(f"host {st.host!r} does not match the subject"))
             return
         try:
-            await self.engine.on_replica(st)
+            await handle(st)
         except Exception:
-            log.exception("evaluating a replication status failed", extra={"host": st.host})
+            log.exception("evaluating %s failed", what, extra={"host": st.host})
 
     async def _subscribe_once(self, subject: str, stream: str, cb) -> None:
         start = dt.datetime.fromtimestamp(time.time() - self.cfg.lookback_s, dt.timezone.utc)
