@@ -3,6 +3,9 @@
 State lives under `.fleetwatch/`: ports, NATS config and credentials, the JetStream store, the
 PostgreSQL cluster and the generated admin password. A second run reuses all of it. honcho runs
 every process with prefixed output; Ctrl-C stops them all.
+
+NATS runs as in production: the inventory's hosts log in as static users, and a host an admin
+registers through the gateway (`POST /api/v1/hosts`) is let in by the authcallout service.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from libs.embedded import NatsServer, PostgresCluster, free_port
 from libs.embedded.postgres import PostgresMissing, find_pg_bindir, pg_can_reach
 from libs.schemas.ids import host_id_from_hostname
@@ -28,7 +33,7 @@ from libs.schemas.ids import host_id_from_hostname
 from . import natsconfig
 
 # Start order (honcho starts them together; services wait for their dependencies themselves).
-SERVICES = ("ingest", "collector", "commander", "replicator", "alerter", "gateway")
+SERVICES = ("authcallout", "ingest", "collector", "commander", "replicator", "alerter", "gateway")
 AGENTS = {"collector", "commander", "replicator"}
 CENTRAL_DB = "fleetwatch"
 LOCAL_DB = "fleetwatch_local"  # the replicator's per-host copy; same cluster on one machine
@@ -101,7 +106,7 @@ def ensure_postgres_installed() -> None:
         raise SystemExit(1) from None
 
 
-def prepare(state: DevState) -> dict:
+def prepare(state: DevState, callout_ttl: float = 30.0) -> dict:
     """Write configs, initialise the database cluster; returns what the processes need."""
     host = state.host_id
     nats_port = state.port("nats_port", 4222)
@@ -111,6 +116,8 @@ def prepare(state: DevState) -> dict:
     if not inv_path.exists():
         inv_path.write_text(f'# hosts whose agents may connect to the dev NATS server\n[[hosts]]\nid = "{host}"\n')
     inv = natsconfig.load_inventory(inv_path)
+    # Registration on, whatever an older state dir's inventory says (the same nats.conf as production).
+    inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, registration=True))
     creds = natsconfig.write_config(inv, state.root / "nats", store_dir=str(state.root / "jetstream"), listen=f"127.0.0.1:{nats_port}")
     ensure_postgres_installed()
     pg = PostgresCluster(state.pg_dir(), pg_port, password_file=state.root / "pg-password")
@@ -122,6 +129,7 @@ def prepare(state: DevState) -> dict:
         "gateway_port": gw_port,
         "creds": creds,
         "pg": pg,
+        "callout_ttl": callout_ttl,
     }
 
 
@@ -129,6 +137,8 @@ def service_env(state: DevState, ctx: dict, service: str) -> dict[str, str]:
     host = ctx["host"]
     pg: PostgresCluster = ctx["pg"]
     user = natsconfig.agent_user(host) if service in AGENTS else service
+    if service == "authcallout":
+        user = natsconfig.CALLOUT_USER
     env = {
         "FLEETWATCH_NATS_URL": f"nats://127.0.0.1:{ctx['nats_port']}",
         "FLEETWATCH_NATS_USER": user,
@@ -143,6 +153,9 @@ def service_env(state: DevState, ctx: dict, service: str) -> dict[str, str]:
     if service == "replicator":
         env["FLEETWATCH_REPLICATOR_CENTRAL_DSN"] = pg.dsn(CENTRAL_DB)
         env["FLEETWATCH_REPLICATOR_LOCAL_DSN"] = pg.dsn(LOCAL_DB)
+    if service == "authcallout":
+        env["FLEETWATCH_AUTHCALLOUT_ISSUER_SEED"] = ctx["creds"][natsconfig.CALLOUT_SEED]
+        env["FLEETWATCH_AUTHCALLOUT_TTL_S"] = str(ctx["callout_ttl"])
     if service == "commander":
         env["FLEETWATCH_COMMANDER_STATE_DIR"] = str(state.root / "commander")
     if service == "gateway":
@@ -163,7 +176,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from honcho.printer import Printer
 
     state = DevState(Path(args.state_dir).resolve())
-    ctx = prepare(state)
+    ctx = prepare(state, args.callout_ttl)
     state.secret("admin-password")
     py = sys.executable
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
@@ -256,6 +269,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     print(f"fleetwatch ready in {time.monotonic() - t0:.1f}s", flush=True)
     if has_gateway:
         print(f"  UI and API:  http://127.0.0.1:{port}/", flush=True)
+        print("  add a host:  POST /api/v1/hosts (admin) returns its agents' NATS credentials once", flush=True)
     print(f"  NATS:        nats://127.0.0.1:{state.data['nats_port']} (credentials in {state.root / 'nats'})", flush=True)
     print(f"  login:       admin / {pw}   (stored in {state.root / 'admin-password'})", flush=True)
     print("  Ctrl-C stops everything.", flush=True)
@@ -269,6 +283,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="run the whole system on this machine (what `make run` does)")
     p.add_argument("--state-dir", default=".fleetwatch")
+    p.add_argument("--callout-ttl", type=float, default=30.0, metavar="S", help="seconds a registered host's login lasts; a revoked host is cut off within this")
     p.set_defaults(func=_cmd_dev)
     for name, fn in (("_serve-nats", _cmd_serve_nats), ("_serve-pg", _cmd_serve_pg), ("_setup", _cmd_setup)):
         q = sub.add_parser(name)

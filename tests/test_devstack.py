@@ -1,9 +1,11 @@
 """`make run` (fleetwatch dev): ready quickly, reuses its data on a second run, and leaves no
-process behind after Ctrl-C."""
+process behind after Ctrl-C; a host registered through its gateway connects with the
+credentials it got (auth callout, as in production), only to its own subjects, until revoked."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,17 +16,23 @@ import time
 from pathlib import Path
 
 import asyncpg
+import httpx
 import psutil
 import pytest
 
+from libs.runtime import NatsSettings, connect
+from libs.schemas import subjects
 from tests.conftest import ROOT, service_env
 
 pytestmark = pytest.mark.slow
 
 
+CALLOUT_TTL_S = 2
+
+
 def _start(state: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fleetwatch", "dev", "--state-dir", str(state)],
+        [sys.executable, "-m", "fleetwatch", "dev", "--state-dir", str(state), "--callout-ttl", str(CALLOUT_TTL_S)],
         cwd=ROOT,
         env=service_env(),
         stdout=subprocess.PIPE,
@@ -84,6 +92,56 @@ async def _pg(state: Path) -> asyncpg.Connection:
     return await asyncpg.connect(f"postgresql://fleetwatch:{pw}@127.0.0.1:{data['pg_port']}/fleetwatch")
 
 
+async def _register_connect_revoke(state: Path) -> None:
+    """The gateway of the running stack registers a host; its agent gets in with those
+    credentials, may publish only its own subjects, and is cut off once revoked."""
+    data = json.loads((state / "stack.json").read_text())
+    nats_url = f"nats://127.0.0.1:{data['nats_port']}"
+    api = f"http://127.0.0.1:{data['gateway_port']}/api/v1"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(f"{api}/auth/login", json={"username": "admin", "password": (state / "admin-password").read_text().strip()})
+        r.raise_for_status()
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = await http.post(f"{api}/hosts", json={"host": "devreg-1"}, headers=headers)
+        assert r.status_code == 201, r.text
+        creds = r.json()
+
+        settings = NatsSettings(url=nats_url, user=creds["user"], password=creds["password"], inbox_prefix=creds["inbox_prefix"], reconnect_wait=0.2, connect_timeout=3)
+        violations: list[str] = []
+
+        async def error_cb(e: Exception) -> None:
+            violations.append(str(e))
+
+        agent = await asyncio.wait_for(connect(settings, "devreg-agent", retry_forever=False, error_cb=error_cb), 20)
+        js = agent.jetstream()
+        assert (await js.publish(subjects.metrics("devreg-1"), b"{}", timeout=5)).stream == "METRICS"
+        other = data["host_id"]  # this machine's host, a static user of the dev inventory
+        await agent.publish(subjects.metrics(other), b"{}")
+        await agent.flush()
+        for _ in range(50):
+            if violations:
+                break
+            await asyncio.sleep(0.1)
+        assert any("publish" in v.lower() and subjects.metrics(other) in v for v in violations), violations
+
+        # The static per-host user of the inventory still logs in beside the callout.
+        static_user = f"agent-{other}"
+        static_pw = json.loads((state / "nats" / "credentials.json").read_text())[static_user]
+        static = await connect(NatsSettings(url=nats_url, user=static_user, password=static_pw, inbox_prefix=f"_INBOX_{other}"), "devreg-static", retry_forever=False)
+        await static.close()
+
+        r = await http.delete(f"{api}/hosts/devreg-1/registration", headers=headers)
+        assert r.status_code == 204, r.text
+    t0 = time.monotonic()
+    while agent.is_connected and time.monotonic() - t0 < CALLOUT_TTL_S + 15:
+        await asyncio.sleep(0.2)
+    assert not agent.is_connected, "revoked host still connected"
+    await asyncio.sleep(1)
+    assert not agent.is_connected, "revoked host got back in"
+    with contextlib.suppress(Exception):  # it is mid-reconnect, being refused
+        await agent.close()
+
+
 def test_make_run_ready_reuse_and_clean_stop(workdir):
     state = workdir / "devstack" / ".fleetwatch"
     state.parent.mkdir(parents=True)
@@ -101,6 +159,7 @@ def test_make_run_ready_reuse_and_clean_stop(workdir):
             await conn.close()
 
         asyncio.run(mark())
+        asyncio.run(_register_connect_revoke(state))
     finally:
         survivors = _ctrl_c(proc)
     assert not survivors, f"left behind after Ctrl-C: {_names(survivors)}"
