@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from libs.runtime import open_nats
+from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for, wait_jetstream
 from libs.schemas import subjects
 from libs.schemas.ids import check_host_id
 from libs.schemas.registration import AGENT_RECORD, secret_matches
@@ -39,7 +40,12 @@ class AuthCallout:
         self.refused = 0
 
     async def start(self) -> None:
-        self.kv = await self.nc.jetstream().key_value(AGENTS_BUCKET.bucket)
+        # The bucket may not exist yet (no host registered, or provisioning still running): make
+        # it as provisioning would, so the callout never refuses to start over an empty fleet.
+        size = await cluster_size(self.nc)
+        if size > 1:
+            await wait_jetstream(self.nc)
+        self.kv = await ensure_bucket(self.nc.jetstream(), AGENTS_BUCKET, replicas_for(size))
         await self.nc.subscribe(AUTH_SUBJECT, cb=self._handle)
         await self.nc.flush()
 
