@@ -16,7 +16,8 @@ from cryptography import x509
 from fleetwatch import certs, natsconfig
 from libs.embedded import NatsServer, free_port
 from libs.runtime import NatsSettings, connect
-from tests.conftest import ROOT
+from libs.runtime.natsconn import TlsVerifyError
+from tests.conftest import ROOT, service_env
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,8 +39,7 @@ def _settings(srv: NatsServer, creds, **tls) -> NatsSettings:
 
 
 async def _refused(settings: NatsSettings, reason: str) -> None:
-    """The connection never comes up, and the client saw why. (nats-py keeps retrying a failed
-    TLS handshake on its first connect instead of raising, hence the bound.)"""
+    """The connection never comes up, and the client saw why (bounded: a refusal must not hang)."""
     errors: list[BaseException] = []
 
     async def error_cb(e: BaseException) -> None:
@@ -97,6 +97,36 @@ async def test_nats_tls_right_ca_connects_wrong_ca_refused(tmp_path):
         await _refused(NatsSettings(url=f"nats://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3), "")
     finally:
         srv.stop()
+
+
+async def test_wrong_ca_fails_fast_naming_the_setting_while_absent_server_is_waited_for(tmp_path):
+    good = tmp_path / "good"
+    certs.write_all(good, [], [], [])
+    other = tmp_path / "other"
+    certs.make_ca(other, "some other CA")
+    srv, creds = _start_tls_nats(tmp_path / "srv", good)
+    try:
+        # Even when told to retry forever: a certificate that fails verification is final.
+        wrong = _settings(srv, creds, tls_ca=str(other / "ca.crt"))
+        with pytest.raises(TlsVerifyError) as ei:
+            await asyncio.wait_for(connect(wrong, "wrong-ca"), 10)
+        assert "FLEETWATCH_NATS_TLS_CA" in str(ei.value) and str(other / "ca.crt") in str(ei.value)
+
+        # A service started with the wrong CA exits with that message instead of hanging.
+        env = service_env(
+            FLEETWATCH_NATS_URL=wrong.url, FLEETWATCH_NATS_USER="admin", FLEETWATCH_NATS_PASSWORD=creds["admin"], FLEETWATCH_NATS_TLS_CA=str(other / "ca.crt")
+        )
+        r = subprocess.run([sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert "certificate verification failed" in r.stderr and "FLEETWATCH_NATS_TLS_CA" in r.stderr
+        assert creds["admin"] not in r.stderr + r.stdout
+    finally:
+        srv.stop()
+
+    # Nothing listening yet, same TLS settings: still "not up yet", retried until it comes up.
+    absent = NatsSettings(url=f"tls://127.0.0.1:{free_port()}", tls_ca=str(good / "ca.crt"), connect_timeout=1)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(connect(absent, "absent"), 3)
 
 
 async def test_nats_mutual_tls_needs_a_client_certificate(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 
@@ -29,6 +30,22 @@ class Client(NATS):
         await super()._process_err(err_msg)
 
 
+class TlsVerifyError(nats.errors.Error):
+    """The server's certificate failed verification: retrying cannot help, so the first connect
+    fails at once with what to check (a server that is simply not up yet is still waited for)."""
+
+    def __init__(self, settings: NatsSettings, cause: BaseException) -> None:
+        ca = settings.tls_ca or "unset, so the system's CAs"
+        super().__init__(
+            f"TLS certificate verification failed for {settings.url}: {getattr(cause, 'verify_message', '') or cause}; "
+            f"FLEETWATCH_NATS_TLS_CA ({ca}) must be the CA that signed the server's certificate"
+        )
+
+
+def _cert_rejected(e: BaseException) -> bool:
+    return isinstance(e, ssl.SSLCertVerificationError) or "certificate verify failed" in str(e).lower()
+
+
 def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     if not (settings.tls_ca or settings.tls_cert):
         return None
@@ -41,8 +58,16 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
 async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = True, **overrides) -> NATS:
     """Connect, retrying the first connection too: a service started before nats-server waits for it."""
 
+    # nats-py reports a failed TLS handshake here and then keeps retrying it without end.
+    cert_rejected: asyncio.Future = asyncio.get_running_loop().create_future()
+    user_error_cb = overrides.pop("error_cb", None)
+
     async def error_cb(e: Exception) -> None:
+        if _cert_rejected(e) and not cert_rejected.done():
+            cert_rejected.set_result(e)
         log.warning("nats error: %s", e, extra={"client": name})
+        if user_error_cb is not None:
+            await user_error_cb(e)
 
     async def disconnected_cb() -> None:
         log.warning("nats disconnected", extra={"client": name})
@@ -84,8 +109,17 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
     delay = 0.2
     while True:
         nc = Client()
+        attempt = asyncio.ensure_future(nc.connect(**opts))
+        await asyncio.wait({attempt, cert_rejected}, return_when=asyncio.FIRST_COMPLETED)
+        if cert_rejected.done() and not (attempt.done() and not attempt.cancelled() and attempt.exception() is None):
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise TlsVerifyError(settings, cert_rejected.result())
         try:
-            await nc.connect(**opts)
+            await attempt
             nc.options["max_reconnect_attempts"] = -1  # the default (60) gives up; a service never should
             log.info("nats connected", extra={"client": name, "server": str(nc.connected_url.netloc if nc.connected_url else "")})
             return nc
