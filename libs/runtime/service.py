@@ -49,6 +49,12 @@ async def open_nats(stack: contextlib.AsyncExitStack, settings: NatsSettings, na
     return nc
 
 
+async def _build_and_start(config: Any, build: Build, stack: contextlib.AsyncExitStack) -> Service:
+    service = await build(config, stack)
+    await service.start()
+    return service
+
+
 async def serve(name: str, config: Any, build: Build, stop: asyncio.Event | None = None) -> None:
     log = logging.getLogger(name)
     stop = stop or asyncio.Event()
@@ -57,9 +63,19 @@ async def serve(name: str, config: Any, build: Build, stop: asyncio.Event | None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
-        service = await build(config, stack)
-        await service.start()
-        stack.push_async_callback(service.stop)  # LIFO: runs before the connections close
+        # Startup waits for NATS and databases that may be down for long: a stop signal cancels
+        # it (the stack still closes what was opened) instead of waiting until they come up.
+        starting = asyncio.ensure_future(_build_and_start(config, build, stack))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("stopped before it was ready", extra={"event": "stopped"})
+            return
+        stopping.cancel()
+        stack.push_async_callback(starting.result().stop)  # LIFO: runs before the connections close
         log.info("service ready", extra={"event": "ready"})
         await stop.wait()
         log.info("stopping", extra={"event": "stopping"})
@@ -80,3 +96,6 @@ def run(name: str, config_cls: type[C], build: Build, prefix: str | None = None)
         asyncio.run(serve(name, config, build))
     except KeyboardInterrupt:
         pass
+    except natsconn.TlsVerifyError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
