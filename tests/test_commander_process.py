@@ -19,53 +19,30 @@ import pytest
 from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
 from libs.schemas.control import AppListReply, AppReply, JobListReply, JobLogsReply, JobReply, LogsReply, ScanReply
 from tests.conftest import service_env
-from tests.support.commander import CommanderProcess, CtlFailed, ctl, kill_tree_pids, pid_alive, wait_pid_gone
+from tests.support.commander import (
+    Collector,
+    CommanderProcess,
+    CtlFailed,
+    app_op,
+    app_status,
+    ctl,
+    kill_tree_pids,
+    past_rate_limit,
+    pid_alive,
+    register_app,
+    remove_apps,
+    wait_pid_gone,
+    wait_state,
+    write_apps,
+)
 
 HOST = "host-a"
 NODE = "/usr/bin/node"
 
-PY_APP = """
-import sys, time
-for i in range(10):
-    print(f"py line {i}", flush=True)
-while True:
-    time.sleep(0.2)
-"""
-NODE_APP = """
-for (let i = 0; i < 10; i++) console.log(`node line ${i}`);
-setInterval(() => {}, 1000);
-"""
-FAIL_APP = "import sys\nprint('failing', flush=True)\nsys.exit(3)\n"
-
-
-class Collector:
-    """Everything published on a subject, decoded."""
-
-    def __init__(self, type_):
-        self.type = type_
-        self.items: list = []
-
-    async def cb(self, msg):
-        self.items.append(msgspec.json.decode(msg.data, type=self.type))
-
-    async def wait_for(self, pred, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for it in self.items:
-                if pred(it):
-                    return it
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"nothing matched in {len(self.items)} items: {self.items[-5:]}")
-
 
 @pytest.fixture(scope="module")
 def appdir(workdir):
-    d = workdir / "commander-apps"
-    d.mkdir(exist_ok=True)
-    (d / "app.py").write_text(PY_APP)
-    (d / "app.js").write_text(NODE_APP)
-    (d / "fail.py").write_text(FAIL_APP)
-    return d
+    return write_apps(workdir / "commander-apps", "py line", "node line")
 
 
 @pytest.fixture(scope="module")
@@ -82,40 +59,13 @@ async def cmd(commander, nc):
     await commander.wait_ready(nc, HOST)
     started: list[str] = []
     yield commander, started
-    # leave nothing running: remove what the test registered
-    for name in started:
-        try:
-            await ctl(nc, HOST, "apps.remove", {"actor": "cleanup", "name": name})
-        except CtlFailed:
-            pass
-        except Exception:
-            pass
-        await asyncio.sleep(1.05)  # the rate limit counts removals too
+    await remove_apps(nc, HOST, started)  # leave nothing running
 
 
-async def register(nc, started, name, run, **spec):
-    body = {"actor": "alice", "spec": {"name": name, "run": run, **spec}}
-    r = await ctl(nc, HOST, "apps.register", body, AppReply)
+async def register(nc, started, name, run, adopt_pid=None, **spec):
+    info = await register_app(nc, HOST, {"name": name, "run": run, **spec}, **({"adopt_pid": adopt_pid} if adopt_pid else {}))
     started.append(name)
-    await asyncio.sleep(1.05)  # next operation on this app is past the 1/s limit
-    return r
-
-
-async def op(nc, verb, name, actor="alice"):
-    r = await ctl(nc, HOST, verb, {"actor": actor, "name": name}, AppReply)
-    await asyncio.sleep(1.05)
-    return r.app
-
-
-async def wait_state(nc, name, states, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    info = None
-    while time.monotonic() < deadline:
-        info = (await ctl(nc, HOST, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
-        if info.state in states:
-            return info
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} never reached {states}; last {info}")
+    return info
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
@@ -124,26 +74,25 @@ async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
     name = f"lifecycle-{runtime}"
     run = {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable} if runtime == "python" else {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
     r = await register(nc, started, name, run, cwd=str(appdir))
-    assert r.app.state == "stopped" and r.app.pid is None
+    assert r.state == "stopped" and r.pid is None
 
-    info = await op(nc, "apps.start", name)
+    info = await app_op(nc, HOST, "apps.start", name)
     pid = info.pid
     assert pid and pid_alive(pid)
-    info = await wait_state(nc, name, {"running"})
+    info = await wait_state(nc, HOST, name, {"running"})
     assert info.pid == pid and info.rss and info.rss > 0
 
     with pytest.raises(CtlFailed) as ei:
-        await ctl(nc, HOST, "apps.start", {"actor": "alice", "name": name})
+        await past_rate_limit(nc, HOST, "apps.start", {"actor": "alice", "name": name})
     assert ei.value.code == 409
-    await asyncio.sleep(1.05)
 
-    info = await op(nc, "apps.restart", name)
+    info = await app_op(nc, HOST, "apps.restart", name)
     assert info.pid and info.pid != pid
     assert wait_pid_gone(pid, 10)
     new_pid = info.pid
     assert pid_alive(new_pid)
 
-    info = await op(nc, "apps.stop", name)
+    info = await app_op(nc, HOST, "apps.stop", name)
     assert info.state == "stopped" and info.pid is None
     assert wait_pid_gone(new_pid, 10)
 
@@ -157,40 +106,35 @@ def run_of(runtime: str, appdir) -> dict:
 @pytest.mark.parametrize("runtime", ["python", "node"])
 async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdir, runtime):
     _, started = cmd
-    events = Collector(AppStatus)
-    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
     name = f"restarter-{runtime}"
     await register(nc, started, name, run_of(runtime, appdir), restart="always", backoff_s=1.0, min_uptime_s=0.3)
-    await op(nc, "apps.start", name)
-    first = await wait_state(nc, name, {"running"})
-    killed_at = time.time()
-    os.kill(first.pid, signal.SIGKILL)
-    back = await events.wait_for(lambda e: e.app == name and e.state == "backoff")
-    assert "signal 9" in back.detail
-    again = await events.wait_for(lambda e: e.app == name and e.state == "starting" and e.pid not in (None, first.pid))
+    async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
+        await app_op(nc, HOST, "apps.start", name)
+        first = await wait_state(nc, HOST, name, {"running"})
+        killed_at = time.time()
+        os.kill(first.pid, signal.SIGKILL)
+        back = await events.wait_for(lambda e: e.app == name and e.state == "backoff")
+        assert "signal 9" in back.detail
+        again = await events.wait_for(lambda e: e.app == name and e.state == "starting" and e.pid not in (None, first.pid))
     # The first restart waits backoff_s (±20 % jitter) — not immediately.
     assert again.ts - killed_at >= 0.7, again.ts - killed_at
-    info = await wait_state(nc, name, {"running"})
+    info = await wait_state(nc, HOST, name, {"running"})
     assert info.restarts == 1 and info.pid == again.pid and pid_alive(info.pid)
-    await sub.unsubscribe()
-    await op(nc, "apps.stop", name)
 
 
 async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
     _, started = cmd
-    events = Collector(AppStatus)
-    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
     name = "crashy"
     await register(nc, started, name, {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable}, restart="always", max_retries=2, backoff_s=0.2, min_uptime_s=5.0)  # generous: a loaded box starts python slowly
-    await op(nc, "apps.start", name)
-    fatal = await events.wait_for(lambda e: e.app == name and e.state == "fatal", timeout=20)
-    assert "3 quick failures" in fatal.detail and "code 3" in fatal.detail
-    starts = [e for e in events.items if e.app == name and e.state == "starting"]
-    assert len(starts) == 3  # the first start + max_retries restarts
-    await asyncio.sleep(1.0)  # fatal stays down
-    info = (await ctl(nc, HOST, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
+    async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
+        await app_op(nc, HOST, "apps.start", name)
+        fatal = await events.wait_for(lambda e: e.app == name and e.state == "fatal", timeout=20)
+        assert "3 quick failures" in fatal.detail and "code 3" in fatal.detail
+        await asyncio.sleep(1.0)  # fatal stays down
+        starts = [e for e in events.items if e.app == name and e.state == "starting"]
+        assert len(starts) == 3  # the first start + max_retries restarts
+    info = await app_status(nc, HOST, name)
     assert info.state == "fatal" and info.pid is None
-    await sub.unsubscribe()
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
@@ -198,30 +142,23 @@ async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir, runtime):
     _, started = cmd
     name = f"talker-{runtime}"
     await register(nc, started, name, run_of(runtime, appdir))
-    batches = Collector(LogBatch)
-    sub = await nc.subscribe(subjects.logs(HOST, name), cb=batches.cb)
-    r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply)
-    assert r.subject == subjects.logs(HOST, name) and r.lease_until > time.time()
-    await op(nc, "apps.start", name)
     want = [f"{'py' if runtime == 'python' else 'node'} line {i}" for i in range(10)]
-
-    def followed():
-        return [ln.line for b in batches.items for ln in b.lines]
-
-    deadline = time.monotonic() + 15
-    while followed()[:10] != want and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert followed()[:10] == want
+    async with Collector(nc, subjects.logs(HOST, name), LogBatch) as batches:
+        r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply)
+        assert r.subject == subjects.logs(HOST, name) and r.lease_until > time.time()
+        await app_op(nc, HOST, "apps.start", name)
+        await batches.wait_for(lambda _: [ln.line for b in batches.items for ln in b.lines][:10] == want, timeout=15)
     tail = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10}, LogsReply)
     assert [ln.line for ln in tail.lines] == want
-    await sub.unsubscribe()
-    await op(nc, "apps.stop", name)
 
 
 async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
     _, started = cmd
-    audits = Collector(AuditRecord)
-    sub = await nc.subscribe(subjects.audit(HOST), cb=audits.cb)
+    async with Collector(nc, subjects.audit(HOST), AuditRecord) as audits:
+        await refusals_limit_and_secrets_are_audited(nc, started, appdir, audits)
+
+
+async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
     cases = {
         "missing script": {"name": "v1", "run": {"runtime": "python", "script": str(appdir / "nope.py")}},
         "missing user": {"name": "v2", "run": {"runtime": "python", "script": str(appdir / "app.py")}, "user": "no-such-user-x"},
@@ -241,6 +178,7 @@ async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
     assert "denylist" in reasons["denylisted"] and "denylist" in reasons["shell"]
 
     await register(nc, started, "limited", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, env={"API_TOKEN": "tok-secret-123"})
+    await asyncio.sleep(1.05)  # mallory's start must pass at her first try: every try is audited
     await ctl(nc, HOST, "apps.start", {"actor": "mallory", "name": "limited"})
     with pytest.raises(CtlFailed) as ei:
         await ctl(nc, HOST, "apps.stop", {"actor": "mallory", "name": "limited"})
@@ -265,9 +203,6 @@ async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
     listing = await ctl(nc, HOST, "apps.list", {"actor": "alice"}, AppListReply)
     assert "tok-secret-123" not in msgspec.json.encode(listing).decode()
     assert not any("tok-secret-123" in json.dumps(msgspec.to_builtins(a)) for a in audits.items)
-    await sub.unsubscribe()
-    await asyncio.sleep(1.05)
-    await op(nc, "apps.stop", "limited")
 
 
 async def test_malformed_request_is_400_and_dead_lettered(cmd, nc):
@@ -315,34 +250,26 @@ async def test_children_are_readopted_after_commander_restart(nats_stack, nc, wo
     pids: list[int] = []
     try:
         await cp.wait_ready(nc, "host-b")
-        await ctl(nc, "host-b", "apps.register", {"actor": "alice", "spec": {"name": "survivor", "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, "restart": "always"}, "start": True})
-        deadline = time.monotonic() + 10
-        while True:
-            info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
-            if info.state == "running" or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        assert info.state == "running"
-        pid = info.pid
+        await register_app(nc, "host-b", {"name": "survivor", "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, "restart": "always"}, start=True)
+        pid = (await wait_state(nc, "host-b", "survivor", {"running"}, 10)).pid
         pids.append(pid)
         assert cp.stop() == 0
         assert pid_alive(pid)  # the child outlives its supervisor
         cp = CommanderProcess(env, state, workdir / "commander-b2.log").start()
         await cp.wait_ready(nc, "host-b")
-        info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
+        info = await app_status(nc, "host-b", "survivor")
         assert info.state == "running" and info.pid == pid and "re-adopted" in info.detail
         # and it is supervised again: a kill -9 is noticed and restarted
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            info = (await ctl(nc, "host-b", "apps.status", {"actor": "alice", "name": "survivor"}, AppReply)).app
+            info = await app_status(nc, "host-b", "survivor")
             if info.pid and info.pid != pid and info.state in ("starting", "running"):
                 break
             await asyncio.sleep(0.1)
         assert info.pid != pid and pid_alive(info.pid)
         pids.append(info.pid)
-        await asyncio.sleep(1.05)
-        await ctl(nc, "host-b", "apps.stop", {"actor": "alice", "name": "survivor"})
+        await app_op(nc, "host-b", "apps.stop", "survivor")
         assert wait_pid_gone(info.pid, 10)
     finally:
         cp.stop()
@@ -401,7 +328,7 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=appdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await register(nc, started, "managed-one", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable})
-        managed = await op(nc, "apps.start", "managed-one")
+        managed = await app_op(nc, HOST, "apps.start", "managed-one")
         deadline = time.monotonic() + 10
         while True:
             r = await ctl(nc, HOST, "procs.scan", {"actor": "alice"}, ScanReply)
@@ -411,21 +338,18 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
             await asyncio.sleep(0.2)
         assert mine and mine[0].runtime == "python" and port in mine[0].ports and mine[0].cwd == str(appdir)
         assert managed.pid not in {p.pid for p in r.procs}
-        await op(nc, "apps.stop", "managed-one")
+        await app_op(nc, HOST, "apps.stop", "managed-one")
 
         # adopt it: the commander supervises the process it found instead of starting another
         argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
         with pytest.raises(CtlFailed) as ei:
             await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [sys.executable, "-V"]}}, "adopt_pid": server.pid})
         assert ei.value.code == 400 and "not the app's command" in ei.value.message
-        await asyncio.sleep(1.05)
-        r = await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": argv}, "cwd": str(appdir)}, "adopt_pid": server.pid}, AppReply)
-        started.append("adopted")
-        assert r.app.state == "running" and r.app.pid == server.pid
+        r = await register(nc, started, "adopted", {"runtime": "binary", "argv": argv}, cwd=str(appdir), adopt_pid=server.pid)
+        assert r.state == "running" and r.pid == server.pid
         scan_after = await ctl(nc, HOST, "procs.scan", {"actor": "alice"}, ScanReply)
         assert server.pid not in {p.pid for p in scan_after.procs}  # managed now
-        await asyncio.sleep(1.05)
-        stopped = await op(nc, "apps.stop", "adopted")
+        stopped = await app_op(nc, HOST, "apps.stop", "adopted")
         assert stopped.state == "stopped"
         assert server.wait(10) is not None
     finally:
@@ -442,9 +366,11 @@ async def test_user_switch_and_stop_escalates_to_sigkill(cmd, nc, appdir):
     stubborn.chmod(0o644)
     # the interpreter must be one `nobody` may execute (not a virtualenv under /root)
     await register(nc, started, "as-nobody", {"runtime": "python", "script": str(stubborn), "interpreter": "/usr/bin/python3"}, user="nobody", stop_timeout_s=1.0)
-    info = await op(nc, "apps.start", "as-nobody")
-    await wait_state(nc, "as-nobody", {"running"})
+    info = await app_op(nc, HOST, "apps.start", "as-nobody")
+    started_at = time.monotonic()
+    await wait_state(nc, HOST, "as-nobody", {"running"})
     assert psutil.Process(info.pid).username() == "nobody"
+    await asyncio.sleep(max(0.0, started_at + 1.05 - time.monotonic()))  # the stop is timed: past the rate limit first
     t0 = time.monotonic()
     stopped = await ctl(nc, HOST, "apps.stop", {"actor": "alice", "name": "as-nobody"}, AppReply)
     took = time.monotonic() - t0

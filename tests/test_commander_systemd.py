@@ -13,9 +13,9 @@ import time
 import pytest
 
 from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
-from libs.schemas.control import AppReply, LogsReply
+from libs.schemas.control import LogsReply
 from tests.conftest import service_env
-from tests.support.commander import CommanderProcess, CtlFailed, ctl
+from tests.support.commander import AS_NOBODY, Collector, CommanderProcess, CtlFailed, app_op, app_status, ctl, register_app, remove_apps, wait_state, write_apps
 from tests.support.systemd_ns import SystemdNamespace, available
 
 HOST = "host-c"
@@ -25,48 +25,11 @@ UNIT_DIR = "/run/systemd/system"  # runtime units: private to the namespace
 
 pytestmark = pytest.mark.skipif(bool(available()), reason=f"systemd namespace unavailable: {available()}")
 
-PY_APP = """
-import time
-for i in range(10):
-    print(f"sd line {i}")
-while True:
-    time.sleep(0.2)
-"""
-NODE_APP = """
-for (let i = 0; i < 10; i++) console.log(`sd node line ${i}`);
-setInterval(() => {}, 1000);
-"""
-FAIL_APP = "import sys\nprint('failing')\nsys.exit(3)\n"
-
-
-class Collector:
-    def __init__(self, type_):
-        self.type = type_
-        self.items: list = []
-
-    async def cb(self, msg):
-        import msgspec
-
-        self.items.append(msgspec.json.decode(msg.data, type=self.type))
-
-    async def wait_for(self, pred, timeout: float = 20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for it in self.items:
-                if pred(it):
-                    return it
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"nothing matched in {len(self.items)} items: {self.items[-6:]}")
-
 
 @pytest.fixture(scope="module")
 def ns(workdir):
     with SystemdNamespace(log_path=workdir / "systemd-ns.log") as n:
-        d = n.path(APPS)
-        d.mkdir(parents=True)
-        (d / "app.py").write_text(PY_APP)
-        (d / "app.js").write_text(NODE_APP)
-        (d / "fail.py").write_text(FAIL_APP)
+        write_apps(n.path(APPS), "sd line", "sd node line")
         yield n
 
 
@@ -88,12 +51,7 @@ async def sd(sd_commander, nc, ns):
     await sd_commander.wait_ready(nc, HOST)
     names: list[str] = []
     yield names
-    for name in names:
-        await asyncio.sleep(1.05)
-        try:
-            await ctl(nc, HOST, "apps.remove", {"actor": "cleanup", "name": name})
-        except CtlFailed:
-            pass
+    await remove_apps(nc, HOST, names)
 
 
 def ns_alive(ns, pid) -> bool:
@@ -101,26 +59,6 @@ def ns_alive(ns, pid) -> bool:
         return False
     r = ns.run(["ps", "-o", "stat=", "-p", str(pid)], check=False)
     return r.returncode == 0 and r.stdout.strip()[:1] not in ("Z", "")
-
-
-async def status(nc, name):
-    return (await ctl(nc, HOST, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
-
-
-async def wait_state(nc, name, states, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    info = None
-    while time.monotonic() < deadline:
-        info = await status(nc, name)
-        if info.state in states:
-            return info
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} never reached {states}; last {info}")
-
-
-async def op(nc, verb, name):
-    await asyncio.sleep(1.05)  # one operation per app per second
-    return (await ctl(nc, HOST, verb, {"actor": "alice", "name": name}, AppReply)).app
 
 
 def py_run(script="app.py"):
@@ -131,9 +69,9 @@ def py_run(script="app.py"):
 async def test_systemd_unit_start_stop_restart(sd, nc, ns, runtime):
     name = f"sd-{runtime}"
     run = py_run() if runtime == "python" else {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}
-    r = await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": name, "backend": "systemd", "run": run, "cwd": APPS, "env": {"GREETING": "hi there", "DB_PASSWORD": "pw-xyz-123"}}}, AppReply)
+    r = await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": run, "cwd": APPS, "env": {"GREETING": "hi there", "DB_PASSWORD": "pw-xyz-123"}})
     sd.append(name)
-    assert r.app.unit == f"fleetwatch-{name}.service" and r.app.state == "stopped"
+    assert r.unit == f"fleetwatch-{name}.service" and r.state == "stopped"
     unit = ns.path(f"{UNIT_DIR}/fleetwatch-{name}.service").read_text()
     assert "NoNewPrivileges=yes" in unit and "ProtectSystem=full" in unit and "Type=simple" in unit
     assert f'ExecStart="{run["interpreter"]}" "{APPS}/{"app.py" if runtime == "python" else "app.js"}"' in unit
@@ -141,63 +79,59 @@ async def test_systemd_unit_start_stop_restart(sd, nc, ns, runtime):
     assert "enabled" in ns.run(["systemctl", "is-enabled", f"fleetwatch-{name}.service"], check=False).stdout
     assert "pw-xyz-123" not in str(r)  # replies mask secrets
 
-    await op(nc, "apps.start", name)
-    info = await wait_state(nc, name, {"running"})
+    await app_op(nc, HOST, "apps.start", name)
+    info = await wait_state(nc, HOST, name, {"running"})
     pid = info.pid
     assert ns_alive(ns, pid) and info.unit_state == "active/running"
     assert ns.run(["systemctl", "show", "-P", "MainPID", f"fleetwatch-{name}.service"]).stdout.strip() == str(pid)
 
-    info = await op(nc, "apps.restart", name)
-    info = await wait_state(nc, name, {"running"})
+    info = await app_op(nc, HOST, "apps.restart", name)
+    info = await wait_state(nc, HOST, name, {"running"})
     assert info.pid != pid and ns_alive(ns, info.pid) and not ns_alive(ns, pid)
 
-    info = await op(nc, "apps.stop", name)
+    info = await app_op(nc, HOST, "apps.stop", name)
     assert info.state == "stopped" and not ns_alive(ns, pid)
     assert ns.run(["systemctl", "is-active", f"fleetwatch-{name}.service"], check=False).stdout.strip() == "inactive"
 
 
 async def test_systemd_kill9_crashed_then_restarted_and_quick_failures_failed(sd, nc, ns):
-    events = Collector(AppStatus)
-    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
-    name = "sd-crash"
-    await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": name, "backend": "systemd", "run": py_run(), "restart": "always", "backoff_s": 3}, "start": True})
-    sd.append(name)
-    first = await wait_state(nc, name, {"running"})
-    ns.run(["kill", "-9", str(first.pid)])
-    crashed = await events.wait_for(lambda e: e.app == name and e.state == "crashed")
-    assert crashed.pid is None
-    back = await events.wait_for(lambda e: e.app == name and e.state == "running" and e.pid not in (None, first.pid))
-    assert ns_alive(ns, back.pid)
-    info = await status(nc, name)
-    assert info.restarts >= 1
+    async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
+        name = "sd-crash"
+        sd.append(name)
+        await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": py_run(), "restart": "always", "backoff_s": 3}, start=True)
+        first = await wait_state(nc, HOST, name, {"running"})
+        ns.run(["kill", "-9", str(first.pid)])
+        crashed = await events.wait_for(lambda e: e.app == name and e.state == "crashed")
+        assert crashed.pid is None
+        back = await events.wait_for(lambda e: e.app == name and e.state == "running" and e.pid not in (None, first.pid))
+        assert ns_alive(ns, back.pid)
+        info = await app_status(nc, HOST, name)
+        assert info.restarts >= 1
 
-    name2 = "sd-fatal"
-    await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": name2, "backend": "systemd", "run": py_run("fail.py"), "restart": "always", "backoff_s": 0.2, "max_retries": 2}, "start": True})
-    sd.append(name2)
-    failed = await events.wait_for(lambda e: e.app == name2 and e.state == "failed", timeout=30)
-    assert "start-limit-hit" in failed.detail or "exit-code" in failed.detail
-    await sub.unsubscribe()
+        name2 = "sd-fatal"
+        sd.append(name2)
+        await register_app(nc, HOST, {"name": name2, "backend": "systemd", "run": py_run("fail.py"), "restart": "always", "backoff_s": 0.2, "max_retries": 2}, start=True)
+        failed = await events.wait_for(lambda e: e.app == name2 and e.state == "failed", timeout=30)
+        assert "start-limit-hit" in failed.detail or "exit-code" in failed.detail
 
 
 async def test_systemd_zombie_when_process_runs_outside_its_stopped_unit(sd, nc, ns):
-    events = Collector(AppStatus)
-    sub = await nc.subscribe(subjects.apps(HOST), cb=events.cb)
     name = "sd-zombie"
-    await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": name, "backend": "systemd", "run": py_run()}, "start": True})
     sd.append(name)
-    await wait_state(nc, name, {"running"})
-    await op(nc, "apps.stop", name)
-    # A stray copy of the app, started by hand: the unit is inactive but the program runs.
-    stray = subprocess.Popen(ns.enter([sys.executable, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        z = await events.wait_for(lambda e: e.app == name and e.state == "zombie")
-        assert z.pid and ns_alive(ns, z.pid)
-    finally:
-        stray.kill()  # nsenter's child goes with the namespace's kill below
-        ns.run(["pkill", "-KILL", "-f", f"{APPS}/app.py"], check=False)
-        stray.wait()
-    await events.wait_for(lambda e: e.app == name and e.state == "stopped" and e.ts > z.ts)
-    await sub.unsubscribe()
+    await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": py_run()}, start=True)
+    await wait_state(nc, HOST, name, {"running"})
+    await app_op(nc, HOST, "apps.stop", name)
+    async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
+        # A stray copy of the app, started by hand: the unit is inactive but the program runs.
+        stray = subprocess.Popen(ns.enter([sys.executable, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            z = await events.wait_for(lambda e: e.app == name and e.state == "zombie")
+            assert z.pid and ns_alive(ns, z.pid)
+        finally:
+            stray.kill()  # nsenter's child goes with the namespace's kill below
+            ns.run(["pkill", "-KILL", "-f", f"{APPS}/app.py"], check=False)
+            stray.wait()
+        await events.wait_for(lambda e: e.app == name and e.state == "stopped" and e.ts > z.ts)
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
@@ -205,29 +139,24 @@ async def test_journald_tail_and_follow(sd, nc, ns, runtime):
     name = f"sd-logs-{runtime}"
     run = py_run() if runtime == "python" else {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}
     prefix = "sd line" if runtime == "python" else "sd node line"
-    await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": name, "backend": "systemd", "run": run}})
     sd.append(name)
-    batches = Collector(LogBatch)
-    sub = await nc.subscribe(subjects.logs(HOST, name), cb=batches.cb)
-    r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 5, "follow": True, "lease_s": 30}, LogsReply)
-    assert r.subject == subjects.logs(HOST, name)
-    await asyncio.sleep(0.5)  # journalctl -f is attached
-    await op(nc, "apps.start", name)
+    await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": run})
     want = [f"{prefix} {i}" for i in range(10)]
 
     def followed():
         return [ln for b in batches.items for ln in b.lines if ln.line.startswith(prefix)]
 
-    deadline = time.monotonic() + 20
-    while len(followed()) < 10 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    async with Collector(nc, subjects.logs(HOST, name), LogBatch) as batches:
+        r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 5, "follow": True, "lease_s": 30}, LogsReply)
+        assert r.subject == subjects.logs(HOST, name)
+        await asyncio.sleep(0.5)  # journalctl -f is attached
+        await app_op(nc, HOST, "apps.start", name)
+        await batches.wait_for(lambda _: len(followed()) >= 10, timeout=20)
     got = followed()
     assert [ln.line for ln in got[:10]] == want
     assert all(ln.level == "info" and ln.ts > time.time() - 120 for ln in got)
     tail = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 200}, LogsReply)
     assert [ln.line for ln in tail.lines if ln.line.startswith(prefix)][:10] == want
-    await sub.unsubscribe()
-    await op(nc, "apps.stop", name)
 
 
 async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, nc, workdir, sd_commander):
@@ -235,25 +164,23 @@ async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, n
     units = "/run/fc-units"
     for d in (state, units):
         ns.run(["install", "-d", "-o", "nobody", "-m", "700", d])
-    audits = Collector(AuditRecord)
-    sub = await nc.subscribe(subjects.audit("local"), cb=audits.cb)
     cp = CommanderProcess(
         service_env(**nats_stack.env(host="local")),
         state_dir=__import__("pathlib").Path(state),
         log_path=workdir / "commander-nobody.log",
-        argv_prefix=ns.enter(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]),
+        argv_prefix=ns.enter(AS_NOBODY),
         unit_dir=units,
     ).start()
     try:
         await cp.wait_ready(nc, "local")
-        with pytest.raises(CtlFailed) as ei:
-            await ctl(nc, "local", "apps.register", {"actor": "alice", "spec": {"name": "sd-priv", "backend": "systemd", "run": {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}}})
-        assert ei.value.code == 403
-        assert "sudoers" in ei.value.message and "NOPASSWD" in ei.value.message and "systemctl" in ei.value.message
-        rec = await audits.wait_for(lambda a: a.action == "apps.register" and a.target == "sd-priv")
-        assert rec.code == 403 and rec.actor == "alice"
+        async with Collector(nc, subjects.audit("local"), AuditRecord) as audits:
+            with pytest.raises(CtlFailed) as ei:
+                await ctl(nc, "local", "apps.register", {"actor": "alice", "spec": {"name": "sd-priv", "backend": "systemd", "run": {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}}})
+            assert ei.value.code == 403
+            assert "sudoers" in ei.value.message and "NOPASSWD" in ei.value.message and "systemctl" in ei.value.message
+            rec = await audits.wait_for(lambda a: a.action == "apps.register" and a.target == "sd-priv")
+            assert rec.code == 403 and rec.actor == "alice"
     finally:
-        await sub.unsubscribe()
         cp.kill()
 
 

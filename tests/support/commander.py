@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import msgspec
 import psutil
 
 from libs.schemas import subjects
+from libs.schemas.control import AppReply
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -35,6 +37,97 @@ async def ctl(nc, host: str, verb: str, body: dict | msgspec.Struct, reply_type:
     if reply_type is None:
         return msgspec.json.decode(msg.data)
     return msgspec.json.decode(msg.data, type=reply_type)
+
+
+class Collector:
+    """Everything published on a subject, decoded; `async with Collector(nc, subject, T)` subscribes."""
+
+    def __init__(self, nc, subject: str, type_: type) -> None:
+        self.nc = nc
+        self.subject = subject
+        self.type = type_
+        self.items: list = []
+        self._sub = None
+
+    async def __aenter__(self) -> "Collector":
+        self._sub = await self.nc.subscribe(self.subject, cb=self._cb)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._sub.unsubscribe()
+
+    async def _cb(self, msg) -> None:
+        self.items.append(msgspec.json.decode(msg.data, type=self.type))
+
+    async def wait_for(self, pred, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for it in self.items:
+                if pred(it):
+                    return it
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing matched in {len(self.items)} items: {self.items[-6:]}")
+
+
+def write_apps(d: Path, py_line: str, node_line: str) -> Path:
+    """app.py and app.js print ten numbered lines then idle; fail.py exits 3 at once."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "app.py").write_text(f"import time\nfor i in range(10):\n    print(f'{py_line} {{i}}', flush=True)\nwhile True:\n    time.sleep(0.2)\n")
+    (d / "app.js").write_text(f"for (let i = 0; i < 10; i++) console.log(`{node_line} ${{i}}`);\nsetInterval(() => {{}}, 1000);\n")
+    (d / "fail.py").write_text("import sys\nprint('failing', flush=True)\nsys.exit(3)\n")
+    return d
+
+
+_RETRY_IN = re.compile(r"retry in ([0-9.]+)s")
+
+
+async def past_rate_limit(nc, host: str, verb: str, body: dict, reply_type: type | None = None, timeout: float = 15.0):
+    """One control request; a 429 from the per-app rate limit is waited out (the time the
+    commander names) and retried, so a test pays only the part of the second it has not spent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await ctl(nc, host, verb, body, reply_type)
+        except CtlFailed as exc:
+            m = _RETRY_IN.search(exc.message)
+            if exc.code != 429 or not m or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(float(m.group(1)) + 0.02)
+
+
+async def app_op(nc, host: str, verb: str, name: str, actor: str = "alice"):
+    """apps.start/stop/restart/remove past the rate limit; returns the AppInfo."""
+    return (await past_rate_limit(nc, host, verb, {"actor": actor, "name": name}, AppReply)).app
+
+
+async def register_app(nc, host: str, spec: dict, actor: str = "alice", **body):
+    """apps.register past the rate limit; returns the AppInfo."""
+    return (await past_rate_limit(nc, host, "apps.register", {"actor": actor, "spec": spec, **body}, AppReply)).app
+
+
+async def app_status(nc, host: str, name: str):
+    return (await ctl(nc, host, "apps.status", {"actor": "alice", "name": name}, AppReply)).app
+
+
+async def wait_state(nc, host: str, name: str, states: set[str], timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    info = None
+    while time.monotonic() < deadline:
+        info = await app_status(nc, host, name)
+        if info.state in states:
+            return info
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} never reached {states}; last {info}")
+
+
+async def remove_apps(nc, host: str, names: list[str]) -> None:
+    """End of a test: remove (and so stop) what it registered, all at once since each app has
+    its own rate limit; one already gone, or a commander that died with the test, is no error."""
+    await asyncio.gather(*(app_op(nc, host, "apps.remove", n, actor="cleanup") for n in names), return_exceptions=True)
+
+
+# argv prefix that runs a commander as `nobody`: one that may not write units nor drive systemctl.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
 class CommanderProcess:
