@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from . import natsconn
 from .logs import register_secrets_from, setup_logging
 from .settings import LogSettings, NatsSettings, SettingsError, load_settings
+from .stats import ServiceStats, StatsService
 
 C = TypeVar("C")
 
@@ -47,6 +48,15 @@ async def open_nats(stack: contextlib.AsyncExitStack, settings: NatsSettings, na
 
     stack.push_async_callback(_drain)
     return nc
+
+
+async def open_stats(stack: contextlib.AsyncExitStack, nc: NATS, kind: str, stats: ServiceStats, *, host: str = "", description: str = "") -> StatsService:
+    """Answer `$SRV.PING|INFO|STATS` as micro service `kind` with `stats` in the STATS data, from
+    now until the stack unwinds (after the service's own stop, before NATS drains)."""
+    svc = StatsService(nc, kind, stats, host=host, description=description)
+    await svc.start()
+    stack.push_async_callback(svc.stop)
+    return svc
 
 
 async def _build_and_start(config: Any, build: Build, stack: contextlib.AsyncExitStack) -> Service:

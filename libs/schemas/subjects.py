@@ -83,6 +83,23 @@ def deadletter(service: str) -> str:
     return f"fleet.deadletter.{check_name(service, 'service name')}"
 
 
+# The micro services that run on every host under the host's own NATS identity.
+AGENT_KINDS = ("collector", "commander", "replicator")
+SRV_VERBS = ("PING", "INFO", "STATS")
+
+
+def service_stats(kind: str, instance: str) -> str:
+    """Request -> that service instance's ServiceCounters (its micro `stats` endpoint); the
+    instance token is the host id of an agent, the micro service id of a central service."""
+    return f"fleet.svc.{check_name(kind, 'service kind')}.{check_name(instance, 'instance')}"
+
+
+def srv_discovery(kind: str) -> list[str]:
+    """What a micro service of `kind` subscribes to to answer `$SRV.<verb>[.<kind>[.<id>]]`."""
+    k = check_name(kind, "service kind")
+    return [f"$SRV.{v}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}.*" for v in SRV_VERBS]
+
+
 def token(subject: str, index: int) -> str:
     """The index-th token of a subject (0-based); '' when absent."""
     parts = subject.split(".")
@@ -114,8 +131,10 @@ def host_subjects_subscribe(host: str) -> list[str]:
         f"fleet.sample.{h}",
         f"fleet.sync.{h}",
         USERS_CHANGED,
-        "$SRV.>",  # micro service discovery (PING/INFO/STATS)
         f"{inbox_prefix(h)}.>",
+        # Micro discovery and stats of this host's own agents only (not `$SRV.>`).
+        *dict.fromkeys(s for kind in AGENT_KINDS for s in srv_discovery(kind)),
+        *(service_stats(kind, h) for kind in AGENT_KINDS),
     ]
 
 

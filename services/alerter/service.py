@@ -14,7 +14,7 @@ import httpx
 from nats.aio.client import Client as NATS
 from nats.js import api
 
-from libs.runtime import deadletter, open_nats
+from libs.runtime import ServiceStats, deadletter, open_nats, open_stats
 from libs.runtime.jetstream import ensure_bucket
 from libs.runtime.logs import register_secret
 from libs.schemas import Codec, DecodeError, subjects
@@ -73,6 +73,11 @@ class Alerter:
         self.bad_messages = 0
         self.frames = 0
         self.instance_id = uuid.uuid4().hex[:12]
+        self.stats = ServiceStats()
+        self.stats.counter("messages_in", lambda: self.frames)
+        self.stats.counter("dead_letters", lambda: self.bad_messages)
+        self.stats.counter("notifications_sent", lambda: sum(self.dispatcher.sent.values()))
+        self.stats.counter("notifications_failed", lambda: sum(self.dispatcher.failed.values()))
         for s in (config.telegram_bot_token, config.smtp_password, config.webhook_secret):
             register_secret(s)
         # httpx logs every request URL at INFO, and a Telegram URL carries the bot token.
@@ -130,6 +135,7 @@ class Alerter:
     # --- outputs ---
 
     async def _on_change(self, old: AlertRecord | None, new: AlertRecord, kind: str | None) -> None:
+        self.stats.inc("alert_changes")
         if old is None or old.state != new.state:
             log.info("alert %s: %s on %s", new.state, new.rule, new.host, extra={"fingerprint": new.fingerprint, "value": new.value})
             if new.state != "inactive":
@@ -148,15 +154,20 @@ class Alerter:
                 )
                 try:
                     await self.js.publish(subjects.alerts(new.host, new.rule), EVENT.encode(ev), headers={"Nats-Msg-Id": f"{new.fingerprint}:{new.state}:{new.since}"}, timeout=5)
+                    self.stats.inc("messages_out")
                 except Exception as exc:
+                    self.stats.inc("errors")
                     log.warning("could not publish alert event: %s", exc, extra={"fingerprint": new.fingerprint})
         if kind:
             self.dispatcher.submit(Note(record=new, kind=kind))
 
     async def _publish_health(self, res: HealthResult) -> None:
+        self.stats.inc("checks_run")
         try:
             await self.js.publish(subjects.health(res.check), HEALTH.encode(res), timeout=5)
+            self.stats.inc("messages_out")
         except Exception as exc:
+            self.stats.inc("errors")
             log.warning("could not publish health result: %s", exc, extra={"check": res.check})
 
     # --- inputs ---
@@ -188,7 +199,9 @@ class Alerter:
                 seen = stored
         try:
             await self.engine.on_frame(frame, seen)
+            self.stats.inc("evaluations")
         except Exception:
+            self.stats.inc("errors")
             log.exception("evaluating a frame failed", extra={"host": frame.host})
 
     async def _on_app(self, msg) -> None:
@@ -199,6 +212,7 @@ class Alerter:
 
     async def _on_host_event(self, msg, codec, handle, what: str) -> None:
         """Decode a per-host event, refuse one whose host is not its subject's, then evaluate it."""
+        self.stats.inc("messages_in")
         try:
             st = codec.decode(msg.data)
         except DecodeError as exc:
@@ -209,7 +223,9 @@ class Alerter:
             return
         try:
             await handle(st)
+            self.stats.inc("evaluations")
         except Exception:
+            self.stats.inc("errors")
             log.exception("evaluating %s failed", what, extra={"host": st.host})
 
     async def _subscribe_once(self, subject: str, stream: str, cb) -> None:
@@ -323,6 +339,8 @@ class Alerter:
 
 async def build(config: AlerterConfig, stack: contextlib.AsyncExitStack) -> Alerter:
     nc = await open_nats(stack, config.nats, "alerter")
-    return Alerter(config, nc)
+    alerter = Alerter(config, nc)
+    await open_stats(stack, nc, "alerter", alerter.stats, description="fleetwatch health checks, alert rules and notifications")
+    return alerter
 
 

@@ -12,7 +12,7 @@ import nkeys
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from libs.runtime import open_nats
+from libs.runtime import ServiceStats, open_nats, open_stats
 from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for, wait_jetstream
 from libs.schemas import subjects
 from libs.schemas.ids import check_host_id
@@ -38,6 +38,12 @@ class AuthCallout:
         self.kv = None
         self.granted = 0
         self.refused = 0
+        self.malformed = 0
+        self.stats = ServiceStats()
+        self.stats.counter("granted", lambda: self.granted)
+        self.stats.counter("denied", lambda: self.refused)
+        self.stats.counter("messages_in", lambda: self.granted + self.refused + self.malformed)
+        self.stats.counter("errors", lambda: self.malformed)
 
     async def start(self) -> None:
         # The bucket may not exist yet (no host registered, or provisioning still running): make
@@ -81,6 +87,7 @@ class AuthCallout:
             server_id = info["server_id"]["id"]
             opts = info.get("connect_opts") or {}
         except (jwt.BadToken, KeyError, TypeError) as exc:
+            self.malformed += 1
             log.warning("malformed authorization request: %s", exc)
             return  # no reply: the server refuses the connection on its own timeout
         host, reason = await self.decide(str(opts.get("user") or ""), str(opts.get("pass") or ""))
@@ -100,5 +107,7 @@ class AuthCallout:
 
 async def build(config: AuthCalloutConfig, stack: contextlib.AsyncExitStack) -> AuthCallout:
     nc = await open_nats(stack, config.nats, "authcallout")
-    return AuthCallout(config, nc)
+    service = AuthCallout(config, nc)
+    await open_stats(stack, nc, "authcallout", service.stats, description="fleetwatch NATS logins of registered agents")
+    return service
 

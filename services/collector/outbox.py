@@ -37,6 +37,7 @@ class Outbox:
         self.items: deque[Item] = deque()
         self.dropped = 0
         self.published = 0
+        self.errors = 0  # publishes that failed and were retried
         self._wake = asyncio.Event()
         self._backlog_logged = False
 
@@ -66,6 +67,7 @@ class Outbox:
             try:
                 await self.js.publish(head.subject, head.data, timeout=self.timeout, headers={"Nats-Msg-Id": head.msg_id})
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError, APIError, asyncio.TimeoutError, OSError) as exc:
+                self.errors += 1
                 if not self._backlog_logged:
                     log.warning("publishing paused: %s; buffering", type(exc).__name__, extra={"outbox": self.name, "buffered": len(self.items)})
                     self._backlog_logged = True

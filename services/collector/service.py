@@ -10,6 +10,7 @@ import time
 
 from nats.aio.client import Client as NATS
 
+from libs.runtime import ServiceStats, open_stats
 from libs.schemas import Codec, HostInfo, MetricFrame, ProcessSnapshot, subjects
 from libs.schemas.streams import HOSTS_BUCKET
 
@@ -75,6 +76,14 @@ class Collector:
         self.frames = Outbox(nc, "frames", config.buffer_frames, config.publish_timeout)
         self.snapshots = Outbox(nc, "snapshots", config.snapshot_buffer, config.publish_timeout)
         self.infos = Outbox(nc, "hostinfo", 2, config.publish_timeout)
+        self.stats = ServiceStats()
+        for box in (self.frames, self.snapshots, self.infos):
+            self.stats.counter("messages_out", lambda b=box: b.published)
+            self.stats.counter(f"{box.name}_published", lambda b=box: b.published)
+            self.stats.counter("errors", lambda b=box: b.errors)
+            self.stats.counter("dropped", lambda b=box: b.dropped)
+            self.stats.queue(box.name, lambda b=box: len(b))
+        self.stats.gauge("buffered_frames", lambda: len(self.frames))
         self._lock = asyncio.Lock()  # one sampler, used by the loop and by sample requests
         self._tasks: list[asyncio.Task] = []
         self._sub = None
@@ -116,11 +125,13 @@ class Collector:
             snap = n % every == 0
             try:
                 frame = await self._in_thread(self.sampler.frame, with_memory=snap)
+                self.stats.inc("frames_sampled")
                 self.frames.put(subjects.metrics(self.host), FRAME.encode(frame), frame.msg_id)
                 if snap:
                     s = await self._in_thread(self.sampler.snapshot)
                     self.snapshots.put(subjects.procs(self.host), SNAPSHOT.encode(s), s.msg_id)
             except Exception:  # a sampling failure costs one frame, never the service
+                self.stats.inc("errors")
                 log.exception("sampling failed")
 
     async def _hostinfo_loop(self) -> None:
@@ -139,10 +150,12 @@ class Collector:
     async def _on_sample(self, msg) -> None:
         if not msg.reply:
             return
+        self.stats.inc("messages_in")
         try:
             frame = await self._in_thread(self.sampler.frame, seq=0)
             await msg.respond(FRAME.encode(frame))
         except Exception as exc:
+            self.stats.inc("errors")
             log.warning("sample request failed: %s", exc)
 
 
@@ -151,4 +164,6 @@ async def build(config: CollectorConfig, stack: contextlib.AsyncExitStack) -> Co
 
     nc = await open_nats(stack, config.nats, f"collector-{config.host.host_id}")
     gpus = await asyncio.to_thread(Gpus, config.nvml_module, config.gpu)
-    return Collector(config, nc, gpus)
+    collector = Collector(config, nc, gpus)
+    await open_stats(stack, nc, "collector", collector.stats, host=collector.host, description=f"fleetwatch metrics of host {collector.host}")
+    return collector

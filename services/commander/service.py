@@ -21,7 +21,7 @@ import msgspec
 import nats.micro
 from nats.micro.request import Request
 
-from libs.runtime import deadletter, mask_mapping, open_nats
+from libs.runtime import ServiceStats, StatsService, deadletter, mask_mapping, open_nats
 from libs.schemas import AppStatus, AuditRecord, Codec, DecodeError, LogBatch, LogLine, subjects
 from libs.schemas.control import (
     AppInfo,
@@ -129,6 +129,11 @@ class Commander:
         self._bg: list[asyncio.Task] = []
         self.service: nats.micro.Service | None = None
         self._endpoints: dict[str, Any] = {}
+        self.stats = ServiceStats()
+        self.stats.queue("app_status", self._status_q.qsize)
+        self.stats.gauge("apps", lambda: len(self.records))
+        self.stats.gauge("log_follows", lambda: len(self.follows))
+        self.micro = StatsService(nc, "commander", self.stats, host=host, version=VERSION, description=f"fleetwatch control of host {host}: apps, jobs, logs, scan")
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,21 +155,14 @@ class Commander:
         self.process.start_loop()
         self._bg.append(asyncio.create_task(self._publisher(), name="status-publisher"))
         self._bg.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
-        self.service = await nats.micro.add_service(
-            self.nc,
-            name="commander",
-            version=VERSION,
-            description=f"fleetwatch control of host {self.host}: apps, jobs, logs, scan",
-            metadata={"host": self.host},
-        )
+        self.service = await self.micro.start()
         for verb in ENDPOINTS:
             await self.service.add_endpoint(name=verb.replace(".", "-"), subject=subjects.ctl(self.host, verb), handler=self._handler(verb), metadata={"verb": verb})
         self._endpoints = {ep._metadata["verb"]: ep for ep in getattr(self.service, "_endpoints", []) if (getattr(ep, "_metadata", None) or {}).get("verb")}
         await self.nc.flush()
 
     async def stop(self) -> None:
-        if self.service is not None:
-            await self.service.stop()
+        await self.micro.stop()
         for f in list(self.follows.values()):
             if f.task:
                 f.task.cancel()
@@ -201,6 +199,7 @@ class Commander:
                 r = CODECS[verb].decode(req.data)
             except DecodeError as exc:
                 actor = self._guess_actor(req.data)
+                self.stats.inc("dead_letters")
                 await deadletter.send(self.nc, "commander", req.subject, req.data, exc)
                 raise bad(f"malformed {verb} request: {exc.reason} (at {exc.path})") from None
             actor = r.actor
@@ -230,6 +229,11 @@ class Commander:
         except Exception as exc:
             log.warning("could not answer %s: %s", verb, exc)
         duration = (time.perf_counter() - t0) * 1000
+        self.stats.inc("messages_in")
+        if code >= 500:
+            self.stats.inc("errors")
+        elif code != 200:
+            self.stats.inc("refused")
         self._record_stats(verb, code, error, duration)
         await self._audit(verb, actor, target, params, code, error, duration)
 
@@ -276,6 +280,7 @@ class Commander:
         try:
             await self.js.publish(subjects.audit(self.host), AUDIT.encode(rec), timeout=5, headers={"Nats-Msg-Id": rec.id})
         except Exception as exc:
+            self.stats.inc("errors")
             log.error("audit record not stored: %s", exc, extra={"action": verb, "target": target})
 
     # -- app status publishing -------------------------------------------------------------
@@ -312,7 +317,9 @@ class Commander:
             msg = await self._status_q.get()
             try:
                 await self.nc.publish(subjects.apps(self.host), APP_STATUS.encode(msg))
+                self.stats.inc("messages_out")
             except Exception as exc:
+                self.stats.inc("errors")
                 log.warning("could not publish app status: %s", exc)
 
     async def _reconcile_loop(self) -> None:

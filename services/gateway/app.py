@@ -21,7 +21,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from libs.runtime import open_nats
+from libs.runtime import open_nats, open_stats
 from libs.runtime.db import migrate, open_pool
 
 from .authn import Actor
@@ -30,6 +30,7 @@ from .config import GatewayConfig
 from .directory import seed_from_db
 from .guard import OPENAPI_PATH, role_guard
 from .routes import CONTROLLERS, ROUTE_ROLES
+from .servicestats import ServiceScraper, gateway_stats
 from .state import Gateway
 
 log = logging.getLogger("fleetwatch.gateway")
@@ -61,6 +62,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # After subscribing, so nothing published meanwhile is missed; live data wins over stored.
         await seed_from_db(gw.directory, pool)
         stack.push_async_callback(gw.hub.stop)
+        gw.services = ServiceScraper(nc, window_s=config.metrics_window_s, cache_s=config.metrics_cache_s, kinds=tuple(config.metrics_services))
+        await open_stats(stack, nc, "gateway", gateway_stats(gw), description="fleetwatch REST, live stream and web UI")
         app.state.gateway = gw
         log.info("gateway ready", extra={"event": "ready"})
         yield

@@ -38,6 +38,11 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     stream_heartbeat_s: float = 15.0
     # Clients with new events are woken together every batch_s (0: at once, per event).
     stream_batch_s: float = 0.05
+    # /metrics gathers every service's $SRV.STATS: replies awaited this long, the result kept
+    # this long (scrapes in between cost NATS nothing); only these kinds when set (large fleets).
+    metrics_window_s: float = 0.3
+    metrics_cache_s: float = 2.0
+    metrics_services: list[str] = []
     cors_origins: list[str] = []
     ui_dir: str = "ui/dist"
     # POST /api/v1/webhook/command: HMAC-SHA256 shared secret (empty: the webhook answers 503)

@@ -39,6 +39,7 @@ class Gateway:
         self.logins_ok = 0
         self.logins_failed = 0
         self.logins_limited = 0
+        self.services = None  # ServiceScraper, set once NATS is open (app lifespan)
 
 
 # How controllers ask for it: `gw: GatewayDep` (injected by name, see app.py).

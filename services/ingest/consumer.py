@@ -39,6 +39,9 @@ class Stats:
         self.skipped = 0
         self.retries = 0
         self.split = 0
+        self.rows = 0  # messages stored (committed) in the database
+        self.errors = 0  # batches that failed on a bug and were left for redelivery
+        self.pending: int | None = None  # consumer lag as of the last fetch (JetStream metadata)
 
 
 class Consumer:
@@ -107,6 +110,8 @@ class Consumer:
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = 0.2
+            with contextlib.suppress(Exception):
+                self.stats.pending = msgs[-1].metadata.num_pending
             await self._queue.put(msgs)
 
     async def _write_loop(self, link: Link) -> None:
@@ -117,6 +122,7 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop the consumer: the batch is redelivered later
+                self.stats.errors += 1
                 log.exception("batch failed; leaving it unacked for redelivery", extra={"consumer": self.spec.durable})
 
     async def handle(self, link: Link, msgs: list) -> None:
@@ -150,6 +156,7 @@ class Consumer:
             try:
                 conn = await link.get()
                 await self.write(conn, items)
+                self.stats.rows += len(items)
                 if self.db_down_since is not None:
                     log.info("database back; resuming", extra={"consumer": self.spec.durable, "down_s": round(time.monotonic() - self.db_down_since, 1)})
                     self.db_down_since = None

@@ -11,7 +11,7 @@ import time
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from libs.runtime import jetstream
+from libs.runtime import ServiceStats, jetstream
 from libs.schemas import streams
 
 from . import maintenance, schema
@@ -80,6 +80,11 @@ class Ingest:
         self.events_writer = EventsWriter()
         self.storage: schema.Storage | None = None
         self._tasks: list[asyncio.Task] = []
+        self.stats = ServiceStats()
+        for name, field in (("messages_in", "messages"), ("rows_written", "rows"), ("batches", "batches"), ("dead_letters", "deadlettered"), ("skipped", "skipped"), ("db_retries", "retries"), ("errors", "errors")):
+            self.stats.counter(name, lambda f=field: sum(getattr(c.stats, f) for c in self.consumers.values()))
+        self.stats.pending(lambda: {c.spec.durable: c.stats.pending for c in self.consumers.values() if c.stats.pending is not None})
+        self.stats.queue("batches_ready", lambda: sum(c._queue.qsize() for c in self.consumers.values()))
 
     async def start(self) -> None:
         cfg = self.config
@@ -136,7 +141,9 @@ class Ingest:
 
 
 async def build(config: IngestConfig, stack: contextlib.AsyncExitStack) -> Ingest:
-    from libs.runtime import open_nats
+    from libs.runtime import open_nats, open_stats
 
     nc = await open_nats(stack, config.nats, "ingest")
-    return Ingest(config, nc)
+    ingest = Ingest(config, nc)
+    await open_stats(stack, nc, "ingest", ingest.stats, description="fleetwatch history writer: JetStream -> PostgreSQL")
+    return ingest

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from libs.runtime import DbSettings, deadletter, open_nats
+from libs.runtime import DbSettings, ServiceStats, deadletter, open_nats, open_stats
 from libs.runtime.db import migrate, open_pool
 from libs.runtime.logs import redact
 from libs.schemas import AuditRecord, Codec, DecodeError, ReplicationStatus, UserChange, subjects
@@ -53,6 +53,9 @@ class ReplicatorService:
         self.host = host
         self.last_status: ReplicationStatus | None = None
         self.failures = 0
+        self.stats = ServiceStats()
+        self.stats.gauge("consecutive_failures", lambda: self.failures)
+        self.stats.gauge("users", lambda: self.last_status.total if self.last_status and self.last_status.ok else None)
         self._pending: str | None = None
         self._due = 0.0
         self._waiters: list[asyncio.Future] = []
@@ -88,9 +91,11 @@ class ReplicatorService:
         return fut
 
     async def _on_users_changed(self, msg) -> None:
+        self.stats.inc("messages_in")
         try:
             change = USER_CHANGE.decode(msg.data)
         except DecodeError as exc:
+            self.stats.inc("dead_letters")
             await deadletter.send(self.nc, "replicator", msg.subject, msg.data, exc)
             return
         log.debug("users changed", extra={"op": change.op, "username": change.username})
@@ -104,9 +109,11 @@ class ReplicatorService:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve_sync(self, msg) -> None:
+        self.stats.inc("messages_in")
         try:
             req = SYNC_REQUEST.decode(msg.data) if msg.data.strip() else SyncRequest()
         except DecodeError as exc:
+            self.stats.inc("dead_letters")
             await deadletter.send(self.nc, "replicator", msg.subject, msg.data, exc)
             if msg.reply:
                 bad = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500])
@@ -194,9 +201,17 @@ class ReplicatorService:
                 extra={"trigger": trigger, "added": counts.added, "updated": counts.updated, "removed": counts.removed, "total": counts.total, "duration_ms": round(status.duration_ms, 1)},
             )
         self.last_status = status
+        self._count(status)
         with contextlib.suppress(Exception):  # a NATS outage must not stop the syncs themselves
             await self.nc.publish(subjects.replica(self.host), STATUS.encode(status))
         return status
+
+    def _count(self, status: ReplicationStatus) -> None:
+        self.stats.inc("syncs")
+        if status.ok:
+            self.stats.inc("users_applied", status.added + status.updated + status.removed)
+        else:
+            self.stats.inc("sync_failures")
 
     def _schedule_retry(self, delay: float) -> None:
         self._cancel_retry()
@@ -244,4 +259,6 @@ async def build(config: ReplicatorConfig, stack: contextlib.AsyncExitStack) -> R
     nc = await open_nats(stack, config.nats, f"replicator-{host}")
     pool = await open_pool(stack, DbSettings(dsn=config.local_dsn, pool_min=1, pool_max=2))
     await migrate(pool, "replicator", MIGRATIONS)
-    return ReplicatorService(config, nc, pool, host)
+    service = ReplicatorService(config, nc, pool, host)
+    await open_stats(stack, nc, "replicator", service.stats, host=host, description=f"fleetwatch user replication of host {host}")
+    return service

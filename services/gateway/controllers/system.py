@@ -33,9 +33,10 @@ class SystemController(Controller):
         ok = nats_ok and db_ok
         return Response({"status": "ok" if ok else "unavailable", "nats": nats_ok, "db": db_ok}, status_code=200 if ok else 503)
 
-    @get("/metrics", media_type=MediaType.TEXT, summary="Prometheus text exposition of the fleet and the gateway")
+    @get("/metrics", media_type=MediaType.TEXT, summary="Prometheus text exposition of the fleet, the gateway and every service ($SRV.STATS)")
     async def metrics(self, gw: GatewayDep) -> Response[str]:
-        return Response(exposition(gw), media_type="text/plain; version=0.0.4; charset=utf-8")
+        services = await gw.services.text() if gw.services is not None else ""
+        return Response(exposition(gw) + services, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @get("/", media_type=MediaType.HTML, include_in_schema=False)
     async def index(self, gw: GatewayDep) -> Response[bytes]:

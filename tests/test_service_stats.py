@@ -1,0 +1,216 @@
+"""Service stats: every service answers `$SRV.PING|INFO|STATS` as a NATS micro service with its
+own counters in the STATS data, and the gateway's `/metrics` gathers them.
+
+Real nats-server (with the generated per-host permissions), real PostgreSQL, the real services
+as subprocesses: a collector publishes real frames, ingest stores them, a malformed frame is
+dead-lettered, a malformed control request reaches the commander, and the counters move by
+what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import httpx
+import nats
+import nats.errors
+import pytest
+
+from libs.runtime import connect
+from libs.runtime.jetstream import provision
+from libs.schemas import Codec, subjects
+from libs.schemas.servicestats import ServiceCounters
+from tests.conftest import service_env
+from tests.support.commander import CommanderProcess
+from tests.support.gateway import start_gateway
+from tests.support.pipeline import start_collector, start_ingest, wait_until
+
+HOST = "host-a"
+COUNTERS = Codec(ServiceCounters)
+
+
+async def gather(nc, subject: str, window: float = 0.5) -> list[dict]:
+    """Every reply to one micro discovery request within `window`."""
+    got: list[dict] = []
+
+    async def cb(msg):
+        if msg.data:  # not the server's empty no-responders status
+            got.append(json.loads(msg.data))
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=cb)
+    await nc.publish(subject, b"", reply=inbox)
+    await nc.flush()
+    await asyncio.sleep(window)
+    await sub.unsubscribe()
+    return got
+
+
+async def counters(nc, kind: str, host: str = "") -> ServiceCounters | None:
+    """The ServiceCounters of the one instance of `kind` (on `host`), from `$SRV.STATS.<kind>`."""
+    for r in await gather(nc, f"$SRV.STATS.{kind}", 0.3):
+        if host and r["metadata"].get("host") != host:
+            continue
+        ep = next((e for e in r["endpoints"] if e["name"] == "stats"), None)
+        if ep and ep.get("data"):
+            return COUNTERS.decode(json.dumps(ep["data"]))
+    return None
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample of `name` whose labels include `labels`."""
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_dsn, workdir):
+    nc = await connect(fresh_nats.settings("admin"), "test-stats", retry_forever=False)
+    await provision(nc)
+    js = nc.jetstream()
+    ingest = start_ingest(fresh_nats, db_dsn, workdir / "stats-ingest.log")
+    coll = start_collector(fresh_nats, HOST, workdir / "stats-collector.log", FLEETWATCH_COLLECTOR_INTERVAL="0.5", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1")
+    cmd = CommanderProcess(service_env(**fresh_nats.env(host=HOST)), workdir / "stats-commander", workdir / "stats-commander.log").start()
+    gw = None
+    try:
+        # Discovery: PING answers per kind, with the agent's host in its metadata.
+        async def pinged():
+            kinds = {(r["name"], r["metadata"].get("host", "")) for r in await gather(nc, "$SRV.PING", 0.3)}
+            return kinds if {("ingest", ""), ("collector", HOST), ("commander", HOST)} <= kinds else None
+
+        try:
+            await wait_until(pinged, 45, what="ingest, collector and commander answering $SRV.PING")
+        except AssertionError as exc:
+            logs = "\n".join(f"--- {p.log.name}\n{p.logs()[-1500:]}" for p in (ingest, coll))
+            raise AssertionError(f"{exc}\n{logs}\n--- commander\n{cmd.log_path.read_text()[-1500:]}") from None
+        info = [r for r in await gather(nc, "$SRV.INFO.collector") if r["metadata"].get("host") == HOST]
+        assert len(info) == 1 and any(e["subject"] == subjects.service_stats("collector", HOST) for e in info[0]["endpoints"])
+
+        # Collector frames reach ingest: ingest's messages_in catches up with what the collector published.
+        async def published():
+            c = await counters(nc, "collector", HOST)
+            return c if c and c.counters.get("frames_published", 0) >= 4 else None
+
+        coll_c = await wait_until(published, 40, what="collector frames_published >= 4")
+        assert "frames" in coll_c.queues and coll_c.counters["messages_out"] >= coll_c.counters["frames_published"]
+        n = coll_c.counters["frames_published"]
+
+        async def ingested():
+            c = await counters(nc, "ingest")
+            return c if c and c.counters.get("messages_in", 0) >= n and c.counters.get("rows_written", 0) >= n else None
+
+        before = await wait_until(ingested, 40, what=f"ingest messages_in and rows_written >= {n}")
+        assert before.counters["batches"] >= 1
+        assert before.consumer_pending.get("ingest_metrics", -1) >= 0, before
+
+        # One malformed frame: exactly one more dead letter, the service still running.
+        await js.publish(subjects.metrics("host-b"), b"{not json", headers={"Nats-Msg-Id": f"bad-{time.time()}"})
+
+        async def dead():
+            c = await counters(nc, "ingest")
+            return c if c and c.counters.get("dead_letters", 0) > before.counters.get("dead_letters", 0) else None
+
+        after = await wait_until(dead, 30, what="ingest dead_letters to move")
+        assert after.counters["dead_letters"] == before.counters.get("dead_letters", 0) + 1
+        assert after.counters["messages_in"] > before.counters["messages_in"]
+
+        # The commander keeps its endpoints and reports the same shape: a malformed request is
+        # one more message in and one dead letter.
+        await cmd.wait_ready(nc, HOST)
+        c0 = await counters(nc, "commander", HOST)
+        reply = await nc.request(subjects.ctl(HOST, "apps.list"), b"[broken", timeout=10)
+        assert reply.headers and reply.headers.get("Nats-Service-Error-Code") == "400"
+        c1 = await wait_until(lambda: _moved(nc, "commander", HOST, "dead_letters", c0), 15, what="commander dead_letters to move")
+        assert c1.counters["dead_letters"] == c0.counters.get("dead_letters", 0) + 1
+        assert c1.counters["messages_in"] == c0.counters.get("messages_in", 0) + 1
+
+        # The gateway's /metrics has every service's lines, gathered over $SRV.STATS.
+        gw = await asyncio.to_thread(start_gateway, fresh_nats, db_dsn, workdir / "stats-gw", metrics_cache_s="1.5")
+        async with httpx.AsyncClient(base_url=gw.url, headers=gw.headers("viewer"), timeout=30) as http:
+            text = (await http.get("/metrics")).text
+            assert metric(text, "fleetwatch_service_up", service="ingest") == 1
+            assert metric(text, "fleetwatch_service_up", service="collector", host=HOST) == 1
+            assert metric(text, "fleetwatch_service_up", service="gateway") == 1
+            assert metric(text, "fleetwatch_service_messages_in_total", service="ingest") >= after.counters["messages_in"]
+            assert metric(text, "fleetwatch_service_dead_letters_total", service="ingest") == after.counters["dead_letters"]
+            assert metric(text, "fleetwatch_service_errors_total", service="collector", host=HOST) is not None
+            assert metric(text, "fleetwatch_service_consumer_pending", service="ingest") is not None
+            assert metric(text, "fleetwatch_service_queue_size", service="collector", host=HOST, queue="frames") is not None
+            assert metric(text, "fleetwatch_service_endpoint_requests_total", service="commander", host=HOST, endpoint="apps-list") >= 2
+            assert metric(text, "fleetwatch_service_endpoint_errors_total", service="commander", host=HOST, endpoint="apps-list") >= 1
+            assert metric(text, "fleetwatch_service_endpoint_processing_seconds_avg", service="commander", host=HOST, endpoint="apps-list") > 0
+            assert text.count("# TYPE fleetwatch_service_up gauge") == 1  # one family, one header
+            # Scrapes within the cache window cost NATS nothing: the same text comes back.
+            assert services_part((await http.get("/metrics")).text) == services_part(text)
+
+            # A service that stops answering reads up 0 at the next gather.
+            assert coll.stop() == 0
+
+            async def down():
+                t = (await http.get("/metrics")).text
+                return t if metric(t, "fleetwatch_service_up", service="collector", host=HOST) == 0 else None
+
+            await wait_until(down, 15, interval=0.5, what="collector up 0")
+    finally:
+        if gw is not None:
+            gw.stop()
+        cmd.stop()
+        cmd.kill_children()
+        coll.stop()
+        ingest.stop()
+        await nc.close()
+
+
+def services_part(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("fleetwatch_service_")]
+
+
+async def _moved(nc, kind: str, host: str, name: str, before: ServiceCounters | None):
+    c = await counters(nc, kind, host)
+    base = before.counters.get(name, 0) if before else 0
+    return c if c and c.counters.get(name, 0) > base else None
+
+
+async def test_agent_answers_discovery_of_its_own_kinds_only(nats_stack):
+    """An agent may answer `$SRV` for the host's agent kinds and its own stats subject, nothing wider."""
+    errors: list[str] = []
+
+    async def error_cb(e):
+        errors.append(str(e))
+
+    a = nats_stack.agent_settings(HOST)
+    agent = await nats.connect(servers=[a.url], user=a.user, password=a.password, inbox_prefix=a.inbox_prefix, error_cb=error_cb, allow_reconnect=False)
+    admin = await connect(nats_stack.settings("admin"), "test-srv-admin", retry_forever=False)
+    try:
+        for subject in ("$SRV.PING", "$SRV.STATS.collector", "$SRV.INFO.commander.abc", subjects.service_stats("replicator", HOST)):
+            sub = await agent.subscribe(subject)
+            await agent.flush()
+            await admin.publish(subject, b"x")
+            await admin.flush()
+            assert (await sub.next_msg(timeout=5)).data == b"x", subject
+            await sub.unsubscribe()
+        assert not errors
+        for subject in ("$SRV.>", "$SRV.STATS.ingest", "$SRV.PING.gateway.abc", subjects.service_stats("collector", "host-b")):
+            errors.clear()
+            await agent.subscribe(subject)
+            await agent.flush()
+            await asyncio.sleep(0.3)
+            assert any("permissions violation" in e.lower() and subject in e for e in errors), (subject, errors)
+    finally:
+        await agent.close()
+        await admin.close()
+    # The central gateway identity may ask every service (no agent permission applies to it).
+    gw = await connect(nats_stack.settings("gateway"), "test-srv-gw", retry_forever=False)
+    try:
+        with pytest.raises(nats.errors.NoRespondersError):
+            await gw.request("$SRV.PING.nothing-runs-this", b"", timeout=2)
+    finally:
+        await gw.close()
