@@ -174,3 +174,38 @@ async def test_healthcheck_sees_an_established_nats_connection(nats_stack):
 
     assert not healthcheck.nats_ok({"FLEETWATCH_NATS_URL": f"nats://127.0.0.1:{free_port()}"})
     assert healthcheck.main([]) == 1 and healthcheck.main(["--bogus"]) == 2
+
+
+def test_health_checks_follow_the_service_settings_not_fixed_urls():
+    """An image's probe must work however the service is configured (the gateway with TLS:
+    tests/test_tls.py runs the probe against an HTTPS gateway)."""
+    for svc in SERVICES:
+        check = re.search(r"^HEALTHCHECK .*\n?.*$", _dockerfile(svc), re.M).group(0)
+        assert "http://" not in check and "https://" not in check, f"{svc}: {check}"
+    assert "--gateway" in _dockerfile("gateway")
+
+
+def test_gateway_probe_over_plain_http(tmp_path):
+    import http.server
+    import threading
+
+    from libs.embedded import free_port
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        env = {"FLEETWATCH_GATEWAY_HOST": "0.0.0.0", "FLEETWATCH_GATEWAY_PORT": str(srv.server_address[1])}
+        assert healthcheck.gateway_url(env) == (f"http://127.0.0.1:{srv.server_address[1]}/healthz", None)
+        assert healthcheck.gateway_ok(env)
+        assert not healthcheck.gateway_ok({**env, "FLEETWATCH_GATEWAY_PORT": str(free_port())})
+        assert not healthcheck.gateway_ok({**env, "FLEETWATCH_GATEWAY_TLS_CERT": str(tmp_path / "absent.crt")})
+    finally:
+        srv.shutdown()

@@ -188,6 +188,14 @@ async def test_gateway_serves_https_with_the_ca_from_fleetwatch_certs(tmp_path, 
         assert "CERTIFICATE_VERIFY_FAILED" in str(ei.value)
         with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).raise_for_status()
+
+        # The image's health check reads the gateway's own settings: HTTPS here, and only with
+        # the certificate the gateway is configured to serve.
+        probe = [sys.executable, str(ROOT / "infra" / "docker" / "healthcheck.py"), "--gateway"]
+        hc_env = {"PATH": "/usr/bin:/bin", "FLEETWATCH_GATEWAY_HOST": "0.0.0.0", "FLEETWATCH_GATEWAY_PORT": str(port), "FLEETWATCH_GATEWAY_TLS_CERT": str(d / "gateway.crt")}
+        assert subprocess.run(probe, env=hc_env, timeout=30).returncode == 0
+        assert subprocess.run(probe, env={**hc_env, "FLEETWATCH_GATEWAY_TLS_CERT": ""}, timeout=30).returncode == 1
+        assert subprocess.run(probe, env={**hc_env, "FLEETWATCH_GATEWAY_TLS_CERT": str(other / "ca.crt")}, timeout=30).returncode == 1
     finally:
         proc.terminate()
         try:

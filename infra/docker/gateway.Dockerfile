@@ -22,6 +22,6 @@ ENV FLEETWATCH_GATEWAY_HOST=0.0.0.0 FLEETWATCH_GATEWAY_PORT=8080
 EXPOSE 8080
 USER 10001:10001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "/opt/fleetwatch/healthcheck.py", "--http", "http://127.0.0.1:8080/healthz", "--nats"]
+  CMD ["python", "/opt/fleetwatch/healthcheck.py", "--gateway", "--nats"]
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "services.gateway"]
