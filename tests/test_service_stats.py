@@ -116,11 +116,12 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
 
         async def dead():
             c = await counters(nc, "ingest")
-            return c if c and c.counters.get("dead_letters", 0) > before.counters.get("dead_letters", 0) else None
+            moved = c and c.counters.get("dead_letters", 0) > before.counters.get("dead_letters", 0)
+            # the batch is counted in once it is done, just after its dead letters
+            return c if moved and c.counters["messages_in"] > before.counters["messages_in"] else None
 
         after = await wait_until(dead, 30, what="ingest dead_letters to move")
         assert after.counters["dead_letters"] == before.counters.get("dead_letters", 0) + 1
-        assert after.counters["messages_in"] > before.counters["messages_in"]
 
         # The commander keeps its endpoints and reports the same shape: a malformed request is
         # one more message in and one dead letter.
@@ -203,7 +204,7 @@ async def test_agent_answers_discovery_of_its_own_kinds_only(nats_stack):
             await agent.subscribe(subject)
             await agent.flush()
             await asyncio.sleep(0.3)
-            assert any("permissions violation" in e.lower() and subject in e for e in errors), (subject, errors)
+            assert any("permissions violation" in e.lower() and subject.lower() in e.lower() for e in errors), (subject, errors)
     finally:
         await agent.close()
         await admin.close()
