@@ -60,11 +60,23 @@ async def _new_token(gw, c: httpx.AsyncClient, role: str | None) -> str:
     return r.json()["id"]
 
 
+async def _own_password(gw, c: httpx.AsyncClient, role: str | None):
+    """The role's user changes their password from one an admin just set (admin's ends as it was)."""
+    if role is None:
+        return "POST", "/api/v1/auth/password", {"current_password": "x", "new_password": "whatever-pass"}
+    known = f"matrix-pass-{next(_n)}"
+    r = await c.patch(f"/api/v1/users/{gw.actor(role)}", json={"password": known}, headers=gw.headers("admin"))
+    assert r.status_code == 200, r.text
+    new = gw.admin_password if role == "admin" else f"matrix-pass-{next(_n)}"
+    return "POST", "/api/v1/auth/password", {"current_password": known, "new_password": new}
+
+
 # route -> async (gw, client, role) -> (method, path, json body)
 EXAMPLES = {
     "POST /api/v1/auth/login": lambda gw, c, role: _const("POST", "/api/v1/auth/login", {"username": "target1", "password": "target-password"}),
     "POST /api/v1/auth/tokens": lambda gw, c, role: _const("POST", "/api/v1/auth/tokens", {"name": "m"}),
     "DELETE /api/v1/auth/tokens/{token_id}": lambda gw, c, role: _path("DELETE", "/api/v1/auth/tokens/{}", _new_token(gw, c, role)),
+    "POST /api/v1/auth/password": _own_password,
     "POST /api/v1/users": lambda gw, c, role: _const("POST", "/api/v1/users", {"username": f"made{next(_n)}"}),
     "PATCH /api/v1/users/{username}": lambda gw, c, role: _const("PATCH", "/api/v1/users/target1", {"email": "t@example.org"}),
     "DELETE /api/v1/users/{username}": lambda gw, c, role: _path("DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")),

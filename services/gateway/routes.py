@@ -8,11 +8,12 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import alerting, apps, audit, auth, events, history, hosts, jobs, processes, registration, replication, scan, stream, system, users, webhook
+from .controllers import account, alerting, apps, audit, auth, events, history, hosts, jobs, processes, registration, replication, scan, stream, system, users, webhook
 
 CONTROLLERS = [
     system.SystemController,
     auth.AuthController,
+    account.AccountController,
     users.UsersController,
     hosts.HostsController,
     history.HistoryController,
@@ -43,6 +44,7 @@ ROUTE_ROLES: dict[str, str | None] = {
     "GET /api/v1/auth/tokens": "viewer",
     "POST /api/v1/auth/tokens": "viewer",
     "DELETE /api/v1/auth/tokens/{token_id}": "viewer",
+    "POST /api/v1/auth/password": "viewer",
     "GET /api/v1/users": "admin",
     "POST /api/v1/users": "admin",
     "GET /api/v1/users/{username}": "admin",

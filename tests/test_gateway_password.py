@@ -1,0 +1,96 @@
+"""Changing your own password (POST /api/v1/auth/password) against the real gateway, NATS and
+PostgreSQL: the current password is required and its guesses are limited, the new one is a
+crypt(3) hash that logins check at once, and fleet.users.changed says "password" without it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from passlib.hash import sha512_crypt
+
+from libs.runtime import connect
+from libs.schemas import Codec, UserChange
+from libs.schemas import subjects as s
+from tests.support.gateway import create_database, drop_database, running_gateway
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+async def pw_gw(nats_stack, pg_cluster, workdir):
+    dsn = await create_database(pg_cluster.dsn, "gwpw")
+    with running_gateway(nats_stack, dsn, workdir / "gw-password", login_max_failures="3") as g:
+        yield g, dsn
+    await drop_database(pg_cluster.dsn, dsn)
+
+
+async def new_user_session(gw, c, username: str, password: str) -> dict[str, str]:
+    r = await c.post("/api/v1/users", json={"username": username, "password": password, "role": "viewer"}, headers=gw.headers("admin"))
+    assert r.status_code == 201, r.text
+    r = await c.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+async def login_status(c, username: str, password: str) -> int:
+    return (await c.post("/api/v1/auth/login", json={"username": username, "password": password})).status_code
+
+
+async def test_user_changes_own_password(pw_gw, nats_stack):
+    gw, dsn = pw_gw
+    codec = Codec(UserChange)
+    changes: list[UserChange] = []
+    nc = await connect(nats_stack.settings("admin"), "test-password", retry_forever=False)
+
+    async def on_change(msg):
+        assert b"pass-" not in msg.data  # neither password, nor anything like it
+        changes.append(codec.decode(msg.data))
+
+    await nc.subscribe(s.USERS_CHANGED, cb=on_change)
+    await nc.flush()  # subscribed at the server before the user is created
+    try:
+        async with gw.async_client() as c:
+            me = await new_user_session(gw, c, "dora", "first-pass-1")
+            change = lambda cur, new: c.post("/api/v1/auth/password", json={"current_password": cur, "new_password": new}, headers=me)  # noqa: E731
+            r = await change("not-my-pass-1", "second-pass-2")
+            assert r.status_code == 403 and "current password" in r.json()["detail"]
+            r = await change("first-pass-1", "short")
+            assert r.status_code == 400 and "new_password" in r.text
+            r = await change("first-pass-1", "first-pass-1")
+            assert r.status_code == 400 and "differ" in r.json()["detail"]
+            assert await login_status(c, "dora", "first-pass-1") == 201  # nothing changed yet
+            r = await change("first-pass-1", "second-pass-2")
+            assert r.status_code == 204, r.text
+            assert await login_status(c, "dora", "first-pass-1") == 401
+            assert await login_status(c, "dora", "second-pass-2") == 201
+            # the session that made the change still works
+            assert (await c.get("/api/v1/auth/me", headers=me)).json()["username"] == "dora"
+        conn = await asyncpg.connect(dsn)
+        try:
+            stored = await conn.fetchval("SELECT password_hash FROM users WHERE username = 'dora'")
+        finally:
+            await conn.close()
+        assert stored.startswith("$6$") and sha512_crypt.verify("second-pass-2", stored)
+        for _ in range(50):
+            if any(ch.op == "password" for ch in changes):
+                break
+            await asyncio.sleep(0.1)
+        assert [(ch.op, ch.username) for ch in changes if ch.username == "dora"] == [("created", "dora"), ("password", "dora")]
+    finally:
+        await nc.close()
+
+
+async def test_wrong_current_password_guesses_are_limited(pw_gw):
+    gw, _ = pw_gw
+    async with gw.async_client() as c:
+        me = await new_user_session(gw, c, "eve", "eve-pass-word-1")
+        body = {"current_password": "guess-guess", "new_password": "eve-pass-word-2"}
+        for _ in range(3):
+            assert (await c.post("/api/v1/auth/password", json=body, headers=me)).status_code == 403
+        # limited now, even with the right current password; the password is unchanged
+        r = await c.post("/api/v1/auth/password", json={**body, "current_password": "eve-pass-word-1"}, headers=me)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert await login_status(c, "eve", "eve-pass-word-1") == 201
+        assert await login_status(c, "eve", "eve-pass-word-2") == 401
