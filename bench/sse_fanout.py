@@ -7,9 +7,12 @@ RESULT lines:
   sse_fanout_vs_nats_p99   that p99 ÷ the p99 of a bare NATS subscriber receiving the same frames
                            in the same run (the raw baseline)
   sse_fanout_p50_ms, sse_fanout_nats_p99_ms, sse_fanout_events, sse_fanout_complete_clients
+  sse_fanout_gateway_cpu   share of a core the gateway used over the window (load-independent)
+  sse_fanout_clients_cpu   the same for the client processes, which run on the same cores
+  sse_fanout_load_avg_1m   the machine's load at the end (others' work included)
 
-Clients are raw HTTP connections in separate processes; each frame's publish time is its `ts`
-(same machine clock). Own nats-server and PostgreSQL; the machine may be shared, so read the ratio.
+Clients are raw HTTP connections (one asyncio protocol each, no task per client) in separate
+processes; each frame's publish time is its `ts` (same machine clock). Own nats-server and PostgreSQL; the machine may be shared, so read the ratio.
 """
 
 from __future__ import annotations
@@ -39,44 +42,72 @@ def proc_cpu(pid: int) -> float:
 
 
 # -- client process --------------------------------------------------------------------------
-async def _client(host: str, port: int, token: str, until: float, lat: list[float], counts: list[int], ready: list[int], i: int) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"GET /api/v1/stream?kinds=frame HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(head[:200])
-    ready[0] += 1
-    n = 0
-    try:
-        while time.time() < until:
-            try:
-                async with asyncio.timeout(max(0.1, until - time.time())):
-                    chunk = await reader.read(1 << 16)
-            except TimeoutError:
-                break
-            if not chunk:
-                counts[i] = -1  # closed by the server
+class SSEClient(asyncio.Protocol):
+    """One SSE connection as a bare protocol: bytes are parsed in `data_received`, with no task
+    or stream reader per client, so a thousand clients cost the client processes little next to
+    the gateway on the same cores. Only complete events (up to the last blank line) are read."""
+
+    def __init__(self, request: bytes, lat: list[float], ready: list[int]) -> None:
+        self.request = request
+        self.lat = lat
+        self.ready = ready
+        self.head = b""
+        self.tail = b""
+        self.started = False
+        self.n = 0
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if not self.started:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
                 return
-            now = time.time()
-            for m in TS_RE.finditer(chunk):
-                lat.append(now - float(m.group(1)))
-                n += 1
-    finally:
-        if counts[i] != -1:
-            counts[i] = n
-        writer.close()
+            head, _, data = self.head.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                self.closed = True
+                self.transport.close()
+                return
+            self.started = True
+            self.ready[0] += 1
+        buf = self.tail + data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self.tail = buf
+            return
+        self.tail = buf[end + 2 :]
+        lat = self.lat
+        for m in TS_RE.finditer(buf, 0, end):
+            lat.append(now - float(m.group(1)))
+            self.n += 1
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
 
 
 async def client_main(url: str, token: str, n: int, until: float) -> dict:
     host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
     lat: list[float] = []
-    counts = [0] * n
     ready = [0]
-    tasks = [asyncio.create_task(_client(host, int(port), token, until, lat, counts, ready, i)) for i in range(n)]
+    request = f"GET /api/v1/stream?kinds=frame HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    clients = [SSEClient(request, lat, ready) for _ in range(n)]
+    for c in clients:
+        await loop.create_connection(lambda c=c: c, host, int(port))
     while ready[0] < n and time.time() < until:
         await asyncio.sleep(0.05)
     print(json.dumps({"ready": ready[0]}), flush=True)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(max(0.0, until - time.time()))
+    # A client the server closed early counts as dropped (-1).
+    counts = [-1 if c.closed else c.n for c in clients]
+    for c in clients:
+        if c.transport is not None:
+            c.transport.close()
     lat.sort()
     # A sample of latencies keeps the pipe small; percentiles come from the full sorted list.
     keep = [lat[int(i * (len(lat) - 1) / 1999)] for i in range(2000)] if len(lat) > 2000 else lat
@@ -113,6 +144,7 @@ async def bench() -> None:
 
         await nc.subscribe("fleet.metrics.*", cb=on_frame)
         cpu0, wall0 = proc_cpu(gw.proc.pid), time.monotonic()
+        clients_cpu0 = sum(proc_cpu(p.pid) for p in procs)
         sim = Simulator(HOSTS, interval=1.0, seed=2)
         hosts = sim.host_ids
         published = 0
@@ -127,7 +159,9 @@ async def bench() -> None:
             nxt += step
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
         await nc.flush()
-        gw_cpu = (proc_cpu(gw.proc.pid) - cpu0) / (time.monotonic() - wall0)
+        wall = time.monotonic() - wall0
+        gw_cpu = (proc_cpu(gw.proc.pid) - cpu0) / wall
+        clients_cpu = (sum(proc_cpu(p.pid) for p in procs) - clients_cpu0) / wall
         await asyncio.sleep(2.0)
         import httpx
 
@@ -150,6 +184,9 @@ async def bench() -> None:
         result("sse_fanout_complete_clients", complete, "clients")
         # Independent of how loaded the machine is: the share of one core the gateway needed.
         result("sse_fanout_gateway_cpu", gw_cpu, "cores")
+        # The load clients share the same cores: what they take is not left to the gateway.
+        result("sse_fanout_clients_cpu", clients_cpu, "cores")
+        result("sse_fanout_load_avg_1m", os.getloadavg()[0], "load")
         print(f"{published} frames published, {len(counts)} clients", flush=True)
         await nc.close()
     finally:
@@ -162,6 +199,12 @@ async def bench() -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         url, token, n, until = sys.argv[2:6]
+        try:
+            import uvloop  # the gateway's loop too; the clients' CPU then goes on parsing, not on the loop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
         print(json.dumps(asyncio.run(client_main(url, token, int(n), float(until)))), flush=True)
         return
     asyncio.run(bench())

@@ -70,7 +70,32 @@ async def test_ticker_wakes_clients_in_batches():
         c = hub.add(None, ["frame"])
         for _ in range(3):
             hub.publish("frame", "h", {}, 0.0)
-        await asyncio.wait_for(c.wake.wait(), 2)
+        assert await asyncio.wait_for(c.next(), 2) is True
         assert len(c.pending) == 1 and ids(c) == [1, 2, 3]
+    finally:
+        await hub.stop()
+
+
+async def test_ticker_marks_heartbeats_for_idle_clients_only():
+    hub = Hub(max_clients=3, queue_size=100, buffer_size=10, heartbeat_s=0.2, batch_s=0.02)
+    hub._ticker = asyncio.ensure_future(hub._tick())
+    try:
+        idle = hub.add(None, ["app"])
+        busy = hub.add(None, ["frame"])
+
+        async def keep_busy() -> None:
+            for _ in range(40):
+                hub.publish("frame", "h", {}, 0.0)
+                await asyncio.sleep(0.02)
+
+        feeder = asyncio.ensure_future(keep_busy())
+        assert await asyncio.wait_for(idle.next(), 2) is False  # a heartbeat, nothing pending
+        beats = 0
+        while not feeder.done():
+            if await asyncio.wait_for(busy.next(), 2):
+                busy.take()
+            else:
+                beats += 1
+        assert beats == 0  # events kept going out: no heartbeat needed
     finally:
         await hub.stop()

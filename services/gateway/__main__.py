@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 
 import uvicorn
+import uvloop
 
 from libs.runtime import run
 
@@ -62,4 +63,7 @@ async def build(config: GatewayConfig, stack: contextlib.AsyncExitStack) -> Gate
 
 
 if __name__ == "__main__":
+    # uvloop's event loop and (picked by uvicorn when installed) httptools' parser: per request
+    # and per live-stream write the gateway's own work is then most of the cost, not the loop's.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     run("gateway", GatewayConfig, build)

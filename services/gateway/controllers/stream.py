@@ -33,17 +33,6 @@ def parse_filters(hosts: str | None, kinds: str | None) -> tuple[list[str] | Non
     return hs, ks
 
 
-async def next_batch(hub: Hub, c: Client) -> bool:
-    """Wait until the hub wakes this client (False after a heartbeat interval without events)."""
-    if not c.wake.is_set():
-        try:
-            async with asyncio.timeout(hub.heartbeat_s):
-                await c.wake.wait()
-        except TimeoutError:
-            return False
-    return True
-
-
 class SSEStream:
     """The raw ASGI side of one SSE client. A dropped client's connection is closed even while a
     send is blocked on a full socket (the writer is cancelled; uvicorn then closes the transport)."""
@@ -72,12 +61,12 @@ class SSEStream:
     async def _write(self, send) -> None:
         c = self.client
         while True:
-            if not await next_batch(self.hub, c):
+            if not await c.next():
                 await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
                 continue
-            batch = c.take()
-            if batch:
-                await send({"type": "http.response.body", "body": b"".join(b.sse for b in batch), "more_body": True})
+            batches = c.take()
+            body = batches[0].sse if len(batches) == 1 else b"".join(b.sse for b in batches)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def _watch(self, receive) -> None:
         while True:
@@ -145,7 +134,7 @@ class StreamController(Controller):
 
         async def write() -> None:
             while True:
-                if not await next_batch(hub, client):
+                if not await client.next():
                     await socket.send_text('{"kind":"heartbeat"}')
                     continue
                 for batch in client.take():
