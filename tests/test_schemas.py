@@ -53,6 +53,10 @@ from tests.support.alerting import schema_examples as alerting_examples  # noqa:
 
 EXAMPLES.update(alerting_examples())
 
+from tests.support.servicestats import schema_examples as servicestats_examples  # noqa: E402
+
+EXAMPLES.update(servicestats_examples())
+
 
 def test_every_message_type_has_an_example():
     assert set(EXAMPLES) == set(MESSAGE_TYPES)
