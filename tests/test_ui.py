@@ -5,15 +5,22 @@ browser for the module; each test opens its own tab (its own session) and saves 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import secrets
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from tests.conftest import service_env
 from tests.support.browser import COMMANDER_HOST, browser, login, shot, ui_stack
+from tests.support.commander import AS_NOBODY, CommanderProcess
 
 pytestmark = pytest.mark.timeout(300)
 HOSTS = 24
@@ -365,4 +372,117 @@ async def test_scan_adopt_prefills_register_form_and_run_a_job(ctx, stack):
     await page.get_by_test_id("job-log").filter(has_text="hello from the ui").wait_for(timeout=15000)
     await page.get_by_test_id("jobs-table").scroll_into_view_if_needed()
     await shot(page, "jobs")
+    await page.close()
+
+
+async def test_role_banner_for_viewer_and_operator_not_admin_and_a_lowered_role_is_explained(ctx, stack):
+    page = await page_as(ctx, stack, "viewer", f"/host/{COMMANDER_HOST}")
+    banner = page.get_by_test_id("role-banner")
+    await banner.wait_for(timeout=10000)
+    text = await banner.inner_text()
+    assert "viewer" in text and "operator role" in text and "admin" in text
+    await page.close()
+    page = await page_as(ctx, stack, "admin", f"/host/{COMMANDER_HOST}")
+    await page.get_by_test_id("apps-table").locator('tr[data-app="web"]').wait_for(timeout=15000)
+    assert await page.get_by_test_id("role-banner").is_hidden()
+    await page.close()
+
+    # An operator whose role is lowered while the page is open: the refusal says why, in the banner.
+    name, pw = "ui-demoted", secrets.token_urlsafe(12)
+    users = f"{stack.gw.url}/api/v1/users"
+    httpx.post(users, json={"username": name, "password": pw, "role": "operator"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    page = await ctx.new_page()
+    await login(page, stack.gw.url, name, pw, f"/host/{COMMANDER_HOST}")
+    banner = page.get_by_test_id("role-banner")
+    assert "admin role" in await banner.inner_text()
+    row = page.get_by_test_id("apps-table").locator('tr[data-app="web"]')
+    await row.wait_for(timeout=15000)
+    httpx.patch(f"{users}/{name}", json={"role": "viewer"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    await row.get_by_role("button", name="Restart web").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
+    await banner.filter(has_text="role operator or higher required (you have viewer)").wait_for(timeout=10000)
+    assert "does not allow" in await banner.inner_text()
+    await banner.scroll_into_view_if_needed()
+    await shot(page, "role-banner")
+    await page.close()
+
+
+async def test_commander_without_privileges_shows_the_banner_with_the_sudoers_line(ctx, stack, nats_stack, nc):
+    # A second commander, for host `local`, running as nobody: it may not write systemd units.
+    home = Path(tempfile.mkdtemp(prefix="fleetwatch-nobody-"))
+    (home / "app.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    for p in (home, home / "app.py"):
+        os.chown(p, 65534, 65534)
+    cp = CommanderProcess(service_env(**nats_stack.env(host="local")), home / "state", stack.dir / "commander-nobody.log", argv_prefix=AS_NOBODY, unit_dir=str(stack.dir / "units")).start()
+    try:
+        await cp.wait_ready(nc, "local")
+        page = await page_as(ctx, stack, "admin", "/host/local")
+        banner = page.get_by_test_id("privilege-banner")
+        await page.get_by_test_id("apps-table").wait_for()
+        assert await banner.is_hidden()  # nothing refused yet
+        form = page.get_by_test_id("register-form")
+        await form.get_by_label("Name").fill("needs-root")
+        await form.get_by_label("Backend").select_option("systemd")
+        await form.get_by_label("Script (absolute path)").fill(str(home / "app.py"))
+        await form.get_by_label("Interpreter").fill("/usr/bin/python3")
+        await form.get_by_label("Start after registering").uncheck()
+        await form.get_by_role("button", name="Register").click()
+        await banner.filter(has_text="sudoers").wait_for(timeout=20000)
+        text = await banner.inner_text()
+        assert "lacks privileges" in text and "'nobody'" in text and "NOPASSWD" in text and "systemctl" in text
+        assert "sudoers" in await page.get_by_test_id("register-error").inner_text()
+        assert await page.get_by_test_id("apps-table").locator('tr[data-app="needs-root"]').count() == 0
+        await banner.scroll_into_view_if_needed()
+        await shot(page, "privilege-banner")
+        await page.close()
+    finally:
+        cp.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def login_status(stack, username: str, password: str) -> int:
+    r = httpx.post(f"{stack.gw.url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
+    return r.status_code
+
+
+async def test_admin_resets_a_password_then_the_user_changes_it(ctx, stack):
+    name, first = "ui-pw", "first-pass-123"
+    httpx.post(f"{stack.gw.url}/api/v1/users", json={"username": name, "password": first, "role": "viewer"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    page = await page_as(ctx, stack, "admin", "/users")
+    row = page.get_by_test_id("users-table").locator(f'tr[data-user="{name}"]')
+    await row.get_by_role("button", name=f"Reset password {name}").click()
+    dlg = page.get_by_test_id("password-dialog")
+    await dlg.get_by_label("New password", exact=True).fill("reset-pass-456")
+    await dlg.get_by_label("New password again").fill("reset-pass-457")
+    await dlg.get_by_role("button", name="Save").click()
+    # Checked in the browser: two different new passwords are not sent.
+    assert await dlg.get_by_label("New password again").evaluate("e => !e.validity.valid")
+    assert login_status(stack, name, first) == 201
+    await dlg.get_by_label("New password again").fill("reset-pass-456")
+    await dlg.get_by_role("button", name="Save").click()
+    await dlg.wait_for(state="detached", timeout=10000)
+    await page.get_by_role("status").filter(has_text="Password reset").wait_for(timeout=5000)
+    assert login_status(stack, name, first) == 401
+    assert login_status(stack, name, "reset-pass-456") == 201
+    await page.close()
+
+    # The user changes theirs: a wrong current password is the server's reason, shown in the dialog.
+    page = await ctx.new_page()
+    await login(page, stack.gw.url, name, "reset-pass-456")
+    await page.get_by_role("button", name="Change your password").click()
+    dlg = page.get_by_test_id("password-dialog")
+    await dlg.get_by_label("Current password").fill("not-the-current-1")
+    await dlg.get_by_label("New password", exact=True).fill("own-pass-789")
+    await dlg.get_by_label("New password again").fill("own-pass-789")
+    await dlg.get_by_role("button", name="Save").click()
+    await dlg.get_by_test_id("password-error").filter(has_text="current password is not right").wait_for(timeout=10000)
+    await shot(page, "password-change")
+    assert login_status(stack, name, "reset-pass-456") == 201
+    await dlg.get_by_label("Current password").fill("reset-pass-456")
+    await dlg.get_by_role("button", name="Save").click()
+    await dlg.wait_for(state="detached", timeout=10000)
+    await page.get_by_role("status").filter(has_text="Password changed").wait_for(timeout=5000)
+    assert login_status(stack, name, "reset-pass-456") == 401
+    assert login_status(stack, name, "own-pass-789") == 201
+    assert await page.get_by_test_id("role").text_content() == "viewer"  # still signed in
     await page.close()

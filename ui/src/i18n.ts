@@ -24,6 +24,12 @@ const en = {
   when: "When", who: "Who", what: "What", where: "Where", target: "Target", result: "Result", code: "Code", more: "Load more",
   apply: "Apply", saved: "Saved", done: "Done", back: "Back", noData: "No data yet", empty: "Nothing here.", sync: "Sync now",
   skip: "Skip to content", menu: "Menu", field: "Field", threshold: "Threshold",
+  changePassword: "Change your password", currentPassword: "Current password", repeatPassword: "New password again",
+  passwordsDiffer: "The two new passwords differ", passwordSame: "The new password must differ from the current one",
+  passwordChanged: "Password changed", passwordReset: "Password reset",
+  roleViewer: "You are signed in as a viewer: you can watch this host. Starting, stopping and restarting apps, their logs, scans and jobs need the operator role; registering and removing apps needs admin. Ask an admin for more.",
+  roleOperator: "Registering and removing apps needs the admin role.",
+  roleRefused: "Your role does not allow this:",
 };
 type Key = keyof typeof en;
 const es: Record<Key, string> = {
@@ -51,6 +57,12 @@ const es: Record<Key, string> = {
   when: "Cuándo", who: "Quién", what: "Qué", where: "Dónde", target: "Objetivo", result: "Resultado", code: "Código", more: "Cargar más",
   apply: "Aplicar", saved: "Guardado", done: "Hecho", back: "Volver", noData: "Aún no hay datos", empty: "No hay nada.", sync: "Sincronizar",
   skip: "Saltar al contenido", menu: "Menú", field: "Campo", threshold: "Umbral",
+  changePassword: "Cambiar tu contraseña", currentPassword: "Contraseña actual", repeatPassword: "Repite la nueva contraseña",
+  passwordsDiffer: "Las dos contraseñas nuevas no coinciden", passwordSame: "La nueva contraseña debe ser distinta de la actual",
+  passwordChanged: "Contraseña cambiada", passwordReset: "Contraseña restablecida",
+  roleViewer: "Has iniciado sesión como observador (viewer): puedes ver este equipo. Iniciar, detener y reiniciar aplicaciones, sus registros, las búsquedas y las tareas requieren el rol operator; registrar y eliminar aplicaciones requiere admin. Pide más a un administrador.",
+  roleOperator: "Registrar y eliminar aplicaciones requiere el rol admin.",
+  roleRefused: "Tu rol no permite esto:",
 };
 
 export type Lang = "en" | "es";

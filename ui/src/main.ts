@@ -1,5 +1,5 @@
 import "./style.css";
-import { can, current, setSession, whenUnauthorized } from "./api";
+import { api, ApiError, can, current, setSession, whenUnauthorized } from "./api";
 import { clear, h } from "./dom";
 import { getLang, setLang, t } from "./i18n";
 import { alertsPage } from "./pages/alerts";
@@ -9,6 +9,7 @@ import { hostPage } from "./pages/host";
 import { loginPage } from "./pages/login";
 import { logsPage } from "./pages/logs";
 import { usersPage } from "./pages/users";
+import { passwordDialog, toast } from "./widgets";
 
 export type Cleanup = () => void;
 export type Page = (root: HTMLElement, params: string[]) => Cleanup | void;
@@ -37,6 +38,14 @@ export function go(path: string): void {
   else render();
 }
 
+async function changeOwnPassword(): Promise<void> {
+  const saved = await passwordDialog(t("changePassword"), true, async (current_password, new_password) => {
+    try { await api("POST", "/api/v1/auth/password", { current_password, new_password }); return null; }
+    catch (e) { return e instanceof ApiError ? e.detail : String(e); }
+  });
+  if (saved) toast(t("passwordChanged"));
+}
+
 function nav(path: string): HTMLElement {
   const s = current()!;
   const link = (href: string, label: string) =>
@@ -53,6 +62,7 @@ function nav(path: string): HTMLElement {
       h("button", { type: "button", class: "ghost", "aria-label": `${t("theme")}: ${theme === "dark" ? t("light") : t("dark")}`, onclick: () => { applyTheme(theme === "dark" ? "light" : "dark"); render(); } }, theme === "dark" ? "☀" : "☾"),
       h("button", { type: "button", class: "ghost", "aria-label": t("language"), onclick: () => { setLang(getLang() === "en" ? "es" : "en"); render(); } }, getLang() === "en" ? "ES" : "EN"),
       h("span", { class: "user", "data-testid": "whoami" }, s.username, " ", h("span", { class: `role role-${s.role}`, "data-testid": "role" }, s.role)),
+      h("button", { type: "button", class: "ghost", "aria-label": t("changePassword"), title: t("changePassword"), "data-testid": "change-password", onclick: () => void changeOwnPassword() }, "⚷"),
       h("button", { type: "button", onclick: () => { setSession(null); go("/login"); } }, t("logout"))));
 }
 

@@ -1,4 +1,4 @@
-import { h } from "./dom";
+import { field, h } from "./dom";
 import { t } from "./i18n";
 
 /** A modal confirmation (a <dialog>: focus is trapped and Escape cancels). */
@@ -13,6 +13,51 @@ export function confirmDialog(text: string, okLabel = t("confirm")): Promise<boo
     document.body.appendChild(dlg);
     dlg.showModal();
     ok.focus();
+  });
+}
+
+/**
+ * A password form in a modal: the new password twice (and the current one when `withCurrent`),
+ * checked in the browser first. `save` answers null when done, else the server's reason, which
+ * the dialog shows while it stays open. Resolves true once saved, false when cancelled.
+ */
+export function passwordDialog(title: string, withCurrent: boolean, save: (current: string, next: string) => Promise<string | null>): Promise<boolean> {
+  const input = (name: string, auto: string) => h("input", { type: "password", name, required: true, maxlength: 1024, autocomplete: auto });
+  const cur = withCurrent ? input("current-password", "current-password") : null;
+  const pw = input("new-password", "new-password");
+  pw.minLength = 8;
+  const again = input("repeat-password", "new-password");
+  const err = h("p", { class: "error", role: "alert", "data-testid": "password-error" });
+  const ok = h("button", { type: "submit", class: "primary" }, t("save"));
+  const cancel = h("button", { type: "button" }, t("cancel"));
+  const form = h("form", { class: "grid-form" }, h("h2", null, title),
+    cur ? field(t("currentPassword"), cur) : null, field(t("newPassword"), pw, "≥ 8"), field(t("repeatPassword"), again), err,
+    h("div", { class: "row end" }, cancel, ok));
+  const dlg = h("dialog", { "aria-label": title, "data-testid": "password-dialog" }, form);
+  const check = () => {
+    pw.setCustomValidity(cur && pw.value && pw.value === cur.value ? t("passwordSame") : "");
+    again.setCustomValidity(again.value && again.value !== pw.value ? t("passwordsDiffer") : "");
+  };
+  for (const el of [cur, pw, again]) el?.addEventListener("input", check);
+  return new Promise((resolve) => {
+    let saved = false;
+    dlg.addEventListener("close", () => { dlg.remove(); resolve(saved); });
+    cancel.addEventListener("click", () => dlg.close());
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      check();
+      err.textContent = "";
+      if (!form.reportValidity()) return;
+      ok.disabled = true;
+      const why = await save(cur?.value ?? "", pw.value);
+      ok.disabled = false;
+      if (why) { err.textContent = why; return; }
+      saved = true;
+      dlg.close();
+    });
+    document.body.appendChild(dlg);
+    dlg.showModal();
+    (cur ?? pw).focus();
   });
 }
 

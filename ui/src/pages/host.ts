@@ -23,20 +23,33 @@ function cssVar(name: string, fallback: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
 }
 
+/** The gateway's role check refused: the session's role is below the action's (the page hides
+ *  such controls, so this is a role lowered since the page was drawn). */
+function isRoleRefusal(e: unknown): e is ApiError {
+  return e instanceof ApiError && e.status === 403 && /^role /.test(e.detail);
+}
+
 /** A commander's 403 (as opposed to the gateway's role check) means the agent lacks a privilege. */
 function isPrivilegeError(e: unknown): e is ApiError {
-  return e instanceof ApiError && e.status === 403 && !/^role /.test(e.detail);
+  return e instanceof ApiError && e.status === 403 && !isRoleRefusal(e);
+}
+
+/** What this session's role may not do on a host page, said up front instead of a missing button. */
+function roleNote(): string | null {
+  return can("admin") ? null : can("operator") ? t("roleOperator") : t("roleViewer");
 }
 
 export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   const cleanups: (() => void)[] = [];
   const base = `/api/v1/hosts/${encodeURIComponent(host)}`;
   const banner = h("div", { class: "banner error", role: "alert", hidden: true, "data-testid": "privilege-banner" });
+  const note = roleNote();
+  const roleBanner = h("div", { class: "banner info", role: "status", hidden: !note, "data-testid": "role-banner" }, note);
   const headInfo = h("p", { class: "muted", "data-testid": "host-info" });
   const liveVals = h("div", { class: "stats", "data-testid": "host-live" });
   root.append(
     h("div", { class: "toolbar" }, h("a", { href: "#/fleet", class: "ghost" }, "← " + t("fleet")), h("h1", { "data-testid": "host-title" }, host)),
-    headInfo, banner, liveVals);
+    headInfo, roleBanner, banner, liveVals);
 
   function showBanner(e: ApiError): void {
     clear(banner, h("strong", null, t("privileges")), " ", e.detail);
@@ -44,6 +57,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   }
   function fail(e: unknown): void {
     if (isPrivilegeError(e)) showBanner(e);
+    if (isRoleRefusal(e)) { clear(roleBanner, h("strong", null, t("roleRefused")), " ", e.detail); roleBanner.hidden = false; }
     toast(e instanceof ApiError ? e.detail : String(e), "error");
   }
 

@@ -1,7 +1,7 @@
 import { api, ApiError, current } from "../api";
 import { clear, field, fmtAgo, fmtTime, h } from "../dom";
 import { t } from "../i18n";
-import { confirmDialog, toast } from "../widgets";
+import { confirmDialog, passwordDialog, toast } from "../widgets";
 
 export function usersPage(root: HTMLElement): () => void {
   const body = h("tbody");
@@ -27,15 +27,12 @@ export function usersPage(root: HTMLElement): () => void {
     catch (e) { toast(e instanceof ApiError ? e.detail : String(e), "error"); }
   }
   async function resetPassword(u: any): Promise<void> {
-    const pw = h("input", { type: "password", name: "new-password", required: true, minlength: 8, autocomplete: "new-password" });
-    const dlg = h("dialog", { "aria-label": t("resetPassword") }, h("form", { method: "dialog", class: "grid-form" },
-      h("h2", null, `${t("resetPassword")}: ${u.username}`), field(t("newPassword"), pw),
-      h("div", { class: "row end" }, h("button", { value: "cancel", formnovalidate: true }, t("cancel")), h("button", { value: "ok", class: "primary" }, t("save")))));
-    document.body.append(dlg);
-    dlg.showModal();
-    const ok = await new Promise<boolean>((r) => dlg.addEventListener("close", () => r(dlg.returnValue === "ok")));
-    dlg.remove();
-    if (ok) await patch(u, { password: pw.value }, t("resetPassword"));
+    // The dialog stays open with the server's reason when the reset is refused.
+    const saved = await passwordDialog(`${t("resetPassword")}: ${u.username}`, false, async (_, password) => {
+      try { await api("PATCH", `/api/v1/users/${encodeURIComponent(u.username)}`, { password }); return null; }
+      catch (e) { return e instanceof ApiError ? e.detail : String(e); }
+    });
+    if (saved) toast(`${u.username}: ${t("passwordReset")}`);
   }
   async function load(): Promise<void> {
     try {
