@@ -5,7 +5,9 @@ an HMAC-SHA256 signature instead of a user token.
     X-Fleetwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
 
 The timestamp must be within `webhook_window_s` of the gateway's clock and a signature is
-accepted once (a replay within the window is 409), so a captured request cannot be sent again.
+accepted once (a replay within the window is 409), so a captured request cannot be sent again,
+to this gateway or another replica: the signatures seen are in the KV bucket `webhook_replay`
+(create-only, the first replica wins; keys expire after twice the window).
 The audit record's actor is `webhook:<actor from the body>`.
 """
 
@@ -13,16 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, post
 from litestar.exceptions import HTTPException, NotAuthorizedException
+from nats.js.errors import KeyWrongLastSequenceError
 
+from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for
 from libs.schemas import check_host_id
 from libs.schemas.control import AppListReply, AppReply, JobListReply, JobReply
 from libs.schemas.ids import InvalidId
+from libs.schemas.streams import WEBHOOK_REPLAY_BUCKET
 
 from ..errors import errors
 from ..state import Gateway
@@ -61,18 +67,20 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class ReplayGuard:
-    """Signatures seen within the window (per gateway process)."""
+    """Signatures seen within the window, in KV shared by every gateway replica."""
 
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.kv = None
 
-    def first_time(self, sig: str, window_s: float) -> bool:
-        now = time.time()
-        if len(self.seen) > 10000:
-            self.seen = {k: v for k, v in self.seen.items() if v > now}
-        if self.seen.get(sig, 0) > now:
+    async def first_time(self, sig: str, ts: str) -> bool:
+        if self.kv is None:
+            spec = msgspec.structs.replace(WEBHOOK_REPLAY_BUCKET, ttl_s=max(WEBHOOK_REPLAY_BUCKET.ttl_s, math.ceil(2 * self.gw.config.webhook_window_s)))
+            self.kv = await ensure_bucket(self.gw.nc.jetstream(), spec, replicas_for(await cluster_size(self.gw.nc)))
+        try:
+            await self.kv.create(sig.removeprefix("sha256="), ts.encode())
+        except KeyWrongLastSequenceError:
             return False
-        self.seen[sig] = now + 2 * window_s
         return True
 
 
@@ -100,8 +108,12 @@ class WebhookController(Controller):
             raise NotAuthorizedException(detail=f"timestamp outside the {window:g}s window (check the sender's clock)")
         if not sig or not hmac.compare_digest(sig, sign(secret, ts, body)):
             raise NotAuthorizedException(detail="bad signature")
-        guard: ReplayGuard = request.app.state.setdefault("webhook_replay", ReplayGuard())
-        if not guard.first_time(sig, window):
+        guard: ReplayGuard = request.app.state.setdefault("webhook_replay", ReplayGuard(gw))
+        try:
+            first = await guard.first_time(sig, ts)
+        except Exception:  # noqa: BLE001 - without the shared record a replay cannot be ruled out
+            raise HTTPException(status_code=503, detail="the replay guard (NATS KV) is not reachable; try again") from None
+        if not first:
             raise HTTPException(status_code=409, detail="this signed request was already received (replay)")
         try:
             cmd = _DEC.decode(body)
