@@ -2,8 +2,8 @@
 own counters in the STATS data, and the gateway's `/metrics` gathers them.
 
 Real nats-server (with the generated per-host permissions), real PostgreSQL, the real services
-as subprocesses: a collector publishes real frames, ingest stores them, a malformed frame is
-dead-lettered, a malformed control request reaches the commander, and the counters move by
+as subprocesses: a collector publishes real frames, ingest stores them and the alerter evaluates
+them, a malformed frame is dead-lettered by both, a malformed control request reaches the commander, and the counters move by
 what happened.
 """
 
@@ -26,7 +26,7 @@ from libs.schemas.servicestats import ServiceCounters
 from tests.conftest import service_env
 from tests.support.commander import CommanderProcess
 from tests.support.gateway import start_gateway
-from tests.support.pipeline import start_collector, start_ingest, wait_until
+from tests.support.pipeline import Proc, start_collector, start_ingest, wait_until
 
 HOST = "host-a"
 COUNTERS = Codec(ServiceCounters)
@@ -78,18 +78,19 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
     js = nc.jetstream()
     ingest = start_ingest(fresh_nats, db_dsn, workdir / "stats-ingest.log")
     coll = start_collector(fresh_nats, HOST, workdir / "stats-collector.log", FLEETWATCH_COLLECTOR_INTERVAL="0.5", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1")
+    alerter = Proc("services.alerter", service_env(**fresh_nats.env("alerter"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false", FLEETWATCH_ALERTER_LOOKBACK_S="0"), workdir / "stats-alerter.log")
     cmd = CommanderProcess(service_env(**fresh_nats.env(host=HOST)), workdir / "stats-commander", workdir / "stats-commander.log").start()
     gw = None
     try:
         # Discovery: PING answers per kind, with the agent's host in its metadata.
         async def pinged():
             kinds = {(r["name"], r["metadata"].get("host", "")) for r in await gather(nc, "$SRV.PING", 0.3)}
-            return kinds if {("ingest", ""), ("collector", HOST), ("commander", HOST)} <= kinds else None
+            return kinds if {("ingest", ""), ("alerter", ""), ("collector", HOST), ("commander", HOST)} <= kinds else None
 
         try:
             await wait_until(pinged, 45, what="ingest, collector and commander answering $SRV.PING")
         except AssertionError as exc:
-            logs = "\n".join(f"--- {p.log.name}\n{p.logs()[-1500:]}" for p in (ingest, coll))
+            logs = "\n".join(f"--- {p.log.name}\n{p.logs()[-1500:]}" for p in (ingest, coll, alerter))
             raise AssertionError(f"{exc}\n{logs}\n--- commander\n{cmd.log_path.read_text()[-1500:]}") from None
         info = [r for r in await gather(nc, "$SRV.INFO.collector") if r["metadata"].get("host") == HOST]
         assert len(info) == 1 and any(e["subject"] == subjects.service_stats("collector", HOST) for e in info[0]["endpoints"])
@@ -108,6 +109,9 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
             return c if c and c.counters.get("messages_in", 0) >= n and c.counters.get("rows_written", 0) >= n else None
 
         before = await wait_until(ingested, 40, what=f"ingest messages_in and rows_written >= {n}")
+        # The alerter evaluates the same frames (its subscription starts at its own start).
+        alerter_before = await wait_until(lambda: _moved(nc, "alerter", "", "messages_in", None), 30, what="alerter messages_in > 0")
+        assert alerter_before.counters.get("evaluations", 0) >= 1
         assert before.counters["batches"] >= 1
         assert before.consumer_pending.get("ingest_metrics", -1) >= 0, before
 
@@ -122,6 +126,8 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
 
         after = await wait_until(dead, 30, what="ingest dead_letters to move")
         assert after.counters["dead_letters"] == before.counters.get("dead_letters", 0) + 1
+        alerter_after = await wait_until(lambda: _moved(nc, "alerter", "", "dead_letters", alerter_before), 30, what="alerter dead_letters to move")
+        assert alerter_after.counters["dead_letters"] == alerter_before.counters.get("dead_letters", 0) + 1
 
         # The commander keeps its endpoints and reports the same shape: a malformed request is
         # one more message in and one dead letter.
@@ -140,6 +146,7 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
             assert metric(text, "fleetwatch_service_up", service="ingest") == 1
             assert metric(text, "fleetwatch_service_up", service="collector", host=HOST) == 1
             assert metric(text, "fleetwatch_service_up", service="gateway") == 1
+            assert metric(text, "fleetwatch_service_dead_letters_total", service="alerter") == alerter_after.counters["dead_letters"]
             assert metric(text, "fleetwatch_service_messages_in_total", service="ingest") >= after.counters["messages_in"]
             assert metric(text, "fleetwatch_service_dead_letters_total", service="ingest") == after.counters["dead_letters"]
             assert metric(text, "fleetwatch_service_errors_total", service="collector", host=HOST) is not None
@@ -166,6 +173,7 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
         cmd.stop()
         cmd.kill_children()
         coll.stop()
+        alerter.stop()
         ingest.stop()
         await nc.close()
 
