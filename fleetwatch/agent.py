@@ -15,7 +15,9 @@ The credentials file is what `fleetwatch nats-config` writes to env/agent-<host>
 3. writes the environment file (0600), one unit per agent and the commander's sudoers line
    (when the commander runs as a non-root `--commander-user`), reloads systemd, starts them;
 4. waits until every agent has logged "service ready" (it logs that only once connected to NATS
-   and serving), else rolls back everything it changed, in reverse order, and exits 1.
+   and serving), else rolls back everything it changed, in reverse order, and exits 1. An agent
+   that keeps exiting (refused credentials, a CA that does not verify the server) ends the wait
+   at once, with its last log lines.
 
 Everything it creates is listed in `<prefix>/install-manifest.json`; uninstall undoes exactly that.
 """
@@ -38,6 +40,8 @@ AGENTS = ("collector", "commander", "replicator")
 UNIT_PREFIX = "fleetwatch-agent-"
 MANIFEST = "install-manifest.json"
 PIP_GROUPS = "collector,commander,replicator"
+# An agent restarted this often while the install waits will not come up by waiting longer.
+MAX_RESTARTS = 2
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -239,8 +243,14 @@ def agent_env(args: argparse.Namespace, creds: dict[str, str], prefix: Path) -> 
     return "".join(f"{k}={v}\n" for k, v in env.items())
 
 
-def wait_ready(units: list[str], timeout: float, since: str) -> list[str]:
-    """Units that have not logged their ready event by the deadline."""
+def _restarts(unit: str) -> int:
+    r = subprocess.run(["systemctl", "show", "-p", "NRestarts", "--value", unit], capture_output=True, text=True, timeout=30)
+    return int(r.stdout.strip()) if r.stdout.strip().isdigit() else 0
+
+
+def wait_ready(units: list[str], timeout: float, since: str) -> tuple[list[str], list[str]]:
+    """(units without their ready event, those of them that keep exiting), at the deadline or
+    as soon as one keeps exiting."""
     deadline = time.monotonic() + timeout
     pending = list(units)
     while pending and time.monotonic() < deadline:
@@ -248,9 +258,12 @@ def wait_ready(units: list[str], timeout: float, since: str) -> list[str]:
             r = subprocess.run(["journalctl", "-u", u, "--since", since, "-o", "cat", "--no-pager"], capture_output=True, text=True, timeout=30)
             if '"event": "ready"' in r.stdout or '"event":"ready"' in r.stdout:
                 pending.remove(u)
+        crashing = [u for u in pending if _restarts(u) >= MAX_RESTARTS]
+        if crashing:
+            return pending, crashing
         if pending:
             time.sleep(0.5)
-    return pending
+    return pending, []
 
 
 def rollback(j: Journal, unit_dir: Path, runtime: bool = False) -> list[str]:
@@ -309,12 +322,13 @@ def install(args: argparse.Namespace) -> int:
             j.units.append(unit_name(a))
             _run(["systemctl", "enable", "--now", *(["--runtime"] if args.runtime else []), unit_name(a)])
         print(f"waiting up to {args.timeout:g} s for the agents to answer on NATS", flush=True)
-        late = wait_ready([unit_name(a) for a in agents], args.timeout, since)
+        late, crashing = wait_ready([unit_name(a) for a in agents], args.timeout, since)
         if late:
             for u in late:
-                tail = subprocess.run(["journalctl", "-u", u, "--since", since, "-n", "5", "-o", "cat", "--no-pager"], capture_output=True, text=True, timeout=30).stdout
-                print(f"--- last lines of {u}:\n{tail.strip()[-1500:]}", file=sys.stderr, flush=True)
-            raise InstallError(f"not connected to NATS within {args.timeout:g} s: {', '.join(late)} (check --server and --credentials; `journalctl -u {late[0]}`)")
+                tail = subprocess.run(["journalctl", "-u", u, "--since", since, "-n", "12", "-o", "cat", "--no-pager"], capture_output=True, text=True, timeout=30).stdout
+                print(f"--- last lines of {u}:\n{tail.strip()[-3000:]}", file=sys.stderr, flush=True)
+            why = f"{', '.join(crashing)} keeps exiting" if crashing else f"not all within {args.timeout:g} s"
+            raise InstallError(f"not connected to NATS ({why}): {', '.join(late)} (check --server, --credentials and --tls-ca; `journalctl -u {late[0]}`)")
         _write(prefix / MANIFEST, json.dumps({**j.to_json(), "unit_dir": str(unit_dir), "runtime": args.runtime, "host": args.host_id}, indent=2) + "\n", j, 0o600)
     except (InstallError, OSError, subprocess.SubprocessError) as exc:
         print(f"install failed: {exc}", file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """`fleetwatch agent install|uninstall` against a real systemd booted in a private namespace
 (tests/support/systemd_ns.py): install starts the agents and they answer on NATS; uninstall
-leaves systemd and the files as they were; an install with wrong credentials rolls back.
+leaves systemd and the files as they were; an install with wrong credentials rolls back; over
+TLS, the right `--tls-ca` answers and a wrong one rolls back as soon as the agent keeps exiting.
 
 Everything the installer writes goes to the namespace's private tmpfs (/run, /tmp): units in
 /run/systemd/system enabled with --runtime, the prefix and the sudoers directory under /run (PrivateTmp=yes hides /tmp from the units)."""
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 
 import pytest
@@ -56,8 +58,8 @@ def _run_in(ns, argv, timeout=240):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
-async def _collector_answers(nats_stack) -> bool:
-    nc = await connect(nats_stack.settings("admin"), "agent-check", retry_forever=False)
+async def _collector_answers(nats_stack, settings=None) -> bool:
+    nc = await connect(settings or nats_stack.settings("admin"), "agent-check", retry_forever=False)
     try:
         for _ in range(40):
             try:
@@ -114,6 +116,7 @@ async def test_install_with_wrong_credentials_rolls_back(ns, fresh_nats):
     r = _run_in(ns, _install_argv(ns, f"{base}/agent", f"{base}/agent.env", fresh_nats.url, 15, ["--components", "collector,commander", "--agent-user", "root", "--commander-user", "nobody"]))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "not connected to NATS" in r.stderr and "rolled back" in r.stderr
+    assert "keeps exiting" in r.stderr  # refused at every start: no need to wait out --timeout
     assert "wrong-password" not in r.stdout + r.stderr
     assert _snapshot(ns, base) == before
     # Prerequisites are checked before anything is touched: credentials for another host.
@@ -123,6 +126,50 @@ async def test_install_with_wrong_credentials_rolls_back(ns, fresh_nats):
     ]))
     assert r.returncode == 1 and "not 'host-b'" in r.stderr
     assert _snapshot(ns, base) == before
+
+
+async def test_install_over_tls_right_ca_answers_wrong_ca_rolls_back_at_once(ns, workdir):
+    from fleetwatch import certs, natsconfig
+    from libs.embedded import NatsServer, free_port
+    from libs.runtime import NatsSettings
+
+    root = workdir / f"agent-tls-{uuid.uuid4().hex[:6]}"
+    certs.write_all(root / "certs", [], [], [])
+    certs.make_ca(root / "other", "some other CA")
+    port = free_port()
+    tls = natsconfig.ServerSection(tls_cert=str(root / "certs" / "nats.crt"), tls_key=str(root / "certs" / "nats.key"), tls_ca=str(root / "certs" / "ca.crt"))
+    creds = natsconfig.write_config(natsconfig.Inventory(server=tls, hosts=[natsconfig.InventoryHost(id=HOST)]), root / "nats", store_dir=str(root / "js"), listen=f"127.0.0.1:{port}")
+    srv = NatsServer(root / "nats" / "nats.conf", port, log_file=root / "nats.log")
+    srv.start()
+    url = f"tls://127.0.0.1:{port}"
+    base = f"/run/fw-agent-{uuid.uuid4().hex[:6]}"
+    try:
+        ns.run(["mkdir", "-p", f"{base}/sudoers.d", f"{base}/in"])
+        ns.path(f"{base}/in/agent.env").write_text((root / "nats" / "env" / f"agent-{HOST}.env").read_text())
+        ns.path(f"{base}/in/ca.crt").write_bytes((root / "certs" / "ca.crt").read_bytes())
+        ns.path(f"{base}/in/other-ca.crt").write_bytes((root / "other" / "ca.crt").read_bytes())
+        before = _snapshot(ns, base)
+
+        t0 = time.monotonic()
+        r = _run_in(ns, _install_argv(ns, f"{base}/agent", f"{base}/in/agent.env", url, 120, ["--components", "collector", "--agent-user", "root", "--tls-ca", f"{base}/in/other-ca.crt"]))
+        took = time.monotonic() - t0
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "keeps exiting" in r.stderr and "rolled back" in r.stderr
+        assert "FLEETWATCH_NATS_TLS_CA" in r.stderr  # the agent's own reason, from its journal
+        assert took < 60, f"rolled back after {took:.0f}s, not at once"
+        assert _snapshot(ns, base) == before
+
+        r = _run_in(ns, _install_argv(ns, f"{base}/agent", f"{base}/in/agent.env", url, 30, ["--components", "collector", "--agent-user", "root", "--tls-ca", f"{base}/in/ca.crt"]))
+        assert r.returncode == 0, r.stdout + r.stderr
+        try:
+            admin = NatsSettings(url=url, user="admin", password=creds["admin"], tls_ca=str(root / "certs" / "ca.crt"))
+            assert await _collector_answers(None, admin)
+        finally:
+            u = _run_in(ns, ns.enter([sys.executable, "-m", "fleetwatch", "agent", "uninstall", "--prefix", f"{base}/agent", "--unit-dir", UNIT_DIR]))
+        assert u.returncode == 0, u.stdout + u.stderr
+        assert _snapshot(ns, base) == before
+    finally:
+        srv.stop()
 
 
 def test_sudoers_line_allows_only_systemctl_and_journalctl():
