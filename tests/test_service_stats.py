@@ -14,6 +14,7 @@ import json
 import re
 import time
 
+import asyncpg
 import httpx
 import nats
 import nats.errors
@@ -223,3 +224,32 @@ async def test_agent_answers_discovery_of_its_own_kinds_only(nats_stack):
             await gw.request("$SRV.PING.nothing-runs-this", b"", timeout=2)
     finally:
         await gw.close()
+
+
+async def test_replicator_counts_syncs_users_and_dead_letters(pg_cluster, nats_stack, nc, workdir):
+    """An agent (host credentials) reports through the narrow grants: syncs and users applied move
+    with real syncs, a malformed fleet.users.changed is one dead letter."""
+    from tests.support.replicator import ReplicatorProcess, add_user, replicator_env, two_databases
+
+    host = "host-c"
+    async with two_databases(pg_cluster) as dbs:
+        central = await asyncpg.connect(dbs.central_dsn)
+        await add_user(central, "alice", 5001)
+        env = replicator_env(service_env, nats_stack.env(host=host), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1)
+        proc = ReplicatorProcess(env, workdir / f"stats-replicator-{time.monotonic_ns()}.log").start()
+        try:
+            first = await wait_until(lambda: _moved(nc, "replicator", host, "syncs", None), 45, what="replicator's first sync counted")
+            assert first.counters.get("users_applied") == 1 and first.gauges.get("users") == 1 and not first.counters.get("sync_failures")
+
+            await nc.publish(subjects.USERS_CHANGED, b"{oops")
+            bad = await wait_until(lambda: _moved(nc, "replicator", host, "dead_letters", first), 15, what="replicator dead_letters to move")
+            assert bad.counters["dead_letters"] == 1 and bad.counters["syncs"] == first.counters["syncs"]
+
+            await add_user(central, "bob", 5002)
+            await nc.publish(subjects.USERS_CHANGED, b'{"ts": 1.0, "op": "created", "username": "bob"}')
+            synced = await wait_until(lambda: _moved(nc, "replicator", host, "users_applied", bad), 15, what="bob applied")
+            assert synced.counters["users_applied"] == 2 and synced.counters["syncs"] >= first.counters["syncs"] + 1
+            assert synced.gauges["users"] == 2 and synced.counters["messages_in"] >= 2
+        finally:
+            proc.stop()
+            await central.close()
