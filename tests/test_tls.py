@@ -34,6 +34,15 @@ def _start_tls_nats(root, cert_dir, verify: bool = False) -> tuple[NatsServer, d
     return srv, creds
 
 
+def _good_and_other_ca(tmp_path):
+    """Certificates from `fleetwatch certs` (good) and an unrelated CA (other)."""
+    good = tmp_path / "good"
+    certs.write_all(good, [], [], [])
+    other = tmp_path / "other"
+    certs.make_ca(other, "some other CA")
+    return good, other
+
+
 def _settings(srv: NatsServer, creds, **tls) -> NatsSettings:
     return NatsSettings(url=f"tls://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3, **tls)
 
@@ -79,10 +88,7 @@ def test_certs_command_writes_ca_and_leaf_certificates(tmp_path):
 
 
 async def test_nats_tls_right_ca_connects_wrong_ca_refused(tmp_path):
-    good = tmp_path / "good"
-    certs.write_all(good, [], [], [])
-    other = tmp_path / "other"
-    certs.make_ca(other, "some other CA")
+    good, other = _good_and_other_ca(tmp_path)
     srv, creds = _start_tls_nats(tmp_path / "srv", good)
     try:
         nc = await connect(_settings(srv, creds, tls_ca=str(good / "ca.crt")), "tls-ok", retry_forever=False)
@@ -100,10 +106,7 @@ async def test_nats_tls_right_ca_connects_wrong_ca_refused(tmp_path):
 
 
 async def test_wrong_ca_fails_fast_naming_the_setting_while_absent_server_is_waited_for(tmp_path):
-    good = tmp_path / "good"
-    certs.write_all(good, [], [], [])
-    other = tmp_path / "other"
-    certs.make_ca(other, "some other CA")
+    good, other = _good_and_other_ca(tmp_path)
     srv, creds = _start_tls_nats(tmp_path / "srv", good)
     try:
         # Even when told to retry forever: a certificate that fails verification is final.
