@@ -67,7 +67,9 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
     h = (await fetch(db_dsn, "SELECT * FROM hosts WHERE host = $1", f.host))[0]
     assert h["cpu_count"] == f.cpu.count and json.loads(h["labels"])["sim"] == "true"
 
-    # Rollups answer the same averages as the raw rows for the same window.
+    # Rollups answer the same averages as the raw rows for the same window (once folded:
+    # every FLEETWATCH_INGEST_ROLLUP_EVERY seconds).
+    await wait_until(lambda: _folded(db_dsn, len(frames)), 30, what="rollups folded")
     for table, width in (("metrics_1m", "1 minute"), ("metrics_1h", "1 hour")):
         pairs = await fetch(
             db_dsn,
@@ -93,6 +95,11 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
             if x["gpu"] is not None:
                 assert x["gpu_util_percent"] == pytest.approx(x["gpu"], rel=1e-4)
     assert p.proc.poll() is None
+
+
+async def _folded(dsn: str, n: int) -> bool:
+    got = await fetch(dsn, "SELECT (SELECT sum(samples) FROM metrics_1m) AS m, (SELECT sum(samples) FROM metrics_1h) AS h, (SELECT count(*) FROM rollup_pending) AS p")
+    return (got[0]["m"], got[0]["h"], got[0]["p"]) == (n, n, 0)
 
 
 async def test_garbage_is_dead_lettered_and_ingest_keeps_going(admin, ingest, db_dsn):
@@ -174,7 +181,7 @@ async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_d
 
     conn = await asyncpg.connect(db_dsn)
     try:
-        assert await schema.apply(conn, "partitions") == ["0001_history.py"]
+        assert await schema.apply(conn, "partitions") == ["0001_history.py", "0002_rollup_pending.py"]
         assert await schema.apply(conn, "partitions") == []
         st = await schema.storage(conn)
         assert st.backend == "partitions" and st.raw_retention_s == 14 * 86400
@@ -206,3 +213,41 @@ async def test_timescaledb_path(db_dsn):
         assert await conn.fetchval("SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name IN ('metrics_1m', 'metrics_1h')") == 2
     finally:
         await conn.close()
+
+
+async def test_rollup_fold_takes_committed_partials_once(db_dsn):
+    """A fold moves what is committed in rollup_pending into both rollups, exactly once: a
+    batch still in its transaction stays for the next fold, and only one fold runs at a time."""
+    from datetime import datetime, timezone
+
+    from services.ingest import rollups, schema
+    from services.ingest.config import IngestConfig
+
+    with pytest.raises(ValueError, match="ack_wait"):
+        IngestConfig(ack_wait=5.0, keepalive=10.0)
+    a, b = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
+    try:
+        await schema.apply(a, "partitions")
+        minute = datetime.fromtimestamp((time.time() // 60) * 60, timezone.utc)
+        cols = ", ".join(rollups.ROLLUP_COLUMNS)
+        nulls = [None] * (len(rollups.ROLLUP_COLUMNS) - 5)
+        put = f"INSERT INTO rollup_pending ({cols}) VALUES ({', '.join(f'${i + 1}' for i in range(len(rollups.ROLLUP_COLUMNS)))})"
+        # cpu_percent (avg) and cpu_percent_max: 3 samples averaging 10, then 1 sample of 50.
+        await a.execute(put, minute, "h1", 3, 10.0, 20.0, *nulls)
+        tx = b.transaction()
+        await tx.start()
+        await b.execute(put, minute, "h1", 1, 50.0, 50.0, *nulls)
+        assert await rollups.fold(a) == 3  # the open transaction's row is not visible yet
+        assert await rollups.fold(a) == 0
+        async with a.transaction():  # another process folding now: this one skips
+            await a.execute("SELECT pg_advisory_xact_lock($1)", rollups.FOLD_LOCK)
+            assert await rollups.fold(b) is None
+        await tx.commit()
+        assert await rollups.fold(a) == 1
+        for table in ("metrics_1m", "metrics_1h"):
+            r = await a.fetchrow(f"SELECT samples, cpu_percent, cpu_percent_max FROM {table}")
+            assert (r["samples"], r["cpu_percent"], r["cpu_percent_max"]) == (4, pytest.approx(20.0), pytest.approx(50.0))
+        assert await a.fetchval("SELECT count(*) FROM rollup_pending") == 0
+    finally:
+        await a.close()
+        await b.close()

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import nats.errors
 from nats.aio.client import Client as NATS
 
 from libs.runtime import deadletter
@@ -24,6 +23,7 @@ from libs.schemas.streams import ConsumerSpec
 
 from .db import Link, is_data_error
 from .decode import Rejected, Skip
+from .pull import Puller
 from .writer import Item
 
 log = logging.getLogger("fleetwatch.ingest")
@@ -73,8 +73,8 @@ class Consumer:
         self.db_down_since: float | None = None
 
     async def start(self) -> None:
-        js = self.nc.jetstream()
-        self._psub = await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        self._puller = Puller(self.nc, self.spec.stream, self.spec.durable, batch=self.batch, wait=self.fetch_timeout)
+        await self._puller.start()
         self._tasks.append(asyncio.create_task(self._fetch_loop(), name=f"fetch-{self.spec.durable}"))
         for link in self.links:
             self._tasks.append(asyncio.create_task(self._write_loop(link), name=f"write-{self.spec.durable}-{link.name}"))
@@ -88,7 +88,7 @@ class Consumer:
         for link in self.links:
             await link.close()
         with contextlib.suppress(Exception):
-            await self._psub.unsubscribe()
+            await self._puller.stop()
         st = self.stats
         log.info(
             "consumer stopped",
@@ -99,9 +99,7 @@ class Consumer:
         delay = 0.2
         while True:
             try:
-                msgs = await self._psub.fetch(self.batch, timeout=self.fetch_timeout)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                continue
+                msgs = await self._puller.fetch()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # disconnected, consumer being recreated...: retry
@@ -110,6 +108,8 @@ class Consumer:
                 delay = min(delay * 2, self.max_backoff)
                 continue
             delay = 0.2
+            if not msgs:
+                continue
             with contextlib.suppress(Exception):
                 self.stats.pending = msgs[-1].metadata.num_pending
             await self._queue.put(msgs)
@@ -178,7 +178,7 @@ class Consumer:
                     with contextlib.suppress(Exception):
                         await m.in_progress()
                 last_keepalive = time.monotonic()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, self.keepalive))  # the keepalive is due on time, whatever the backoff
             delay = min(delay * 2, self.max_backoff)
 
     async def _split(self, link: Link, items: list[Item], batch_msgs: list, exc: Exception) -> None:

@@ -12,7 +12,7 @@ log = logging.getLogger("fleetwatch.ingest.db")
 # Staging tables: COPY lands here, then INSERT ... ON CONFLICT DO NOTHING moves the rows, so a
 # redelivered message never creates a duplicate. Temporary and emptied at each commit.
 STAGED = (
-    "metrics", "metrics_disk", "metrics_gpu", "proc_samples", "metrics_1m", "metrics_1h",
+    "metrics", "metrics_disk", "metrics_gpu", "proc_samples",
     "app_events", "health_results", "alert_events", "audit_log", "replica_status",
 )  # fmt: skip
 

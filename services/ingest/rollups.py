@@ -1,11 +1,16 @@
-"""Plain-path rollups, kept by ingest in the same transaction as the raw insert.
+"""Plain-path rollups, kept by ingest: `metrics_1m` and `metrics_1h`.
 
-Only rows that were actually inserted (RETURNING of the raw INSERT ... ON CONFLICT DO NOTHING)
-feed the rollups, so a redelivered frame never counts twice. Averages are merged by sample
-count; a NULL side (no GPU) takes the other side.
+A batch's transaction appends its new frames' per-minute partial rollups to `rollup_pending`
+(only rows that were actually inserted, so a redelivered frame never counts twice), and
+`fold` moves everything pending into the rollup tables in one transaction, merging averages
+by sample count (a NULL side, e.g. no GPU, takes the other side). Keeping the upserts out of
+the batch transaction halves the database work per frame: the contended rollup rows are
+updated once per fold instead of once per batch, and a batch commits sooner.
 """
 
 from __future__ import annotations
+
+import asyncpg
 
 # rollup column -> (aggregate over raw rows, how two partial aggregates merge)
 AVG = "avg"
@@ -42,31 +47,62 @@ def _merge(col: str, how: str) -> str:
     )
 
 
-def upsert_cte(name: str, table: str, width: str, source: str = "ins") -> str:
-    cols = ", ".join(ROLLUP)
-    aggs = ", ".join(expr for expr, _ in ROLLUP.values())
-    sets = ",\n        ".join(_merge(c, how) for c, (_, how) in ROLLUP.items())
-    return (
-        f"{name} AS (\n    INSERT INTO {table} AS r (time, host, samples, {cols})\n"
-        f"    SELECT date_bin(INTERVAL '{width}', time, {ORIGIN}), host, count(*), {aggs}\n"
-        f"    FROM {source} GROUP BY 1, 2 ORDER BY 2, 1\n"
-        f"    ON CONFLICT (host, time) DO UPDATE SET samples = r.samples + excluded.samples,\n        {sets}\n    RETURNING 1)"
-    )
+def _weighted(col: str, how: str) -> str:
+    """Partial rows (an average and its sample count each) -> one row, in SQL."""
+    if how == MAX:
+        return f"max({col})"
+    return f"sum({col} * samples) / sum(samples) FILTER (WHERE {col} IS NOT NULL)"
 
 
 def metrics_insert_sql(with_rollups: bool) -> str:
-    """Staged frames -> metrics (and rollups); returns the number of frames actually new."""
+    """Staged frames -> metrics (and their partial rollups -> rollup_pending); returns the
+    number of frames actually new."""
     if not with_rollups:
         return "WITH ins AS (INSERT INTO metrics SELECT * FROM _s_metrics ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
     returning = ", ".join(["time", "host", *RAW_NEEDED])
+    cols = ", ".join(ROLLUP)
+    aggs = ", ".join(expr for expr, _ in ROLLUP.values())
     return (
-        f"WITH ins AS (INSERT INTO metrics SELECT * FROM _s_metrics ORDER BY host, time ON CONFLICT DO NOTHING RETURNING {returning}),\n"
-        f"{upsert_cte('r1', 'metrics_1m', '1 minute')},\n{upsert_cte('r2', 'metrics_1h', '1 hour')}\n"
+        f"WITH ins AS (INSERT INTO metrics SELECT * FROM _s_metrics ON CONFLICT DO NOTHING RETURNING {returning}),\n"
+        f"p AS (INSERT INTO rollup_pending (time, host, samples, {cols})\n"
+        f"    SELECT date_bin(INTERVAL '1 minute', time, {ORIGIN}), host, count(*), {aggs} FROM ins GROUP BY 1, 2)\n"
         "SELECT count(*) FROM ins"
     )
 
 
-# -- the same rollups computed in Python, for batches copied straight into `metrics` ---------
+def _upsert(table: str, source: str, bucket: str) -> str:
+    cols = ", ".join(ROLLUP)
+    aggs = ", ".join(_weighted(c, how) for c, (_, how) in ROLLUP.items())
+    sets = ",\n        ".join(_merge(c, how) for c, (_, how) in ROLLUP.items())
+    return (
+        f"INSERT INTO {table} AS r (time, host, samples, {cols})\n"
+        f"    SELECT {bucket}, host, sum(samples), {aggs} FROM {source} GROUP BY 1, 2 ORDER BY 2, 1\n"
+        f"    ON CONFLICT (host, time) DO UPDATE SET samples = r.samples + excluded.samples,\n        {sets}"
+    )
+
+
+# Everything pending leaves the table and lands in both rollups in one statement (one
+# transaction): rows committed while it runs stay for the next fold.
+HOUR_BUCKET = f"date_bin(INTERVAL '1 hour', time, {ORIGIN})"
+FOLD_SQL = (
+    "WITH moved AS (DELETE FROM rollup_pending RETURNING *),\n"
+    f"m1 AS ({_upsert('metrics_1m', 'moved', 'time')}),\n"
+    f"m2 AS ({_upsert('metrics_1h', 'moved', HOUR_BUCKET)})\n"
+    "SELECT coalesce(sum(samples), 0) FROM moved"
+)
+FOLD_LOCK = 0x6677_726F_6C6C_7570  # "fwrollup": one fold at a time over every ingest process
+
+
+async def fold(conn: asyncpg.Connection) -> int | None:
+    """Fold `rollup_pending` into the rollup tables; the number of frames folded, or None when
+    another process is folding right now."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
+            return None
+        return int(await conn.fetchval(FOLD_SQL))
+
+
+# -- the same partial rollups computed in Python, for batches copied straight into `metrics` -
 ROLLUP_SOURCES = [(col, expr.split("(")[1].rstrip(")"), how) for col, (expr, how) in ROLLUP.items()]
 
 
@@ -107,15 +143,6 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
             acc = [None if a is None else (a if how == MAX else a / c) for a, c, (_, how) in zip(acc, cnt, src)]
         out.append((ts(b), host, n, *acc))
     return out
-
-
-def upsert_from_stage_sql(table: str) -> str:
-    cols = ", ".join(ROLLUP)
-    sets = ",\n    ".join(_merge(c, how) for c, (_, how) in ROLLUP.items())
-    return (
-        f"INSERT INTO {table} AS r (time, host, samples, {cols}) SELECT time, host, samples, {cols} FROM _s_{table} ORDER BY host, time\n"
-        f"ON CONFLICT (host, time) DO UPDATE SET samples = r.samples + excluded.samples,\n    {sets}"
-    )
 
 
 ROLLUP_COLUMNS = ("time", "host", "samples", *ROLLUP)

@@ -9,12 +9,13 @@ import logging
 import time
 
 import asyncpg
+import msgspec
 from nats.aio.client import Client as NATS
 
 from libs.runtime import ServiceStats, jetstream
 from libs.schemas import streams
 
-from . import maintenance, schema
+from . import maintenance, rollups, schema
 from .config import IngestConfig
 from .consumer import Consumer
 from .db import Link
@@ -42,9 +43,16 @@ async def connect_db(dsn: str, stop_after: float | None = None) -> asyncpg.Conne
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_jetstream(nc: NATS, names: list[str]) -> None:
+def consumer_specs(ack_wait: float) -> dict[str, streams.ConsumerSpec]:
+    """Ingest's consumers with this deployment's ack wait (the time JetStream gives a batch
+    before handing it to another process)."""
+    return {n: msgspec.structs.replace(spec, ack_wait_s=ack_wait) for n, spec in OWN_CONSUMERS.items()}
+
+
+async def ensure_jetstream(nc: NATS, names: list[str], ack_wait: float = streams.INGEST_METRICS.ack_wait_s) -> None:
     """Ingest's own streams and consumers, in case it starts before anything provisioned them.
     Several replicas may race here: a losing create is retried as an update."""
+    specs = consumer_specs(ack_wait)
     js = nc.jetstream()
     for attempt in range(5):
         try:
@@ -52,7 +60,7 @@ async def ensure_jetstream(nc: NATS, names: list[str]) -> None:
             for spec in OWN_STREAMS:
                 await jetstream.ensure_stream(js, spec, replicas)
             for n in names:
-                await jetstream.ensure_consumer(js, OWN_CONSUMERS[n])
+                await jetstream.ensure_consumer(js, specs[n])
             return
         except Exception as exc:
             if attempt == 4:
@@ -100,7 +108,8 @@ class Ingest:
         finally:
             await conn.close()
         log.info("history storage", extra={"backend": self.storage.backend})
-        await ensure_jetstream(self.nc, cfg.streams)
+        await ensure_jetstream(self.nc, cfg.streams, cfg.ack_wait)
+        specs = consumer_specs(cfg.ack_wait)
 
         plain = self.storage.backend == "partitions"
         decoder = Decoder(self.storage.raw_retention_s, cfg.future_tolerance)
@@ -109,12 +118,14 @@ class Ingest:
         for name in cfg.streams:
             if name == "metrics":
                 links = [Link(cfg.db.dsn, f"metrics-{i}") for i in range(cfg.metrics_writers)]
-                c = Consumer(self.nc, OWN_CONSUMERS[name], decoder.metrics, self.metrics_writer.write, links, **common)
+                c = Consumer(self.nc, specs[name], decoder.metrics, self.metrics_writer.write, links, **common)
             else:
-                c = Consumer(self.nc, OWN_CONSUMERS[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common)
+                c = Consumer(self.nc, specs[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common)
             await c.start()
             self.consumers[name] = c
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        if plain:
+            self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollups"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -124,6 +135,38 @@ class Ingest:
                 await t
         for c in self.consumers.values():
             await c.stop()
+        if self.storage is not None and self.storage.backend == "partitions":
+            # What this process committed is in the rollups before it goes (another process or
+            # the next start would fold it anyway).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._fold_once(), 10)
+
+    async def _fold_once(self) -> int | None:
+        conn = await asyncpg.connect(self.config.db.dsn, timeout=10)
+        try:
+            return await rollups.fold(conn)
+        finally:
+            await conn.close()
+
+    async def _rollup_loop(self) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.config.rollup_every)
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await asyncpg.connect(self.config.db.dsn, timeout=10, server_settings={"application_name": "fleetwatch-ingest-rollups"})
+                    await rollups.fold(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # database away: what is pending stays pending
+                    log.warning("rollup fold failed: %s: %s", type(exc).__name__, exc)
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.terminate()
 
     async def _maintenance_loop(self) -> None:
         while True:

@@ -1,8 +1,9 @@
-"""Batched, idempotent writes: COPY into staging, INSERT ... ON CONFLICT DO NOTHING into the
-tables, rollups in the same transaction (plain path). One call = one transaction."""
+"""Batched, idempotent writes: COPY straight into the tables, or through staging and
+INSERT ... ON CONFLICT DO NOTHING when a batch holds rows stored before; on the plain path the
+new frames' partial rollups go to `rollup_pending` in the same transaction (`rollups.fold`
+moves them on). One call = one transaction."""
 
 from __future__ import annotations
-
 
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -50,7 +51,6 @@ class MetricsWriter:
         self.last_seen_every = timedelta(seconds=last_seen_every)
         self._last_seen: dict[str, datetime] = {}
         self._sql = metrics_insert_sql(rollups)
-        self._upsert = {t: rollups_mod.upsert_from_stage_sql(t) for t in ("metrics_1m", "metrics_1h")}
         self.fast = 0  # batches copied straight in
         self.slow = 0  # batches that held frames stored before (redelivery) and went through staging
         self.frames = 0  # new frames committed (duplicates excluded)
@@ -99,9 +99,8 @@ class MetricsWriter:
         self.frames += new
         self.rows += nrows
 
-
     async def _frames(self, conn: asyncpg.Connection, frames: list[Item]) -> tuple[int, int]:
-        """Frames -> metrics, metrics_disk, metrics_gpu (+ rollups); (new frames, rows written).
+        """Frames -> metrics, metrics_disk, metrics_gpu (+ rollup_pending); (new frames, rows written).
 
         Fast path: COPY straight into the tables (a savepoint guards it). A frame stored before
         (a redelivery) makes it fail on the primary key; then the batch goes through staging
@@ -117,11 +116,8 @@ class MetricsWriter:
                 if gpus:
                     await conn.copy_records_to_table("metrics_gpu", records=gpus, columns=rows.GPU_COLUMNS)
                 if self.rollups:
-                    times = [i.time.timestamp() for i in frames]
-                    for table, width in (("metrics_1m", 60), ("metrics_1h", 3600)):
-                        agg = rollups_mod.aggregate(recs, times, width, rows.METRICS_COLUMNS)
-                        await conn.copy_records_to_table(f"_s_{table}", records=agg, columns=rollups_mod.ROLLUP_COLUMNS)
-                        await conn.execute(self._upsert[table])
+                    agg = rollups_mod.aggregate(recs, [i.time.timestamp() for i in frames], 60, rows.METRICS_COLUMNS)
+                    await conn.copy_records_to_table("rollup_pending", records=agg, columns=rollups_mod.ROLLUP_COLUMNS)
             self.fast += 1
             return len(recs), len(recs) + len(disks) + len(gpus)
         except asyncpg.UniqueViolationError:
