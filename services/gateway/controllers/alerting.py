@@ -4,20 +4,22 @@ rules, checks, silences and notifiers edited at run time through the alerter's r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromQuery, JSONBody, Parameter
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from libs.schemas import Codec, DecodeError, subjects
 from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Notifier, NotifierTestSend, NotifierView, Rule, Silence
 
-from ..authn import Actor
+from ..authn import Actor, ActorDep
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="name")]
@@ -109,14 +111,14 @@ class AlertsController(Controller):
     tags = ["alerting"]
 
     @get("/", summary="Active alerts (pending and firing); all=true adds resolved and inactive ones", responses=ERRS)
-    async def active(self, gw: Gateway, all: bool = False) -> AlertList:
+    async def active(self, gw: GatewayDep, all: FromQuery[bool] = False) -> AlertList:
         reply = await ask(gw, "alerts", "list", ConfigList(include_inactive=all))
         return AlertList(items=reply.alerts)
 
     @get("/history", summary="Alert state changes as stored by ingest, newest first")
     async def history(
         self,
-        gw: Gateway,
+        gw: GatewayDep,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
         rule: Annotated[str | None, Parameter(max_length=64)] = None,
         from_: FromParam = None,
@@ -151,80 +153,83 @@ class AlertsController(Controller):
         return AlertHistory(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None)
 
 
-class RulesController(Controller):
-    path = "/api/v1/rules"
-    tags = ["alerting"]
-
-    @get("/", summary="Alert rules (built-in and stored)", responses=ERRS)
-    async def list_rules(self, gw: Gateway) -> RuleList:
-        return RuleList(items=(await ask(gw, "rules", "list")).rules)
-
-    @put("/{name:str}", summary="Create or replace a rule", responses=ERRS)
-    async def put_rule(self, name: NameParam, data: Rule, gw: Gateway, actor: Actor) -> Rule:
-        return (await ask(gw, "rules", "put", ConfigPut(rule=_named(data, name), actor=actor.username))).rules[0]
-
-    @delete("/{name:str}", summary="Delete a stored rule", status_code=200, responses=ERRS)
-    async def delete_rule(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
-        await ask(gw, "rules", "delete", ConfigDelete(name=name, actor=actor.username))
-        return Deleted(deleted=name)
+# Rules, checks and notifiers are the same three routes over the alerter's config API (list,
+# put by name, delete by name); only the types differ. Litestar reads each handler's types for
+# validation and the OpenAPI document, so each route is made by a factory with real types and
+# the name a hand-written handler would have (the operationId follows from it).
+def _handler(fn: Callable, name: str, annotations: dict[str, Any]) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    fn.__annotations__ = annotations
+    return fn
 
 
-class ChecksController(Controller):
-    path = "/api/v1/checks"
-    tags = ["alerting"]
+def list_route(resource: str, listing: type, summary: str) -> HTTPRouteHandler:
+    async def handler(self, gw):
+        return listing(items=getattr(await ask(gw, resource, "list"), resource))
 
-    @get("/", summary="HTTP health checks", responses=ERRS)
-    async def list_checks(self, gw: Gateway) -> CheckList:
-        return CheckList(items=(await ask(gw, "checks", "list")).checks)
+    return get("/", summary=summary, responses=ERRS)(_handler(handler, f"list_{resource}", {"gw": GatewayDep, "return": listing}))
 
-    @put("/{name:str}", summary="Create or replace a health check", responses=ERRS)
-    async def put_check(self, name: NameParam, data: Check, gw: Gateway, actor: Actor) -> Check:
-        return (await ask(gw, "checks", "put", ConfigPut(check=_named(data, name), actor=actor.username))).checks[0]
 
-    @delete("/{name:str}", summary="Delete a health check", status_code=200, responses=ERRS)
-    async def delete_check(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
-        await ask(gw, "checks", "delete", ConfigDelete(name=name, actor=actor.username))
-        return Deleted(deleted=name)
+def put_route(resource: str, field: str, item: type, view: type, summary: str) -> HTTPRouteHandler:
+    async def handler(self, name, data, gw, actor):
+        reply = await ask(gw, resource, "put", ConfigPut(**{field: _named(data, name)}, actor=actor.username))
+        return getattr(reply, resource)[0]
+
+    annotations = {"name": NameParam, "data": JSONBody[item], "gw": GatewayDep, "actor": ActorDep, "return": view}
+    return put("/{name:str}", summary=summary, responses=ERRS)(_handler(handler, f"put_{field}", annotations))
+
+
+def delete_route(resource: str, field: str, summary: str) -> HTTPRouteHandler:
+    async def handler(self, name, gw, actor):
+        return await _delete(gw, resource, name, actor)
+
+    annotations = {"name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": Deleted}
+    return delete("/{name:str}", summary=summary, status_code=200, responses=ERRS)(_handler(handler, f"delete_{field}", annotations))
+
+
+async def _delete(gw: Gateway, resource: str, name: str, actor: Actor) -> Deleted:
+    await ask(gw, resource, "delete", ConfigDelete(name=name, actor=actor.username))
+    return Deleted(deleted=name)
+
+
+def config_controller(name: str, resource: str, field: str, item: type, view: type, listing: type, summaries: tuple[str, str, str]) -> type[Controller]:
+    """A controller with the list, put and delete routes of one config resource."""
+    routes = {
+        f"list_{resource}": list_route(resource, listing, summaries[0]),
+        f"put_{field}": put_route(resource, field, item, view, summaries[1]),
+        f"delete_{field}": delete_route(resource, field, summaries[2]),
+    }
+    return type(name, (Controller,), {"__module__": __name__, "path": f"/api/v1/{resource}", "tags": ["alerting"], **routes})
+
+
+RulesController = config_controller("RulesController", "rules", "rule", Rule, Rule, RuleList,
+                                    ("Alert rules (built-in and stored)", "Create or replace a rule", "Delete a stored rule"))
+ChecksController = config_controller("ChecksController", "checks", "check", Check, Check, CheckList,
+                                     ("HTTP health checks", "Create or replace a health check", "Delete a health check"))
 
 
 class SilencesController(Controller):
     path = "/api/v1/silences"
     tags = ["alerting"]
-
-    @get("/", summary="Silences (matchers and time window)", responses=ERRS)
-    async def list_silences(self, gw: Gateway) -> SilenceList:
-        return SilenceList(items=(await ask(gw, "silences", "list")).silences)
+    list_silences = list_route("silences", SilenceList, "Silences (matchers and time window)")
 
     @post("/", summary="Create a silence (id chosen by the alerter when empty)", status_code=201, responses=ERRS)
-    async def create_silence(self, data: Silence, gw: Gateway, actor: Actor) -> Silence:
+    async def create_silence(self, data: JSONBody[Silence], gw: GatewayDep, actor: ActorDep) -> Silence:
         data = msgspec.structs.replace(data, created_by=actor.username)
         return (await ask(gw, "silences", "put", ConfigPut(silence=data, actor=actor.username))).silences[0]
 
     @delete("/{silence_id:str}", summary="Expire (delete) a silence", status_code=200, responses=ERRS)
-    async def delete_silence(self, silence_id: NameParam, gw: Gateway, actor: Actor) -> Deleted:
-        await ask(gw, "silences", "delete", ConfigDelete(name=silence_id, actor=actor.username))
-        return Deleted(deleted=silence_id)
+    async def delete_silence(self, silence_id: NameParam, gw: GatewayDep, actor: ActorDep) -> Deleted:
+        return await _delete(gw, "silences", silence_id, actor)
 
 
-class NotifiersController(Controller):
-    path = "/api/v1/notifiers"
-    tags = ["alerting"]
-
-    @get("/", summary="Notifiers and their routes; secrets are never returned, only whether set", responses=ERRS)
-    async def list_notifiers(self, gw: Gateway) -> NotifierList:
-        return NotifierList(items=(await ask(gw, "notifiers", "list")).notifiers)
-
-    @put("/{name:str}", summary="Create or replace a notifier; an empty secret keeps the stored one", responses=ERRS)
-    async def put_notifier(self, name: NameParam, data: Notifier, gw: Gateway, actor: Actor) -> NotifierView:
-        return (await ask(gw, "notifiers", "put", ConfigPut(notifier=_named(data, name), actor=actor.username))).notifiers[0]
-
-    @delete("/{name:str}", summary="Delete a stored notifier", status_code=200, responses=ERRS)
-    async def delete_notifier(self, name: NameParam, gw: Gateway, actor: Actor) -> Deleted:
-        await ask(gw, "notifiers", "delete", ConfigDelete(name=name, actor=actor.username))
-        return Deleted(deleted=name)
-
+class NotifiersController(config_controller(
+    "NotifiersBase", "notifiers", "notifier", Notifier, NotifierView, NotifierList,
+    ("Notifiers and their routes; secrets are never returned, only whether set", "Create or replace a notifier; an empty secret keeps the stored one",
+     "Delete a stored notifier"),
+)):
     @post("/{name:str}/test", summary="Send a test message through a notifier (502 with the reason when it fails)", status_code=200, responses=ERRS)
-    async def test_send(self, name: NameParam, gw: Gateway, data: SendText | None = None) -> SendResult:
+    async def test_send(self, name: NameParam, gw: GatewayDep, data: JSONBody[SendText | None] = None) -> SendResult:
         text = data.text if data is not None else SendText().text
         reply = await ask(gw, "notifiers", "test", NotifierTestSend(name=name, text=text[:1000]), timeout=60)
         return SendResult(sent=True, notifier=reply.notifiers[0])

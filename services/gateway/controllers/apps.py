@@ -11,15 +11,15 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from libs.schemas import LogBatch, LogLine, subjects
 from libs.schemas.control import AppListReply, AppReply, AppSpec, LogsReply
 
-from ..authn import Actor
+from ..authn import ActorDep
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import HostParam
 from .ctlclient import call
 
@@ -42,40 +42,40 @@ class AppsController(Controller):
     tags = ["apps"]
 
     @get("/", summary="Apps registered on a host, with their state", responses=CTL_ERRORS)
-    async def list_apps(self, host: HostParam, gw: Gateway, actor: Actor) -> AppListReply:
+    async def list_apps(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> AppListReply:
         return await call(gw.nc, host, "apps.list", {"actor": actor.username}, AppListReply)
 
     @post("/", summary="Register an app (process or systemd backend)", status_code=201, responses=CTL_ERRORS)
-    async def register(self, host: HostParam, data: AppRegistration, gw: Gateway, actor: Actor) -> AppReply:
+    async def register(self, host: HostParam, data: JSONBody[AppRegistration], gw: GatewayDep, actor: ActorDep) -> AppReply:
         body = {"actor": actor.username, "spec": msgspec.to_builtins(data.spec), "replace": data.replace, "start": data.start}
         return await call(gw.nc, host, "apps.register", body, AppReply, timeout=60)
 
     @get("/{name:str}", summary="One app's state", responses=CTL_ERRORS)
-    async def status(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+    async def status(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.status", {"actor": actor.username, "name": name}, AppReply)
 
     @delete("/{name:str}", summary="Stop and unregister an app", status_code=200, responses=CTL_ERRORS)
-    async def remove(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+    async def remove(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.remove", {"actor": actor.username, "name": name}, AppReply, timeout=60)
 
     @post("/{name:str}/start", summary="Start an app", status_code=200, responses=CTL_ERRORS)
-    async def start(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+    async def start(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.start", {"actor": actor.username, "name": name}, AppReply, timeout=60)
 
     @post("/{name:str}/stop", summary="Stop an app (SIGTERM, then SIGKILL after its stop timeout)", status_code=200, responses=CTL_ERRORS)
-    async def stop(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+    async def stop(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.stop", {"actor": actor.username, "name": name}, AppReply, timeout=60)
 
     @post("/{name:str}/restart", summary="Restart an app", status_code=200, responses=CTL_ERRORS)
-    async def restart(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor) -> AppReply:
+    async def restart(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.restart", {"actor": actor.username, "name": name}, AppReply, timeout=60)
 
     @get("/{name:str}/logs", summary="The last lines of an app's log (journald for systemd apps)", responses=CTL_ERRORS)
-    async def logs(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor, lines: Annotated[int, Parameter(ge=0, le=5000)] = 100) -> LogsReply:
+    async def logs(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 100) -> LogsReply:
         return await call(gw.nc, host, "apps.logs", {"actor": actor.username, "name": name, "lines": lines}, LogsReply)
 
     @get("/{name:str}/logs/stream", summary="Live log lines (SSE, one event per batch); ends when the client goes", responses=CTL_ERRORS)
-    async def logs_stream(self, host: HostParam, name: NameParam, gw: Gateway, actor: Actor, lines: Annotated[int, Parameter(ge=0, le=5000)] = 0) -> ServerSentEvent:
+    async def logs_stream(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 0) -> ServerSentEvent:
         request = {"actor": actor.username, "name": name, "lines": lines, "follow": True, "lease_s": LOG_LEASE_S}
         first = await call(gw.nc, host, "apps.logs", request, LogsReply)  # 4xx here, before the stream opens
         return ServerSentEvent(self._follow(gw, host, name, request, first), event_type="logs")

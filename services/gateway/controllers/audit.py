@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter, QueryParameter
+from litestar.params import FromQuery, Parameter, QueryParameter
 
 from libs.schemas import AuditRecord
 
@@ -33,7 +33,7 @@ class AuditController(Controller):
         # `actor` is the name of the injected caller, so the filter is bound under another name.
         by_actor: Annotated[str | None, QueryParameter(name="actor", max_length=64)] = None,
         action: Annotated[str | None, Parameter(max_length=100)] = None,
-        result: Literal["ok", "error"] | None = None,
+        result: FromQuery[Literal["ok", "error"] | None] = None,
         from_: FromParam = None,
         to: TimeParam = None,
         limit: LimitParam = 100,

@@ -8,12 +8,13 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath, JSONBody
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 
-from ..authn import Actor, ActorDep
+from ..authn import ActorDep
 from ..roles import LEVEL, Role
 from ..errors import errors
-from ..state import Gateway, GatewayDep
+from ..state import GatewayDep
 from ..tokens import new_api_token
 
 
@@ -74,7 +75,7 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[])
-    async def login(self, data: LoginRequest, request: Request, gw: GatewayDep) -> LoginResponse:
+    async def login(self, data: JSONBody[LoginRequest], request: Request, gw: GatewayDep) -> LoginResponse:
         client = request.client.host if request.client else "?"
         key = f"{data.username}|{client}"
         # Per account and client, and per client over all accounts (password spraying).
@@ -116,7 +117,7 @@ class AuthController(Controller):
         ]
 
     @post("/tokens", summary="Create an API token (shown once)", responses=errors(403))
-    async def create_token(self, data: TokenRequest, actor: ActorDep, gw: GatewayDep) -> NewToken:
+    async def create_token(self, data: JSONBody[TokenRequest], actor: ActorDep, gw: GatewayDep) -> NewToken:
         role = data.role or actor.role
         if LEVEL[role] > LEVEL[actor.role]:
             raise PermissionDeniedException(detail=f"a token cannot have more than your role ({actor.role})")
@@ -129,7 +130,7 @@ class AuthController(Controller):
         return NewToken(id=tid, token=token, name=data.name, role=role, expires_at=_ts(expires))
 
     @delete("/tokens/{token_id:str}", summary="Revoke an API token", status_code=204)
-    async def revoke_token(self, token_id: str, actor: ActorDep, gw: GatewayDep) -> None:
+    async def revoke_token(self, token_id: FromPath[str], actor: ActorDep, gw: GatewayDep) -> None:
         done = await gw.pool.fetchval(
             "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND ($2 OR user_id = $3) RETURNING id",
             token_id, actor.role == "admin", actor.user_id,

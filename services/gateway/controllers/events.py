@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 
 from ..state import Gateway, GatewayDep
 from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
@@ -43,7 +43,7 @@ class EventsController(Controller):
     async def list_events(
         self,
         gw: GatewayDep,
-        kind: Kind | None = None,
+        kind: FromQuery[Kind | None] = None,
         host: Annotated[str | None, Parameter(pattern=HOST_PATTERN, max_length=64)] = None,
         from_: FromParam = None,
         to: TimeParam = None,

@@ -8,7 +8,7 @@ import msgspec
 import nats.errors
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromQuery, JSONBody, Parameter
 from typing import Annotated, Literal
 
 from libs.schemas import Codec, DecodeError, MetricFrame
@@ -16,10 +16,10 @@ from libs.schemas import subjects as s
 
 from ..directory import HostView
 from ..errors import errors
-from ..state import Gateway, GatewayDep
+from ..state import GatewayDep
 from .common import HostParam
 from .registration import AgentCredentials, HostRegistration, register_host
-from ..authn import Actor, ActorDep
+from ..authn import ActorDep
 
 _frame_codec = Codec(MetricFrame)
 
@@ -34,7 +34,7 @@ class HostsController(Controller):
     tags = ["hosts"]
 
     @post("/", summary="Register a host: its agents' NATS credentials, shown once (controllers/registration.py)", status_code=201, responses=errors(409))
-    async def register(self, data: HostRegistration, gw: GatewayDep, actor: ActorDep) -> AgentCredentials:
+    async def register(self, data: JSONBody[HostRegistration], gw: GatewayDep, actor: ActorDep) -> AgentCredentials:
         return await register_host(data, gw, actor)
 
     @get("/", summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)", media_type=MediaType.JSON)
@@ -42,7 +42,7 @@ class HostsController(Controller):
         self,
         request: Request,
         gw: GatewayDep,
-        status: Literal["online", "offline"] | None = None,
+        status: FromQuery[Literal["online", "offline"] | None] = None,
         label: Annotated[str | None, Parameter(pattern=r"^[^=]+=.*$", description="key=value", max_length=200)] = None,
     ) -> Response[list[HostView]]:
         lab = tuple(label.split("=", 1)) if label else None

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Controller, get
 from litestar.exceptions import ClientException
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 
 from ..state import Gateway, GatewayDep
 from .common import FromParam, HostParam, LimitParam, TimeParam, table_exists, time_range, utc
@@ -62,8 +62,8 @@ class ProcessesController(Controller):
         self,
         host: HostParam,
         gw: GatewayDep,
-        sort: Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"] = "cpu_percent",
-        order: Literal["asc", "desc"] = "desc",
+        sort: FromQuery[Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"]] = "cpu_percent",
+        order: FromQuery[Literal["asc", "desc"]] = "desc",
         limit: LimitParam = 500,
     ) -> ProcList:
         await _need_tables(gw)

@@ -24,9 +24,9 @@ from libs.schemas.ids import check_host_id
 from libs.schemas.registration import AGENT_RECORD, AgentRecord, hash_secret
 from libs.schemas.streams import AGENTS_BUCKET
 
-from ..authn import Actor
+from ..authn import Actor, ActorDep
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import HostParam
 
 AGENT_PREFIX = "agent-"
@@ -81,7 +81,7 @@ class RegistrationController(Controller):
     tags = ["hosts"]
 
     @delete("/{host:str}/registration", summary="Revoke a registered host: its agents are cut off within the callout TTL", status_code=204)
-    async def revoke(self, host: HostParam, gw: Gateway, actor: Actor) -> None:
+    async def revoke(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> None:
         kv = await _bucket(gw)
         entry = None
         if kv is not None:

@@ -11,15 +11,15 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.params import FromQuery, Parameter
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from libs.schemas import Codec, DecodeError, ReplicationStatus, subjects
 from libs.schemas.replication import SyncRequest
 
-from ..authn import Actor
+from ..authn import ActorDep
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .common import HostParam, table_exists
 
 _STATUS = Codec(ReplicationStatus)
@@ -84,9 +84,9 @@ class ReplicationController(Controller):
     async def sync(
         self,
         host: HostParam,
-        gw: Gateway,
-        actor: Actor,
-        wait: bool = True,
+        gw: GatewayDep,
+        actor: ActorDep,
+        wait: FromQuery[bool] = True,
         timeout: Annotated[float, Parameter(gt=0, le=300, description="seconds to wait for the sync")] = 60.0,
     ) -> Response[ReplicationStatus | SyncAccepted]:
         body = _REQUEST.encode(SyncRequest(actor=actor.username))
@@ -109,10 +109,10 @@ class ReplicationController(Controller):
         return Response(status, status_code=200)
 
     @get("/hosts/{host:str}/replication", summary="The last replication status of a host (null when none is recorded)")
-    async def host_status(self, host: HostParam, gw: Gateway) -> HostReplication:
+    async def host_status(self, host: HostParam, gw: GatewayDep) -> HostReplication:
         found = await _last(gw, host)
         return HostReplication(host=host, last=found[0] if found else None)
 
     @get("/replication", summary="The last replication status of every host that reported one")
-    async def all_status(self, gw: Gateway) -> ReplicationList:
+    async def all_status(self, gw: GatewayDep) -> ReplicationList:
         return ReplicationList(items=await _last(gw, None))

@@ -6,9 +6,9 @@ from litestar import Controller, get
 
 from libs.schemas.control import ScanReply
 
-from ..authn import Actor
+from ..authn import ActorDep
 from ..errors import errors
-from ..state import Gateway
+from ..state import GatewayDep
 from .common import HostParam
 from .ctlclient import call
 
@@ -18,5 +18,5 @@ class ScanController(Controller):
     tags = ["apps"]
 
     @get("/", summary="Running Node.js/Python processes no app manages (pid, cmdline, cwd, user, ports)", responses=errors(403, 502, 503, 504))
-    async def scan(self, host: HostParam, gw: Gateway, actor: Actor) -> ScanReply:
+    async def scan(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> ScanReply:
         return await call(gw.nc, host, "procs.scan", {"actor": actor.username}, ScanReply)

@@ -7,12 +7,13 @@ from typing import Annotated
 import asyncpg
 import msgspec
 from litestar import Controller, delete, get, patch, post
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.exceptions import ClientException, NotFoundException
 
-from ..authn import Actor, ActorDep
+from ..authn import ActorDep
 from ..roles import Role
 from ..errors import errors
-from ..state import Gateway, GatewayDep
+from ..state import GatewayDep
 from ..userstore import Conflict, UserOut, announce, create_user, update_user, user_out, PUBLIC_COLUMNS
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="POSIX login name")]
@@ -48,12 +49,12 @@ class UsersController(Controller):
     tags = ["users"]
 
     @get("/", summary="Every user (no password hashes, ever)")
-    async def list_users(self, gw: GatewayDep, active: bool | None = None) -> list[UserOut]:
+    async def list_users(self, gw: GatewayDep, active: FromQuery[bool | None] = None) -> list[UserOut]:
         rows = await gw.pool.fetch(f"SELECT {PUBLIC_COLUMNS} FROM users WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY username", active)
         return [user_out(r) for r in rows]
 
     @post("/", summary="Create a user (uid/gid allocated when not given)", responses=errors(409))
-    async def create(self, data: UserCreate, gw: GatewayDep, actor: ActorDep) -> UserOut:
+    async def create(self, data: JSONBody[UserCreate], gw: GatewayDep, actor: ActorDep) -> UserOut:
         pw_hash = await gw.hasher.hash_async(data.password) if data.password else "!"
         try:
             row = await create_user(
@@ -66,14 +67,14 @@ class UsersController(Controller):
         return user_out(row)
 
     @get("/{username:str}", summary="One user")
-    async def get_user(self, username: str, gw: GatewayDep) -> UserOut:
+    async def get_user(self, username: FromPath[str], gw: GatewayDep) -> UserOut:
         row = await gw.pool.fetchrow(f"SELECT {PUBLIC_COLUMNS} FROM users WHERE username = $1", username)
         if row is None:
             raise NotFoundException(detail=f"no user {username!r}")
         return user_out(row)
 
     @patch("/{username:str}", summary="Change a user (password, role, shell, home, email, active)")
-    async def update(self, username: str, data: UserUpdate, gw: GatewayDep, actor: ActorDep) -> UserOut:
+    async def update(self, username: FromPath[str], data: JSONBody[UserUpdate], gw: GatewayDep, actor: ActorDep) -> UserOut:
         if username == actor.username and (data.is_active is False or (data.role is not None and data.role != actor.role)):
             # An admin locking themselves out (possibly the last admin) is never what was meant.
             raise ClientException(detail="you cannot deactivate yourself or change your own role")
@@ -99,7 +100,7 @@ class UsersController(Controller):
         return user_out(row)
 
     @delete("/{username:str}", summary="Deactivate a user (the row stays: uids are never reused)", status_code=200)
-    async def deactivate(self, username: str, gw: GatewayDep, actor: ActorDep) -> UserOut:
+    async def deactivate(self, username: FromPath[str], gw: GatewayDep, actor: ActorDep) -> UserOut:
         if username == actor.username:
             raise ClientException(detail="you cannot deactivate yourself")
         row = await update_user(gw.pool, username, {"is_active": False})

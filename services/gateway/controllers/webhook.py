@@ -31,7 +31,7 @@ from libs.schemas.ids import InvalidId
 from libs.schemas.streams import WEBHOOK_REPLAY_BUCKET
 
 from ..errors import errors
-from ..state import Gateway
+from ..state import Gateway, GatewayDep
 from .ctlclient import call
 
 TS_HEADER = "x-fleetwatch-timestamp"
@@ -90,7 +90,7 @@ class WebhookController(Controller):
 
     @post("/command", summary="Signed control request from automation (HMAC-SHA256, timestamp window)", status_code=200,
           responses=errors(400, 401, 403, 404, 409, 429, 502, 503, 504))
-    async def command(self, request: Request, gw: Gateway) -> dict[str, Any]:
+    async def command(self, request: Request, gw: GatewayDep) -> dict[str, Any]:
         secret = gw.config.webhook_secret
         if not secret:
             raise HTTPException(status_code=503, detail="the webhook is not configured (FLEETWATCH_GATEWAY_WEBHOOK_SECRET is empty)")
