@@ -175,3 +175,12 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
         assert "agent admitted" in log and "login refused" in log and creds["password"] not in log
     finally:
         await admin.close()
+
+
+def test_callout_issuer_seed_is_masked_in_logs():
+    from libs.runtime.logs import redact, register_secrets_from
+    from services.authcallout.config import AuthCalloutConfig
+
+    seed = natsconfig.new_account_seed()
+    register_secrets_from(AuthCalloutConfig(issuer_seed=seed))
+    assert seed not in redact(f"bad issuer {seed}")
