@@ -253,3 +253,59 @@ async def test_replicator_counts_syncs_users_and_dead_letters(pg_cluster, nats_s
         finally:
             proc.stop()
             await central.close()
+
+
+async def test_authcallout_counts_grants_and_refusals_and_grants_narrow_discovery(workdir):
+    """Registered agents get the same narrow `$SRV` grants from the auth callout's JWT, and the
+    callout's STATS count each admission and refusal once."""
+    import uuid
+
+    from libs.runtime import NatsSettings
+    from libs.schemas.registration import AGENT_RECORD, AgentRecord, hash_secret
+    from libs.schemas.streams import AGENTS_BUCKET
+    from tests.test_deploy_registration import CalloutStack, _try_connect
+
+    st = CalloutStack(workdir / f"stats-callout-{uuid.uuid4().hex[:8]}")
+    st.server.start()
+    admin = None
+    try:
+        admin = await connect(NatsSettings(url=st.url, user="admin", password=st.creds["admin"]), "stats-callout-admin", retry_forever=False)
+        await provision(admin)
+        kv = await admin.jetstream().key_value(AGENTS_BUCKET.bucket)
+        secret = "s" * 43
+        await kv.put("reg-1", AGENT_RECORD.encode(AgentRecord(host="reg-1", secret_sha256=hash_secret(secret), created_at=time.time())))
+        st.start_callout()
+        await wait_until(lambda: counters(admin, "authcallout"), 30, what="authcallout answering $SRV.STATS")
+
+        creds = {"user": "agent-reg-1", "inbox_prefix": subjects.inbox_prefix("reg-1")}
+        settings = NatsSettings(url=st.url, user=creds["user"], password=secret, inbox_prefix=creds["inbox_prefix"], reconnect_wait=0.2, connect_timeout=3)
+        agent, errs = await _try_connect(settings)
+        assert agent is not None, errs
+        violations: list[str] = []
+        agent._error_cb = lambda e: violations.append(str(e)) or asyncio.sleep(0)  # noqa: SLF001 - record permission errors
+        own = await agent.subscribe("$SRV.PING.collector")
+        await agent.subscribe("$SRV.PING.ingest")
+        await agent.flush()
+        await admin.publish("$SRV.PING.collector", b"p")
+        assert (await own.next_msg(timeout=5)).data == b"p"
+        await wait_until(lambda: _async(any("$srv.ping.ingest" in v.lower() for v in violations)), 5, interval=0.1, what="a violation for $SRV.PING.ingest")
+        await agent.close()
+
+        bad, _ = await _try_connect(NatsSettings(url=st.url, user="agent-reg-1", password="x" + secret, inbox_prefix=creds["inbox_prefix"], connect_timeout=3))
+        assert bad is None
+
+        async def counted():
+            c = await counters(admin, "authcallout")
+            return c if c and c.counters.get("granted") == 1 and c.counters.get("denied", 0) >= 1 else None
+
+        c = await wait_until(counted, 15, what="authcallout granted 1, denied 1")
+        # The refused client tries more than once within its connect: each try is one refusal.
+        assert c.counters["messages_in"] == c.counters["granted"] + c.counters["denied"]
+    finally:
+        if admin is not None:
+            await admin.close()
+        st.stop()
+
+
+async def _async(value):
+    return value
