@@ -121,6 +121,11 @@ async def _known(gw) -> bool:
     return {h["host"] for h in hosts if h["last"]} >= set(SIM_HOSTS)
 
 
+async def after_rate_window(since: float) -> None:
+    """The commander takes one change per app per second: wait out what is left of it since `since`."""
+    await asyncio.sleep(max(0.0, since + 1.1 - time.monotonic()))
+
+
 async def api(gw, role: str, path: str, **params):
     # async: the alerter runs in this event loop and must be free to answer the gateway
     async with httpx.AsyncClient(timeout=30) as c:
@@ -242,6 +247,7 @@ async def test_top_follows_the_live_stream(stack):
 async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stack):
     gw, cli, _, _, d, _ = stack
     r = await cli("apps", HOST, "register", "web", "--python", str(d / "app.py"), "--interpreter", sys.executable, "--start", role="admin")
+    changed = time.monotonic()
     assert r.rc == 0, r
     assert "web on host-c: registered" in r.out
 
@@ -264,8 +270,9 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     me = Cli(gw, d / "cliop-config")
     assert (await cli("users", "add", "cliop", "--role", "operator", "--password-stdin", role="admin", stdin="cliop-password\n")).rc == 0
     assert (await me("login", "-u", "cliop", "--password-stdin", stdin="cliop-password\n")).rc == 0
-    await asyncio.sleep(1.1)  # the commander allows one change per app per second
+    await after_rate_window(changed)
     r = await me("apps", HOST, "restart", "web", "--json")
+    changed = time.monotonic()
     assert r.rc == 0, r
     assert r.json()["app"]["pid"] != via_api["apps"][0]["pid"]
 
@@ -281,8 +288,9 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     # Two at once: the commander takes one change per app per second, the other is told to retry.
     # (On a loaded machine two process starts can be a second apart: then both pass; try again.)
     for _ in range(4):
-        await asyncio.sleep(1.1)
+        await after_rate_window(changed)
         both = await asyncio.gather(*(cli("apps", HOST, "restart", "web", role="operator") for _ in range(2)))
+        changed = time.monotonic()
         assert 0 in [b.rc for b in both], both
         if 1 in [b.rc for b in both]:
             break
@@ -304,12 +312,13 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     # Secrets go in through a file, never the command line, and never come back.
     (d / "web2.env").write_text("# app settings\nAPI_TOKEN=tok-cli-123\nMODE=fast\n")
     r = await cli("apps", HOST, "register", "web2", "--env-file", str(d / "web2.env"), "--json", "--", sys.executable, str(d / "app.py"), role="admin")
+    changed = time.monotonic()
     assert r.rc == 0, r
     spec = r.json()["app"]["spec"]
     assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {"runtime": "binary", "argv": [sys.executable, str(d / "app.py")]}
     assert "tok-cli-123" not in r.out + r.err
     assert (await cli("apps", HOST, "remove", "web2", role="operator")).rc == 1  # removing is an admin's
-    await asyncio.sleep(1.1)  # one change per app per second
+    await after_rate_window(changed)
     r = await cli("apps", HOST, "remove", "web2", role="admin")
     assert r.rc == 0 and "web2 on host-c: removed" in r.out
 
