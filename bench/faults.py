@@ -28,6 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.common import ingest_proc, result, stop_procs
 from fleetwatch.simulate import Simulator
 from libs.embedded.natscluster import NatsCluster
 from libs.embedded.stack import make_private_dir, start_postgres
@@ -35,7 +36,6 @@ from libs.runtime import connect
 from libs.runtime.jetstream import provision
 from libs.schemas.streams import INGEST_METRICS
 
-ROOT = Path(__file__).resolve().parent.parent
 RATE = float(os.environ.get("BENCH_FAULTS_RATE", "2000"))
 SECONDS = float(os.environ.get("BENCH_FAULTS_SECONDS", "60"))
 NODE_DOWN_S = float(os.environ.get("BENCH_FAULTS_NODE_DOWN_S", "30"))
@@ -43,19 +43,8 @@ HOSTS = int(os.environ.get("BENCH_FAULTS_HOSTS", "400"))
 TICK = 0.1
 
 
-def result(name: str, value: float, unit: str) -> None:
-    print(f"RESULT {name} {value:.6g} {unit}", flush=True)
-
-
 def log(msg: str) -> None:
     print(f"[faults] {msg}", file=sys.stderr, flush=True)
-
-
-def ingest_proc(cluster: NatsCluster, dsn: str, logf: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-    env.update(cluster.env("ingest"))
-    env.update(PYTHONPATH=str(ROOT), FLEETWATCH_DB_DSN=dsn, FLEETWATCH_INGEST_STORAGE="partitions", FLEETWATCH_INGEST_STREAMS="metrics", FLEETWATCH_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, cwd=ROOT, stdout=open(logf, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 async def run(root: Path) -> None:
@@ -69,7 +58,7 @@ async def run(root: Path) -> None:
         await conn.execute('CREATE DATABASE "faults"')
         await conn.close()
         dsn = pg.dsn("faults")
-        procs = [ingest_proc(cluster, dsn, root / f"ingest-{i}.log") for i in range(2)]
+        procs = [ingest_proc(cluster.env("ingest"), dsn, root / f"ingest-{i}.log", own_session=True) for i in range(2)]
         sim_nc = await connect(cluster.settings("simulator"), "faults-sim", retry_forever=False)
         sim = Simulator(HOSTS, interval=HOSTS / RATE, seed=7)
         hosts = sim.host_ids
@@ -147,21 +136,15 @@ async def run(root: Path) -> None:
         stored = {(r["host"], r["seq"]) for r in rows}
         dup = sum(r["n"] - 1 for r in rows)
         lost = len(published - stored)
-        result("faults_lost", lost, "frames")
-        result("faults_dup", dup, "frames")
-        result("faults_published", len(published), "frames")
-        result("faults_rate_ratio", achieved / RATE, "ratio")
-        result("faults_drain_s", (drained_at or time.monotonic()) - pub_end, "s")
+        result("faults_lost", lost, "frames", 6)
+        result("faults_dup", dup, "frames", 6)
+        result("faults_published", len(published), "frames", 6)
+        result("faults_rate_ratio", achieved / RATE, "ratio", 6)
+        result("faults_drain_s", (drained_at or time.monotonic()) - pub_end, "s", 6)
         await sim_nc.close()
         await admin.close()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_procs(procs)
         pg.stop()
         cluster.stop()
 

@@ -22,32 +22,20 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import asyncpg
 import httpx
 import psutil
 
 from bench.api_hosts import Stack, pct
+from bench.common import ingest_proc, result, stop_procs
 from fleetwatch.simulate import Simulator
 from libs.runtime import connect
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTS = int(os.environ.get("BENCH_FLEET_HOSTS", "10000"))
 SECONDS = float(os.environ.get("BENCH_FLEET_SECONDS", "600"))
 INTERVAL = 5.0
 WARMUP = 0.2
-
-
-def result(name: str, value: float, unit: str) -> None:
-    print(f"RESULT {name} {value:.4g} {unit}", flush=True)
-
-
-def ingest_proc(stack: Stack, dsn: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-    env.update(stack.nats.env("ingest"))
-    env.update(PYTHONPATH=str(ROOT), FLEETWATCH_DB_DSN=dsn, FLEETWATCH_INGEST_STORAGE="partitions", FLEETWATCH_INGEST_STREAMS="metrics", FLEETWATCH_LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
 async def poll_hosts(url: str, token: str, until: float, lat: list[float]) -> None:
@@ -69,7 +57,7 @@ async def bench() -> None:
         token = gw.token("viewer")
         idle: list[float] = []
         await poll_hosts(gw.url, token, time.monotonic() + 10, idle)
-        procs = [ingest_proc(st, st.dsn, st.dir / f"ingest-{i}.log") for i in range(2)]
+        procs = [ingest_proc(st.nats.env("ingest"), st.dsn, st.dir / f"ingest-{i}.log") for i in range(2)]
         sim_nc = await connect(st.nats.settings("simulator"), "fleet-sim", retry_forever=False)
         sim = Simulator(HOSTS, interval=INTERVAL, seed=11)
         watched = {"ingest-0": procs[0].pid, "ingest-1": procs[1].pid, "gateway": gw.proc.pid, "nats": st.nats.server.proc.pid}
@@ -121,13 +109,7 @@ async def bench() -> None:
         await sim_nc.close()
         await nc.close()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_procs(procs)
         st.stop()
 
 

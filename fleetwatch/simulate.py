@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import heapq
 import json
 import math
 import random
@@ -64,6 +66,9 @@ class _Host:
         self.gpus = [rng.uniform(0, 100) for _ in range(n_gpu)]
         self.procs = rng.randint(120, 600)
         self.rack = f"r{rng.randrange(8)}"
+        # Per-core spread around the host's load, drawn once: a frame takes a window of it at a
+        # random offset (drawing a Gaussian per core per frame was most of a frame's cost).
+        self.core_noise = [rng.gauss(0, 10) for _ in range(4 * self.cores)]
         self.seq = 0
         self.snap_seq = 0
 
@@ -78,7 +83,9 @@ class _Host:
         self.net = self._walk(self.net, 1e3, 1e9, self.net * 0.1)
         self.disk_used = [min(0.99, u + r.uniform(0, 1e-5)) for u in self.disk_used]
         self.gpus = [self._walk(g, 0, 100, 8) for g in self.gpus]
-        per_core = [round(min(100.0, max(0.0, r.gauss(self.cpu, 10))), 1) for _ in range(self.cores)]
+        k = r.randrange(3 * self.cores)
+        c = self.cpu
+        per_core = [round(min(100.0, max(0.0, c + n)), 1) for n in self.core_noise[k : k + self.cores]]
         used = int(self.mem_total * self.mem / 100)
         disks = [
             DiskUsage(mount=m, device=d, fstype="ext4", total=t, used=int(t * u), free=t - int(t * u), percent=round(100 * u, 1))
@@ -175,6 +182,81 @@ class _Host:
         )
 
 
+class _AckedPublisher:
+    """JetStream publishes with up to `in_flight` unacknowledged, acks read from one inbox."""
+
+    def __init__(self, nc, items: list[tuple[str, bytes, str]], in_flight: int, timeout: float, retries: int) -> None:
+        self.nc = nc
+        self.items = items
+        self.in_flight = max(1, in_flight)
+        self.timeout = timeout
+        self.retries = retries
+        self.inbox = nc.new_inbox()
+        self.todo = list(range(len(items) - 1, -1, -1))  # a stack: popped in order
+        self.later: list[tuple[float, int]] = []  # (when, index): backing off after a failure
+        self.waiting: dict[str, tuple[int, float]] = {}  # token -> (index, sent at)
+        self.attempts = [0] * len(items)
+        self.done = 0
+        self.error: str = ""
+        self.wake = asyncio.Event()
+        self.tokens = 0
+
+    async def _on_ack(self, msg) -> None:
+        entry = self.waiting.pop(msg.subject[len(self.inbox) + 1 :], None)
+        if entry is None:
+            return  # the late answer to a publish already sent again
+        # A PubAck is {"stream": ..., "seq": ...}; a refusal {"error": ...}, or an empty
+        # message with a Status header (503: no stream answered).
+        if msg.data and b'"error"' not in msg.data:
+            self.done += 1
+        else:
+            self._retry(entry[0], msg.data.decode(errors="replace") or (msg.headers or {}).get("Status", "?"))
+        self.wake.set()
+
+    def _retry(self, i: int, why: str) -> None:
+        a = self.attempts[i]
+        if a >= self.retries:
+            self.error = f"{self.items[i][0]}: not stored after {a} attempts: {why}"
+            return
+        heapq.heappush(self.later, (time.monotonic() + min(0.1 * 2 ** (a - 1), 2.0), i))
+
+    async def run(self) -> None:
+        sub = await self.nc.subscribe(f"{self.inbox}.*", cb=self._on_ack)
+        try:
+            last_scan = time.monotonic()
+            while self.done < len(self.items):
+                if self.error:
+                    raise RuntimeError(self.error)
+                now = time.monotonic()
+                while self.later and self.later[0][0] <= now:
+                    self.todo.append(heapq.heappop(self.later)[1])
+                while self.todo and len(self.waiting) < self.in_flight:
+                    i = self.todo.pop()
+                    self.attempts[i] += 1
+                    self.tokens += 1
+                    token = str(self.tokens)
+                    self.waiting[token] = (i, now)
+                    subject, data, mid = self.items[i]
+                    try:
+                        await self.nc.publish(subject, data, reply=f"{self.inbox}.{token}", headers={"Nats-Msg-Id": mid})
+                    except Exception as exc:  # e.g. the reconnect buffer is full: back off
+                        del self.waiting[token]
+                        self._retry(i, repr(exc))
+                        break
+                if now - last_scan >= 0.5:  # unanswered for too long: send again
+                    last_scan = now
+                    for token, (i, sent) in list(self.waiting.items()):
+                        if now - sent > self.timeout:
+                            del self.waiting[token]
+                            self._retry(i, "no ack")
+                self.wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 0.1 if self.later else 0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
 def host_ids(n: int, prefix: str = "sim") -> list[str]:
     return [f"{prefix}-{i:05d}" for i in range(n)]
 
@@ -226,28 +308,17 @@ class Simulator:
     async def publish(self, nc, messages: Iterable, *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20) -> int:
         """Publish with JetStream acks, up to `in_flight` at a time; retried until stored (the
         msg id makes a retry harmless). Returns how many were stored."""
-        js = nc.jetstream()
-        sem = asyncio.Semaphore(in_flight)
+        return await self.publish_encoded(nc, [self.encoded(m) for m in messages], in_flight=in_flight, timeout=timeout, retries=retries)
 
-        async def one(subject: str, data: bytes, mid: str) -> None:
-            async with sem:
-                for attempt in range(retries):
-                    try:
-                        await js.publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": mid})
-                        return
-                    except Exception:
-                        if attempt == retries - 1:
-                            raise
-                        await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-
-        tasks = [asyncio.create_task(one(*self.encoded(m))) for m in messages]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-        self.published += len(tasks)
-        return len(tasks)
+    async def publish_encoded(self, nc, items: list[tuple[str, bytes, str]], *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20) -> int:
+        """`publish` for messages already encoded by `encoded`. The stream's acks come back to
+        one inbox subscription (no request, future and timer per message, which cost more than
+        building the message); a refused or unanswered publish is sent again after a backoff."""
+        if not items:
+            return 0
+        await _AckedPublisher(nc, items, in_flight, timeout, retries).run()
+        self.published += len(items)
+        return len(items)
 
     async def publish_infos(self, nc) -> None:
         """HostInfo of every host to the stream and to the `fleet_hosts` bucket."""
@@ -258,26 +329,28 @@ class Simulator:
             await js.publish(f"$KV.{HOSTS_BUCKET.bucket}.{i.host}", HOSTINFO.encode(i), timeout=10)
 
     async def run(self, connections: dict[str, object], *, rounds: int | None = None, snapshot_every: int = 3, on_round=None) -> None:
-        """Live mode: every interval, one frame per host spread over the interval; snapshots
-        every `snapshot_every` rounds. `connections` maps host -> NATS connection."""
+        """Live mode: every interval, one frame per host, all stamped with the round's time;
+        snapshots every `snapshot_every` rounds. `connections` maps host -> NATS connection.
+        A round is built and encoded while the previous one's interval runs out, so its
+        publishing starts on time (building 10,000 frames takes a second or more)."""
         r = 0
         next_t = time.monotonic()
         hosts = list(self.hosts)
         while rounds is None or r < rounds:
-            ts = time.time()
+            ts = time.time() + max(0.0, next_t - time.monotonic())  # the wall time it goes out
             msgs: list = [self.frame(h, ts) for h in hosts]
             if r % snapshot_every == 0:
                 msgs += [self.snapshot(h, ts) for h in hosts]
             by_conn: dict[int, tuple[object, list]] = {}
             for m in msgs:
                 c = connections[m.host]
-                by_conn.setdefault(id(c), (c, []))[1].append(m)
-            await asyncio.gather(*(self.publish(c, ms) for c, ms in by_conn.values()))
+                by_conn.setdefault(id(c), (c, []))[1].append(self.encoded(m))
+            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+            await asyncio.gather(*(self.publish_encoded(c, items) for c, items in by_conn.values()))
             r += 1
             if on_round:
                 on_round(r, len(msgs))
             next_t += self.interval
-            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
 
 
 async def _main(args: argparse.Namespace) -> int:
