@@ -43,6 +43,33 @@ def find_pg_bindir() -> Path:
     )
 
 
+def pkglibdir(bindir: Path) -> Path:
+    """Where this server looks for `$libdir` shared libraries (extensions' .so files)."""
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        try:
+            return Path(subprocess.run([str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip())
+        except (subprocess.CalledProcessError, OSError):
+            pass
+    return bindir.parent / "lib"  # Debian's layout: .../<major>/bin next to .../<major>/lib
+
+
+def preload_settings(bindir: Path) -> dict[str, str]:
+    """Server settings for optional extensions that must be preloaded, when installed.
+
+    TimescaleDB only works from `shared_preload_libraries`; a server without its library must
+    not name it (postgres would refuse to start), so it is added only when the file is there.
+    """
+    if not (pkglibdir(bindir) / "timescaledb.so").exists():
+        return {}
+    return {
+        "shared_preload_libraries": "timescaledb",
+        "timescaledb.telemetry_level": "off",  # no phoning home from a test or dev cluster
+        "timescaledb.max_background_workers": "8",
+        "max_worker_processes": "16",  # room for TimescaleDB's scheduler and jobs next to parallel query
+    }
+
+
 def _as_pg_user() -> list[str]:
     """Prefix that drops root to the postgres account (initdb and postgres refuse root)."""
     if os.geteuid() != 0:
@@ -136,7 +163,8 @@ class PostgresCluster:
             "-c",
             "unix_socket_directories=",  # TCP only: socket paths under deep directories are too long
         ]
-        for k, v in self.settings.items():
+        settings = self.settings if "shared_preload_libraries" in self.settings else {**preload_settings(self.bindir), **self.settings}
+        for k, v in settings.items():
             args += ["-c", f"{k}={v}"]
         return args
 

@@ -49,7 +49,8 @@ class Proc:
 
 
 def start_ingest(stack, dsn: str, log: Path, **extra: str) -> Proc:
-    env = _env(**stack.env("ingest"), FLEETWATCH_DB_DSN=dsn, FLEETWATCH_INGEST_STORAGE="partitions", **extra)
+    # The plain path unless a test asks for another (FLEETWATCH_INGEST_STORAGE="timescaledb").
+    env = _env(**stack.env("ingest"), FLEETWATCH_DB_DSN=dsn, **{"FLEETWATCH_INGEST_STORAGE": "partitions", **extra})
     return Proc("services.ingest", env, log)
 
 

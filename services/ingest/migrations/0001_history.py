@@ -152,7 +152,7 @@ ROLLUP_AGG = {
     "cpu_percent_max": "max(cpu_percent)",
     "mem_percent": "avg(mem_percent)",
     "mem_percent_max": "max(mem_percent)",
-    "mem_used": "avg(mem_used)",
+    "mem_used": "avg(mem_used)::float8",  # avg(bigint) is numeric; float8 as on the plain path
     "swap_percent": "avg(swap_percent)",
     "load1": "avg(load1)",
     "load5": "avg(load5)",
@@ -163,7 +163,7 @@ ROLLUP_AGG = {
     "net_bytes_sent": "avg(net_bytes_sent)",
     "net_bytes_recv": "avg(net_bytes_recv)",
     "gpu_util_percent": "avg(gpu_util_percent)",
-    "gpu_mem_used": "avg(gpu_mem_used)",
+    "gpu_mem_used": "avg(gpu_mem_used)::float8",
     "procs_total": "avg(procs_total)",
 }
 
@@ -370,11 +370,21 @@ def _rollup_select(bucket: str) -> str:
     return f"SELECT time_bucket(INTERVAL '{bucket}', time) AS time, host, count(*)::integer AS samples,\n    {cols}\nFROM metrics GROUP BY 1, 2"
 
 
+# Compressed order of each hypertable: time, then the rest of the primary key, so a redelivered
+# row's conflict check on a compressed chunk reads only the batches whose min/max can hold it.
+COMPRESS_ORDERBY = {
+    "metrics": "time DESC, boot, seq",
+    "metrics_disk": "time DESC, mount",
+    "metrics_gpu": "time DESC, gpu_index",
+    "proc_samples": "time DESC, pid",
+}
+
+
 async def _up_timescale(conn: asyncpg.Connection) -> None:
     await conn.execute(RAW_TABLES.replace("{partition}", ""))
-    for table in ("metrics", "metrics_disk", "metrics_gpu", "proc_samples"):
+    for table, orderby in COMPRESS_ORDERBY.items():
         await conn.execute(f"SELECT create_hypertable('{table}', 'time', chunk_time_interval => INTERVAL '1 day', create_default_indexes => false)")
-        await conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'host', timescaledb.compress_orderby = 'time DESC')")
+        await conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'host', timescaledb.compress_orderby = '{orderby}')")
         await conn.execute(f"SELECT add_compression_policy('{table}', INTERVAL '2 days')")
         await conn.execute(f"SELECT add_retention_policy('{table}', INTERVAL '{RAW_RETENTION}')")
     # WITH NO DATA: materialising inside the migration's transaction is not allowed.
