@@ -38,7 +38,8 @@ class TlsVerifyError(nats.errors.Error):
         ca = settings.tls_ca or "unset, so the system's CAs"
         super().__init__(
             f"TLS certificate verification failed for {settings.url}: {getattr(cause, 'verify_message', '') or cause}; "
-            f"FLEETWATCH_NATS_TLS_CA ({ca}) must be the CA that signed the server's certificate"
+            f"FLEETWATCH_NATS_TLS_CA ({ca}) must be the CA that signed the server's certificate, "
+            "and the host in FLEETWATCH_NATS_URL a name that certificate carries"
         )
 
 
