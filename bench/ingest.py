@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 N_FRAMES = int(os.environ.get("BENCH_INGEST_FRAMES", "30000"))
 LIVE_HOSTS = int(os.environ.get("BENCH_INGEST_LIVE_HOSTS", "10000"))
 LIVE_ROUNDS = int(os.environ.get("BENCH_INGEST_LIVE_ROUNDS", "4"))
+# partitions (plain PostgreSQL) or timescaledb (needs the extension in the server the bench starts)
+STORAGE = os.environ.get("BENCH_INGEST_STORAGE", "partitions")
 
 
 def result(name: str, value: float, unit: str) -> None:
@@ -48,7 +50,7 @@ def ingest_proc(stack: NatsStack, dsn: str, log: Path) -> subprocess.Popen:
     env.update(
         PYTHONPATH=str(ROOT),
         FLEETWATCH_DB_DSN=dsn,
-        FLEETWATCH_INGEST_STORAGE="partitions",
+        FLEETWATCH_INGEST_STORAGE=STORAGE,
         FLEETWATCH_INGEST_STREAMS="metrics",
         FLEETWATCH_LOG_LEVEL="WARNING",
     )
@@ -154,6 +156,16 @@ def _cpu(watched: list) -> tuple[float, float]:
     return ing, pg
 
 
+# Each row's insert time, for publish -> commit latency. A hypertable with compression takes no
+# volatile column default, so there a row trigger stamps it (COPY fires it too).
+STAMP_SQL = {
+    "partitions": "ALTER TABLE metrics ADD COLUMN IF NOT EXISTS committed_at timestamptz DEFAULT clock_timestamp()",
+    "timescaledb": """ALTER TABLE metrics ADD COLUMN IF NOT EXISTS committed_at timestamptz;
+        CREATE FUNCTION bench_stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.committed_at := clock_timestamp(); RETURN NEW; END$$;
+        CREATE TRIGGER bench_stamp BEFORE INSERT ON metrics FOR EACH ROW EXECUTE FUNCTION bench_stamp()""",
+}
+
+
 async def live_latency(stack, pg, nc, workdir: Path) -> float:
     """10k hosts every 5 s, each round spread over the interval; p99 of commit - publish."""
     js = nc.jetstream()
@@ -169,7 +181,7 @@ async def live_latency(stack, pg, nc, workdir: Path) -> float:
         while True:
             try:
                 conn = await asyncpg.connect(dsn)
-                await conn.execute("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS committed_at timestamptz DEFAULT clock_timestamp()")
+                await conn.execute(STAMP_SQL[await conn.fetchval("SELECT backend FROM history_storage")])
                 break
             except (asyncpg.UndefinedTableError, OSError):
                 if conn:
@@ -218,7 +230,7 @@ async def amain() -> int:
         frames = sim.history(10)
         t0 = time.perf_counter()
         await sim.publish(nc, frames, in_flight=1024)
-        print(f"published {len(frames)} frames in {time.perf_counter() - t0:.1f}s", flush=True)
+        print(f"published {len(frames)} frames in {time.perf_counter() - t0:.1f}s; storage: {STORAGE}", flush=True)
 
         raw = await raw_consume(nc, len(frames))
         one, rows = await timed_ingest(stack, pg, nc, len(frames), 1, workdir)
