@@ -309,3 +309,47 @@ async def test_authcallout_counts_grants_and_refusals_and_grants_narrow_discover
 
 async def _async(value):
     return value
+
+
+def test_exposition_of_replies_labels_up_and_forgetting():
+    """The rendering alone: label escaping, one family header, a silent instance is down, then
+    forgotten; a failing counter callback leaves only that value out of the report."""
+    from libs.runtime import ServiceStats
+    from services.gateway.servicestats import FORGET_S, ServiceScraper
+
+    stats = ServiceStats()
+    stats.inc("messages_in", 3)
+    stats.counter("errors", lambda: 1 // 0)
+    stats.queue("frames", lambda: 2)
+    stats.pending(lambda: {"ingest_metrics": 5})
+    data = stats.snapshot("ingest", 'odd"name:1')
+    assert data.counters == {"messages_in": 3} and data.queues == {"frames": 2} and data.consumer_pending == {"ingest_metrics": 5}
+
+    now = [1000.0]
+    scraper = ServiceScraper(None, clock=lambda: now[0])  # render() never touches NATS
+    reply = {
+        "name": "ingest",
+        "id": "X1",
+        "metadata": {"instance": data.instance},
+        "endpoints": [
+            {"name": "stats", "num_requests": 9, "num_errors": 0, "processing_time": 0, "average_processing_time": 0, "data": json.loads(COUNTERS.encode(data))},
+            {"name": "work", "num_requests": 4, "num_errors": 1, "processing_time": 2_000_000_000, "average_processing_time": 500_000_000},
+        ],
+    }
+    text = scraper.render([reply, reply])  # the same instance twice (two requests) counts once
+    inst = 'odd"name:1'
+    assert metric(text, "fleetwatch_service_messages_in_total", service="ingest", instance=inst.replace('"', '\\"')) == 3
+    assert metric(text, "fleetwatch_service_queue_size", queue="frames") == 2
+    assert metric(text, "fleetwatch_service_consumer_pending", consumer="ingest_metrics") == 5
+    assert metric(text, "fleetwatch_service_endpoint_requests_total", endpoint="work") == 4
+    assert metric(text, "fleetwatch_service_endpoint_processing_seconds_total", endpoint="work") == 2.0
+    assert metric(text, "fleetwatch_service_endpoint_processing_seconds_avg", endpoint="work") == 0.5
+    assert metric(text, "fleetwatch_service_endpoint_requests_total", endpoint="stats") is None
+    assert metric(text, "fleetwatch_service_errors_total") is None
+    assert text.count("fleetwatch_service_messages_in_total{") == 1 and text.count("# TYPE fleetwatch_service_up gauge") == 1
+    assert metric(text, "fleetwatch_service_up", service="ingest") == 1
+
+    now[0] += 10
+    assert metric(scraper.render([]), "fleetwatch_service_up", service="ingest") == 0
+    now[0] += FORGET_S + 1
+    assert scraper.render([]) == ""
