@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import math
 import time
 from typing import Any
 
@@ -31,6 +32,21 @@ class HostView(msgspec.Struct, kw_only=True, frozen=True):
     last: dict[str, Any] | None = None
 
 
+class Body:
+    """An encoded /hosts answer and the directory state it shows."""
+
+    __slots__ = ("body", "version", "valid_until", "built")
+
+    def __init__(self, body: bytes, version: int, valid_until: float, built: float | None = None) -> None:
+        self.body = body
+        self.version = version
+        self.valid_until = valid_until  # wall time the first online host in it turns offline
+        self.built = time.monotonic() if built is None else built
+
+    def current(self, version: int) -> bool:
+        return version == self.version and time.time() < self.valid_until
+
+
 class Entry:
     __slots__ = ("info", "frame", "summary", "last_seen", "frag", "frag_online")
 
@@ -44,6 +60,7 @@ class Entry:
 
 
 _enc = msgspec.json.Encoder()
+BUILD_SLICE = 1000
 
 
 class Directory:
@@ -51,8 +68,10 @@ class Directory:
         self.offline_after_s = offline_after_s
         self.max_age_s = 1.0
         self.hosts: dict[str, Entry] = {}
+        # Bumped by every change a /hosts body can show (frames, host info, last seen).
+        self.version = 0
         self._sorted: list[str] = []
-        self._cache: dict[tuple, tuple[float, bytes]] = {}
+        self._cache: dict[tuple, Body] = {}
         self._building: dict[tuple, asyncio.Future] = {}
 
     def _entry(self, host: str) -> Entry:
@@ -61,24 +80,29 @@ class Directory:
             e = self.hosts[host] = Entry()
         return e
 
-    def frame(self, f: MetricFrame) -> None:
+    def frame(self, f: MetricFrame, summary: dict | None = None) -> None:
+        """A frame arrived (`summary`: its frame_summary when the caller already made it)."""
         e = self._entry(f.host)
         if e.frame is None or f.ts >= e.frame.ts:
             e.frame = f
-            e.summary = None
-            e.frag = None
+            e.summary = summary
         # Age counts from when a frame arrived here, so a host with a skewed clock is not offline.
         e.last_seen = time.time()
+        e.frag = None
+        self.version += 1
 
     def info(self, h: HostInfo) -> None:
         e = self._entry(h.host)
         if e.info is None or h.ts >= e.info.ts:
             e.info = h
             e.frag = None
+            self.version += 1
 
     def seen(self, host: str, ts: float) -> None:
         e = self._entry(host)
         e.last_seen = max(e.last_seen or 0.0, ts)
+        e.frag = None
+        self.version += 1
 
     def online(self, e: Entry, now: float) -> bool:
         return e.last_seen is not None and now - e.last_seen <= self.offline_after_s
@@ -114,48 +138,74 @@ class Directory:
             e.frag_online = online
         return e.frag
 
-    def _build(self, status: str | None, label: tuple[str, str] | None) -> bytes:
+    async def _build(self, status: str | None, label: tuple[str, str] | None) -> Body:
+        """The JSON list, from each host's cached fragment. Yields to the event loop every
+        BUILD_SLICE hosts, so requests are not held up behind a build of a large fleet."""
+        version = self.version
         now = time.time()
         if len(self._sorted) != len(self.hosts):
             self._sorted = sorted(self.hosts)
+        hosts = self._sorted
         limit = self.offline_after_s
-        out = []
-        for host in self._sorted:
-            e = self.hosts[host]
+        soonest_offline = math.inf
+        out = [b"["]  # separators included, so the body is one join (a single copy of megabytes)
+        for i, host in enumerate(hosts):
+            if i and i % BUILD_SLICE == 0:
+                await asyncio.sleep(0)
+            e = self.hosts.get(host)
+            if e is None:
+                continue
             online = e.last_seen is not None and now - e.last_seen <= limit
+            if online:
+                soonest_offline = min(soonest_offline, e.last_seen + limit)
             if status and (status == "online") != online:
                 continue
             if label and (e.info is None or e.info.labels.get(label[0]) != label[1]):
                 continue
+            if len(out) > 1:
+                out.append(b",")
             out.append(self._fragment(host, e, online))
-        return b"[" + b",".join(out) + b"]"
+        out.append(b"]")
+        return Body(b"".join(out), version, soonest_offline)
 
     async def list_body(self, status: str | None, label: tuple[str, str] | None, gzip: bool) -> bytes:
-        """Encoded list of every host (filtered), rebuilt at most every `max_age_s` and served
-        stale while a rebuild runs: a dashboard of many clients polling `/hosts` costs one
-        encoding (and one compression, off the event loop) per second, not one per request.
-        Each host's JSON is re-encoded only when its data or its online state changed."""
+        """Encoded list of every host (filtered). Reused as long as nothing in the directory
+        changed and no host went offline since; otherwise rebuilt at most every `max_age_s` and
+        served stale while a rebuild runs: a dashboard of many clients polling `/hosts` costs at
+        most one encoding (and one compression, off the event loop) per second, not one per
+        request, and nothing at all while the fleet is quiet. Each host's JSON is re-encoded
+        only when its data or its online state changed."""
         key = (status, label, gzip)
         hit = self._cache.get(key)
         now = time.monotonic()
-        if hit is not None and now - hit[0] < self.max_age_s:
-            return hit[1]
+        if hit is not None and (now - hit.built < self.max_age_s or hit.current(self.version)):
+            return hit.body
         job = self._building.get(key)
         if job is None:
             job = self._building[key] = asyncio.ensure_future(self._rebuild(key))
-        if hit is not None and now - hit[0] < 5 * self.max_age_s:
-            return hit[1]  # stale by at most a rebuild
-        return await asyncio.shield(job)
+        if hit is not None and now - hit.built < 5 * self.max_age_s:
+            return hit.body  # stale by at most a rebuild
+        return (await asyncio.shield(job)).body
 
-    async def _rebuild(self, key: tuple) -> bytes:
+    async def _rebuild(self, key: tuple) -> Body:
         status, label, gz = key
         try:
-            body = self._build(status, label)
             if gz:
-                body = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
+                # Compressed from the plain body of the same state (built now if that is old).
+                plain_key = (status, label, False)
+                plain = self._cache.get(plain_key)
+                if plain is None or not (time.monotonic() - plain.built < self.max_age_s or plain.current(self.version)):
+                    job = self._building.get(plain_key)
+                    if job is None:
+                        job = self._building[plain_key] = asyncio.ensure_future(self._rebuild(plain_key))
+                    plain = await asyncio.shield(job)
+                data = await asyncio.to_thread(gzip.compress, plain.body, 1, mtime=0)
+                body = Body(data, plain.version, plain.valid_until, plain.built)
+            else:
+                body = await self._build(status, label)
             if len(self._cache) > 64:
                 self._cache.clear()
-            self._cache[key] = (time.monotonic(), body)
+            self._cache[key] = body
             return body
         finally:
             self._building.pop(key, None)
@@ -191,4 +241,5 @@ async def seed_from_db(directory: Directory, pool) -> int:
         seen = r["last_seen"] or r["time"]
         if seen is not None and e.last_seen is None:
             e.last_seen = seen.timestamp()
+    directory.version += 1
     return len(rows)

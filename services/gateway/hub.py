@@ -23,6 +23,7 @@ log = logging.getLogger("fleetwatch.gateway.hub")
 KINDS = ("frame", "procs", "host", "app", "health", "alert", "replica", "user")
 # Process snapshots are large: a client gets them only when it asks for them by kind.
 DEFAULT_KINDS = frozenset(k for k in KINDS if k != "procs")
+YIELD_EVERY = 50
 
 _enc = msgspec.json.Encoder()
 
@@ -143,6 +144,7 @@ class Hub:
         self._ticker: asyncio.Task | None = None
         self._listeners: dict[str, list] = {}
         self._now = time.monotonic()
+        self._handled = 0
 
     # -- clients -------------------------------------------------------------------------
     def add(self, hosts: Iterable[str] | None, kinds: Iterable[str] | None, last_event_id: int | None = None) -> Client:
@@ -253,7 +255,8 @@ class Hub:
 
     # -- NATS ----------------------------------------------------------------------------
     def listen(self, kind: str, cb) -> None:
-        """Also hand every decoded message of `kind` to `cb` (the host directory)."""
+        """Also hand every decoded message of `kind` to `cb(message, event_data)` (the host
+        directory; for frames, event_data is the summary, made once for both)."""
         self._listeners.setdefault(kind, []).append(cb)
 
     async def start(self, nc) -> None:
@@ -282,8 +285,14 @@ class Hub:
                 return
             kind, host, data, ts = convert(obj)
             for cb in self._listeners.get(kind, ()):
-                cb(obj)
+                cb(obj, data)
             self.publish(kind, host, data, ts)
+            # nats-py hands a subscription's queued messages over without returning to the
+            # event loop in between: a burst (a whole fleet's frames at once) would hold every
+            # request until it is through. A pause every YIELD_EVERY messages bounds that.
+            self._handled += 1
+            if self._handled % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
         return handle
 
