@@ -64,7 +64,9 @@ async def _scenario(gw, admin, db_dsn):
         assert h["tier"] == "metrics" and h["fields"] == ["cpu_percent", "mem_percent"]
         assert len(h["times"]) == len(a_frames)
         assert h["series"]["cpu_percent"] == pytest.approx([f.cpu.percent for f in a_frames], abs=0.01)
-        # A long range picks a rollup and never exceeds the point cap.
+        # A long range picks a rollup and never exceeds the point cap (ingest folds rollups
+        # every few seconds, after the raw rows are in).
+        await wait_until(lambda: poll(db_dsn, "SELECT count(*) > 0 FROM metrics_1m WHERE host = 'e2e-a'"), 60, what="1-minute rollup folded")
         r = await c.get("/api/v1/hosts/e2e-a/metrics", params={"from": time.time() - 3 * 86400, "max_points": 50})
         assert r.json()["tier"] == "metrics_1m" and 0 < len(r.json()["times"]) <= 50
         assert (await c.get("/api/v1/hosts/e2e-a/metrics", params={"fields": "cpu_percent;drop table"})).status_code == 400
