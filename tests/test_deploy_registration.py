@@ -7,62 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
 import uuid
 
 import httpx
-import nats
 import pytest
 
 from fleetwatch import natsconfig
-from libs.embedded import NatsServer, free_port
 from libs.runtime import NatsSettings, connect
 from libs.runtime.jetstream import provision
 from libs.schemas import subjects
-from tests.conftest import ROOT, service_env
 from tests.support.gateway import running_gateway
+from tests.support.registration import TTL_S, CalloutStack, agent_settings, try_connect
 
 pytestmark = pytest.mark.timeout(180)
-
-TTL_S = 2
-
-
-class CalloutStack:
-    """nats-server with registration on, plus the authcallout service as a subprocess."""
-
-    def __init__(self, root) -> None:
-        self.root = root
-        self.port = free_port()
-        inv = natsconfig.Inventory(server=natsconfig.ServerSection(registration=True), hosts=[natsconfig.InventoryHost(id="static-1")])
-        self.creds = natsconfig.write_config(inv, root / "nats", store_dir=str(root / "js"), listen=f"127.0.0.1:{self.port}")
-        self.server = NatsServer(root / "nats" / "nats.conf", self.port, log_file=root / "nats.log")
-        self.callout: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def env(self, user: str) -> dict[str, str]:
-        return {"FLEETWATCH_NATS_URL": self.url, "FLEETWATCH_NATS_USER": user, "FLEETWATCH_NATS_PASSWORD": self.creds[user], "FLEETWATCH_NATS_RECONNECT_WAIT": "0.2"}
-
-    def start_callout(self) -> None:
-        env_file = (self.root / "nats" / "env" / f"{natsconfig.CALLOUT_USER}.env").read_text()
-        env = dict(line.split("=", 1) for line in env_file.splitlines() if "=" in line)
-        env.update(FLEETWATCH_NATS_URL=self.url, FLEETWATCH_AUTHCALLOUT_TTL_S=str(TTL_S))
-        log = open(self.root / "authcallout.log", "wb")
-        self.callout = subprocess.Popen([sys.executable, "-m", "services.authcallout"], env=service_env(**env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.callout and self.callout.poll() is None:
-            self.callout.terminate()
-            try:
-                self.callout.wait(15)
-            except subprocess.TimeoutExpired:
-                self.callout.kill()
-        self.server.stop()
-
 
 @pytest.fixture
 def callout_stack(workdir):
@@ -70,22 +28,6 @@ def callout_stack(workdir):
     st.server.start()
     yield st
     st.stop()
-
-
-def _agent_settings(url: str, creds: dict) -> NatsSettings:
-    return NatsSettings(url=url, user=creds["user"], password=creds["password"], inbox_prefix=creds["inbox_prefix"], reconnect_wait=0.2, connect_timeout=3)
-
-
-async def _try_connect(settings: NatsSettings, seconds: float = 6):
-    errors: list[BaseException] = []
-
-    async def error_cb(e):
-        errors.append(e)
-
-    try:
-        return await asyncio.wait_for(connect(settings, "probe", retry_forever=False, error_cb=error_cb), seconds), errors
-    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
-        return None, [*errors, exc]
 
 
 async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_dsn, workdir):
@@ -103,7 +45,7 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
         with running_gateway(st.env("gateway"), db_dsn, gw_dir) as gw:
             api = gw.url + "/api/v1/hosts"
             # Unknown before registration.
-            nc0, errs = await _try_connect(_agent_settings(st.url, {"user": "agent-web-7", "password": "guess", "inbox_prefix": "_INBOX_web-7"}))
+            nc0, errs = await try_connect(agent_settings(st.url, {"user": "agent-web-7", "password": "guess", "inbox_prefix": "_INBOX_web-7"}))
             assert nc0 is None and any("authorization" in str(e).lower() for e in errs), errs
 
             assert httpx.post(api, json={"host": "web-7"}, headers=gw.headers("operator"), timeout=30).status_code == 403
@@ -118,7 +60,7 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
             assert again.status_code == 409 and creds["password"] not in again.text
             assert creds["password"] not in gw.log()
 
-            agent, errs = await _try_connect(_agent_settings(st.url, creds))
+            agent, errs = await try_connect(agent_settings(st.url, creds))
             assert agent is not None, errs
             js = agent.jetstream()
             ack = await js.publish(subjects.metrics("web-7"), b"{}", timeout=5)
@@ -136,7 +78,7 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
             assert any("publish" in v.lower() and "fleet.metrics.web-8" in v for v in violations), violations
             assert any("subscription" in v.lower() and "fleet.ctl.web-8" in v for v in violations), violations
             # A wrong password for a registered host is refused.
-            bad, _ = await _try_connect(_agent_settings(st.url, {**creds, "password": "x" + creds["password"]}))
+            bad, _ = await try_connect(agent_settings(st.url, {**creds, "password": "x" + creds["password"]}))
             assert bad is None
 
             # Survives its authorization's TTL: it reconnects and is admitted again.
@@ -163,7 +105,7 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
             assert cut_after is not None and cut_after < TTL_S + 10, "revoked agent still connected"
             await asyncio.sleep(1)
             assert not agent.is_connected
-            again_nc, errs = await _try_connect(_agent_settings(st.url, creds))
+            again_nc, errs = await try_connect(agent_settings(st.url, creds))
             assert again_nc is None
             assert httpx.delete(f"{api}/web-7/registration", headers=gw.headers("admin"), timeout=30).status_code == 404
             print(f"revoked agent cut off after {cut_after:.1f} s (callout TTL {TTL_S} s)")
