@@ -9,6 +9,7 @@ skips, naming the missing extension. The plain-PostgreSQL path is covered by tes
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -55,8 +56,6 @@ async def admin(fresh_nats):
 
 async def _jobs(conn) -> dict[tuple[str, str], dict]:
     """(policy, table or continuous aggregate) -> the job's config."""
-    import json
-
     rows = await conn.fetch(
         """SELECT j.proc_name, coalesce(ca.view_name, j.hypertable_name) AS target, j.config, j.scheduled
              FROM timescaledb_information.jobs j
@@ -71,13 +70,15 @@ async def _jobs(conn) -> dict[tuple[str, str], dict]:
     return out
 
 
-async def _insert_raw(conn, at: datetime, host: str, seq: int) -> None:
+async def _insert_raw(conn, at: datetime, host: str, seq: int, cpu: float = 10, conflict: str = "") -> None:
+    """A minimal frame row, straight into `metrics`."""
     await conn.execute(
         "INSERT INTO metrics (time, host, boot, seq, cpu_percent, cpu_count, mem_total, mem_available, mem_used, mem_percent) "
-        "VALUES ($1, $2, 1, $3, 10, 4, 100, 50, 50, 50)",
+        f"VALUES ($1, $2, 1, $3, $4, 4, 100, 50, 50, 50) {conflict}",
         at,
         host,
         seq,
+        cpu,
     )
 
 
@@ -139,14 +140,13 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
         await _run_job(conn, "policy_retention", "metrics")
         assert await conn.fetchval("SELECT array_agg(seq ORDER BY seq) FROM metrics") == [0, 1]
         # A late frame for a compressed chunk lands; the same frame again does not.
-        late = now - timedelta(days=3, minutes=1)
+        late = chunks[1]["range_start"] + timedelta(minutes=1)  # inside the compressed 3-day-old chunk
         await _insert_raw(conn, late, "tsdb-a", 9)
-        await conn.execute(
-            "INSERT INTO metrics (time, host, boot, seq, cpu_percent, cpu_count, mem_total, mem_available, mem_used, mem_percent) "
-            "VALUES ($1, 'tsdb-a', 1, 9, 99, 4, 100, 50, 50, 50) ON CONFLICT DO NOTHING",
-            late,
-        )
+        await _insert_raw(conn, late, "tsdb-a", 9, cpu=99, conflict="ON CONFLICT DO NOTHING")
+        with pytest.raises(asyncpg.UniqueViolationError):  # the key is enforced on compressed data
+            await _insert_raw(conn, now - timedelta(days=3), "tsdb-a", 1)
         assert await conn.fetchval("SELECT array_agg(cpu_percent ORDER BY seq) FROM metrics") == [10, 10, 10]
+        assert await conn.fetchval("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'") == 2
     finally:
         await conn.close()
 
