@@ -97,6 +97,7 @@ class Api:
             reply = AlertingReply(ok=False, code=exc.code, error=str(exc))
         except DecodeError as exc:
             reply = AlertingReply(ok=False, code=400, error=str(exc))
+            await self.a._bad(msg, exc)  # quarantined and counted like a bad frame
         except (ValueError, InvalidId) as exc:
             reply = AlertingReply(ok=False, code=400, error=str(exc))
         except Exception:

@@ -10,8 +10,8 @@ import time
 
 from nats.aio.client import Client as NATS
 
-from libs.runtime import ServiceStats, open_stats
-from libs.schemas import Codec, HostInfo, MetricFrame, ProcessSnapshot, subjects
+from libs.runtime import ServiceStats, deadletter, open_stats
+from libs.schemas import Codec, DecodeError, HostInfo, MetricFrame, ProcessSnapshot, subjects
 from libs.schemas.streams import HOSTS_BUCKET
 
 from .config import CollectorConfig
@@ -26,6 +26,7 @@ log = logging.getLogger("fleetwatch.collector")
 FRAME = Codec(MetricFrame)
 SNAPSHOT = Codec(ProcessSnapshot)
 HOSTINFO = Codec(HostInfo)
+SAMPLE_REQUEST = Codec(dict)
 
 
 class Sampler:
@@ -151,6 +152,15 @@ class Collector:
         if not msg.reply:
             return
         self.stats.inc("messages_in")
+        # The body is empty today; a JSON object (a newer caller's options) is welcome, anything
+        # else is a caller's mistake worth telling it about.
+        if msg.data.strip():
+            try:
+                SAMPLE_REQUEST.decode(msg.data)
+            except DecodeError as exc:
+                self.stats.inc("dead_letters")
+                await deadletter.refuse(self.nc, "collector", msg, f"a sample request body must be empty or a JSON object: {exc}")
+                return
         try:
             frame = await self._in_thread(self.sampler.frame, seq=0)
             await msg.respond(FRAME.encode(frame))

@@ -114,10 +114,9 @@ class ReplicatorService:
             req = SYNC_REQUEST.decode(msg.data) if msg.data.strip() else SyncRequest()
         except DecodeError as exc:
             self.stats.inc("dead_letters")
-            await deadletter.send(self.nc, "replicator", msg.subject, msg.data, exc)
-            if msg.reply:
-                bad = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500])
-                await msg.respond(STATUS.encode(bad))
+            # A micro error 400 like the other endpoints, with the status shape callers decode.
+            bad = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500])
+            await deadletter.refuse(self.nc, "replicator", msg, exc, STATUS.encode(bad))
             return
         status = await self.request("manual")
         if msg.reply:
