@@ -48,7 +48,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # -- the load client (runs in its own process) ----------------------------------------------
-async def _one_conn(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str]) -> None:
+async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str]) -> None:
+    """One keep-alive connection sending `request` until `until` (perf_counter): each answer's
+    latency in `lat` (seconds), non-200 statuses in `errors`."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
@@ -77,10 +79,10 @@ async def load(url: str, path: str, token: str, conc: int, duration: float) -> d
     request = f"GET {path} HTTP/1.1\r\nHost: {hp}\r\nAccept-Encoding: gzip\r\n{auth}\r\n".encode()
     lat: list[float] = []
     errors: list[str] = []
-    await _one_conn(host, int(port), request, time.perf_counter() + 0.5, [], errors)  # warm-up
+    await one_connection(host, int(port), request, time.perf_counter() + 0.5, [], errors)  # warm-up
     t0 = time.perf_counter()
     until = t0 + duration
-    await asyncio.gather(*(_one_conn(host, int(port), request, until, lat, errors) for _ in range(conc)))
+    await asyncio.gather(*(one_connection(host, int(port), request, until, lat, errors) for _ in range(conc)))
     el = time.perf_counter() - t0
     return {"n": len(lat), "rps": len(lat) / el, "lat_ms": [x * 1000 for x in lat], "errors": errors[:5], "n_errors": len(errors)}
 
