@@ -4,7 +4,6 @@ rules, checks, silences and notifiers edited at run time through the alerter's r
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -20,7 +19,7 @@ from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelet
 from ..authn import Actor, ActorDep
 from ..errors import errors
 from ..state import Gateway, GatewayDep
-from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, typed, utc
 
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="name")]
 _REPLY = Codec(AlertingReply)
@@ -154,20 +153,12 @@ class AlertsController(Controller):
 
 
 # Rules, checks and notifiers are the same three routes over the alerter's config API (list,
-# put by name, delete by name); only the types differ. Litestar reads each handler's types for
-# validation and the OpenAPI document, so each route is made by a factory with real types and
-# the name a hand-written handler would have (the operationId follows from it).
-def _handler(fn: Callable, name: str, annotations: dict[str, Any]) -> Callable:
-    fn.__name__ = fn.__qualname__ = name
-    fn.__annotations__ = annotations
-    return fn
-
-
+# put by name, delete by name); only the types differ, so each route comes from a factory.
 def list_route(resource: str, listing: type, summary: str) -> HTTPRouteHandler:
     async def handler(self, gw):
         return listing(items=getattr(await ask(gw, resource, "list"), resource))
 
-    return get("/", summary=summary, responses=ERRS)(_handler(handler, f"list_{resource}", {"gw": GatewayDep, "return": listing}))
+    return get("/", summary=summary, responses=ERRS)(typed(handler, f"list_{resource}", {"gw": GatewayDep, "return": listing}))
 
 
 def put_route(resource: str, field: str, item: type, view: type, summary: str) -> HTTPRouteHandler:
@@ -176,7 +167,7 @@ def put_route(resource: str, field: str, item: type, view: type, summary: str) -
         return getattr(reply, resource)[0]
 
     annotations = {"name": NameParam, "data": JSONBody[item], "gw": GatewayDep, "actor": ActorDep, "return": view}
-    return put("/{name:str}", summary=summary, responses=ERRS)(_handler(handler, f"put_{field}", annotations))
+    return put("/{name:str}", summary=summary, responses=ERRS)(typed(handler, f"put_{field}", annotations))
 
 
 def delete_route(resource: str, field: str, summary: str) -> HTTPRouteHandler:
@@ -184,7 +175,7 @@ def delete_route(resource: str, field: str, summary: str) -> HTTPRouteHandler:
         return await _delete(gw, resource, name, actor)
 
     annotations = {"name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": Deleted}
-    return delete("/{name:str}", summary=summary, status_code=200, responses=ERRS)(_handler(handler, f"delete_{field}", annotations))
+    return delete("/{name:str}", summary=summary, status_code=200, responses=ERRS)(typed(handler, f"delete_{field}", annotations))
 
 
 async def _delete(gw: Gateway, resource: str, name: str, actor: Actor) -> Deleted:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
@@ -20,7 +21,7 @@ from libs.schemas.control import AppListReply, AppReply, AppSpec, LogsReply
 from ..authn import ActorDep
 from ..errors import errors
 from ..state import Gateway, GatewayDep
-from .common import HostParam
+from .common import HostParam, typed
 from .ctlclient import call
 
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="app name")]
@@ -35,6 +36,16 @@ class AppRegistration(msgspec.Struct, kw_only=True, frozen=True):
 
 
 CTL_ERRORS = errors(400, 403, 404, 409, 429, 502, 503, 504)
+
+
+def app_action(method: Callable, suffix: str, verb: str, summary: str) -> HTTPRouteHandler:
+    """`apps.<verb>` of one app: the same request and reply for remove/start/stop/restart."""
+
+    async def handler(self, host, name, gw, actor):
+        return await call(gw.nc, host, f"apps.{verb}", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+
+    annotations = {"host": HostParam, "name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": AppReply}
+    return method("/{name:str}" + suffix, summary=summary, status_code=200, responses=CTL_ERRORS)(typed(handler, verb, annotations))
 
 
 class AppsController(Controller):
@@ -54,21 +65,10 @@ class AppsController(Controller):
     async def status(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
         return await call(gw.nc, host, "apps.status", {"actor": actor.username, "name": name}, AppReply)
 
-    @delete("/{name:str}", summary="Stop and unregister an app", status_code=200, responses=CTL_ERRORS)
-    async def remove(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
-        return await call(gw.nc, host, "apps.remove", {"actor": actor.username, "name": name}, AppReply, timeout=60)
-
-    @post("/{name:str}/start", summary="Start an app", status_code=200, responses=CTL_ERRORS)
-    async def start(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
-        return await call(gw.nc, host, "apps.start", {"actor": actor.username, "name": name}, AppReply, timeout=60)
-
-    @post("/{name:str}/stop", summary="Stop an app (SIGTERM, then SIGKILL after its stop timeout)", status_code=200, responses=CTL_ERRORS)
-    async def stop(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
-        return await call(gw.nc, host, "apps.stop", {"actor": actor.username, "name": name}, AppReply, timeout=60)
-
-    @post("/{name:str}/restart", summary="Restart an app", status_code=200, responses=CTL_ERRORS)
-    async def restart(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
-        return await call(gw.nc, host, "apps.restart", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+    remove = app_action(delete, "", "remove", "Stop and unregister an app")
+    start = app_action(post, "/start", "start", "Start an app")
+    stop = app_action(post, "/stop", "stop", "Stop an app (SIGTERM, then SIGKILL after its stop timeout)")
+    restart = app_action(post, "/restart", "restart", "Restart an app")
 
     @get("/{name:str}/logs", summary="The last lines of an app's log (journald for systemd apps)", responses=CTL_ERRORS)
     async def logs(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 100) -> LogsReply:
