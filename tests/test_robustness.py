@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
 import msgspec
@@ -26,6 +27,7 @@ from libs.schemas.replication import SyncRequest
 from libs.schemas.streams import H_REASON, H_SUBJECT, STREAMS
 from services.alerter.api import KIND
 from services.commander.service import CODECS as CTL_CODECS
+from services.ingest.decode import EVENT_KINDS
 from tests.support.alerting import frame as make_frame
 from tests.support.gateway import create_database, drop_database
 from tests.support.pipeline import poll, wait_until
@@ -213,6 +215,37 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         assert ctl_reply(msg)[0] == 200 and Codec(ReplicationStatus).decode(msg.data).ok
         assert Codec(AlertingReply).decode((await ask(subjects.alerting("alerts", "list"), b'{"v": 99, "include_inactive": true, "new": 1}')).data).ok
 
+        # -- well-typed but extreme (150 KB identifiers): stored, or quarantined with a reason --
+        now = time.time()
+        mark = f"huge-{uuid.uuid4().hex}-"
+        big = mark + "X" * HUGE
+        extreme = {
+            "apps": AppStatus(host=HOST, app=big, state="running", ts=now, detail=big),
+            "health": HealthResult(check=big, target=big, ts=now, ok=False, error=big),
+            "alerts": AlertEvent(fingerprint=big, rule=big, host=HOST, state="firing", ts=now, since=now, labels={big: big}, summary=big),
+            "audit": AuditRecord(id=big, ts=now, host=HOST, actor=big, action=big, target=big, params={big: big}, error=big),
+            "replica": ReplicationStatus(host=HOST, ts=now, ok=False, error=big),
+        }
+        extreme_data = {}
+        for kind, obj in extreme.items():
+            subject = concrete(next(w for w in STREAM_TYPES if w.split(".")[1] == kind))
+            extreme_data[kind] = Codec(type(obj)).encode(obj)
+            await publisher.get(next(w for w in STREAM_TYPES if w.split(".")[1] == kind), agent).jetstream().publish(subject, extreme_data[kind], timeout=15)
+
+        async def extreme_settled():
+            left = []
+            for kind, data in extreme_data.items():
+                table = EVENT_KINDS[kind][1]
+                stored = await poll(db_dsn, f"SELECT count(*) FROM {table} t WHERE strpos(row_to_json(t)::text, $1) > 0", mark)
+                if not stored and not [it for it in dls.items if it[0] == "ingest" and it[3] == data and it[2]]:
+                    left.append(kind)
+            return not left or None
+
+        try:
+            await wait_until(extreme_settled, 60, what="every extreme message stored or dead-lettered")
+        except AssertionError:
+            raise AssertionError(f"extreme messages neither stored nor dead-lettered\n{fleet.tails()}") from None
+
         # -- nothing lost: every undecodable message is quarantined, with its reason ----------
         async def all_quarantined():
             return not [e for e in expected if not dls.find(*e)]
@@ -246,6 +279,8 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         fleet.check_alive()
         for name, text in fleet.logs().items():
             assert "Traceback" not in text, f"{name} logged a traceback:\n{text[-3000:]}"
+            errors = [line for line in text.splitlines() if '"level": "error"' in line or '"level": "critical"' in line]
+            assert not errors, f"{name} logged errors: {errors[:5]}"
     finally:
         fleet.stop()
         for c in (agent, gateway_id, alerter_id, admin):
