@@ -10,25 +10,34 @@ RESULT lines:
   fleet_hosts_p99_ratio       that p99 / the p99 of the same request before the fleet started (same run)
   fleet_mem_growth_<svc>_pct  RSS growth from the end of warm-up (first 20 %) to the end, per
                               process: ingest-0, ingest-1, gateway, nats (goal < 10 %)
-  fleet_frames_per_s          frames published per second (asked: hosts / 5)
+  fleet_frames_per_s          frames published (stream-acknowledged) per second (asked: hosts / 5)
+  fleet_publish_s_max         slowest round's publishing: from its frame time to its last ack
+                              (the simulator's and nats-server's share of the lag)
+  fleet_commit_after_publish_s_max  ingest's share: from a round's last ack to its last commit
 
+The simulator runs in its own process (`python -m bench.fleet_scale --simulate`), so building
+10,000 frames never stalls the /hosts poller's clock nor the lag watcher. A round is complete
+once `count(*) WHERE time = <its frame time>` (index on time) reaches the host count.
 The machine is shared (2 cores): read the lag and the growth, not absolute latencies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import asyncpg
 import httpx
 import psutil
 
 from bench.api_hosts import Stack, pct
-from bench.common import ingest_proc, result, stop_procs
+from bench.common import ROOT, ingest_proc, result, stop_procs
 from fleetwatch.simulate import Simulator
 from libs.runtime import connect
 
@@ -48,6 +57,52 @@ async def poll_hosts(url: str, token: str, until: float, lat: list[float]) -> No
             await asyncio.sleep(0.5)
 
 
+def cpu_seconds(pid: int, tree: bool = False) -> float:
+    try:
+        p = psutil.Process(pid)
+        total = 0.0
+        for q in [p, *(p.children(recursive=True) if tree else [])]:
+            with contextlib.suppress(psutil.Error):
+                t = q.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+async def simulate(hosts: int, rounds: int) -> None:
+    """The simulator process: one JSON line per round on stdout, when it starts going out and
+    once the stream acknowledged all of it."""
+    from libs.runtime import NatsSettings, load_settings
+
+    nc = await connect(load_settings(NatsSettings, "FLEETWATCH_NATS_"), "fleet-sim", retry_forever=False)
+    sim = Simulator(hosts, interval=INTERVAL, seed=11)
+
+    def started(ts: float) -> None:
+        print(json.dumps({"start": ts}), flush=True)
+
+    def done(r: int, n: int) -> None:
+        print(json.dumps({"end": sim.round_ts, "at": time.time(), "frames": r * hosts}), flush=True)  # round 0 also had snapshots
+
+    try:
+        await sim.run({h: nc for h in sim.host_ids}, rounds=rounds, snapshot_every=10**9, on_round=done, on_start=started)
+    finally:
+        await nc.close()
+        print(json.dumps({"cpu_s": time.process_time()}), flush=True)
+
+
+async def read_rounds(out: asyncio.StreamReader, pending: dict[float, datetime], publish_s: list[tuple[float, float]], state: dict) -> None:
+    while line := await out.readline():
+        ev = json.loads(line)
+        if "cpu_s" in ev:
+            state["cpu_s"] = ev["cpu_s"]
+        elif "start" in ev:
+            pending[ev["start"]] = datetime.fromtimestamp(ev["start"], timezone.utc)  # as ingest stores it
+        else:
+            publish_s.append((ev["end"], ev["at"] - ev["end"]))
+            state["frames"] = ev["frames"]
+
+
 async def bench() -> None:
     st = Stack("fleet")
     procs: list[subprocess.Popen] = []
@@ -58,20 +113,37 @@ async def bench() -> None:
         idle: list[float] = []
         await poll_hosts(gw.url, token, time.monotonic() + 10, idle)
         procs = [ingest_proc(st.nats.env("ingest"), st.dsn, st.dir / f"ingest-{i}.log") for i in range(2)]
-        sim_nc = await connect(st.nats.settings("simulator"), "fleet-sim", retry_forever=False)
-        sim = Simulator(HOSTS, interval=INTERVAL, seed=11)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
+        sim_proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.fleet_scale", "--simulate", str(HOSTS), str(int(SECONDS / INTERVAL)),
+            env={**env, **st.nats.env("simulator"), "PYTHONPATH": str(ROOT)}, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
         watched = {"ingest-0": procs[0].pid, "ingest-1": procs[1].pid, "gateway": gw.proc.pid, "nats": st.nats.server.proc.pid}
         mem: dict[str, list[tuple[float, int]]] = {k: [] for k in watched}
+        # Who uses the cores during the soak (PostgreSQL: the postmaster and its backends).
+        cpu_of = {**watched, "postgres": st.pg.proc.pid, "bench": os.getpid()}
+        cpu0 = {k: cpu_seconds(pid, tree=(k == "postgres")) for k, pid in cpu_of.items()}
         lag: list[tuple[float, float]] = []
         lat: list[float] = []
+        pending: dict[float, datetime] = {}
+        publish_s: list[tuple[float, float]] = []
+        state = {"frames": 0}
         t0 = time.monotonic()
+        t0_wall = time.time()
         until = t0 + SECONDS
-        sim_task = asyncio.create_task(sim.run({h: sim_nc for h in sim.host_ids}, rounds=int(SECONDS / INTERVAL), snapshot_every=10**9))
+        reader = asyncio.create_task(read_rounds(sim_proc.stdout, pending, publish_s, state))
         poll_task = asyncio.create_task(poll_hosts(gw.url, token, until, lat))
         conn = await asyncpg.connect(st.dsn)
-        done_rounds: set[float] = set()
         next_mem = 0.0
-        while time.monotonic() < until and not sim_task.done():
+
+        async def watch_rounds(el: float) -> None:
+            # Every host of a round carries the round's time: a round is in once all are.
+            for ts, at in sorted(pending.items()):
+                if await conn.fetchval("SELECT count(*) FROM metrics WHERE time = $1", at) >= HOSTS:
+                    del pending[ts]
+                    lag.append((el, time.time() - ts, ts))
+
+        while time.monotonic() < until and not reader.done():
             el = time.monotonic() - t0
             if el >= next_mem:
                 next_mem = el + 2
@@ -80,22 +152,28 @@ async def bench() -> None:
                         mem[k].append((el, psutil.Process(pid).memory_info().rss))
                     except psutil.Error:
                         pass
-            # Every host of a round carries the round's start time: a round is in once all are.
-            rows = await conn.fetch(
-                "SELECT extract(epoch FROM time)::float8 AS ts, count(*) AS n FROM metrics WHERE time > now() - interval '120 seconds' GROUP BY 1"
-            )
-            now = time.time()
-            for r in rows:
-                if r["n"] >= HOSTS and r["ts"] not in done_rounds:
-                    done_rounds.add(r["ts"])
-                    lag.append((el, now - r["ts"]))
-            await asyncio.sleep(0.5)
-        await conn.close()
-        sim_task.cancel()
-        await asyncio.gather(poll_task, return_exceptions=True)
+            await watch_rounds(el)
+            await asyncio.sleep(0.25)
+        shares = {k: (cpu_seconds(pid, tree=(k == "postgres")) - cpu0[k]) / (time.monotonic() - t0) * 100 for k, pid in cpu_of.items()}
         elapsed = time.monotonic() - t0
+        drain_until = time.monotonic() + 30  # the last rounds may still be on their way in
+        while pending and time.monotonic() < drain_until:
+            await watch_rounds(time.monotonic() - t0)
+            await asyncio.sleep(0.25)
+        lag += [(time.monotonic() - t0, time.time() - ts, ts) for ts in pending]  # unfinished: at least this late
+        await conn.close()
+        if sim_proc.returncode is None:
+            sim_proc.terminate()
+        await sim_proc.wait()
+        await asyncio.gather(poll_task, reader, return_exceptions=True)
+        shares["simulator"] = state.get("cpu_s", float("nan")) / elapsed * 100
+        print("CPU over the soak, % of one core: " + ", ".join(f"{k} {v:.0f}" for k, v in shares.items()), flush=True)
         warm = WARMUP * elapsed
-        after = [v for t, v in lag if t >= warm]
+        after = [v for t, v, _ in lag if t >= warm]
+        print("round lags (s): " + " ".join(f"{v:.1f}" for _, v, _ in lag), flush=True)
+        # Ingest's own share: from a round's last stream ack to its last frame committed.
+        acked = dict(publish_s)
+        tail = [v - acked[ts] for t, v, ts in lag if t >= warm and ts in acked]
         result("fleet_ingest_lag_max_s", max(after) if after else float("nan"), "s")
         result("fleet_ingest_lag_p50_s", pct(after, 50) if after else float("nan"), "s")
         result("fleet_hosts_p99_ms", pct(lat, 99) if lat else float("nan"), "ms")
@@ -104,9 +182,12 @@ async def bench() -> None:
             base = [v for t, v in series if t >= warm]
             if len(base) >= 2:
                 result(f"fleet_mem_growth_{k}_pct", (base[-1] - base[0]) / base[0] * 100, "%")
-        result("fleet_frames_per_s", sim.published / elapsed, "frames/s")
+        result("fleet_frames_per_s", state["frames"] / elapsed, "frames/s")
+        pubs = [v for ts, v in publish_s if ts - t0_wall >= warm]
+        result("fleet_publish_s_max", max(pubs) if pubs else float("nan"), "s")
+        result("fleet_commit_after_publish_s_max", max(tail) if tail else float("nan"), "s")
+        result("fleet_rounds_unfinished", len(pending), "rounds")
         result("fleet_seconds", elapsed, "s")
-        await sim_nc.close()
         await nc.close()
     finally:
         stop_procs(procs)
@@ -114,7 +195,10 @@ async def bench() -> None:
 
 
 def main() -> int:
-    asyncio.run(bench())
+    if sys.argv[1:2] == ["--simulate"]:
+        asyncio.run(simulate(int(sys.argv[2]), int(sys.argv[3])))
+    else:
+        asyncio.run(bench())
     return 0
 
 

@@ -271,6 +271,7 @@ class Simulator:
         self.boot = boot if boot is not None else int(time.time() * 1000)
         self.hosts = {h: _Host(h, random.Random(f"{seed}:{h}"), gpu_share) for h in ids}
         self.published = 0
+        self.round_ts: float | None = None
 
     @property
     def host_ids(self) -> list[str]:
@@ -328,11 +329,13 @@ class Simulator:
         for i in infos:
             await js.publish(f"$KV.{HOSTS_BUCKET.bucket}.{i.host}", HOSTINFO.encode(i), timeout=10)
 
-    async def run(self, connections: dict[str, object], *, rounds: int | None = None, snapshot_every: int = 3, on_round=None) -> None:
+    async def run(self, connections: dict[str, object], *, rounds: int | None = None, snapshot_every: int = 3, on_round=None, on_start=None) -> None:
         """Live mode: every interval, one frame per host, all stamped with the round's time;
         snapshots every `snapshot_every` rounds. `connections` maps host -> NATS connection.
         A round is built and encoded while the previous one's interval runs out, so its
-        publishing starts on time (building 10,000 frames takes a second or more)."""
+        publishing starts on time (building 10,000 frames takes a second or more).
+        `on_start(ts)` is called as a round starts going out, `on_round(r, n)` once it is
+        acknowledged; `round_ts` is the time its messages carry."""
         r = 0
         next_t = time.monotonic()
         hosts = list(self.hosts)
@@ -346,7 +349,11 @@ class Simulator:
                 c = connections[m.host]
                 by_conn.setdefault(id(c), (c, []))[1].append(self.encoded(m))
             await asyncio.sleep(max(0.0, next_t - time.monotonic()))
-            await asyncio.gather(*(self.publish_encoded(c, items) for c, items in by_conn.values()))
+            self.round_ts = ts
+            if on_start:
+                on_start(ts)
+            # Every host has its frame in flight at once, as N independent collectors would.
+            await asyncio.gather(*(self.publish_encoded(c, items, in_flight=len(items)) for c, items in by_conn.values()))
             r += 1
             if on_round:
                 on_round(r, len(msgs))
