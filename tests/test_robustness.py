@@ -276,6 +276,19 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
             assert (await http.get("/readyz")).status_code == 200
             hosts = await http.get("/api/v1/hosts", headers=fleet.gw.headers("viewer"))
             assert hosts.status_code == 200 and HOST in hosts.text
+            # Bad API requests: a 4xx with a reason, never a 500 nor a hang.
+            admin_h = {**fleet.gw.headers("admin"), "Content-Type": "application/json"}
+            routes = [("POST", "/api/v1/auth/login"), ("POST", "/api/v1/users"), ("PATCH", "/api/v1/users/admin"), ("POST", "/api/v1/auth/tokens"), ("POST", "/api/v1/hosts"),
+                      ("POST", f"/api/v1/hosts/{HOST}/jobs"), ("POST", f"/api/v1/hosts/{HOST}/apps"), ("PUT", "/api/v1/rules/fuzz"), ("PUT", "/api/v1/notifiers/fuzz"), ("POST", "/api/v1/silences")]
+            bad_bodies = {k: v for k, v in PAYLOADS.items() if k != "missing-fields"} | {"list": b"[1, 2]", "nested": b"[" * 5000 + b"]" * 5000}
+            refused = []
+            for method, path in routes:
+                for name, body in bad_bodies.items():
+                    r = await http.request(method, path, content=body, headers=admin_h)
+                    reason = r.json().get("detail", "") if r.headers.get("content-type", "").startswith("application/json") else ""
+                    if not (400 <= r.status_code < 500 and reason):
+                        refused.append(f"{method} {path} {name}: {r.status_code} {r.text[:200]}")
+            assert not refused, "\n".join(refused) + "\n" + fleet.gw.log()[-3000:]
         fleet.check_alive()
         for name, text in fleet.logs().items():
             assert "Traceback" not in text, f"{name} logged a traceback:\n{text[-3000:]}"

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -28,6 +28,7 @@ from .authn import Actor
 from .bootstrap import ensure_admin
 from .config import GatewayConfig
 from .directory import seed_from_db
+from .errors import ErrorBody
 from .guard import OPENAPI_PATH, role_guard
 from .routes import CONTROLLERS, ROUTE_ROLES
 from .servicestats import ServiceScraper, gateway_stats
@@ -102,9 +103,24 @@ def stats_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _too_deep(scope: Scope, exc: Exception) -> bool:
+    """msgspec gives up on JSON nested past its depth limit with RecursionError, raised while
+    Litestar reads the body: the client's fault, not a bug (handlers here do not recurse)."""
+    return isinstance(exc, RecursionError) and scope.get("method") in _BODY_METHODS
+
+
+def body_too_deep(request: Request, exc: RecursionError) -> Response:
+    if _too_deep(request.scope, exc):
+        return Response(ErrorBody(status_code=400, detail="the JSON body is nested too deeply to read"), status_code=400)
+    return Response(ErrorBody(status_code=500, detail="Internal Server Error"), status_code=500)
+
+
 async def log_exception(exc: Exception, scope: Scope) -> None:
     # Client errors are answered with their reason; anything else is a bug worth a traceback.
-    if isinstance(exc, HTTPException) and exc.status_code < 500:
+    if (isinstance(exc, HTTPException) and exc.status_code < 500) or _too_deep(scope, exc):
         return
     log.error("request failed", exc_info=exc, extra={"route": scope.get("path_template") or scope.get("path", "")})
 
@@ -152,6 +168,7 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
             security=[{"bearer": []}],
         ),
         after_exception=[log_exception],
+        exception_handlers={RecursionError: body_too_deep},
         logging_config=None,
         debug=False,
     )
