@@ -44,6 +44,8 @@ PAYLOADS: dict[str, bytes] = {
     "huge-fields": json.dumps({"v": 1, "actor": "B" * HUGE, "name": "C" * HUGE, "host": "D" * HUGE}).encode(),
     "non-utf8": b"\xff\xfe\xfd{\x80\x81}",
     "empty": b"",
+    # Deep nesting where a type takes any JSON (audit params): past msgspec's depth limit.
+    "deep": b'{"v": 1, "id": "deep", "ts": 1, "host": "host-a", "actor": "a", "action": "b", "params": {"p": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
 }
 
 # What each consumed stream subject carries (the types ingest and the alerter decode them as).
@@ -120,6 +122,16 @@ def test_fuzzed_subjects_cover_every_consumed_subject():
     covered = {subjects.ctl(HOST, ">"), subjects.sample(HOST), subjects.sync(HOST), subjects.USERS_CHANGED}
     stats_only = {subjects.service_stats(k, HOST) for k in subjects.AGENT_KINDS}  # micro stats endpoint, no body read
     assert agent - stats_only == covered, agent - stats_only - covered
+
+
+def test_codec_refuses_nesting_past_the_depth_limit_as_a_decode_error():
+    """msgspec raises RecursionError, not a DecodeError, for JSON nested past its limit where a
+    field takes any JSON: without the codec's translation that message was a poison pill that
+    ingest redelivered for ever and the commander answered with a 500."""
+    with pytest.raises(DecodeError) as err:
+        Codec(AuditRecord).decode(PAYLOADS["deep"])
+    assert err.value.path == "$" and "nested too deeply" in err.value.reason
+    assert Codec(AuditRecord).decode(PAYLOADS["deep"].replace(b"[" * 5000 + b"]" * 5000, b"[[[]]]")).params == {"p": [[[]]]}
 
 
 async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_dsn, workdir):

@@ -51,6 +51,8 @@ class Codec(Generic[T]):
             raise DecodeError(self.name, reason, path) from None
         except msgspec.DecodeError as exc:
             raise DecodeError(self.name, f"malformed JSON: {exc}", "$") from None
+        except RecursionError:  # msgspec's depth limit, where a field takes any JSON
+            raise DecodeError(self.name, "JSON nested too deeply", "$") from None
 
 
 def encode(obj: Any) -> bytes:

@@ -257,7 +257,7 @@ class Commander:
     def _guess_actor(data: bytes) -> str:
         try:
             obj = msgspec.json.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return ""
         a = obj.get("actor") if isinstance(obj, dict) else None
         return a[:200] if isinstance(a, str) else ""

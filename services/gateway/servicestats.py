@@ -89,7 +89,7 @@ class ServiceScraper:
                 return
             try:
                 obj = msgspec.json.decode(msg.data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):  # a reply nested past the depth limit
                 return
             if isinstance(obj, dict) and isinstance(obj.get("name"), str):
                 replies.append(obj)
