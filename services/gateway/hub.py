@@ -122,6 +122,7 @@ class Client:
         out = self.pending
         self.pending = []
         self.queued = 0
+        self.beat = False  # what goes out now keeps the connection alive as well
         return out
 
 
