@@ -26,13 +26,14 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from bench import common
+from bench.common import result, stop_procs
 from fleetwatch.simulate import Simulator
 from libs.embedded.stack import NatsStack, make_private_dir, start_postgres
 from libs.runtime import connect
 from libs.runtime.jetstream import provision
 from libs.schemas.streams import INGEST_METRICS
 
-ROOT = Path(__file__).resolve().parent.parent
 N_FRAMES = int(os.environ.get("BENCH_INGEST_FRAMES", "30000"))
 LIVE_HOSTS = int(os.environ.get("BENCH_INGEST_LIVE_HOSTS", "10000"))
 LIVE_ROUNDS = int(os.environ.get("BENCH_INGEST_LIVE_ROUNDS", "4"))
@@ -40,23 +41,9 @@ LIVE_ROUNDS = int(os.environ.get("BENCH_INGEST_LIVE_ROUNDS", "4"))
 STORAGE = os.environ.get("BENCH_INGEST_STORAGE", "partitions")
 
 
-def result(name: str, value: float, unit: str) -> None:
-    print(f"RESULT {name} {value:.4g} {unit}", flush=True)
-
-
 def ingest_proc(stack: NatsStack, dsn: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-    env.update(stack.env("ingest"))
-    env.update(
-        PYTHONPATH=str(ROOT),
-        FLEETWATCH_DB_DSN=dsn,
-        FLEETWATCH_INGEST_STORAGE=STORAGE,
-        FLEETWATCH_INGEST_STREAMS="metrics",
-        FLEETWATCH_LOG_LEVEL="WARNING",
-    )
     # Tuning experiments: BENCH_FLEETWATCH_INGEST_BATCH=2000 -> FLEETWATCH_INGEST_BATCH=2000
-    env.update({k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_FLEETWATCH_")})
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return common.ingest_proc(stack.env("ingest"), dsn, log, storage=STORAGE)
 
 
 async def new_db(pg) -> str:
@@ -129,13 +116,7 @@ async def timed_ingest(stack, pg, nc, n: int, procs: int, workdir: Path) -> tupl
         frames = c - c_first
         return frames / el, rows * frames / max(1, c) / el
     finally:
-        for p in ps:
-            p.terminate()
-        for p in ps:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_procs(ps)
         if conn:
             await conn.close()
 
@@ -210,11 +191,7 @@ async def live_latency(stack, pg, nc, workdir: Path) -> float:
         lat = await conn.fetchval("SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed_at - time)) FROM metrics")
         return float(lat) * 1000.0
     finally:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop_procs([p])
         if conn:
             await conn.close()
 
