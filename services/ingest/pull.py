@@ -72,8 +72,9 @@ class Puller:
             req = json.dumps({"batch": want, "expires": int(self.wait * 1e9)}).encode()
             await self.nc.publish(self._next, req, reply=self._inbox)
             try:
-                # The server answers by `wait`; the margin covers a slow or lost answer.
-                await asyncio.wait_for(asyncio.shield(self._done), self.wait + 5)
+                # The server answers by `wait`; the margin covers a slow answer, or one lost
+                # with a reconnect (then the next request goes out a second later).
+                await asyncio.wait_for(asyncio.shield(self._done), self.wait + 1)
             except asyncio.TimeoutError:
                 pass
             status, self._done = self._status, None
