@@ -29,6 +29,10 @@ async def pw_gw(nats_stack, pg_cluster, workdir):
 async def new_user_session(gw, c, username: str, password: str) -> dict[str, str]:
     r = await c.post("/api/v1/users", json={"username": username, "password": password, "role": "viewer"}, headers=gw.headers("admin"))
     assert r.status_code == 201, r.text
+    return await login_headers(c, username, password)
+
+
+async def login_headers(c, username: str, password: str) -> dict[str, str]:
     r = await c.post("/api/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
@@ -61,12 +65,18 @@ async def test_user_changes_own_password(pw_gw, nats_stack):
             r = await change("first-pass-1", "first-pass-1")
             assert r.status_code == 400 and "differ" in r.json()["detail"]
             assert await login_status(c, "dora", "first-pass-1") == 201  # nothing changed yet
+            other = await login_headers(c, "dora", "first-pass-1")  # a second device (or a thief)
             r = await change("first-pass-1", "second-pass-2")
-            assert r.status_code == 204, r.text
+            assert r.status_code == 200, r.text
             assert await login_status(c, "dora", "first-pass-1") == 401
             assert await login_status(c, "dora", "second-pass-2") == 201
-            # the session that made the change still works
-            assert (await c.get("/api/v1/auth/me", headers=me)).json()["username"] == "dora"
+            # every session opened with the old password ends, the one that made the change too;
+            # the answer carries its successor
+            assert (await c.get("/api/v1/auth/me", headers=me)).status_code == 401
+            assert (await c.get("/api/v1/auth/me", headers=other)).status_code == 401
+            fresh = {"Authorization": f"Bearer {r.json()['token']}"}
+            assert r.json()["username"] == "dora" and r.json()["role"] == "viewer"
+            assert (await c.get("/api/v1/auth/me", headers=fresh)).json()["username"] == "dora"
         conn = await asyncpg.connect(dsn)
         try:
             stored = await conn.fetchval("SELECT password_hash FROM users WHERE username = 'dora'")
@@ -94,3 +104,21 @@ async def test_wrong_current_password_guesses_are_limited(pw_gw):
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert await login_status(c, "eve", "eve-pass-word-1") == 201
         assert await login_status(c, "eve", "eve-pass-word-2") == 401
+
+
+async def test_admin_reset_ends_the_users_sessions_but_not_their_api_tokens(pw_gw):
+    gw, _ = pw_gw
+    async with gw.async_client() as c:
+        me = await new_user_session(gw, c, "fay", "fay-pass-word-1")
+        r = await c.post("/api/v1/auth/tokens", json={"name": "ci", "role": "viewer"}, headers=me)
+        assert r.status_code == 201, r.text
+        api_token = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = await c.patch("/api/v1/users/fay", json={"password": "fay-pass-word-2"}, headers=gw.headers("admin"))
+        assert r.status_code == 200, r.text
+        assert (await c.get("/api/v1/auth/me", headers=me)).status_code == 401
+        assert (await c.get("/api/v1/auth/me", headers=api_token)).json()["username"] == "fay"
+        assert (await c.get("/api/v1/auth/me", headers=await login_headers(c, "fay", "fay-pass-word-2"))).status_code == 200
+        # a change of anything else leaves sessions alone
+        again = await login_headers(c, "fay", "fay-pass-word-2")
+        assert (await c.patch("/api/v1/users/fay", json={"shell": "/bin/sh"}, headers=gw.headers("admin"))).status_code == 200
+        assert (await c.get("/api/v1/auth/me", headers=again)).status_code == 200

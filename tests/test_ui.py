@@ -496,4 +496,8 @@ async def test_admin_resets_a_password_then_the_user_changes_it(ctx, stack):
     assert login_status(stack, name, "reset-pass-456") == 401
     assert login_status(stack, name, "own-pass-789") == 201
     assert await page.get_by_test_id("role").text_content() == "viewer"  # still signed in
+    # The change ended every earlier session; the page now holds the successor the gateway gave it.
+    token = await page.evaluate("JSON.parse(sessionStorage.getItem('fleetwatch.session')).token")
+    me = httpx.get(f"{stack.gw.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert me.status_code == 200 and me.json()["username"] == name
     await page.close()

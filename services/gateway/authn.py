@@ -70,9 +70,14 @@ class Authenticator:
         claims = self.signer.verify(token)
         if claims is None:
             return None
-        row = await self.pool.fetchrow("SELECT id, username, role, is_active FROM users WHERE id = $1", claims.uid)
+        row = await self.pool.fetchrow(
+            "SELECT id, username, role, is_active, extract(epoch FROM sessions_valid_after)::float8 AS valid_after FROM users WHERE id = $1",
+            claims.uid,
+        )
         if row is None or not row["is_active"] or row["username"] != claims.u:
             return None
+        if row["valid_after"] is not None and claims.iat < row["valid_after"]:
+            return None  # opened before the password last changed
         return Actor(username=row["username"], user_id=row["id"], role=row["role"])
 
 

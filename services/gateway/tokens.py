@@ -18,6 +18,7 @@ class SessionClaims(msgspec.Struct, kw_only=True, frozen=True):
     u: str
     exp: float
     n: str = ""
+    iat: float = 0.0  # issue time: sessions older than the account's last password change are refused
 
 
 _claims_codec = msgspec.json.Decoder(SessionClaims)
@@ -36,9 +37,10 @@ class Signer:
     def __init__(self, key: str) -> None:
         self._key = (key or secrets.token_hex(32)).encode()
 
-    def issue(self, user_id: int, username: str, ttl_s: float) -> tuple[str, float]:
-        exp = time.time() + ttl_s
-        body = _b64(_enc.encode(SessionClaims(uid=user_id, u=username, exp=exp, n=secrets.token_hex(4))))
+    def issue(self, user_id: int, username: str, ttl_s: float, iat: float | None = None) -> tuple[str, float]:
+        iat = time.time() if iat is None else iat
+        exp = iat + ttl_s
+        body = _b64(_enc.encode(SessionClaims(uid=user_id, u=username, exp=exp, n=secrets.token_hex(4), iat=iat)))
         return f"{body}.{self._sign(body)}", exp
 
     def verify(self, token: str) -> SessionClaims | None:

@@ -82,6 +82,14 @@ class GatewayProcess:
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(role)}"}
 
+    def use_password(self, role: str, password: str) -> None:
+        """The role's user now has `password` (a reset ended its sessions): sign in with it."""
+        self._tokens[role] = self.login(self.actor(role), password)
+
+    def forget(self, role: str) -> None:
+        """Drop the role's session (its password changed); the next use signs in again."""
+        self._tokens.pop(role, None)
+
     def actor(self, role: str) -> str:
         self.token(role)
         return self._users[role]

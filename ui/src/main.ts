@@ -1,5 +1,5 @@
 import "./style.css";
-import { api, ApiError, can, current, setSession, whenUnauthorized } from "./api";
+import { api, ApiError, can, current, setSession, whenUnauthorized, type Session } from "./api";
 import { clear, h } from "./dom";
 import { getLang, setLang, t } from "./i18n";
 import { alertsPage } from "./pages/alerts";
@@ -40,7 +40,8 @@ export function go(path: string): void {
 
 async function changeOwnPassword(): Promise<void> {
   const saved = await passwordDialog(t("changePassword"), true, async (current_password, new_password) => {
-    try { await api("POST", "/api/v1/auth/password", { current_password, new_password }); return null; }
+    // The change ends every session opened before it, this one too; the answer is its successor.
+    try { setSession(await api<Session>("POST", "/api/v1/auth/password", { current_password, new_password })); return null; }
     catch (e) { return e instanceof ApiError ? e.detail : String(e); }
   });
   if (saved) toast(t("passwordChanged"));

@@ -15,7 +15,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
-from libs.schemas import LogBatch, LogLine, subjects
+from libs.runtime import deadletter
+from libs.schemas import Codec, DecodeError, LogBatch, LogLine, subjects
 from libs.schemas.control import AppListReply, AppReply, AppSpec, LogsReply
 
 from ..authn import ActorDep
@@ -26,7 +27,7 @@ from .ctlclient import call
 
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="app name")]
 LOG_LEASE_S = 30.0
-_BATCH = msgspec.json.Decoder(LogBatch)
+_BATCH = Codec(LogBatch)
 
 
 class AppRegistration(msgspec.Struct, kw_only=True, frozen=True):
@@ -107,7 +108,8 @@ class AppsController(Controller):
                 if data:
                     try:
                         batch = _BATCH.decode(data)
-                    except msgspec.DecodeError:
+                    except DecodeError as exc:  # nobody else reads log batches: quarantine, not drop
+                        await deadletter.send(gw.nc, "gateway", subjects.logs(host, name), data, exc)
                         continue
                     yield msgspec.json.encode(batch).decode()
                 else:

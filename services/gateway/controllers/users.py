@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated
 
 import asyncpg
@@ -81,6 +82,9 @@ class UsersController(Controller):
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None and k != "password"}
         if data.password is not None:
             changes["password_hash"] = await gw.hasher.hash_async(data.password)
+            # A reset ends every session opened with the old password (API tokens stay: they are
+            # revoked one by one).
+            changes["sessions_valid_after"] = datetime.now(timezone.utc)
         if not changes:
             raise ClientException(detail="nothing to change")
         before = await gw.pool.fetchrow("SELECT id, is_active FROM users WHERE username = $1", username)
@@ -92,7 +96,7 @@ class UsersController(Controller):
         gw.auth.forget_user(row["id"])
         if data.is_active is not None and data.is_active != before["is_active"]:
             op = "activated" if data.is_active else "deactivated"
-        elif set(changes) == {"password_hash"}:
+        elif set(changes) == {"password_hash", "sessions_valid_after"}:
             op = "password"
         else:
             op = "updated"
