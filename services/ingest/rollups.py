@@ -10,6 +10,8 @@ updated once per fold instead of once per batch, and a batch commits sooner.
 
 from __future__ import annotations
 
+import operator
+
 import asyncpg
 
 # rollup column -> (aggregate over raw rows, how two partial aggregates merge)
@@ -113,21 +115,22 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
     are plain multiples of `width`."""
     from .rows import ts
 
-    src = [(columns.index(s), how) for _, s, how in ROLLUP_SOURCES]
+    pick = operator.itemgetter(*(columns.index(s) for _, s, _ in ROLLUP_SOURCES))
+    hows = [how for _, _, how in ROLLUP_SOURCES]
     host_i = columns.index("host")
     groups: dict[tuple[str, int], list] = {}
     for rec, t in zip(records, times):
         key = (rec[host_i], int(t // width) * width)
-        vals = [rec[i] for i, _ in src]
         g = groups.get(key)
-        if g is None:
-            groups[key] = [1, vals, None]
+        if g is None:  # most often the only row of its group in a batch: kept as picked
+            groups[key] = [1, pick(rec), None]
             continue
         if g[2] is None:  # second row: switch to sums and non-null counts
+            g[1] = list(g[1])
             g[2] = [0 if v is None else 1 for v in g[1]]
         g[0] += 1
         acc, cnt = g[1], g[2]
-        for k, (v, (_, how)) in enumerate(zip(vals, src)):
+        for k, (v, how) in enumerate(zip(pick(rec), hows)):
             if v is None:
                 continue
             if acc[k] is None:
@@ -137,11 +140,15 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
             else:
                 acc[k] += v
             cnt[k] += 1
+    starts: dict[int, object] = {}  # bucket -> its timestamp, made once per bucket
     out = []
-    for (host, b), (n, acc, cnt) in sorted(groups.items()):
+    for (host, b), (n, acc, cnt) in groups.items():
         if cnt is not None:
-            acc = [None if a is None else (a if how == MAX else a / c) for a, c, (_, how) in zip(acc, cnt, src)]
-        out.append((ts(b), host, n, *acc))
+            acc = [None if a is None else (a if how == MAX else a / c) for a, c, how in zip(acc, cnt, hows)]
+        start = starts.get(b)
+        if start is None:
+            start = starts[b] = ts(b)
+        out.append((start, host, n, *acc))
     return out
 
 
