@@ -48,9 +48,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # -- the load client (runs in its own process) ----------------------------------------------
-async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str]) -> None:
-    """One keep-alive connection sending `request` until `until` (perf_counter): each answer's
-    latency in `lat` (seconds), non-200 statuses in `errors`."""
+async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str], pause: float = 0.0) -> None:
+    """One keep-alive connection sending `request` until `until` (perf_counter), `pause` seconds
+    apart: each answer's latency in `lat` (seconds), non-200 statuses in `errors`."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
@@ -67,6 +67,8 @@ async def one_connection(host: str, port: int, request: bytes, until: float, lat
                 errors.append(str(status))
                 continue
             lat.append(time.perf_counter() - t0)
+            if pause:
+                await asyncio.sleep(pause)
     finally:
         writer.close()
 
