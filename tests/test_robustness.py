@@ -22,7 +22,7 @@ from libs.runtime import connect
 from libs.runtime.jetstream import provision
 from libs.schemas import AlertEvent, AppStatus, AuditRecord, Codec, DecodeError, HealthResult, HostInfo, MetricFrame, ProcessSnapshot, ReplicationStatus, subjects
 from libs.schemas.alerting import AlertingReply
-from libs.schemas.events import UserChange
+from libs.schemas.events import LogBatch, LogLine, UserChange
 from libs.schemas.replication import SyncRequest
 from libs.schemas.streams import H_REASON, H_SUBJECT, STREAMS
 from services.alerter.api import KIND
@@ -111,6 +111,44 @@ def ctl_reply(msg) -> tuple[int, str]:
     if "Nats-Service-Error-Code" in h:
         return int(h["Nats-Service-Error-Code"]), h.get("Nats-Service-Error", "")
     return 200, ""
+
+
+async def log_follow_survives_malformed_batches(http, fleet, agent, dls: DeadLetters, headers: dict) -> None:
+    """`fleet.logs.<host>.<app>` is read by the gateway alone, while someone follows an app's
+    logs: a batch it cannot decode is dead-lettered (nobody else would), the next good one is
+    streamed."""
+    spec = {"name": "fuzzapp", "run": {"runtime": "binary", "argv": ["sleep", "120"]}, "restart": "never"}
+    r = await http.post(f"/api/v1/hosts/{HOST}/apps", json={"spec": spec}, headers=headers)
+    assert r.status_code == 201, r.text
+    subject = subjects.logs(HOST, "fuzzapp")
+    good = Codec(LogBatch).encode(LogBatch(host=HOST, app="fuzzapp", lines=[LogLine(ts=time.time(), line="after the fuzz")]))
+    bad = [PAYLOADS[k] for k in ("not-json", "wrong-types", "non-utf8", "huge-string")]
+    async with http.stream("GET", f"/api/v1/hosts/{HOST}/apps/fuzzapp/logs/stream", headers=headers) as resp:
+        assert resp.status_code == 200
+
+        async def publish() -> None:
+            # The gateway subscribes as it opens the stream; publish until the good batch is read.
+            while True:
+                for data in bad:
+                    await agent.publish(subject, data)
+                await agent.publish(subject, good)
+                await agent.flush()
+                await asyncio.sleep(0.5)
+
+        pub = asyncio.create_task(publish())
+        try:
+            async def streamed():
+                async for line in resp.aiter_lines():
+                    if "after the fuzz" in line:
+                        return
+            await asyncio.wait_for(streamed(), 30)
+        finally:
+            pub.cancel()
+    await wait_until(lambda: _async(all(dls.find("gateway", subject, d) for d in bad)), 30, what="malformed log batches dead-lettered by the gateway")
+
+
+async def _async(value):
+    return value
 
 
 def test_fuzzed_subjects_cover_every_consumed_subject():
@@ -301,6 +339,7 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
                     if not (400 <= r.status_code < 500 and reason):
                         refused.append(f"{method} {path} {name}: {r.status_code} {r.text[:200]}")
             assert not refused, "\n".join(refused) + "\n" + fleet.gw.log()[-3000:]
+            await log_follow_survives_malformed_batches(http, fleet, agent, dls, admin_h)
         fleet.check_alive()
         for name, text in fleet.logs().items():
             assert "Traceback" not in text, f"{name} logged a traceback:\n{text[-3000:]}"

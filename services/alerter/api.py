@@ -77,6 +77,7 @@ class Api:
 
     async def start(self) -> None:
         self.sub = await self.a.nc.subscribe(subjects.ALERTING_ALL, queue="alerter", cb=self._handle)
+        await self.a.nc.flush()  # the server knows the subscription before anyone is told we started
 
     async def stop(self) -> None:
         if self.sub is not None:
