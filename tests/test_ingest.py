@@ -202,22 +202,6 @@ async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_d
         await conn.close()
 
 
-async def test_timescaledb_path(db_dsn):
-    from services.ingest import schema
-
-    conn = await asyncpg.connect(db_dsn)
-    try:
-        available = await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")
-        if not available:
-            pytest.skip("the timescaledb extension is not installed on this PostgreSQL: only the native-partitions path can run here")
-        await schema.apply(conn, "timescaledb")
-        assert (await schema.storage(conn)).backend == "timescaledb"
-        assert await conn.fetchval("SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'metrics'") == 1
-        assert await conn.fetchval("SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name IN ('metrics_1m', 'metrics_1h')") == 2
-    finally:
-        await conn.close()
-
-
 async def test_rollup_fold_takes_committed_partials_once(db_dsn):
     """A fold moves what is committed in rollup_pending into both rollups, exactly once: a
     batch still in its transaction stays for the next fold, and only one fold runs at a time."""
