@@ -15,6 +15,7 @@ from libs.schemas.control import AppSpec, BinaryRun, PythonRun
 from services.commander import logfiles
 from services.commander.errors import CtlError
 from services.commander.jobs import new_job_id
+from services.commander.process_backend import restart_delay
 from services.commander.ratelimit import RateLimiter
 from services.commander.reconcile import classify
 from services.commander.systemd_backend import render_unit
@@ -121,6 +122,35 @@ def test_validator_denylist_allowlist_and_env(tmp_path):
     with pytest.raises(CtlError) as ei:
         v.check_spec(AppSpec(name="bad.name", run=BinaryRun(argv=["true"])))
     assert "app name" in ei.value.message
+
+
+def test_restart_backoff_jitter_never_passes_the_cap():
+    import random
+
+    def top(lo: float, hi: float) -> float:
+        return hi
+
+    def bottom(lo: float, hi: float) -> float:
+        return lo
+
+    cap, jitter = AppSpec(name="x", run=BinaryRun(argv=["true"])).backoff_max_s, 0.2
+    assert cap == 15.0  # PM2's cap
+    # Below the cap: ±20 % of 1 s × 1.5^n.
+    assert restart_delay(0, 1.0, cap, jitter, top) == pytest.approx(1.2)
+    assert restart_delay(0, 1.0, cap, jitter, bottom) == pytest.approx(0.8)
+    assert restart_delay(3, 1.0, cap, jitter, top) == pytest.approx(3.375 * 1.2)
+    # At the cap (1.5^7 = 17 s): the upper jitter is cut at 15 s (it used to reach 18 s); the
+    # lower one still spreads programs that fail together over 12-15 s.
+    for step in (7, 8, 30, 10**6):
+        assert restart_delay(step, 1.0, cap, jitter, top) == cap
+        assert restart_delay(step, 1.0, cap, jitter, bottom) == pytest.approx(cap * (1 - jitter))
+    # Just below the cap (1.5^6 = 11.4 s): +20 % would be 13.7 s, under the cap, kept.
+    assert restart_delay(6, 1.0, cap, jitter, top) == pytest.approx(1.5**6 * 1.2)
+    rng = random.Random(7)
+    samples = [restart_delay(step, 1.0, cap, jitter, rng.uniform) for step in range(40) for _ in range(50)]
+    assert max(samples) <= cap and min(samples) >= 0.8
+    capped = [restart_delay(20, 1.0, cap, jitter, rng.uniform) for _ in range(200)]
+    assert min(capped) >= 12.0 and max(capped) <= 15.0 and max(capped) - min(capped) > 1.0  # still spread
 
 
 def test_job_ids():

@@ -5,7 +5,7 @@
 - stop: SIGTERM to the group, SIGKILL after `stop_timeout_s`.
 - A run shorter than `min_uptime_s` is a quick failure; after `max_retries` quick failures in a
   row the app is FATAL and stays down until started again. Otherwise the restart waits
-  `backoff_s * 1.5^n` (capped at `backoff_max_s`, ±jitter), n reset after `backoff_reset_s` uptime.
+  `backoff_s * 1.5^n` ±jitter, never above `backoff_max_s`, n reset after `backoff_reset_s` uptime.
 - Children run in their own session and survive a commander restart; the next commander
   re-adopts them by PID + create time and keeps supervising them (exit codes of adopted
   processes are unknown: they are no longer our children).
@@ -27,6 +27,13 @@ from pathlib import Path
 import psutil
 
 from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
+
+
+def restart_delay(step: int, base_s: float, max_s: float, jitter: float, uniform: Callable[[float, float], float] = random.uniform) -> float:
+    """`base_s * 1.5^step` ±`jitter`, with `max_s` a hard cap: at the cap the jitter only goes
+    down (e.g. 12-15 s for 15 s ±20 %), so programs failing together still spread out there."""
+    delay = min(base_s * 1.5 ** min(step, 200), max_s)
+    return min(max(0.0, uniform(max(0.0, delay * (1 - jitter)), min(delay * (1 + jitter), max_s))), max_s)
 
 from . import logfiles
 from .errors import CtlError, conflict
@@ -268,8 +275,7 @@ class ProcessBackend:
             app.record.fatal = True
             self._set(app, "fatal", f"{how}; {app.quick_failures} quick failures in a row (< {spec.min_uptime_s:g}s each), giving up")
         else:
-            base = spec.backoff_s * (1.5**app.backoff_step)
-            delay = min(base, spec.backoff_max_s) * random.uniform(1 - self.jitter, 1 + self.jitter)
+            delay = restart_delay(app.backoff_step, spec.backoff_s, spec.backoff_max_s, self.jitter)
             app.backoff_step += 1
             app.next_start_at = time.monotonic() + delay
             app.record.restarts += 1
