@@ -82,6 +82,7 @@ async def test_restart_and_second_instance_never_double_notify(nc, nats_stack, w
         FLEETWATCH_ALERTER_BUILTIN_RULES="false",
         FLEETWATCH_ALERTER_LOOKBACK_S="0",
         FLEETWATCH_ALERTER_GROUP_WAIT_S="0",
+        FLEETWATCH_ALERTER_GROUP_INTERVAL_S="0",  # fire/resolve/fire within seconds; group pace: test_alerter_grouping
         FLEETWATCH_ALERTER_NOTIFY_BACKOFF_S="0.1",
     )
     procs: list[Proc] = []

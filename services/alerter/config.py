@@ -16,6 +16,9 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     builtin_rules: bool = True
     repeat_interval_s: float = 4 * 3600.0  # Alertmanager's default
     group_wait_s: float = 0.5  # Alertmanager waits 30 s; this batches what one frame or tick brings
+    # After a group (rule) notified, its next message waits this long (Alertmanager: 5 min); one
+    # minute keeps a storm to a message per rule per minute without holding a recovery notice 5 min.
+    group_interval_s: float = 60.0
     tick_s: float = 0.25  # host-down and pending-notification sweep
     lookback_s: float = 30.0
     state_retention_s: float = 7 * 86400.0  # ended alerts are forgotten after this  # frames replayed at start, so a restart knows who was alive

@@ -18,7 +18,7 @@ from libs.schemas.metrics import MetricFrame
 from .fields import compile_field
 from .machine import COLD, HOLD, HOT, OPS, Instance, decide
 from .matchers import host_selected
-from .store import StateStore
+from .store import GROUP_PREFIX, StateStore
 
 log = logging.getLogger("alerter.rules")
 
@@ -100,11 +100,37 @@ def validate_rule(rule: Rule) -> None:
             raise ValueError(f"unknown app states {bad}; known: {', '.join(get_args(AppState))}")
 
 
+def group_key(rec: AlertRecord) -> str:
+    """The notification group of an alert: its rule (the dispatcher's message batches too)."""
+    return f"{GROUP_PREFIX}{rec.kind}.{rec.rule}"
+
+
 class Engine:
-    def __init__(self, state: StateStore, *, repeat_s: float, silenced: Callable[[AlertRecord, float], bool], on_change: Callable[[AlertRecord | None, AlertRecord, str | None], Awaitable[None]]) -> None:
+    """`group_interval_s` > 0: once a group (kind, rule) has notified, its next notification of
+    any kind waits until that long after the flush it opened; the alerts due meanwhile go out
+    together (one message per notifier and kind). The flush is claimed in KV, so every instance
+    keeps the same pace; alerts due within `group_window_s` of the flush join it, on the
+    instance that opened it."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        repeat_s: float,
+        silenced: Callable[[AlertRecord, float], bool],
+        on_change: Callable[[AlertRecord | None, AlertRecord, str | None], Awaitable[None]],
+        group_interval_s: float = 0.0,
+        group_window_s: float = 0.0,
+        owner: str = "",
+    ) -> None:
         self.state = state
         self.repeat_s = repeat_s
-        self.silenced = silenced
+        self.user_silenced = silenced
+        self.group_interval_s = group_interval_s
+        self.group_window_s = group_window_s
+        self.owner = owner
+        # What holds a due notification back: a silence, or the group's interval.
+        self.silenced = self._held if group_interval_s > 0 else silenced
         self.on_change = on_change
         self.metric: list[CompiledRule] = []
         self.host_down: list[CompiledRule] = []
@@ -157,6 +183,26 @@ class Engine:
         self.evaluations += n
         return work
 
+    # --- notification groups ---
+
+    def _joins(self, g, now: float) -> bool:
+        """`now` falls in the flush this instance opened (before the group's interval ends)."""
+        return g.owner == self.owner and abs(now - g.opened) <= self.group_window_s and now < g.opened + self.group_interval_s
+
+    def _held(self, rec: AlertRecord, now: float) -> bool:
+        if self.user_silenced(rec, now):
+            return True
+        g = self.state.group(group_key(rec))
+        return g is not None and now < g.opened + self.group_interval_s and not self._joins(g, now)
+
+    async def _flush(self, rec: AlertRecord, now: float) -> bool:
+        """Before a notifying write: join this instance's open flush, or open a new one in KV."""
+        key = group_key(rec)
+        g = self.state.group(key)
+        if g is not None and self._joins(g, now):
+            return True
+        return await self.state.claim_group(key, self.owner, now)
+
     async def commit(self, inst: Instance, obs: int, now: float, value: float | None, failures: int = 0) -> None:
         seen: list[AlertRecord | None] = []
 
@@ -164,7 +210,10 @@ class Engine:
             seen.append(cur)
             return decide(cur, obs, now, inst, value, self.repeat_s, self.silenced, failures)
 
-        out = await self.state.apply(inst.fp, decision)
+        async def flush(new: AlertRecord, kind: str) -> bool:
+            return await self._flush(new, now)
+
+        out = await self.state.apply(inst.fp, decision, prepare=flush if self.group_interval_s > 0 else None)
         if out is not None:
             new, kind = out
             await self.on_change(seen[-1], new, kind)

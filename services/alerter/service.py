@@ -276,7 +276,15 @@ class Alerter:
         state_kv = await ensure_bucket(self.js, ALERT_STATE_BUCKET)
         config_kv = await ensure_bucket(self.js, ALERT_CONFIG_BUCKET)
         self.state = StateStore(state_kv)
-        self.engine = Engine(self.state, repeat_s=self.cfg.repeat_interval_s, silenced=self.silenced, on_change=self._on_change)
+        self.engine = Engine(
+            self.state,
+            repeat_s=self.cfg.repeat_interval_s,
+            silenced=self.silenced,
+            on_change=self._on_change,
+            group_interval_s=self.cfg.group_interval_s,
+            group_window_s=self.cfg.group_wait_s,
+            owner=self.instance_id,
+        )
         state = self.state
 
         async def lease(name: str, now: float, ttl: float) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -31,10 +31,23 @@ class Lease(msgspec.Struct, kw_only=True, frozen=True):
     until: float
 
 
+class GroupState(msgspec.Struct, kw_only=True, frozen=True):
+    """When a notification group (key `group.<kind>.<rule>` in `alert_state`) last opened a flush,
+    and which instance did: only that one adds alerts to the flush, everyone else holds theirs
+    until `group_interval_s` has passed, so a restarted or second alerter keeps the pace."""
+
+    opened: float
+    owner: str
+
+
+NEVER_FLUSHED = GroupState(opened=float("-inf"), owner="")
 RECORD = Codec(AlertRecord)
 LEASE = Codec(Lease)
+GROUP = Codec(GroupState)
 LEASE_PREFIX = "lease."
+GROUP_PREFIX = "group."
 Decision = Callable[[AlertRecord | None], "tuple[AlertRecord, str | None] | None"]
+Prepare = Callable[[AlertRecord, str], Awaitable[bool]]
 
 _DEL_OPS = ("DEL", "PURGE")
 
@@ -51,6 +64,7 @@ class StateStore:
         self.revisions: dict[str, int] = {}
         self.conflicts = 0  # CAS writes lost to another writer (another instance, or a race here)
         self.leases: dict[str, tuple[Lease, int]] = {}
+        self.groups: dict[str, tuple[GroupState, int]] = {}
         self._watch_task: asyncio.Task | None = None
         self._watcher = None
 
@@ -88,6 +102,9 @@ class StateStore:
                 if entry.key.startswith(LEASE_PREFIX):
                     self._set_lease(entry.key, entry.value, entry.revision or 0)
                     continue
+                if entry.key.startswith(GROUP_PREFIX):
+                    self._set_group(entry.key, entry.value, entry.revision or 0)
+                    continue
                 rec = None if _is_delete(entry) else self._decode(entry.key, entry.value)
                 self._set(entry.key, rec, entry.revision or 0)
 
@@ -119,18 +136,21 @@ class StateStore:
         cur, rev = self.leases.get(key, (None, 0))
         if cur is not None and cur.owner and cur.owner != owner and cur.until > now:
             return False
-        new = Lease(owner=owner, until=now + ttl)
+        return await self._swap(key, LEASE.encode(Lease(owner=owner, until=now + ttl)), rev, self._set_lease)
+
+    async def _swap(self, key: str, data: bytes, rev: int, cache: Callable[[str, bytes | None, int], None]) -> bool:
+        """Compare-and-set `key`; on a lost race the cache gets the winner's value, and False."""
         try:
-            rev2 = await self.kv.update(key, LEASE.encode(new), last=rev)
+            rev2 = await self.kv.update(key, data, last=rev)
         except KeyWrongLastSequenceError:
             self.conflicts += 1
             try:
                 e = await self.kv.get(key)
-                self._set_lease(key, e.value, e.revision or 0)
+                cache(key, e.value, e.revision or 0)
             except KeyNotFoundError:
                 pass
             return False
-        self._set_lease(key, LEASE.encode(new), rev2)
+        cache(key, data, rev2)
         return True
 
     async def release_leases(self, owner: str) -> None:
@@ -139,6 +159,25 @@ class StateStore:
             if lease.owner == owner:
                 with contextlib.suppress(Exception):
                     await self.kv.update(key, LEASE.encode(Lease(owner="", until=0.0)), last=rev)
+
+    def _set_group(self, key: str, data: bytes | None, rev: int) -> None:
+        if rev < self.groups.get(key, (None, 0))[1]:
+            return
+        try:  # deleted or unreadable: a group that never flushed, at this revision
+            group = GROUP.decode(data) if data else NEVER_FLUSHED
+        except Exception:
+            group = NEVER_FLUSHED
+        self.groups[key] = (group, rev)
+
+    def group(self, key: str) -> GroupState | None:
+        g = self.groups.get(key)
+        return g[0] if g is not None else None
+
+    async def claim_group(self, key: str, owner: str, now: float) -> bool:
+        """Open a new flush of group `key` at `now`, by compare-and-set; False when another
+        writer changed the group first (the cache then holds what it wrote)."""
+        rev = self.groups.get(key, (None, 0))[1]
+        return await self._swap(key, GROUP.encode(GroupState(opened=now, owner=owner)), rev, self._set_group)
 
     async def _fetch(self, fp: str) -> tuple[AlertRecord | None, int]:
         try:
@@ -150,15 +189,18 @@ class StateStore:
         self._set(fp, rec, e.revision or 0)
         return rec, e.revision or 0
 
-    async def apply(self, fp: str, decision: Decision, attempts: int = 4) -> tuple[AlertRecord, str | None] | None:
+    async def apply(self, fp: str, decision: Decision, attempts: int = 4, prepare: Prepare | None = None) -> tuple[AlertRecord, str | None] | None:
         """Write what `decision` makes of the current record; None when it changes nothing or
-        another writer already made the change (then the caller must not notify)."""
+        another writer already made the change (then the caller must not notify). `prepare`
+        runs before a write that notifies (the group's flush); False decides again."""
         cur, rev = self.records.get(fp), self.revisions.get(fp, 0)
         for _ in range(attempts):
             out = decision(cur)
             if out is None:
                 return None
             new, kind = out
+            if kind and prepare is not None and not await prepare(new, kind):
+                continue
             try:
                 rev2 = await self.kv.update(fp, RECORD.encode(new), last=rev)
             except KeyWrongLastSequenceError:

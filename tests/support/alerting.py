@@ -241,7 +241,7 @@ async def start_alerter(nats_stack, clock=None, *, consume: bool = True, ticks: 
     from services.alerter.config import AlerterConfig
     from services.alerter.service import Alerter
 
-    defaults = dict(builtin_rules=False, group_wait_s=0.0, notify_backoff_s=0.05, run_checks=False, lookback_s=0.0, tick_s=0.1)
+    defaults = dict(builtin_rules=False, group_wait_s=0.0, group_interval_s=0.0, notify_backoff_s=0.05, run_checks=False, lookback_s=0.0, tick_s=0.1)
     defaults.update(settings)
     nc = await connect(nats_stack.settings("alerter"), "alerter-test", retry_forever=False)
     a = Alerter(AlerterConfig(**defaults), nc, clock=clock or time.time)
