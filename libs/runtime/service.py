@@ -78,13 +78,13 @@ async def serve(name: str, config: Any, build: Build, stop: asyncio.Event | None
         starting = asyncio.ensure_future(_build_and_start(config, build, stack))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
         if not starting.done():
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             log.info("stopped before it was ready", extra={"event": "stopped"})
             return
-        stopping.cancel()
         stack.push_async_callback(starting.result().stop)  # LIFO: runs before the connections close
         log.info("service ready", extra={"event": "ready"})
         await stop.wait()
