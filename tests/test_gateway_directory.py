@@ -9,7 +9,9 @@ import gzip
 import json
 
 from fleetwatch.simulate import Simulator
+from libs.schemas import Codec, MetricFrame
 from services.gateway.directory import BUILD_SLICE, Directory
+from services.gateway.summary import frame_summary
 
 
 def fleet(n: int, offline_after_s: float = 30.0) -> tuple[Directory, Simulator]:
@@ -73,3 +75,17 @@ async def test_large_fleet_built_in_slices():
     await t
     assert len(json.loads(body)) == BUILD_SLICE * 3
     assert ticks >= 2  # other tasks ran while the body was being built
+
+
+def test_latest_frame_kept_as_bytes_and_decoded_on_request():
+    sim = Simulator(1, seed=4)
+    d = Directory(30.0)
+    h = sim.host_ids[0]
+    old, new = sim.frame(h, ts=1000.0), sim.frame(h, ts=1005.0)
+    raw = Codec(MetricFrame).encode(new)
+    d.frame(new, raw=raw)
+    d.frame(old)  # late: the newer frame stays
+    e = d.hosts[h]
+    assert e.raw is raw and e.frame == new and e.frame is not e.frame  # decoded anew, nothing decoded kept
+    assert e.disks == tuple((x.mount, x.percent) for x in new.disks) and e.disks
+    assert e.summary == frame_summary(new) and d.view(h).last["ts"] == 1005.0

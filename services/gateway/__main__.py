@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 
 import uvicorn
 import uvloop
@@ -46,6 +47,11 @@ class GatewayService:
                 self._task.result()  # startup failed: raise it
                 raise RuntimeError("gateway server stopped during startup")
             await asyncio.sleep(0.05)
+        # What is here once started (the app, the libraries, the seeded directory) mostly lives as
+        # long as the process: out of the cyclic collector's way, so its full collections (one
+        # every few fleet-wide bursts of frames) walk what changes, not ~75,000 objects that never
+        # do, and stop pausing requests for 100 ms and more. Refcounting still frees them.
+        gc.freeze()
 
     async def stop(self) -> None:
         gw = self.app.state.get("gateway")

@@ -58,7 +58,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
                         "(they end with this process and other replicas refuse them)")
         await ensure_admin(gw)
         gw.hub.listen("frame", gw.directory.frame)
-        gw.hub.listen("host", lambda info, _: gw.directory.info(info))
+        gw.hub.listen("host", lambda info, _, __: gw.directory.info(info))
         await gw.hub.start(nc)
         # After subscribing, so nothing published meanwhile is missed; live data wins over stored.
         await seed_from_db(gw.directory, pool)

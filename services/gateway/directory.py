@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from libs.schemas import HostInfo, MetricFrame
+from libs.schemas import Codec, HostInfo, MetricFrame
 
 from .summary import frame_summary
 
@@ -48,18 +48,29 @@ class Body:
 
 
 class Entry:
-    __slots__ = ("info", "frame", "summary", "last_seen", "frag", "frag_online")
+    """What the gateway knows of one host. Its latest frame is kept as the bytes it arrived in and
+    decoded again when asked for (`frame`): ten thousand decoded frames are some 170,000 objects
+    that every full garbage collection walks, a pause of 100 ms and more on the event loop."""
+
+    __slots__ = ("info", "raw", "ts", "disks", "summary", "last_seen", "frag", "frag_online")
 
     def __init__(self) -> None:
         self.info: HostInfo | None = None
-        self.frame: MetricFrame | None = None
+        self.raw: bytes | None = None  # the latest frame, encoded
+        self.ts = 0.0  # its ts
+        self.disks: tuple[tuple[str, float], ...] = ()  # its (mount, percent) pairs, for /metrics
         self.summary: dict | None = None
         self.last_seen: float | None = None
         self.frag: bytes | None = None  # this host's JSON in /hosts, until something changes
         self.frag_online = False
 
+    @property
+    def frame(self) -> MetricFrame | None:
+        return None if self.raw is None else _frames.decode(self.raw)
+
 
 _enc = msgspec.json.Encoder()
+_frames = Codec(MetricFrame)
 BUILD_SLICE = 1000
 
 
@@ -80,12 +91,15 @@ class Directory:
             e = self.hosts[host] = Entry()
         return e
 
-    def frame(self, f: MetricFrame, summary: dict | None = None) -> None:
-        """A frame arrived (`summary`: its frame_summary when the caller already made it)."""
+    def frame(self, f: MetricFrame, summary: dict | None = None, raw: bytes | None = None) -> None:
+        """A frame arrived (`summary`: its frame_summary, `raw`: its encoding, when the caller
+        already has them)."""
         e = self._entry(f.host)
-        if e.frame is None or f.ts >= e.frame.ts:
-            e.frame = f
-            e.summary = summary
+        if e.raw is None or f.ts >= e.ts:
+            e.raw = _frames.encode(f) if raw is None else raw
+            e.ts = f.ts
+            e.disks = tuple([(d.mount, d.percent) for d in f.disks])
+            e.summary = frame_summary(f) if summary is None else summary
         # Age counts from when a frame arrived here, so a host with a skewed clock is not offline.
         e.last_seen = time.time()
         e.frag = None
@@ -113,8 +127,6 @@ class Directory:
         return None if e is None else self._view(host, e, now, self.online(e, now))
 
     def _view(self, host: str, e: Entry, now: float, online: bool) -> HostView:
-        if e.summary is None and e.frame is not None:
-            e.summary = frame_summary(e.frame)
         i = e.info
         return HostView(
             host=host,
@@ -235,7 +247,7 @@ async def seed_from_db(directory: Directory, pool) -> int:
             e.info = HostInfo(host=r["host"], ts=r["info_time"].timestamp() if r["info_time"] else 0.0, hostname=r["hostname"], os=r["os"],
                               kernel=r["kernel"], arch=r["arch"], cpu_model=r["cpu_model"], cpu_count=r["cpu_count"],
                               mem_total=r["info_mem_total"], agent_version=r["agent_version"], labels=msgspec.json.decode(r["labels"] or "{}"))
-        if e.frame is None and r["time"] is not None:
+        if e.raw is None and r["time"] is not None:
             e.summary = {"host": r["host"], "ts": r["time"].timestamp(), "seq": r["seq"], **{c: r[c] for c in SUMMARY_COLUMNS}}
         e.frag = None
         seen = r["last_seen"] or r["time"]

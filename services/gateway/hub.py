@@ -23,7 +23,8 @@ log = logging.getLogger("fleetwatch.gateway.hub")
 KINDS = ("frame", "procs", "host", "app", "health", "alert", "replica", "user")
 # Process snapshots are large: a client gets them only when it asks for them by kind.
 DEFAULT_KINDS = frozenset(k for k in KINDS if k != "procs")
-YIELD_EVERY = 50
+# Longest a burst of NATS messages holds the event loop before requests get a turn.
+YIELD_S = 0.002
 
 _enc = msgspec.json.Encoder()
 
@@ -145,7 +146,7 @@ class Hub:
         self._ticker: asyncio.Task | None = None
         self._listeners: dict[str, list] = {}
         self._now = time.monotonic()
-        self._handled = 0
+        self._yield_at = 0.0
 
     # -- clients -------------------------------------------------------------------------
     def add(self, hosts: Iterable[str] | None, kinds: Iterable[str] | None, last_event_id: int | None = None) -> Client:
@@ -256,8 +257,9 @@ class Hub:
 
     # -- NATS ----------------------------------------------------------------------------
     def listen(self, kind: str, cb) -> None:
-        """Also hand every decoded message of `kind` to `cb(message, event_data)` (the host
-        directory; for frames, event_data is the summary, made once for both)."""
+        """Also hand every decoded message of `kind` to `cb(message, event_data, raw)` (the host
+        directory; for frames, event_data is the summary, made once for both; raw: the message's
+        bytes as they came)."""
         self._listeners.setdefault(kind, []).append(cb)
 
     async def start(self, nc) -> None:
@@ -286,14 +288,15 @@ class Hub:
                 return
             kind, host, data, ts = convert(obj)
             for cb in self._listeners.get(kind, ()):
-                cb(obj, data)
+                cb(obj, data, msg.data)
             self.publish(kind, host, data, ts)
             # nats-py hands a subscription's queued messages over without returning to the
             # event loop in between: a burst (a whole fleet's frames at once) would hold every
-            # request until it is through. A pause every YIELD_EVERY messages bounds that.
-            self._handled += 1
-            if self._handled % YIELD_EVERY == 0:
+            # request until it is through. A pause once YIELD_S has gone by bounds that, whatever
+            # a message costs.
+            if time.perf_counter() >= self._yield_at:
                 await asyncio.sleep(0)
+                self._yield_at = time.perf_counter() + YIELD_S
 
         return handle
 

@@ -75,9 +75,8 @@ def exposition(gw) -> str:
     out.append("# HELP fleetwatch_host_disk_used_percent filesystem use in percent")
     out.append("# TYPE fleetwatch_host_disk_used_percent gauge")
     for host in sorted(gw.directory.hosts):
-        f = gw.directory.hosts[host].frame
-        for d in f.disks if f else ():
-            out.append(f'fleetwatch_host_disk_used_percent{{host="{_esc(host)}",mount="{_esc(d.mount)}"}} {_num(d.percent)}')
+        for mount, percent in gw.directory.hosts[host].disks:
+            out.append(f'fleetwatch_host_disk_used_percent{{host="{_esc(host)}",mount="{_esc(mount)}"}} {_num(percent)}')
     s = gw.stats
     hub = gw.hub
     counters = (
