@@ -14,6 +14,7 @@ import pytest
 from libs.runtime import NatsSettings, SettingsError, connect, load_settings
 from libs.runtime.logs import JsonFormatter, register_secret
 from tests.conftest import ROOT, service_env
+from tests.support.natsprobe import delivered
 
 
 def test_bad_setting_names_the_variable():
@@ -134,9 +135,7 @@ async def test_host_credentials_cover_only_that_host(nats_stack):
     errors.clear()
     own = await agent.subscribe("fleet.ctl.host-a.>")
     await agent.flush()
-    await admin.publish("fleet.ctl.host-a.apps.list", b"{}")
-    await admin.flush()
-    assert (await own.next_msg(timeout=5)).data == b"{}"
+    assert await delivered(admin, own, "fleet.ctl.host-a.apps.list", b"{}")
     assert not errors
     await agent.close()
     await admin.close()

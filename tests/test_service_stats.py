@@ -26,6 +26,7 @@ from libs.schemas import Codec, subjects
 from libs.schemas.servicestats import ServiceCounters
 from tests.conftest import service_env
 from tests.support.commander import CommanderProcess
+from tests.support.natsprobe import delivered
 from tests.support.gateway import start_gateway
 from tests.support.pipeline import Proc, start_collector, start_ingest, wait_until
 
@@ -203,9 +204,7 @@ async def test_agent_answers_discovery_of_its_own_kinds_only(nats_stack):
         for subject in ("$SRV.PING", "$SRV.STATS.collector", "$SRV.INFO.commander.abc", subjects.service_stats("replicator", HOST)):
             sub = await agent.subscribe(subject)
             await agent.flush()
-            await admin.publish(subject, b"x")
-            await admin.flush()
-            assert (await sub.next_msg(timeout=5)).data == b"x", subject
+            assert await delivered(admin, sub, subject, b"x"), subject
             await sub.unsubscribe()
         assert not errors
         for subject in ("$SRV.>", "$SRV.STATS.ingest", "$SRV.PING.gateway.abc", subjects.service_stats("collector", "host-b")):
@@ -294,8 +293,7 @@ async def test_authcallout_counts_grants_and_refusals_and_grants_narrow_discover
         own = await agent.subscribe("$SRV.PING.collector")
         await agent.subscribe("$SRV.PING.ingest")
         await agent.flush()
-        await admin.publish("$SRV.PING.collector", b"p")
-        assert (await own.next_msg(timeout=5)).data == b"p"
+        assert await delivered(admin, own, "$SRV.PING.collector", b"p")
         await wait_until(lambda: _async(any("$srv.ping.ingest" in v.lower() for v in violations)), 5, interval=0.1, what="a violation for $SRV.PING.ingest")
         await agent.close()
 
