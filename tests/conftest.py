@@ -77,6 +77,15 @@ async def nc(nats_stack):
     await c.close()
 
 
+@pytest.fixture
+async def admin(fresh_nats):
+    """An admin connection to the test's own server (`fresh_nats`), every stream provisioned."""
+    c = await connect(fresh_nats.settings("admin"), "test-fresh-admin", retry_forever=False)
+    await provision(c)
+    yield c
+    await c.close()
+
+
 def service_env(**extra: str) -> dict[str, str]:
     """Environment for a service subprocess: this interpreter's, minus any FLEETWATCH_ leftovers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}

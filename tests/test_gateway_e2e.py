@@ -11,22 +11,12 @@ import uuid
 import pytest
 
 from fleetwatch.simulate import Simulator
-from libs.runtime import connect
-from libs.runtime.jetstream import provision
 from libs.schemas import AppStatus, AuditRecord, encode
 from libs.schemas import subjects as s
 from tests.support.gateway import running_gateway, sse_events
 from tests.support.pipeline import fetchval, poll, start_ingest, wait_until
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-async def admin(fresh_nats):
-    c = await connect(fresh_nats.settings("admin"), "test-gw-e2e", retry_forever=False)
-    await provision(c)
-    yield c
-    await c.close()
 
 
 async def test_simulated_fleet_through_ingest_to_the_api(admin, fresh_nats, db_dsn, workdir):

@@ -11,19 +11,9 @@ import asyncpg
 import pytest
 
 from fleetwatch.simulate import Simulator
-from libs.runtime import connect
-from libs.runtime.jetstream import provision
 from libs.schemas import AlertEvent, AppStatus, AuditRecord, Codec, HealthResult, ReplicationStatus, UserChange, encode
 from libs.schemas.streams import H_REASON, H_SUBJECT
 from tests.support.pipeline import fetch, fetchval, poll, start_ingest, wait_until
-
-
-@pytest.fixture
-async def admin(fresh_nats):
-    c = await connect(fresh_nats.settings("admin"), "test-ingest-admin", retry_forever=False)
-    await provision(c)
-    yield c
-    await c.close()
 
 
 @pytest.fixture

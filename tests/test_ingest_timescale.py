@@ -18,8 +18,6 @@ import asyncpg
 import pytest
 
 from fleetwatch.simulate import Simulator
-from libs.runtime import connect
-from libs.runtime.jetstream import provision
 from tests.support.gateway import running_gateway
 from tests.support.pipeline import fetch, fetchval, poll, start_ingest, wait_until
 
@@ -44,14 +42,6 @@ async def tsdb_dsn(db_dsn):
     # Installed but not preloaded would be a harness bug, not a reason to skip.
     assert "timescaledb" in preload, f"timescaledb is installed but the test cluster does not preload it (shared_preload_libraries={preload!r})"
     return db_dsn
-
-
-@pytest.fixture
-async def admin(fresh_nats):
-    c = await connect(fresh_nats.settings("admin"), "test-ingest-tsdb", retry_forever=False)
-    await provision(c)
-    yield c
-    await c.close()
 
 
 async def _jobs(conn) -> dict[tuple[str, str], dict]:
