@@ -44,7 +44,7 @@ def gateway_stats(gw) -> ServiceStats:
     s.counter("messages_out", lambda: gw.hub.published)
     s.counter("stream_dropped", lambda: gw.hub.dropped)
     s.counter("stream_rejected", lambda: gw.hub.rejected)
-    s.counter("dead_letters", lambda: gw.hub.decode_errors)
+    s.counter("decode_errors", lambda: gw.hub.decode_errors)  # skipped, not dead-lettered: ingest quarantines what the streams carry
     s.counter("logins", lambda: gw.logins_ok)
     s.counter("login_failures", lambda: gw.logins_failed)
     s.gauge("stream_clients", lambda: len(gw.hub.clients))
