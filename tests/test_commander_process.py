@@ -417,3 +417,33 @@ async def test_after_a_reboot_only_start_on_boot_apps_start(nats_stack, nc, work
     finally:
         cp.stop()
         cp.kill_children()
+
+
+async def test_audit_record_outlives_a_missing_stream(fresh_nats, admin, workdir):
+    """The AUDIT stream unavailable when a request is audited (as during a leader election):
+    the commander publishes again with the same id, and the record is stored exactly once."""
+    from libs.runtime.jetstream import provision
+
+    log = workdir / "commander-audit-retry.log"
+    cp = CommanderProcess(service_env(**fresh_nats.env(host=HOST)), workdir / "commander-audit-retry", log).start()
+    try:
+        await cp.wait_ready(admin, HOST)
+        js = admin.jetstream()
+        await js.delete_stream("AUDIT")
+        await ctl(admin, HOST, "apps.list", {"actor": "auditee"}, AppListReply)
+        deadline = time.monotonic() + 15
+        while "audit record not stored yet" not in log.read_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert "audit record not stored yet" in log.read_text()
+        await provision(admin)
+        sub = await js.subscribe(subjects.audit(HOST), ordered_consumer=True)
+        try:
+            first = msgspec.json.decode((await sub.next_msg(timeout=15)).data, type=AuditRecord)
+            assert (first.actor, first.action, first.result) == ("auditee", "apps.list", "ok")
+            await asyncio.sleep(3)  # later tries (there must be none) would land here
+            assert (await js.stream_info("AUDIT")).state.messages == 1
+        finally:
+            await sub.unsubscribe()
+    finally:
+        cp.stop()
+    assert "audit record not stored:" not in log.read_text()

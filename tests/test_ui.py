@@ -140,12 +140,17 @@ async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
     user = stack.user("operator")[0]
     await page.goto(stack.gw.url + "/#/audit")
     await page.get_by_label("What").fill("apps.restart")
-    await page.get_by_role("button", name="Apply").click()
-    audit_row = page.get_by_test_id("audit-table").locator(f'tr[data-action="apps.restart"][data-actor="{user}"]')
+    table = page.get_by_test_id("audit-table")
+    audit_row = table.locator(f'tr[data-action="apps.restart"][data-actor="{user}"]')
+    # The record reaches the table through JetStream and ingest: ask again until it is there,
+    # counting rows only once each answer has landed (the table is aria-busy while loading).
     deadline = time.monotonic() + 20
-    while await audit_row.count() == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    while True:
         await page.get_by_role("button", name="Apply").click()
+        await page.locator('[data-testid=audit-table][aria-busy=false]').wait_for(timeout=15000)
+        if await audit_row.count() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert await audit_row.count() >= 1
     text = await audit_row.first.inner_text()
     assert user in text and "web" in text and COMMANDER_HOST in text and "ok" in text

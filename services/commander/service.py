@@ -21,7 +21,7 @@ import msgspec
 import nats.micro
 from nats.micro.request import Request
 
-from libs.runtime import ServiceStats, StatsService, deadletter, mask_mapping, open_nats
+from libs.runtime import ServiceStats, StatsService, audit, deadletter, mask_mapping, open_nats
 from libs.schemas import AppStatus, AuditRecord, Codec, DecodeError, LogBatch, LogLine, subjects
 from libs.schemas.control import (
     AppInfo,
@@ -80,7 +80,6 @@ ENDPOINTS: dict[str, tuple[type, str, str, bool]] = {
 }
 CODECS = {verb: Codec(t) for verb, (t, *_rest) in ENDPOINTS.items()}
 APP_STATUS = Codec(AppStatus)
-AUDIT = Codec(AuditRecord)
 
 
 def _target(req: Any, field: str) -> str:
@@ -277,11 +276,7 @@ class Commander:
             duration_ms=round(duration_ms, 3),
             source="commander",
         )
-        try:
-            await self.js.publish(subjects.audit(self.host), AUDIT.encode(rec), timeout=5, headers={"Nats-Msg-Id": rec.id})
-        except Exception as exc:
-            self.stats.inc("errors")
-            log.error("audit record not stored: %s", exc, extra={"action": verb, "target": target})
+        await audit.record(self.js, rec, self.stats)
 
     # -- app status publishing -------------------------------------------------------------
     def _on_process_change(self, app: ProcApp) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from libs.runtime import DbSettings, ServiceStats, deadletter, open_nats, open_stats
+from libs.runtime import DbSettings, ServiceStats, audit, deadletter, open_nats, open_stats
 from libs.runtime.db import migrate, open_pool
 from libs.runtime.logs import redact
 from libs.schemas import AuditRecord, Codec, DecodeError, ReplicationStatus, UserChange, subjects
@@ -30,7 +30,6 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 STATUS = Codec(ReplicationStatus)
 USER_CHANGE = Codec(UserChange)
 SYNC_REQUEST = Codec(SyncRequest)
-AUDIT = Codec(AuditRecord)
 
 # When several triggers are pending, the status reports the most deliberate one.
 _PRIORITY = {"manual": 4, "event": 3, "start": 2, "retry": 1, "schedule": 0}
@@ -140,8 +139,7 @@ class ReplicatorService:
             duration_ms=status.duration_ms,
             source="replicator",
         )
-        with contextlib.suppress(Exception):
-            await self.nc.publish(subjects.audit(self.host), AUDIT.encode(rec))
+        await audit.record(self.nc.jetstream(), rec, self.stats)
 
     async def _scheduled(self) -> None:
         self.trigger("schedule")

@@ -120,7 +120,9 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
             procs.append(Proc("services.alerter", service_env(**nats_stack.env(), FLEETWATCH_ALERTER_RULES_FILE=str(d / "rules.json"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false"), d / "alerter.log"))
         if commander:
             (d / "app.py").write_text(APP_SCRIPT)
-            cp = CommanderProcess(service_env(**nats_stack.env(host=COMMANDER_HOST)), d / "state", d / "commander.log").start()
+            # One operation per app per 0.2 s: the tests act on the app right after the fixture starts it,
+            # which the default 1 s would refuse (429) on a fast machine.
+            cp = CommanderProcess(service_env(**nats_stack.env(host=COMMANDER_HOST)), d / "state", d / "commander.log", rate_per_app_s="0.2").start()
             await cp.wait_ready(admin, COMMANDER_HOST)
         hosts = [COMMANDER_HOST, *host_ids(sim_hosts - 1)]
         with running_gateway(nats_stack, dsn, d / "gw") as gw:

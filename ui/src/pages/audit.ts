@@ -15,13 +15,21 @@ export function auditPage(root: HTMLElement): () => void {
   root.append(h("h1", null, t("audit")), form, err,
     h("div", { class: "table-wrap" }, h("table", { class: "data", "data-testid": "audit-table", "aria-label": t("audit") },
       h("thead", null, h("tr", null, ...[t("when"), t("who"), t("what"), t("target"), t("where"), t("result"), t("code"), "ms", "Params"].map((x) => h("th", { scope: "col" }, x)))), body)), more);
+  const table = body.parentElement as HTMLElement;
   let offset: number | null = 0;
+  // Each load supersedes the ones still in flight: a slow earlier answer must not land on
+  // (or after) the rows of a newer filter.
+  let generation = 0;
   async function load(reset: boolean): Promise<void> {
-    if (reset) { offset = 0; body.replaceChildren(); }
+    const mine = ++generation;
+    if (reset) offset = 0;
     if (offset === null) return;
     err.textContent = "";
+    table.setAttribute("aria-busy", "true");
     try {
       const page = await api<any>("GET", "/api/v1/audit", undefined, { host: host.value.trim(), actor: actor.value.trim(), action: action.value.trim(), result: result.value, limit: 100, offset });
+      if (mine !== generation) return;
+      if (reset) body.replaceChildren();
       for (const r of page.items) {
         const params = typeof r.params === "string" ? r.params : JSON.stringify(r.params);
         body.append(h("tr", { "data-action": r.action, "data-actor": r.actor },
@@ -32,7 +40,11 @@ export function auditPage(root: HTMLElement): () => void {
       if (!body.children.length) clear(body, h("tr", null, h("td", { colspan: 9, class: "muted" }, t("empty"))));
       offset = page.next_offset ?? null;
       more.hidden = offset === null;
-    } catch (e) { err.textContent = e instanceof ApiError ? e.detail : String(e); }
+    } catch (e) {
+      if (mine === generation) err.textContent = e instanceof ApiError ? e.detail : String(e);
+    } finally {
+      if (mine === generation) table.setAttribute("aria-busy", "false");
+    }
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); if (form.reportValidity()) void load(true); });
   more.addEventListener("click", () => void load(false));
