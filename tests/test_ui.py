@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import service_env
 from tests.support.browser import COMMANDER_HOST, browser, login, shot, ui_stack
@@ -40,6 +41,20 @@ async def stack(nats_stack, pg_cluster, workdir):
 async def ctx():
     async with browser() as c:
         yield c
+
+
+async def appears_after_reloads(page, locator, timeout: float) -> bool:
+    """Reload until `locator` shows (data that a service stores a moment later), giving each
+    load a few seconds to answer: counting right after a reload would race the page's fetch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await locator.first.wait_for(timeout=3000)
+            return True
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                return False
+        await page.reload()
 
 
 async def page_as(ctx, stack, role: str, path: str = "/fleet"):
@@ -199,11 +214,7 @@ async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
 async def test_silence_an_alert(ctx, stack):
     page = await page_as(ctx, stack, "operator", "/alerts")
     firing = page.get_by_test_id("alerts-firing").locator(f'tr[data-rule="ui-cpu"][data-host="{COMMANDER_HOST}"]')
-    deadline = time.monotonic() + 30
-    while await firing.count() == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        await page.reload()
-    if await firing.count() == 0:
+    if not await appears_after_reloads(page, firing, 30):
         r = httpx.get(f"{stack.gw.url}/api/v1/alerts", headers=stack.gw.headers("operator"), timeout=30)
         log = (stack.dir / "alerter.log").read_text(errors="replace")[-3000:]
         pytest.fail(f"no firing ui-cpu alert: GET /api/v1/alerts -> {r.status_code} {r.text[:500]}\nalerter log:\n{log}")
@@ -300,10 +311,7 @@ async def test_users_page_create_deactivate_and_replication(ctx, stack):
     assert r.status_code in (401, 403)
     # The host's replicator reported its start-up sync; "Sync now" asks for another one.
     rep = page.get_by_test_id("replication-table").locator(f'tr[data-host="{COMMANDER_HOST}"]')
-    deadline = time.monotonic() + 30
-    while await rep.count() == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        await page.reload()
+    assert await appears_after_reloads(page, rep, 30)
     assert "ok" in await rep.inner_text()
     async with page.expect_response(re.compile(r"/replication/sync$")) as resp:
         await rep.get_by_role("button", name="Sync now").click()
