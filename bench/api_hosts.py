@@ -48,13 +48,15 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # -- the load client (runs in its own process) ----------------------------------------------
-async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str], pause: float = 0.0) -> None:
+async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str], pause: float = 0.0, sent: list[float] | None = None) -> None:
     """One keep-alive connection sending `request` until `until` (perf_counter), `pause` seconds
-    apart: each answer's latency in `lat` (seconds), non-200 statuses in `errors`."""
+    apart: each answer's latency in `lat` (seconds), non-200 statuses in `errors`, and when
+    `sent` is given, the wall time each answered request went out."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
             t0 = time.perf_counter()
+            t0_wall = time.time()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
@@ -67,6 +69,8 @@ async def one_connection(host: str, port: int, request: bytes, until: float, lat
                 errors.append(str(status))
                 continue
             lat.append(time.perf_counter() - t0)
+            if sent is not None:
+                sent.append(t0_wall)
             if pause:
                 await asyncio.sleep(pause)
     finally:

@@ -14,6 +14,15 @@ RESULT lines:
   fleet_publish_s_max         slowest round's publishing: from its frame time to its last ack
                               (the simulator's and nats-server's share of the lag)
   fleet_commit_after_publish_s_max  ingest's share: from a round's last ack to its last commit
+  fleet_hosts_server_p99_ms   p99 of the same requests inside the gateway, from its /metrics
+                              histogram over the soak (fleetwatch_http_request_duration_seconds,
+                              interpolated within a bucket, as Prometheus' histogram_quantile)
+  fleet_gw_loop_lag_p99_ms, fleet_gw_loop_lag_max_ms
+                              how late the gateway's event loop woke (fleetwatch_event_loop_lag_*):
+                              what a request waits before the app sees it, the client's p99 minus
+                              the server's p99 roughly
+  fleet_gw_busy_lag_p99_ms    the loop lag less its thread's wait for a CPU (the gateway's own work)
+  fleet_gw_cpu_wait_pct       % of the soak the gateway's loop thread was ready but had no CPU
 
 The simulator runs in its own process (`python -m bench.fleet_scale --simulate`), so building
 10,000 frames never stalls the /hosts poller's clock nor the lag watcher. A round is complete
@@ -33,6 +42,7 @@ import time
 from datetime import datetime, timezone
 
 import asyncpg
+import httpx
 import psutil
 
 from bench.api_hosts import Stack, one_connection, pct
@@ -46,7 +56,7 @@ INTERVAL = 5.0
 WARMUP = 0.2
 
 
-async def poll_hosts(url: str, token: str, until: float, lat: list[float]) -> None:
+async def poll_hosts(url: str, token: str, until: float, lat: list[float], sent: list[float] | None = None) -> None:
     """GET /api/v1/hosts every 0.5 s like a browser tab, gzip read but not decoded: a bare
     keep-alive client, so the figure is the gateway's and not httpx unzipping 6 MB in this process."""
     hp = url.removeprefix("http://")
@@ -55,7 +65,7 @@ async def poll_hosts(url: str, token: str, until: float, lat: list[float]) -> No
     seconds: list[float] = []
     errors: list[str] = []
     try:
-        await one_connection(host, int(port), request, time.perf_counter() + (until - time.monotonic()), seconds, errors, pause=0.5)
+        await one_connection(host, int(port), request, time.perf_counter() + (until - time.monotonic()), seconds, errors, pause=0.5, sent=sent)
     finally:
         lat.extend(x * 1000 for x in seconds)
 
@@ -71,6 +81,53 @@ def cpu_seconds(pid: int, tree: bool = False) -> float:
         return total
     except psutil.Error:
         return 0.0
+
+
+def phase(at: float, starts: list[float]) -> float:
+    """Seconds from the latest round start before `at` (nan before the first)."""
+    before = [s for s in starts if s <= at]
+    return at - before[-1] if before else float("nan")
+
+
+Series = dict[tuple[str, frozenset], float]
+
+
+async def scrape(url: str, token: str) -> Series:
+    """The gateway's own /metrics series (not the fleet's per-host gauges) by (name, labels)."""
+    async with httpx.AsyncClient(timeout=60) as c:
+        text = (await c.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})).text
+    out: Series = {}
+    for line in text.splitlines():
+        if not line.startswith(("fleetwatch_http_", "fleetwatch_event_loop_")):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        pairs = frozenset(tuple(p.split("=", 1)) for p in labels.rstrip("}").replace('"', "").split(",") if p)
+        out[(name, pairs)] = float(value)
+    return out
+
+
+def quantile(before: Series, after: Series, name: str, q: float, **labels: str) -> float:
+    """Quantile `q` (0-1) of histogram `name` over what was observed between two scrapes,
+    interpolated linearly within its bucket (as histogram_quantile does)."""
+    want = set(labels.items())
+    buckets = []
+    for (n, pairs), v in after.items():
+        if n == f"{name}_bucket" and want <= pairs:
+            le = float(dict(pairs)["le"])
+            buckets.append((le, v - before.get((n, pairs), 0.0)))
+    buckets.sort()
+    if not buckets or buckets[-1][1] <= 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    lo, below = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return lo  # above the highest bound: all that can be said
+            return lo + (le - lo) * ((rank - below) / (n - below) if n > below else 1.0)
+        lo, below = le, n
+    return lo
 
 
 async def simulate(hosts: int, rounds: int) -> None:
@@ -101,6 +158,7 @@ async def read_rounds(out: asyncio.StreamReader, pending: dict[float, datetime],
             state["cpu_s"] = ev["cpu_s"]
         elif "start" in ev:
             pending[ev["start"]] = datetime.fromtimestamp(ev["start"], timezone.utc)  # as ingest stores it
+            state.setdefault("starts", []).append(ev["start"])
         else:
             publish_s.append((ev["end"], ev["at"] - ev["end"]))
             state["frames"] = ev["frames"]
@@ -128,6 +186,8 @@ async def bench() -> None:
         cpu0 = {k: cpu_seconds(pid, tree=(k == "postgres")) for k, pid in cpu_of.items()}
         lag: list[tuple[float, float]] = []
         lat: list[float] = []
+        sent: list[float] = []
+        m0 = await scrape(gw.url, token)
         pending: dict[float, datetime] = {}
         publish_s: list[tuple[float, float]] = []
         state = {"frames": 0}
@@ -135,7 +195,7 @@ async def bench() -> None:
         t0_wall = time.time()
         until = t0 + SECONDS
         reader = asyncio.create_task(read_rounds(sim_proc.stdout, pending, publish_s, state))
-        poll_task = asyncio.create_task(poll_hosts(gw.url, token, until, lat))
+        poll_task = asyncio.create_task(poll_hosts(gw.url, token, until, lat, sent))
         conn = await asyncpg.connect(st.dsn)
         next_mem = 0.0
 
@@ -159,6 +219,8 @@ async def bench() -> None:
             await asyncio.sleep(0.25)
         shares = {k: (cpu_seconds(pid, tree=(k == "postgres")) - cpu0[k]) / (time.monotonic() - t0) * 100 for k, pid in cpu_of.items()}
         elapsed = time.monotonic() - t0
+        await asyncio.wait([poll_task], timeout=10)
+        m1 = await scrape(gw.url, token)  # its own stall, if any, is recorded after its text is made
         drain_until = time.monotonic() + 30  # the last rounds may still be on their way in
         while pending and time.monotonic() < drain_until:
             await watch_rounds(time.monotonic() - t0)
@@ -174,6 +236,10 @@ async def bench() -> None:
         warm = WARMUP * elapsed
         after = [v for t, v, _ in lag if t >= warm]
         print("round lags (s): " + " ".join(f"{v:.1f}" for _, v, _ in lag), flush=True)
+        starts = sorted(state.get("starts", []))
+        slow = sorted(zip(lat, sent), reverse=True)[:8]
+        # Where in its 5 s round each of the slowest /hosts requests went out (0: the round's start).
+        print("slowest /hosts ms@s-into-round: " + " ".join(f"{ms:.0f}@{phase(at, starts):.2f}" for ms, at in slow), flush=True)
         # Ingest's own share: from a round's last stream ack to its last frame committed.
         acked = dict(publish_s)
         tail = [v - acked[ts] for t, v, ts in lag if t >= warm and ts in acked]
@@ -191,6 +257,13 @@ async def bench() -> None:
         result("fleet_commit_after_publish_s_max", max(tail) if tail else float("nan"), "s")
         result("fleet_rounds_unfinished", len(pending), "rounds")
         result("fleet_seconds", elapsed, "s")
+        hosts_route = {"method": "GET", "route": "/api/v1/hosts", "status": "200"}
+        result("fleet_hosts_server_p99_ms", quantile(m0, m1, "fleetwatch_http_request_duration_seconds", 0.99, **hosts_route) * 1000, "ms")
+        result("fleet_gw_loop_lag_p99_ms", quantile(m0, m1, "fleetwatch_event_loop_lag_seconds", 0.99) * 1000, "ms")
+        result("fleet_gw_loop_lag_max_ms", m1.get(("fleetwatch_event_loop_lag_max_seconds", frozenset()), float("nan")) * 1000, "ms")
+        result("fleet_gw_busy_lag_p99_ms", quantile(m0, m1, "fleetwatch_event_loop_busy_lag_seconds", 0.99) * 1000, "ms")
+        wait_key = ("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())
+        result("fleet_gw_cpu_wait_pct", (m1.get(wait_key, float("nan")) - m0.get(wait_key, 0.0)) / elapsed * 100, "%")
         await nc.close()
     finally:
         stop_procs(procs)

@@ -65,6 +65,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stack.push_async_callback(gw.hub.stop)
         gw.services = ServiceScraper(nc, window_s=config.metrics_window_s, cache_s=config.metrics_cache_s, kinds=tuple(config.metrics_services))
         await open_stats(stack, nc, "gateway", gateway_stats(gw), description="fleetwatch REST, live stream and web UI")
+        gw.loop_lag.start()
+        stack.push_async_callback(gw.loop_lag.stop)
         app.state.gateway = gw
         log.info("gateway ready", extra={"event": "ready"})
         yield

@@ -43,6 +43,8 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     metrics_window_s: float = 0.3
     metrics_cache_s: float = 2.0
     metrics_services: list[str] = []
+    # /metrics' event loop lag: a task sleeps this long and records how late it woke (0: off).
+    loop_lag_interval_s: float = 0.05
     cors_origins: list[str] = []
     ui_dir: str = "ui/dist"
     # POST /api/v1/webhook/command: HMAC-SHA256 shared secret (empty: the webhook answers 503)

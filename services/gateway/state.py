@@ -12,6 +12,7 @@ from .authn import Authenticator, LoginLimiter
 from .config import GatewayConfig
 from .directory import Directory
 from .hub import Hub
+from .looplag import LoopLag
 from .passwords import Hasher
 from .promstats import RequestStats
 from .tokens import Signer
@@ -35,6 +36,7 @@ class Gateway:
             batch_s=config.stream_batch_s,
         )
         self.stats = RequestStats()
+        self.loop_lag = LoopLag(config.loop_lag_interval_s)
         self.started = time.time()
         self.logins_ok = 0
         self.logins_failed = 0
