@@ -56,6 +56,24 @@ async def test_stale_body_served_within_max_age():
     assert await d.list_body(None, None, False) is first  # at most max_age_s old by design
 
 
+async def test_body_current_until_a_burst_is_served_while_the_rebuild_runs():
+    d, sim = fleet(2)
+    d.max_age_s = 0.05
+    first = await d.list_body(None, None, False)
+    await asyncio.sleep(6 * d.max_age_s)  # built long ago, but nothing changed since
+    assert await d.list_body(None, None, False) is first  # current: seen so now
+    d.frame(sim.frame(sim.host_ids[0]))
+    # Changed a moment ago: the old body at once (no waiting on a build), a rebuild under way.
+    assert await d.list_body(None, None, False) is first
+    await asyncio.sleep(0.01)
+    assert await d.list_body(None, None, False) is not first
+    # Not seen current for longer than 5 x max_age: a request waits for the rebuild instead.
+    second = await d.list_body(None, None, False)
+    d.frame(sim.frame(sim.host_ids[1]))
+    await asyncio.sleep(6 * d.max_age_s)
+    assert await d.list_body(None, None, False) is not second
+
+
 async def test_large_fleet_built_in_slices():
     d, _ = fleet(BUILD_SLICE * 3)
     ticks = 0

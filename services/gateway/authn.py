@@ -3,6 +3,7 @@ users table (a deactivated user or a lowered role takes effect within `auth_cach
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -28,26 +29,58 @@ class Actor(msgspec.Struct, kw_only=True, frozen=True):
 ActorDep = NamedDependency[Actor]
 
 
+# A token in use is checked again this share of auth_cache_s before its answer expires, in the
+# background: a client polling every second never waits for the database (which may be busy with
+# a fleet's burst of inserts just then), and no answer is older than auth_cache_s.
+REFRESH_AHEAD = 0.3
+
+
 class Authenticator:
     def __init__(self, pool: asyncpg.Pool, signer: Signer, cache_s: float) -> None:
         self.pool = pool
         self.signer = signer
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, Actor | None]] = {}
+        self._checks: dict[str, asyncio.Future] = {}  # token -> its check under way
+        self._generation = 0  # bumped by forget_user: a check begun before it is not stored
 
     async def resolve(self, token: str) -> Actor | None:
         now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
+            if hit[0] - now < self.cache_s * REFRESH_AHEAD and token not in self._checks:
+                self._check(token)
             return hit[1]
+        job = self._checks.get(token) or self._check(token)
+        return await asyncio.shield(job)
+
+    def _check(self, token: str) -> asyncio.Future:
+        job = self._checks[token] = asyncio.ensure_future(self._fetch(token))
+
+        def done(j: asyncio.Future) -> None:
+            if self._checks.get(token) is j:
+                del self._checks[token]
+            # Retrieved here as well: a background check that failed (database away) leaves the
+            # cached answer to expire, and the next request asks again and gets the error.
+            if not j.cancelled():
+                j.exception()
+
+        job.add_done_callback(done)
+        return job
+
+    async def _fetch(self, token: str) -> Actor | None:
+        started, generation = time.monotonic(), self._generation
         actor = await self._resolve(token)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[token] = (now + self.cache_s, actor)
+        if generation == self._generation:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (started + self.cache_s, actor)
         return actor
 
     def forget_user(self, user_id: int) -> None:
         """Drop cached tokens of a user this process changed (role, deactivation)."""
+        self._generation += 1
+        self._checks.clear()  # checks begun before the change: later requests ask anew
         for k in [k for k, (_, a) in self._cache.items() if a is not None and a.user_id == user_id]:
             self._cache.pop(k, None)
 

@@ -35,13 +35,14 @@ class HostView(msgspec.Struct, kw_only=True, frozen=True):
 class Body:
     """An encoded /hosts answer and the directory state it shows."""
 
-    __slots__ = ("body", "version", "valid_until", "built")
+    __slots__ = ("body", "version", "valid_until", "built", "checked")
 
     def __init__(self, body: bytes, version: int, valid_until: float, built: float | None = None) -> None:
         self.body = body
         self.version = version
         self.valid_until = valid_until  # wall time the first online host in it turns offline
         self.built = time.monotonic() if built is None else built
+        self.checked = self.built  # the last moment it was known to show the directory as it is
 
     def current(self, version: int) -> bool:
         return version == self.version and time.time() < self.valid_until
@@ -190,12 +191,19 @@ class Directory:
         key = (status, label, gzip)
         hit = self._cache.get(key)
         now = time.monotonic()
-        if hit is not None and (now - hit.built < self.max_age_s or hit.current(self.version)):
-            return hit.body
+        if hit is not None:
+            if now - hit.built < self.max_age_s:
+                return hit.body
+            if hit.current(self.version):
+                hit.checked = now
+                return hit.body
         job = self._building.get(key)
         if job is None:
             job = self._building[key] = asyncio.ensure_future(self._rebuild(key))
-        if hit is not None and now - hit.built < 5 * self.max_age_s:
+        # Staleness counts from when the body was last seen current, not from when it was built:
+        # a body built long ago and current until the fleet's burst of frames a moment ago is
+        # served while the rebuild runs, instead of every poller waiting for a whole build.
+        if hit is not None and now - hit.checked < 5 * self.max_age_s:
             return hit.body  # stale by at most a rebuild
         return (await asyncio.shield(job)).body
 
