@@ -219,13 +219,13 @@ async def bench() -> None:
             await asyncio.sleep(0.25)
         shares = {k: (cpu_seconds(pid, tree=(k == "postgres")) - cpu0[k]) / (time.monotonic() - t0) * 100 for k, pid in cpu_of.items()}
         elapsed = time.monotonic() - t0
-        await asyncio.wait([poll_task], timeout=10)
-        m1 = await scrape(gw.url, token)  # its own stall, if any, is recorded after its text is made
         drain_until = time.monotonic() + 30  # the last rounds may still be on their way in
         while pending and time.monotonic() < drain_until:
             await watch_rounds(time.monotonic() - t0)
             await asyncio.sleep(0.25)
         lag += [(time.monotonic() - t0, time.time() - ts, ts) for ts in pending]  # unfinished: at least this late
+        await asyncio.wait([poll_task], timeout=10)
+        m1 = await scrape(gw.url, token)  # its own stall, if any, is recorded after its text is made
         await conn.close()
         if sim_proc.returncode is None:
             sim_proc.terminate()
