@@ -33,19 +33,29 @@ METRICS_COLUMNS = (
 
 def metrics_row(f: MetricFrame, t: datetime) -> tuple:
     c, m, s, io, n, p = f.cpu, f.mem, f.swap, f.disk_io, f.net, f.procs
-    utils = [g.util_percent for g in f.gpus if g.util_percent is not None]
-    used = [g.mem_used for g in f.gpus if g.mem_used is not None]
-    totals = [g.mem_total for g in f.gpus if g.mem_total is not None]
+    # Called for every frame ingested: the GPU-less and disk-less common cases skip the work.
+    gpus = f.gpus
+    if gpus:
+        utils = [g.util_percent for g in gpus if g.util_percent is not None]
+        used = [g.mem_used for g in gpus if g.mem_used is not None]
+        totals = [g.mem_total for g in gpus if g.mem_total is not None]
+        gpu = (len(gpus), (sum(utils) / len(utils)) if utils else None, sum(used) if used else None, sum(totals) if totals else None)
+    else:
+        gpu = _NO_GPU
+    disks = f.disks
     return (
         t, f.host, f.boot, f.seq, f.interval,
         c.percent, c.per_core or None, c.count, c.count_physical, c.freq_mhz, c.load1, c.load5, c.load15, c.iowait, c.steal,
         m.total, m.available, m.used, m.percent, s.total, s.used, s.free, s.percent,
-        max((d.percent for d in f.disks), default=None), io.read_bps, io.write_bps, io.read_iops, io.write_iops,
+        max([d.percent for d in disks]) if disks else None, io.read_bps, io.write_bps, io.read_iops, io.write_iops,
         n.bytes_sent, n.bytes_recv, n.packets_sent, n.packets_recv, n.errin, n.errout, n.dropin, n.dropout,
         jsonb(f.net_ifaces) if f.net_ifaces else None,
-        len(f.gpus), (sum(utils) / len(utils)) if utils else None, sum(used) if used else None, sum(totals) if totals else None,
+        *gpu,
         p.total, p.running, p.sleeping, p.idle, p.stopped, p.zombie, p.other, f.uptime,
     )  # fmt: skip
+
+
+_NO_GPU = (0, None, None, None)
 
 
 DISK_COLUMNS = ("time", "host", "mount", "device", "fstype", "total", "used", "free", "percent")
