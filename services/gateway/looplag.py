@@ -94,7 +94,7 @@ class LoopLag:
         ]
         if self.cpu_wait_s is not None:
             out += [
-                "# HELP fleetwatch_event_loop_busy_lag_seconds event loop lag less the time its thread waited for a CPU meanwhile (the gateway's own work)",
+                "# HELP fleetwatch_event_loop_busy_lag_seconds event loop lag less the time its thread waited for a CPU meanwhile (the gateway's own work, or the process stopped)",
                 "# TYPE fleetwatch_event_loop_busy_lag_seconds histogram",
                 *self.busy.lines("fleetwatch_event_loop_busy_lag_seconds"),
                 "# HELP fleetwatch_event_loop_cpu_wait_seconds_total time the event loop's thread was ready to run but waited for a CPU",
