@@ -174,8 +174,16 @@ async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_d
 
     conn = await asyncpg.connect(db_dsn)
     try:
-        assert await schema.apply(conn, "partitions") == ["0001_history.py", "0002_rollup_pending.py"]
+        assert await schema.apply(conn, "partitions") == ["0001_history.py", "0002_rollup_pending.py", "0003_brin_time.py"]
         assert await schema.apply(conn, "partitions") == []
+        # Fleet-wide time indexes are BRIN on the raw tables, on partitions made before and after.
+        await conn.execute("SELECT fleetwatch_ensure_partition('metrics'::regclass, interval '1 day', now() + interval '9 days')")
+        methods = await conn.fetch(
+            """SELECT c.relname, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+                JOIN pg_class t ON t.oid = i.indrelid JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
+               WHERE t.relname LIKE 'metrics_p%' AND i.indnatts = 1 AND a.attname = 'time'"""
+        )
+        assert len(methods) >= 6 and {m["amname"] for m in methods} == {"brin"}, methods
         st = await schema.storage(conn)
         assert st.backend == "partitions" and st.raw_retention_s == 14 * 86400
         now = datetime.now(timezone.utc)

@@ -83,7 +83,7 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
 
     conn = await asyncpg.connect(tsdb_dsn)
     try:
-        assert await schema.apply(conn, "timescaledb") == ["0001_history.py", "0002_rollup_pending.py"]
+        assert await schema.apply(conn, "timescaledb") == ["0001_history.py", "0002_rollup_pending.py", "0003_brin_time.py"]
         assert await schema.apply(conn, "timescaledb") == []  # recorded once, not redone
         st = await schema.storage(conn)
         assert st == schema.Storage("timescaledb", 14 * DAY, 90 * DAY, 2 * 365.25 * DAY)  # PostgreSQL: a year is 365.25 days
