@@ -68,22 +68,25 @@ async def db_dsn(pg_cluster):
         await conn.close()
 
 
-@pytest.fixture
-async def nc(nats_stack):
-    """An admin connection with every stream provisioned."""
-    c = await connect(nats_stack.settings("admin"), "test-admin", retry_forever=False)
+async def _provisioned_admin(stack, name: str):
+    c = await connect(stack.settings("admin"), name, retry_forever=False)
     await provision(c)
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def nc(nats_stack):
+    """An admin connection with every stream provisioned."""
+    async for c in _provisioned_admin(nats_stack, "test-admin"):
+        yield c
 
 
 @pytest.fixture
 async def admin(fresh_nats):
     """An admin connection to the test's own server (`fresh_nats`), every stream provisioned."""
-    c = await connect(fresh_nats.settings("admin"), "test-fresh-admin", retry_forever=False)
-    await provision(c)
-    yield c
-    await c.close()
+    async for c in _provisioned_admin(fresh_nats, "test-fresh-admin"):
+        yield c
 
 
 def service_env(**extra: str) -> dict[str, str]:
