@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import pkgutil
 from pathlib import Path
+from typing import Any
 
 import msgspec
-
-import importlib
-import pkgutil
 
 from .base import Message
 from .codec import Codec
@@ -27,7 +28,12 @@ def _discover() -> list[type]:
             continue
         mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
         for obj in vars(mod).values():
-            if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message and obj.__module__ == mod.__name__:
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Message)
+                and obj is not Message
+                and obj.__module__ == mod.__name__
+            ):
                 found[obj.__name__] = obj
     return [found[k] for k in sorted(found)]
 
@@ -44,11 +50,28 @@ def codec(t: type) -> Codec:
     return c
 
 
+def _normalise(node: Any) -> Any:
+    """The schema with every description in one form, whatever msgspec release rendered it.
+
+    msgspec copies docstrings into `description`; 0.23 dedents them, earlier releases kept the
+    indentation of continuation lines. `inspect.cleandoc` gives the same text from either, so the
+    committed files (and their staleness test) do not change with the library's formatting.
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k in ("description", "title") and isinstance(v, str) else _normalise(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_normalise(v) for v in node]
+    return node
+
+
 def render_schemas() -> dict[str, str]:
     """file name -> JSON Schema text, for every message type."""
     out = {}
     for t in MESSAGE_TYPES:
-        schema = msgspec.json.schema(t)
+        schema = _normalise(msgspec.json.schema(t))
         out[f"{t.__name__}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 
