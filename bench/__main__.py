@@ -16,7 +16,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_") and m.name != "common")
+    return sorted(
+        m.name for m in pkgutil.iter_modules([str(HERE)]) if not m.name.startswith("_") and m.name != "common"
+    )
 
 
 def main(argv: list[str]) -> int:

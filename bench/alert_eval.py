@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 
-
 from fleetwatch.simulate import Simulator
 from libs.schemas import Codec
 from libs.schemas.alerting import AlertRecord, Rule
@@ -48,7 +47,16 @@ def rules() -> list[Rule]:
     out = []
     for i, (field, op, thr, res) in enumerate(FIELDS):
         out.append(Rule(name=f"r{i}_warn", field=field, op=op, threshold=thr, resolve=res, for_s=60))
-        out.append(Rule(name=f"r{i}_crit", field=field, op=op, threshold=thr * (1.05 if op == ">" else 0.5), for_s=0, severity="critical"))
+        out.append(
+            Rule(
+                name=f"r{i}_crit",
+                field=field,
+                op=op,
+                threshold=thr * (1.05 if op == ">" else 0.5),
+                for_s=0,
+                severity="critical",
+            )
+        )
     return out
 
 
@@ -105,7 +113,17 @@ def main() -> None:
                 warm += 1
                 if warm % 20 == 0:
                     inst = cr.instance(f.host, labels)
-                    state.records[inst.fp] = AlertRecord(fingerprint=inst.fp, rule=inst.rule, kind="metric", host=f.host, state="firing", since=f.ts, active_since=f.ts, notified="firing", notified_at=f.ts + 10 * 86400)
+                    state.records[inst.fp] = AlertRecord(
+                        fingerprint=inst.fp,
+                        rule=inst.rule,
+                        kind="metric",
+                        host=f.host,
+                        state="firing",
+                        since=f.ts,
+                        active_since=f.ts,
+                        notified="firing",
+                        notified_at=f.ts + 10 * 86400,
+                    )
 
     decode = codec.decode
 

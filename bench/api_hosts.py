@@ -48,7 +48,16 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # -- the load client (runs in its own process) ----------------------------------------------
-async def one_connection(host: str, port: int, request: bytes, until: float, lat: list[float], errors: list[str], pause: float = 0.0, sent: list[float] | None = None) -> None:
+async def one_connection(
+    host: str,
+    port: int,
+    request: bytes,
+    until: float,
+    lat: list[float],
+    errors: list[str],
+    pause: float = 0.0,
+    sent: list[float] | None = None,
+) -> None:
     """One keep-alive connection sending `request` until `until` (perf_counter), `pause` seconds
     apart: each answer's latency in `lat` (seconds), non-200 statuses in `errors`, and when
     `sent` is given, the wall time each answered request went out."""
@@ -90,14 +99,23 @@ async def load(url: str, path: str, token: str, conc: int, duration: float) -> d
     until = t0 + duration
     await asyncio.gather(*(one_connection(host, int(port), request, until, lat, errors) for _ in range(conc)))
     el = time.perf_counter() - t0
-    return {"n": len(lat), "rps": len(lat) / el, "lat_ms": [x * 1000 for x in lat], "errors": errors[:5], "n_errors": len(errors)}
+    return {
+        "n": len(lat),
+        "rps": len(lat) / el,
+        "lat_ms": [x * 1000 for x in lat],
+        "errors": errors[:5],
+        "n_errors": len(errors),
+    }
 
 
 def run_load(url: str, path: str, token: str, conc: int = CONC, duration: float = DURATION) -> dict:
     """The load from a second process: `python -m bench.api_hosts --load ...`."""
     r = subprocess.run(
         [sys.executable, "-m", "bench.api_hosts", "--load", url, path, token or "-", str(conc), str(duration)],
-        cwd=ROOT, capture_output=True, text=True, timeout=duration + 120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=duration + 120,
     )
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-3000:])
@@ -112,7 +130,9 @@ def bare_app(body_file: str):
     @get("/bare", media_type=MediaType.JSON)
     async def bare(request: Request) -> Response[bytes]:
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(gz, media_type=MediaType.JSON, headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+            return Response(
+                gz, media_type=MediaType.JSON, headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+            )
         return Response(body, media_type=MediaType.JSON)
 
     return Litestar(route_handlers=[bare], logging_config=None)

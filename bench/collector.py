@@ -61,8 +61,12 @@ def bare_loop(interval: float = INTERVAL, top_n: int = TOP_N, duration: float = 
         attrs = ["status", "cpu_times"] + (["memory_info"] if snap else [])
         infos = [p for p in psutil.process_iter(attrs)]
         if snap:
-            by_cpu = sorted(infos, key=lambda p: sum(p.info["cpu_times"][:2]) if p.info["cpu_times"] else 0, reverse=True)[:top_n]
-            by_mem = sorted(infos, key=lambda p: p.info["memory_info"].rss if p.info["memory_info"] else 0, reverse=True)[:top_n]
+            by_cpu = sorted(
+                infos, key=lambda p: sum(p.info["cpu_times"][:2]) if p.info["cpu_times"] else 0, reverse=True
+            )[:top_n]
+            by_mem = sorted(
+                infos, key=lambda p: p.info["memory_info"].rss if p.info["memory_info"] else 0, reverse=True
+            )[:top_n]
             for p in {p.pid: p for p in by_cpu + by_mem}.values():
                 try:
                     with p.oneshot():
@@ -90,14 +94,30 @@ def main() -> int:
         print(f"host has {len(psutil.pids())} processes ({missing} sleepers started)", flush=True)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-        env.update(stack.env(host="bench"), PYTHONPATH=str(ROOT), FLEETWATCH_LOG_LEVEL="WARNING", FLEETWATCH_COLLECTOR_INTERVAL=str(INTERVAL), FLEETWATCH_COLLECTOR_TOP_N=str(TOP_N))
+        env.update(
+            stack.env(host="bench"),
+            PYTHONPATH=str(ROOT),
+            FLEETWATCH_LOG_LEVEL="WARNING",
+            FLEETWATCH_COLLECTOR_INTERVAL=str(INTERVAL),
+            FLEETWATCH_COLLECTOR_TOP_N=str(TOP_N),
+        )
         log = open(workdir / "collector.log", "ab")
-        procs["collector"] = subprocess.Popen([sys.executable, "-m", "services.collector"], env=env, cwd=ROOT, stdout=log, stderr=log)
-        procs["bare"] = subprocess.Popen([sys.executable, "-c", "from bench.collector import bare_loop; bare_loop()"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
+        procs["collector"] = subprocess.Popen(
+            [sys.executable, "-m", "services.collector"], env=env, cwd=ROOT, stdout=log, stderr=log
+        )
+        procs["bare"] = subprocess.Popen(
+            [sys.executable, "-c", "from bench.collector import bare_loop; bare_loop()"],
+            cwd=ROOT,
+            env={**env, "PYTHONPATH": str(ROOT)},
+        )
         exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
         port = free_port()
         if exporter:
-            procs["node_exporter"] = subprocess.Popen([exporter, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs["node_exporter"] = subprocess.Popen(
+                [exporter, f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             wait_port("127.0.0.1", port, 15, procs["node_exporter"])
 
         time.sleep(8)  # past interpreter start-up and the first frames

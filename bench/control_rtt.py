@@ -82,9 +82,23 @@ async def run(root: Path) -> None:
         nc = await connect(stack.settings("admin"), "bench-control", retry_forever=False)
         await provision(nc)
         (root / "app.py").write_text(APP)
-        cp = CommanderProcess(service_env(**stack.env(host=HOST)), root / "state", root / "commander.log", reconcile_interval_s="5").start()
+        cp = CommanderProcess(
+            service_env(**stack.env(host=HOST)), root / "state", root / "commander.log", reconcile_interval_s="5"
+        ).start()
         await cp.wait_ready(nc, HOST)
-        reg = await ctl(nc, HOST, "apps.register", {"actor": "bench", "spec": {"name": "svc", "run": {"runtime": "python", "script": str(root / "app.py"), "interpreter": sys.executable}}, "start": True})
+        reg = await ctl(
+            nc,
+            HOST,
+            "apps.register",
+            {
+                "actor": "bench",
+                "spec": {
+                    "name": "svc",
+                    "run": {"runtime": "python", "script": str(root / "app.py"), "interpreter": sys.executable},
+                },
+                "start": True,
+            },
+        )
         pids.append(reg["app"]["pid"])
         status_req = json.dumps({"actor": "bench", "name": "svc"}).encode()
         status_subject = subjects.ctl(HOST, "apps.status")
@@ -93,7 +107,11 @@ async def run(root: Path) -> None:
         # Baseline: a bare responder process, same reply size, same subject depth.
         creds = stack.settings("admin")
         bare_subject = "bench.ctl.local.apps.status"
-        responder = subprocess.Popen([sys.executable, "-c", RESPONDER, creds.url, creds.user, creds.password, bare_subject], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        responder = subprocess.Popen(
+            [sys.executable, "-c", RESPONDER, creds.url, creds.user, creds.password, bare_subject],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         responder.stdin.write(sample)
         responder.stdin.close()
         responder.stdout.readline()
@@ -121,7 +139,9 @@ async def run(root: Path) -> None:
             # once, answer read by Content-Length): what the gateway adds, not what a client
             # library spends in this process on the same cores.
             host, port = gw.url.removeprefix("http://").split(":")
-            request = f"GET {url} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {headers['Authorization']}\r\n\r\n".encode()
+            request = (
+                f"GET {url} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {headers['Authorization']}\r\n\r\n".encode()
+            )
             raw: list[float] = []
             errors: list[str] = []
             await one_connection(host, int(port), request, time.perf_counter() + 0.5, [], errors)  # warm-up
@@ -145,7 +165,9 @@ async def run(root: Path) -> None:
         print(f"RESULT control_rtt_gateway_httpx_p50 {pct(http, 50):.3f} ms")
         print(f"RESULT control_rtt_gateway_httpx_p99 {pct(http, 99):.3f} ms")
         print(f"RESULT control_rtt_load_avg_1m {os.getloadavg()[0]:.2f} load")
-        print(f"# n_nats={N_NATS} n_http_raw={len(http_ms)} n_httpx={N_HTTP} mean_status={statistics.mean(status):.3f}ms mean_bare={statistics.mean(bare):.3f}ms")
+        print(
+            f"# n_nats={N_NATS} n_http_raw={len(http_ms)} n_httpx={N_HTTP} mean_status={statistics.mean(status):.3f}ms mean_bare={statistics.mean(bare):.3f}ms"
+        )
         await nc.close()
     finally:
         if responder is not None:

@@ -55,7 +55,9 @@ async def run(stack: NatsStack) -> list[float]:
     # Each host's alert is measured as the first of its group, as the Prometheus + Alertmanager
     # model is (group_wait, not group_interval): hosts stopping 5 s apart would otherwise wait
     # for the host_down group's interval, which measures pacing, not detection.
-    cfg = AlerterConfig(telegram_bot_token=TOKEN, telegram_chat_id="1", telegram_base_url=bot.url, lookback_s=0, group_interval_s=0)
+    cfg = AlerterConfig(
+        telegram_bot_token=TOKEN, telegram_chat_id="1", telegram_base_url=bot.url, lookback_s=0, group_interval_s=0
+    )
     a = Alerter(cfg, nc)
     await a.start()
     js = admin.jetstream()

@@ -40,7 +40,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -69,7 +69,16 @@ async def poll_hosts(url: str, token: str, until: float, lat: list[float], sent:
     seconds: list[float] = []
     errors: list[str] = []
     try:
-        await one_connection(host, int(port), request, time.perf_counter() + (until - time.monotonic()), seconds, errors, pause=0.5, sent=sent)
+        await one_connection(
+            host,
+            int(port),
+            request,
+            time.perf_counter() + (until - time.monotonic()),
+            seconds,
+            errors,
+            pause=0.5,
+            sent=sent,
+        )
     finally:
         lat.extend(x * 1000 for x in seconds)
 
@@ -146,22 +155,28 @@ async def simulate(hosts: int, rounds: int) -> None:
         print(json.dumps({"start": ts}), flush=True)
 
     def done(r: int, n: int) -> None:
-        print(json.dumps({"end": sim.round_ts, "at": time.time(), "frames": r * hosts}), flush=True)  # round 0 also had snapshots
+        print(
+            json.dumps({"end": sim.round_ts, "at": time.time(), "frames": r * hosts}), flush=True
+        )  # round 0 also had snapshots
 
     try:
-        await sim.run({h: nc for h in sim.host_ids}, rounds=rounds, snapshot_every=10**9, on_round=done, on_start=started)
+        await sim.run(
+            {h: nc for h in sim.host_ids}, rounds=rounds, snapshot_every=10**9, on_round=done, on_start=started
+        )
     finally:
         await nc.close()
         print(json.dumps({"cpu_s": time.process_time()}), flush=True)
 
 
-async def read_rounds(out: asyncio.StreamReader, pending: dict[float, datetime], publish_s: list[tuple[float, float]], state: dict) -> None:
+async def read_rounds(
+    out: asyncio.StreamReader, pending: dict[float, datetime], publish_s: list[tuple[float, float]], state: dict
+) -> None:
     while line := await out.readline():
         ev = json.loads(line)
         if "cpu_s" in ev:
             state["cpu_s"] = ev["cpu_s"]
         elif "start" in ev:
-            pending[ev["start"]] = datetime.fromtimestamp(ev["start"], timezone.utc)  # as ingest stores it
+            pending[ev["start"]] = datetime.fromtimestamp(ev["start"], UTC)  # as ingest stores it
             state.setdefault("starts", []).append(ev["start"])
         else:
             publish_s.append((ev["end"], ev["at"] - ev["end"]))
@@ -189,7 +204,12 @@ async def bench() -> None:
             # waiting for a CPU. The client's p99 is no guide in that run: the poller starves.
             os.setpriority(os.PRIO_PROCESS, gw.proc.pid, NICE)
             print(f"gateway's loop thread at nice {NICE}", flush=True)
-        watched = {"ingest-0": procs[0].pid, "ingest-1": procs[1].pid, "gateway": gw.proc.pid, "nats": st.nats.server.proc.pid}
+        watched = {
+            "ingest-0": procs[0].pid,
+            "ingest-1": procs[1].pid,
+            "gateway": gw.proc.pid,
+            "nats": st.nats.server.proc.pid,
+        }
         mem: dict[str, list[tuple[float, int]]] = {k: [] for k in watched}
         # Who uses the cores during the soak (PostgreSQL: the postmaster and its backends).
         cpu_of = {**watched, "postgres": st.pg.proc.pid, "bench": os.getpid()}
@@ -227,7 +247,10 @@ async def bench() -> None:
                         pass
             await watch_rounds(el)
             await asyncio.sleep(0.25)
-        shares = {k: (cpu_seconds(pid, tree=(k == "postgres")) - cpu0[k]) / (time.monotonic() - t0) * 100 for k, pid in cpu_of.items()}
+        shares = {
+            k: (cpu_seconds(pid, tree=(k == "postgres")) - cpu0[k]) / (time.monotonic() - t0) * 100
+            for k, pid in cpu_of.items()
+        }
         elapsed = time.monotonic() - t0
         drain_until = time.monotonic() + 30  # the last rounds may still be on their way in
         while pending and time.monotonic() < drain_until:
@@ -249,7 +272,10 @@ async def bench() -> None:
         starts = sorted(state.get("starts", []))
         slow = sorted(zip(lat, sent), reverse=True)[:8]
         # Where in its 5 s round each of the slowest /hosts requests went out (0: the round's start).
-        print("slowest /hosts ms@s-into-round: " + " ".join(f"{ms:.0f}@{phase(at, starts):.2f}" for ms, at in slow), flush=True)
+        print(
+            "slowest /hosts ms@s-into-round: " + " ".join(f"{ms:.0f}@{phase(at, starts):.2f}" for ms, at in slow),
+            flush=True,
+        )
         # Ingest's own share: from a round's last stream ack to its last frame committed.
         acked = dict(publish_s)
         tail = [v - acked[ts] for t, v, ts in lag if t >= warm and ts in acked]
@@ -268,10 +294,20 @@ async def bench() -> None:
         result("fleet_rounds_unfinished", len(pending), "rounds")
         result("fleet_seconds", elapsed, "s")
         hosts_route = {"method": "GET", "route": "/api/v1/hosts", "status": "200"}
-        result("fleet_hosts_server_p99_ms", quantile(m0, m1, "fleetwatch_http_request_duration_seconds", 0.99, **hosts_route) * 1000, "ms")
+        result(
+            "fleet_hosts_server_p99_ms",
+            quantile(m0, m1, "fleetwatch_http_request_duration_seconds", 0.99, **hosts_route) * 1000,
+            "ms",
+        )
         result("fleet_gw_loop_lag_p99_ms", quantile(m0, m1, "fleetwatch_event_loop_lag_seconds", 0.99) * 1000, "ms")
-        result("fleet_gw_loop_lag_max_ms", m1.get(("fleetwatch_event_loop_lag_max_seconds", frozenset()), float("nan")) * 1000, "ms")
-        result("fleet_gw_busy_lag_p99_ms", quantile(m0, m1, "fleetwatch_event_loop_busy_lag_seconds", 0.99) * 1000, "ms")
+        result(
+            "fleet_gw_loop_lag_max_ms",
+            m1.get(("fleetwatch_event_loop_lag_max_seconds", frozenset()), float("nan")) * 1000,
+            "ms",
+        )
+        result(
+            "fleet_gw_busy_lag_p99_ms", quantile(m0, m1, "fleetwatch_event_loop_busy_lag_seconds", 0.99) * 1000, "ms"
+        )
         wait_key = ("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())
         result("fleet_gw_cpu_wait_pct", (m1.get(wait_key, float("nan")) - m0.get(wait_key, 0.0)) / elapsed * 100, "%")
         await nc.close()

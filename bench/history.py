@@ -28,7 +28,15 @@ from fleetwatch.simulate import Simulator
 
 HOST = "hist-0"
 SECONDS = float(os.environ.get("BENCH_HISTORY_SECONDS", "6"))
-FIELDS = ("cpu_percent", "mem_percent", "load1", "disk_max_percent", "net_bytes_recv", "net_bytes_sent", "gpu_util_percent")
+FIELDS = (
+    "cpu_percent",
+    "mem_percent",
+    "load1",
+    "disk_max_percent",
+    "net_bytes_recv",
+    "net_bytes_sent",
+    "gpu_util_percent",
+)
 
 
 async def sql_p99(dsn: str, table: str, frm: float, to: float, width: float, n: int) -> list[float]:
@@ -40,7 +48,7 @@ async def sql_p99(dsn: str, table: str, frm: float, to: float, width: float, n: 
     conn = await asyncpg.connect(dsn)
     lat = []
     try:
-        f, t = dt.datetime.fromtimestamp(frm, dt.timezone.utc), dt.datetime.fromtimestamp(to, dt.timezone.utc)
+        f, t = dt.datetime.fromtimestamp(frm, dt.UTC), dt.datetime.fromtimestamp(to, dt.UTC)
         for _ in range(n):
             t0 = time.perf_counter()
             await conn.fetch(sql, HOST, f, t, width, 1001)
@@ -75,7 +83,9 @@ async def bench() -> None:
         token = gw.token("viewer")
         frm, to = end - 86400, end + 1
         q = urllib.parse.urlencode({"from": frm, "to": to})
-        probe = httpx.get(f"{gw.url}/api/v1/hosts/{HOST}/metrics?{q}", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        probe = httpx.get(
+            f"{gw.url}/api/v1/hosts/{HOST}/metrics?{q}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ).json()
         day = run_load(gw.url, f"/api/v1/hosts/{HOST}/metrics?{q}", token, conc=1, duration=SECONDS)
         q1 = urllib.parse.urlencode({"from": end - 3600, "to": to})
         hour = run_load(gw.url, f"/api/v1/hosts/{HOST}/metrics?{q1}", token, conc=1, duration=SECONDS / 2)
@@ -87,7 +97,9 @@ async def bench() -> None:
         result("history_sql_p99_ms", pct(sql, 99), "ms")
         result("history_p50_ms", pct(day["lat_ms"], 50), "ms")
         result("history_points", len(probe["times"]), "points")
-        print(f"tier {probe['tier']} step {probe['step']:.1f}s; {day['n']} requests; errors {day['n_errors']}", flush=True)
+        print(
+            f"tier {probe['tier']} step {probe['step']:.1f}s; {day['n']} requests; errors {day['n_errors']}", flush=True
+        )
         await nc.close()
     finally:
         if ingest is not None:

@@ -62,7 +62,15 @@ async def raw_consume(nc, n: int) -> float:
     from nats.js import api
 
     js = nc.jetstream()
-    await js.add_consumer("METRICS", api.ConsumerConfig(durable_name="bench_raw", ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=20000, filter_subject="fleet.metrics.*"))
+    await js.add_consumer(
+        "METRICS",
+        api.ConsumerConfig(
+            durable_name="bench_raw",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_ack_pending=20000,
+            filter_subject="fleet.metrics.*",
+        ),
+    )
     sub = await js.pull_subscribe_bind("bench_raw", "METRICS")
     got = 0
     t0 = time.perf_counter()
@@ -115,7 +123,9 @@ async def timed_ingest(stack, pg, nc, n: int, procs: int, workdir: Path) -> tupl
             flush=True,
         )
         # Rows written: raw rows plus one rollup row update per (host, bucket) per batch.
-        rows = await conn.fetchval("SELECT (SELECT count(*) FROM metrics) + (SELECT count(*) FROM metrics_disk) + (SELECT count(*) FROM metrics_gpu)")
+        rows = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM metrics) + (SELECT count(*) FROM metrics_disk) + (SELECT count(*) FROM metrics_gpu)"
+        )
         frames = c - c_first
         return frames / el, rows * frames / max(1, c) / el
     finally:
@@ -191,7 +201,9 @@ async def live_latency(stack, pg, nc, workdir: Path) -> float:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and await conn.fetchval("SELECT count(*) FROM metrics") < total:
             await asyncio.sleep(0.2)
-        lat = await conn.fetchval("SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed_at - time)) FROM metrics")
+        lat = await conn.fetchval(
+            "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM committed_at - time)) FROM metrics"
+        )
         return float(lat) * 1000.0
     finally:
         stop_procs([p])

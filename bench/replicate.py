@@ -47,7 +47,12 @@ async def raw_copy(central_dsn: str, local) -> float:
     t0 = time.perf_counter()
     c = await asyncpg.connect(central_dsn)
     try:
-        rows = [tuple(r) for r in await c.fetch("SELECT id, username, email, password_hash, is_admin, is_active, system_uid, system_gid, created_at, shell, home FROM users WHERE is_active")]
+        rows = [
+            tuple(r)
+            for r in await c.fetch(
+                "SELECT id, username, email, password_hash, is_admin, is_active, system_uid, system_gid, created_at, shell, home FROM users WHERE is_active"
+            )
+        ]
     finally:
         await c.close()
     async with local.transaction():
@@ -76,7 +81,10 @@ async def run(pg) -> None:
                 # 1 %: 600 updated (shell or hash), 200 deactivated, 200 new.
                 ids = rnd.sample(range(N), 800)
                 names = [f"u{j:06d}" for j in ids]
-                await c.execute("UPDATE users SET shell = CASE WHEN shell='/bin/bash' THEN '/bin/sh' ELSE '/bin/bash' END WHERE username = ANY($1::text[])", names[:600])
+                await c.execute(
+                    "UPDATE users SET shell = CASE WHEN shell='/bin/bash' THEN '/bin/sh' ELSE '/bin/bash' END WHERE username = ANY($1::text[])",
+                    names[:600],
+                )
                 await c.execute("UPDATE users SET is_active = false WHERE username = ANY($1::text[])", names[600:])
                 await bulk_users(c, 200, prefix=f"n{i}", first_uid=500_000 + i * 1000)
                 t, counts = await sync(dbs.central_dsn, local)
@@ -93,7 +101,9 @@ async def run(pg) -> None:
             await c.close()
 
     m = statistics.median
-    print(f"# {N} users, median of {REPEAT}: raw copy {m(base):.3f}s, full sync {m(full):.3f}s, 1% sync {m(pct):.3f}s, no-change sync {m(noop):.3f}s")
+    print(
+        f"# {N} users, median of {REPEAT}: raw copy {m(base):.3f}s, full sync {m(full):.3f}s, 1% sync {m(pct):.3f}s, no-change sync {m(noop):.3f}s"
+    )
     print(f"RESULT replicate_full {m(full):.3f} s")
     print(f"RESULT replicate_1pct {m(pct):.3f} s")
     print(f"RESULT replicate_full_vs_raw_copy {m(full) / m(base):.2f} x")

@@ -111,7 +111,13 @@ async def client_main(url: str, token: str, n: int, until: float) -> dict:
     lat.sort()
     # A sample of latencies keeps the pipe small; percentiles come from the full sorted list.
     keep = [lat[int(i * (len(lat) - 1) / 1999)] for i in range(2000)] if len(lat) > 2000 else lat
-    return {"counts": counts, "n": len(lat), "p99": pct(lat, 99) * 1000 if lat else None, "p50": pct(lat, 50) * 1000 if lat else None, "sample_ms": [x * 1000 for x in keep]}
+    return {
+        "counts": counts,
+        "n": len(lat),
+        "p99": pct(lat, 99) * 1000 if lat else None,
+        "p50": pct(lat, 50) * 1000 if lat else None,
+        "sample_ms": [x * 1000 for x in keep],
+    }
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -129,8 +135,14 @@ async def bench() -> None:
         until = start_at + SECONDS + 30  # clients connect first, then the measured window
         per = [CLIENTS // PROCS + (1 if i < CLIENTS % PROCS else 0) for i in range(PROCS)]
         for n in per:
-            procs.append(subprocess.Popen([sys.executable, "-m", "bench.sse_fanout", "--client", gw.url, token, str(n), str(until)],
-                                          cwd=ROOT, stdout=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.sse_fanout", "--client", gw.url, token, str(n), str(until)],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for p in procs:
             line = p.stdout.readline()
             if not line:

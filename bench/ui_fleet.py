@@ -57,7 +57,11 @@ async def measure(page, cdp, count_js: str) -> tuple[float, float, float]:
     await asyncio.sleep(WINDOW_S)
     d1, e1, t1 = await durations(cdp), await page.evaluate(count_js), time.monotonic()
     dt = t1 - t0
-    return (d1["TaskDuration"] - d0["TaskDuration"]) * 1000 / dt, (d1["ScriptDuration"] - d0["ScriptDuration"]) * 1000 / dt, (e1 - e0) / dt
+    return (
+        (d1["TaskDuration"] - d0["TaskDuration"]) * 1000 / dt,
+        (d1["ScriptDuration"] - d0["ScriptDuration"]) * 1000 / dt,
+        (e1 - e0) / dt,
+    )
 
 
 async def bench() -> None:
@@ -73,8 +77,12 @@ async def bench() -> None:
         nc = await st.admin_nc()
         await nc.close()
         env = service_env(**st.nats.env("simulator"))
-        sim = subprocess.Popen([sys.executable, "-m", "fleetwatch", "simulate", "--hosts", str(HOSTS), "--interval", "1", "--top", "5"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=open(st.dir / "sim.log", "wb"))
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "fleetwatch", "simulate", "--hosts", str(HOSTS), "--interval", "1", "--top", "5"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(st.dir / "sim.log", "wb"),
+        )
         # Wait until the gateway knows every host.
         deadline = time.monotonic() + 120
         while True:
@@ -83,9 +91,18 @@ async def bench() -> None:
                 break
             await asyncio.sleep(0.5)
         if n < HOSTS:
-            raise SystemExit(f"only {n} of {HOSTS} hosts reached the gateway: {(st.dir / 'sim.log').read_text()[-2000:]}")
-        login = httpx.post(f"{gw.url}/api/v1/auth/login", json={"username": "admin", "password": gw.admin_password}, timeout=30).json()
-        session = {"token": login["token"], "username": login["username"], "role": login["role"], "expires_at": login["expires_at"]}
+            raise SystemExit(
+                f"only {n} of {HOSTS} hosts reached the gateway: {(st.dir / 'sim.log').read_text()[-2000:]}"
+            )
+        login = httpx.post(
+            f"{gw.url}/api/v1/auth/login", json={"username": "admin", "password": gw.admin_password}, timeout=30
+        ).json()
+        session = {
+            "token": login["token"],
+            "username": login["username"],
+            "role": login["role"],
+            "expires_at": login["expires_at"],
+        }
         import json
 
         async with browser() as ctx:
@@ -101,13 +118,18 @@ async def bench() -> None:
 
             # The fleet page, already logged in (the session the login form would store).
             page = await ctx.new_page()
-            await page.add_init_script(f"sessionStorage.setItem('fleetwatch.session', {json.dumps(json.dumps(session))})")
+            await page.add_init_script(
+                f"sessionStorage.setItem('fleetwatch.session', {json.dumps(json.dumps(session))})"
+            )
             cdp = await ctx.new_cdp_session(page)
             await cdp.send("Performance.enable")
             await page.goto(f"{gw.url}/#/fleet")
             await page.wait_for_function("performance.getEntriesByName('fleet-rendered').length > 0", timeout=30000)
             first_render = await page.evaluate("performance.getEntriesByName('fleet-rendered')[0].startTime")
-            await page.wait_for_function(f"document.querySelector('[data-testid=fleet-count]').textContent.startsWith('{HOSTS} /')", timeout=30000)
+            await page.wait_for_function(
+                f"document.querySelector('[data-testid=fleet-count]').textContent.startsWith('{HOSTS} /')",
+                timeout=30000,
+            )
             await asyncio.sleep(3)
             ui_ms, ui_script, _ = await measure(page, cdp, "0")
             # Check it is live: a row's last-seen stays fresh and values move.

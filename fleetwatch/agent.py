@@ -66,7 +66,9 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def render_unit(agent: str, *, prefix: Path, env_file: Path, state_dir: Path, user: str, unit_dir: Path, agent_user: str = "dynamic") -> str:
+def render_unit(
+    agent: str, *, prefix: Path, env_file: Path, state_dir: Path, user: str, unit_dir: Path, agent_user: str = "dynamic"
+) -> str:
     python = prefix / "venv" / "bin" / "python"
     lines = [
         "[Unit]",
@@ -169,7 +171,9 @@ def check_prerequisites(args: argparse.Namespace) -> dict[str, str]:
     else:
         r = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True, timeout=30)
         if r.stdout.strip() not in ("running", "degraded", "starting", "initializing"):
-            problems.append(f"systemd is not running here (is-system-running: {r.stdout.strip() or r.stderr.strip()!r})")
+            problems.append(
+                f"systemd is not running here (is-system-running: {r.stdout.strip() or r.stderr.strip()!r})"
+            )
     for d in (Path(args.unit_dir), Path(args.prefix).parent, Path(args.sudoers_dir)):
         if not os.access(d if d.exists() else d.parent, os.W_OK):
             problems.append(f"{d} is not writable (run as root)")
@@ -244,7 +248,9 @@ def agent_env(args: argparse.Namespace, creds: dict[str, str], prefix: Path) -> 
 
 
 def _restarts(unit: str) -> int:
-    r = subprocess.run(["systemctl", "show", "-p", "NRestarts", "--value", unit], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["systemctl", "show", "-p", "NRestarts", "--value", unit], capture_output=True, text=True, timeout=30
+    )
     return int(r.stdout.strip()) if r.stdout.strip().isdigit() else 0
 
 
@@ -255,7 +261,12 @@ def wait_ready(units: list[str], timeout: float, since: str) -> tuple[list[str],
     pending = list(units)
     while pending and time.monotonic() < deadline:
         for u in list(pending):
-            r = subprocess.run(["journalctl", "-u", u, "--since", since, "-o", "cat", "--no-pager"], capture_output=True, text=True, timeout=30)
+            r = subprocess.run(
+                ["journalctl", "-u", u, "--since", since, "-o", "cat", "--no-pager"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             if '"event": "ready"' in r.stdout or '"event":"ready"' in r.stdout:
                 pending.remove(u)
         crashing = [u for u in pending if _restarts(u) >= MAX_RESTARTS]
@@ -270,7 +281,12 @@ def rollback(j: Journal, unit_dir: Path, runtime: bool = False) -> list[str]:
     """Undo in reverse order; returns what could not be undone (reported, never hidden)."""
     left: list[str] = []
     for u in reversed(j.units):
-        r = subprocess.run(["systemctl", "disable", "--now", *(["--runtime"] if runtime else []), u], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["systemctl", "disable", "--now", *(["--runtime"] if runtime else []), u],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if r.returncode != 0 and "not loaded" not in r.stderr and "does not exist" not in r.stderr:
             left.append(f"unit {u}: {r.stderr.strip()[:200]}")
         subprocess.run(["systemctl", "reset-failed", u], capture_output=True, text=True, timeout=30)
@@ -316,7 +332,19 @@ def install(args: argparse.Namespace) -> int:
             if shutil.which("visudo"):
                 _run(["visudo", "-cf", str(sudoers)])
         for a in agents:
-            _write(unit_dir / unit_name(a), render_unit(a, prefix=prefix, env_file=env_file, state_dir=prefix / "state", user=args.commander_user, unit_dir=unit_dir, agent_user=args.agent_user), j)
+            _write(
+                unit_dir / unit_name(a),
+                render_unit(
+                    a,
+                    prefix=prefix,
+                    env_file=env_file,
+                    state_dir=prefix / "state",
+                    user=args.commander_user,
+                    unit_dir=unit_dir,
+                    agent_user=args.agent_user,
+                ),
+                j,
+            )
         _run(["systemctl", "daemon-reload"])
         for a in agents:
             j.units.append(unit_name(a))
@@ -325,11 +353,26 @@ def install(args: argparse.Namespace) -> int:
         late, crashing = wait_ready([unit_name(a) for a in agents], args.timeout, since)
         if late:
             for u in late:
-                tail = subprocess.run(["journalctl", "-u", u, "--since", since, "-n", "12", "-o", "cat", "--no-pager"], capture_output=True, text=True, timeout=30).stdout
+                tail = subprocess.run(
+                    ["journalctl", "-u", u, "--since", since, "-n", "12", "-o", "cat", "--no-pager"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout
                 print(f"--- last lines of {u}:\n{tail.strip()[-3000:]}", file=sys.stderr, flush=True)
             why = f"{', '.join(crashing)} keeps exiting" if crashing else f"not all within {args.timeout:g} s"
-            raise InstallError(f"not connected to NATS ({why}): {', '.join(late)} (check --server, --credentials and --tls-ca; `journalctl -u {late[0]}`)")
-        _write(prefix / MANIFEST, json.dumps({**j.to_json(), "unit_dir": str(unit_dir), "runtime": args.runtime, "host": args.host_id}, indent=2) + "\n", j, 0o600)
+            raise InstallError(
+                f"not connected to NATS ({why}): {', '.join(late)} (check --server, --credentials and --tls-ca; `journalctl -u {late[0]}`)"
+            )
+        _write(
+            prefix / MANIFEST,
+            json.dumps(
+                {**j.to_json(), "unit_dir": str(unit_dir), "runtime": args.runtime, "host": args.host_id}, indent=2
+            )
+            + "\n",
+            j,
+            0o600,
+        )
     except (InstallError, OSError, subprocess.SubprocessError) as exc:
         print(f"install failed: {exc}", file=sys.stderr, flush=True)
         left = rollback(j, unit_dir, args.runtime)
@@ -377,15 +420,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = asub.add_parser("install", parents=[common], help="install, start and check the agents; roll back on failure")
     i.add_argument("--server", required=True, help="NATS URL(s), comma-separated")
     i.add_argument("--host-id", required=True)
-    i.add_argument("--credentials", required=True, help="env file with FLEETWATCH_NATS_USER/PASSWORD (nats-config or POST /api/v1/hosts)")
+    i.add_argument(
+        "--credentials",
+        required=True,
+        help="env file with FLEETWATCH_NATS_USER/PASSWORD (nats-config or POST /api/v1/hosts)",
+    )
     i.add_argument("--tls-ca", default="", help="CA certificate of the NATS servers (fleetwatch certs)")
     i.add_argument("--components", default=",".join(AGENTS))
-    i.add_argument("--commander-user", default="root", help="run the commander as this existing user (sudoers line for systemctl/journalctl)")
-    i.add_argument("--agent-user", default="dynamic", help="account for collector and replicator (default: a systemd DynamicUser)")
+    i.add_argument(
+        "--commander-user",
+        default="root",
+        help="run the commander as this existing user (sudoers line for systemctl/journalctl)",
+    )
+    i.add_argument(
+        "--agent-user", default="dynamic", help="account for collector and replicator (default: a systemd DynamicUser)"
+    )
     i.add_argument("--timeout", type=float, default=60.0, help="seconds for every agent to answer on NATS")
-    i.add_argument("--offline", action="store_true", help="no package index: the virtualenv uses this interpreter's packages")
+    i.add_argument(
+        "--offline", action="store_true", help="no package index: the virtualenv uses this interpreter's packages"
+    )
     i.add_argument("--source", default=str(SOURCE_ROOT), help="fleetwatch source or wheel to install from")
-    i.add_argument("--runtime", action="store_true", help="enable the units until reboot only (links under /run, not /etc)")
+    i.add_argument(
+        "--runtime", action="store_true", help="enable the units until reboot only (links under /run, not /etc)"
+    )
     i.add_argument("--env", action="append", default=[], help="extra FLEETWATCH_NAME=value for the agents (repeat)")
     i.set_defaults(func=_cmd_install)
     u = asub.add_parser("uninstall", parents=[common], help="stop and remove everything install created")

@@ -33,11 +33,13 @@ class Issuer:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -52,7 +54,12 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 def make_ca(out: Path, common_name: str = "fleetwatch CA", days: int = 3650) -> Issuer:
     out.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetwatch")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetwatch"),
+        ]
+    )
     now = _now()
     cert = (
         x509.CertificateBuilder()
@@ -91,11 +98,17 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def issue(ca: Issuer, out: Path, stem: str, names: list[str], *, client: bool = False, days: int = 825) -> tuple[Path, Path]:
+def issue(
+    ca: Issuer, out: Path, stem: str, names: list[str], *, client: bool = False, days: int = 825
+) -> tuple[Path, Path]:
     """A leaf certificate signed by `ca`: server (with names as SANs) or client. Returns (crt, key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    usage = (
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if client
+        else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     b = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else stem)]))
@@ -118,7 +131,9 @@ def issue(ca: Issuer, out: Path, stem: str, names: list[str], *, client: bool = 
     return crt_path, key_path
 
 
-def write_all(out: Path, nats_names: list[str], gateway_names: list[str], clients: list[str], days: int = 825) -> dict[str, Path]:
+def write_all(
+    out: Path, nats_names: list[str], gateway_names: list[str], clients: list[str], days: int = 825
+) -> dict[str, Path]:
     ca = load_or_make_ca(out)
     written = {"ca": out / "ca.crt"}
     written["nats"], _ = issue(ca, out, "nats", list(DEFAULT_NAMES) + nats_names, days=days)
@@ -139,8 +154,14 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("certs", help="make a CA and TLS certificates for NATS and the gateway")
     p.add_argument("--out", default="certs", help="output directory (default: ./certs); an existing CA there is reused")
-    p.add_argument("--nats-name", action="append", default=[], help="a DNS name or IP the NATS nodes are reached by (repeat)")
-    p.add_argument("--gateway-name", action="append", default=[], help="a DNS name or IP the gateway is reached by (repeat)")
-    p.add_argument("--client", action="append", default=[], help="also issue a client certificate for mutual TLS (repeat)")
+    p.add_argument(
+        "--nats-name", action="append", default=[], help="a DNS name or IP the NATS nodes are reached by (repeat)"
+    )
+    p.add_argument(
+        "--gateway-name", action="append", default=[], help="a DNS name or IP the gateway is reached by (repeat)"
+    )
+    p.add_argument(
+        "--client", action="append", default=[], help="also issue a client certificate for mutual TLS (repeat)"
+    )
     p.add_argument("--days", type=int, default=825, help="validity of the leaf certificates")
     p.set_defaults(func=_cmd)

@@ -118,7 +118,9 @@ def prepare(state: DevState, callout_ttl: float = 30.0) -> dict:
     inv = natsconfig.load_inventory(inv_path)
     # Registration on, whatever an older state dir's inventory says (the same nats.conf as production).
     inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, registration=True))
-    creds = natsconfig.write_config(inv, state.root / "nats", store_dir=str(state.root / "jetstream"), listen=f"127.0.0.1:{nats_port}")
+    creds = natsconfig.write_config(
+        inv, state.root / "nats", store_dir=str(state.root / "jetstream"), listen=f"127.0.0.1:{nats_port}"
+    )
     ensure_postgres_installed()
     pg = PostgresCluster(state.pg_dir(), pg_port, password_file=state.root / "pg-password")
     pg.init()
@@ -221,7 +223,9 @@ async def _setup(state: DevState) -> None:
     from libs.runtime.jetstream import provision
 
     creds = json.loads((state.root / "nats" / "credentials.json").read_text())
-    nc = await connect(NatsSettings(url=f"nats://127.0.0.1:{state.data['nats_port']}", user="admin", password=creds["admin"]), "setup")
+    nc = await connect(
+        NatsSettings(url=f"nats://127.0.0.1:{state.data['nats_port']}", user="admin", password=creds["admin"]), "setup"
+    )
     await provision(nc)
     await nc.close()
     pg = PostgresCluster(state.pg_dir(), state.data["pg_port"], password_file=state.root / "pg-password")
@@ -230,7 +234,7 @@ async def _setup(state: DevState) -> None:
         try:
             conn = await asyncpg.connect(pg.dsn("postgres"), timeout=2)
             break
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)
@@ -270,7 +274,9 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     if has_gateway:
         print(f"  UI and API:  http://127.0.0.1:{port}/", flush=True)
         print("  add a host:  POST /api/v1/hosts (admin) returns its agents' NATS credentials once", flush=True)
-    print(f"  NATS:        nats://127.0.0.1:{state.data['nats_port']} (credentials in {state.root / 'nats'})", flush=True)
+    print(
+        f"  NATS:        nats://127.0.0.1:{state.data['nats_port']} (credentials in {state.root / 'nats'})", flush=True
+    )
     print(f"  login:       admin / {pw}   (stored in {state.root / 'admin-password'})", flush=True)
     print("  Ctrl-C stops everything.", flush=True)
     stop = {"flag": False}
@@ -283,7 +289,13 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="run the whole system on this machine (what `make run` does)")
     p.add_argument("--state-dir", default=".fleetwatch")
-    p.add_argument("--callout-ttl", type=float, default=30.0, metavar="S", help="seconds a registered host's login lasts; a revoked host is cut off within this")
+    p.add_argument(
+        "--callout-ttl",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a registered host's login lasts; a revoked host is cut off within this",
+    )
     p.set_defaults(func=_cmd_dev)
     for name, fn in (("_serve-nats", _cmd_serve_nats), ("_serve-pg", _cmd_serve_pg), ("_setup", _cmd_setup)):
         q = sub.add_parser(name)

@@ -12,14 +12,17 @@ import sys
 from . import __version__
 
 
-
 def command_modules() -> list[str]:
     """Every module of this package with a `register(subparsers)`: adding a command is adding a module."""
     import pkgutil
 
     import fleetwatch
 
-    return [f"fleetwatch.{m.name}" for m in sorted(pkgutil.iter_modules(fleetwatch.__path__), key=lambda m: m.name) if m.name not in ("main", "__main__")]
+    return [
+        f"fleetwatch.{m.name}"
+        for m in sorted(pkgutil.iter_modules(fleetwatch.__path__), key=lambda m: m.name)
+        if m.name not in ("main", "__main__")
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

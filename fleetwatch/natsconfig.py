@@ -113,7 +113,9 @@ def agent_permissions(host: str) -> dict:
     }
 
 
-def build_config(inv: Inventory, creds: dict[str, str], *, store_dir: str | None = None, listen: str | None = None) -> dict:
+def build_config(
+    inv: Inventory, creds: dict[str, str], *, store_dir: str | None = None, listen: str | None = None
+) -> dict:
     users = []
     for name in CENTRAL_USERS:
         users.append({"user": name, "password": creds[name]})
@@ -167,12 +169,16 @@ def build_node_config(inv: Inventory, creds: dict[str, str], node: ClusterNode) 
         "name": inv.server.cluster_name,
         "listen": node.cluster_listen,
         "authorization": {"user": "route", "password": pw, "timeout": 2},
-        "routes": [f"nats-route://route:{pw}@{n.route or n.cluster_listen}" for n in inv.server.nodes if n.name != node.name],
+        "routes": [
+            f"nats-route://route:{pw}@{n.route or n.cluster_listen}" for n in inv.server.nodes if n.name != node.name
+        ],
     }
     return cfg
 
 
-def loopback_nodes(client_ports: list[int], cluster_ports: list[int], store_root: str, http_ports: list[int] | None = None) -> list[ClusterNode]:
+def loopback_nodes(
+    client_ports: list[int], cluster_ports: list[int], store_root: str, http_ports: list[int] | None = None
+) -> list[ClusterNode]:
     """A cluster on 127.0.0.1 (tests, benches, `--cluster N`)."""
     return [
         ClusterNode(
@@ -217,7 +223,9 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def write_config(inv: Inventory, out_dir: Path, *, store_dir: str | None = None, listen: str | None = None) -> dict[str, str]:
+def write_config(
+    inv: Inventory, out_dir: Path, *, store_dir: str | None = None, listen: str | None = None
+) -> dict[str, str]:
     """Write nats.conf, credentials.json and one env file per identity; returns the credentials."""
     out_dir.mkdir(parents=True, exist_ok=True)
     creds_path = out_dir / "credentials.json"
@@ -226,7 +234,10 @@ def write_config(inv: Inventory, out_dir: Path, *, store_dir: str | None = None,
     # nats-server's config parser accepts JSON.
     if inv.server.nodes:
         for node in inv.server.nodes:
-            _write_private(out_dir / f"nats-{node.name.removeprefix('nats-')}.conf", json.dumps(build_node_config(inv, creds, node), indent=2) + "\n")
+            _write_private(
+                out_dir / f"nats-{node.name.removeprefix('nats-')}.conf",
+                json.dumps(build_node_config(inv, creds, node), indent=2) + "\n",
+            )
     else:
         cfg = build_config(inv, creds, store_dir=store_dir, listen=listen)
         _write_private(out_dir / "nats.conf", json.dumps(cfg, indent=2) + "\n")
@@ -271,5 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="nats", help="output directory (default: ./nats)")
     p.add_argument("--store-dir", default=None, help="JetStream store directory")
     p.add_argument("--listen", default=None, help="host:port to listen on")
-    p.add_argument("--cluster", type=int, default=0, metavar="N", help="write N cluster node configs on 127.0.0.1 (nats-1.conf …)")
+    p.add_argument(
+        "--cluster", type=int, default=0, metavar="N", help="write N cluster node configs on 127.0.0.1 (nats-1.conf …)"
+    )
     p.set_defaults(func=_cmd)

@@ -44,7 +44,20 @@ SNAPSHOT = Codec(ProcessSnapshot)
 HOSTINFO = Codec(HostInfo)
 
 GiB = 1024**3
-PROC_NAMES = ("python3", "postgres", "nginx", "node", "java", "sshd", "systemd", "containerd", "redis-server", "gunicorn", "celery", "chrome")
+PROC_NAMES = (
+    "python3",
+    "postgres",
+    "nginx",
+    "node",
+    "java",
+    "sshd",
+    "systemd",
+    "containerd",
+    "redis-server",
+    "gunicorn",
+    "celery",
+    "chrome",
+)
 GPU_NAMES = ("NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA L4")
 
 
@@ -88,11 +101,24 @@ class _Host:
         per_core = [round(min(100.0, max(0.0, c + n)), 1) for n in self.core_noise[k : k + self.cores]]
         used = int(self.mem_total * self.mem / 100)
         disks = [
-            DiskUsage(mount=m, device=d, fstype="ext4", total=t, used=int(t * u), free=t - int(t * u), percent=round(100 * u, 1))
+            DiskUsage(
+                mount=m,
+                device=d,
+                fstype="ext4",
+                total=t,
+                used=int(t * u),
+                free=t - int(t * u),
+                percent=round(100 * u, 1),
+            )
             for m, d, t, u in zip(("/", "/data"), ("/dev/nvme0n1p2", "/dev/nvme1n1"), self.disk_total, self.disk_used)
         ]
         recv, sent = self.net, self.net * r.uniform(0.2, 1.2)
-        net = NetRates(bytes_sent=round(sent, 1), bytes_recv=round(recv, 1), packets_sent=round(sent / 900, 1), packets_recv=round(recv / 1100, 1))
+        net = NetRates(
+            bytes_sent=round(sent, 1),
+            bytes_recv=round(recv, 1),
+            packets_sent=round(sent / 900, 1),
+            packets_recv=round(recv / 1100, 1),
+        )
         gpus = [
             GpuStats(
                 index=i,
@@ -131,7 +157,12 @@ class _Host:
             mem=MemStats(total=self.mem_total, available=self.mem_total - used, used=used, percent=round(self.mem, 2)),
             swap=SwapStats(total=4 * GiB, used=int(0.05 * 4 * GiB), free=int(0.95 * 4 * GiB), percent=5.0),
             disks=disks,
-            disk_io=DiskIO(read_bps=round(r.uniform(0, 5e7), 1), write_bps=round(r.uniform(0, 5e7), 1), read_iops=round(r.uniform(0, 500), 1), write_iops=round(r.uniform(0, 500), 1)),
+            disk_io=DiskIO(
+                read_bps=round(r.uniform(0, 5e7), 1),
+                write_bps=round(r.uniform(0, 5e7), 1),
+                read_iops=round(r.uniform(0, 500), 1),
+                write_iops=round(r.uniform(0, 500), 1),
+            ),
             net=net,
             net_ifaces=[NetIface(name="eth0", **{f: getattr(net, f) for f in net.__struct_fields__})],
             gpus=gpus,
@@ -176,7 +207,10 @@ class _Host:
             cpu_count=self.cores,
             mem_total=self.mem_total,
             boot_time=ts - 1e6,
-            gpus=[GpuInfo(index=i, uuid=f"GPU-{self.host}-{i}", name=self.gpu_name, mem_total=80 * GiB, driver="550.54") for i in range(len(self.gpus))],
+            gpus=[
+                GpuInfo(index=i, uuid=f"GPU-{self.host}-{i}", name=self.gpu_name, mem_total=80 * GiB, driver="550.54")
+                for i in range(len(self.gpus))
+            ],
             agent_version="sim",
             labels={"sim": "true", "rack": self.rack},
         )
@@ -238,7 +272,9 @@ class _AckedPublisher:
                     self.waiting[token] = (i, now)
                     subject, data, mid = self.items[i]
                     try:
-                        await self.nc.publish(subject, data, reply=f"{self.inbox}.{token}", headers={"Nats-Msg-Id": mid})
+                        await self.nc.publish(
+                            subject, data, reply=f"{self.inbox}.{token}", headers={"Nats-Msg-Id": mid}
+                        )
                     except Exception as exc:  # e.g. the reconnect buffer is full: back off
                         del self.waiting[token]
                         self._retry(i, repr(exc))
@@ -264,7 +300,16 @@ def host_ids(n: int, prefix: str = "sim") -> list[str]:
 class Simulator:
     """N fake hosts. Build messages with `frame/snapshot/info`, publish with `publish_*`."""
 
-    def __init__(self, hosts: int | Iterable[str], *, interval: float = 5.0, seed: int = 1, top_n: int = 25, gpu_share: float = 0.25, boot: int | None = None) -> None:
+    def __init__(
+        self,
+        hosts: int | Iterable[str],
+        *,
+        interval: float = 5.0,
+        seed: int = 1,
+        top_n: int = 25,
+        gpu_share: float = 0.25,
+        boot: int | None = None,
+    ) -> None:
         ids = host_ids(hosts) if isinstance(hosts, int) else [subjects.check_host_id(h) for h in hosts]
         self.interval = interval
         self.top_n = top_n
@@ -306,12 +351,18 @@ class Simulator:
             return subjects.procs(msg.host), SNAPSHOT.encode(msg), msg.msg_id
         return subjects.hosts(msg.host), HOSTINFO.encode(msg), f"{msg.host}:info:{msg.ts}"
 
-    async def publish(self, nc, messages: Iterable, *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20) -> int:
+    async def publish(
+        self, nc, messages: Iterable, *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20
+    ) -> int:
         """Publish with JetStream acks, up to `in_flight` at a time; retried until stored (the
         msg id makes a retry harmless). Returns how many were stored."""
-        return await self.publish_encoded(nc, [self.encoded(m) for m in messages], in_flight=in_flight, timeout=timeout, retries=retries)
+        return await self.publish_encoded(
+            nc, [self.encoded(m) for m in messages], in_flight=in_flight, timeout=timeout, retries=retries
+        )
 
-    async def publish_encoded(self, nc, items: list[tuple[str, bytes, str]], *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20) -> int:
+    async def publish_encoded(
+        self, nc, items: list[tuple[str, bytes, str]], *, in_flight: int = 256, timeout: float = 10.0, retries: int = 20
+    ) -> int:
         """`publish` for messages already encoded by `encoded`. The stream's acks come back to
         one inbox subscription (no request, future and timer per message, which cost more than
         building the message); a refused or unanswered publish is sent again after a backoff."""
@@ -329,7 +380,15 @@ class Simulator:
         for i in infos:
             await js.publish(f"$KV.{HOSTS_BUCKET.bucket}.{i.host}", HOSTINFO.encode(i), timeout=10)
 
-    async def run(self, connections: dict[str, object], *, rounds: int | None = None, snapshot_every: int = 3, on_round=None, on_start=None) -> None:
+    async def run(
+        self,
+        connections: dict[str, object],
+        *,
+        rounds: int | None = None,
+        snapshot_every: int = 3,
+        on_round=None,
+        on_start=None,
+    ) -> None:
         """Live mode: every interval, one frame per host, all stamped with the round's time;
         snapshots every `snapshot_every` rounds. `connections` maps host -> NATS connection.
         A round is built and encoded while the previous one's interval runs out, so its
@@ -353,7 +412,9 @@ class Simulator:
             if on_start:
                 on_start(ts)
             # Every host has its frame in flight at once, as N independent collectors would.
-            await asyncio.gather(*(self.publish_encoded(c, items, in_flight=len(items)) for c, items in by_conn.values()))
+            await asyncio.gather(
+                *(self.publish_encoded(c, items, in_flight=len(items)) for c, items in by_conn.values())
+            )
             r += 1
             if on_round:
                 on_round(r, len(msgs))
@@ -389,7 +450,11 @@ async def _main(args: argparse.Namespace) -> int:
         for h in sim.host_ids:
             user = natsconfig.agent_user(h)
             if user in creds:
-                c = await connect(NatsSettings(url=base.url, user=user, password=creds[user], inbox_prefix=subjects.inbox_prefix(h)), f"sim-{h}", retry_forever=False)
+                c = await connect(
+                    NatsSettings(url=base.url, user=user, password=creds[user], inbox_prefix=subjects.inbox_prefix(h)),
+                    f"sim-{h}",
+                    retry_forever=False,
+                )
                 conns[h] = c
                 extra.append(c)
     try:
@@ -417,10 +482,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="publish realistic metrics for N fake hosts (benchmarks, demos)")
     p.add_argument("--hosts", type=int, default=10, help="number of fake hosts (default 10)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between frames of a host (default 5)")
-    p.add_argument("--rounds", type=int, default=None, help="stop after this many intervals (default: run until Ctrl-C)")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="stop after this many intervals (default: run until Ctrl-C)"
+    )
     p.add_argument("--top", type=int, default=25, help="processes per snapshot (default 25)")
     p.add_argument("--host-ids", default="", help="comma-separated host ids to simulate instead of sim-00000...")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--url", default="", help="NATS URL (default: FLEETWATCH_NATS_URL)")
-    p.add_argument("--credentials", default="", help="credentials.json of `fleetwatch nats-config`: publish as each host's agent where it has one")
+    p.add_argument(
+        "--credentials",
+        default="",
+        help="credentials.json of `fleetwatch nats-config`: publish as each host's agent where it has one",
+    )
     p.set_defaults(func=_cmd)

@@ -105,12 +105,20 @@ async def collect(nc, subject: str, codec: Codec) -> tuple[list, object]:
     return got, sub
 
 
-async def test_check_fails_twice_one_telegram_one_email_recovers_once_repeats_hourly(clean, nats_stack, bot, smtp, certs, target):
+async def test_check_fails_twice_one_telegram_one_email_recovers_once_repeats_hourly(
+    clean, nats_stack, bot, smtp, certs, target
+):
     nc = clean
     clock = FakeClock()
     a = await start_alerter(nats_stack, clock, consume=False, repeat_interval_s=900)
     try:
-        check = Check(name=f"api-{uuid.uuid4().hex[:6]}", url=f"{target.url}/health", interval_s=60, json_field="status", json_value="ok")
+        check = Check(
+            name=f"api-{uuid.uuid4().hex[:6]}",
+            url=f"{target.url}/health",
+            interval_s=60,
+            json_field="status",
+            json_value="ok",
+        )
         assert (await api(nc, "notifiers", "put", ConfigPut(notifier=tg_notifier(bot)))).ok
         assert (await api(nc, "notifiers", "put", ConfigPut(notifier=mail_notifier(smtp, certs)))).ok
         r = await api(nc, "checks", "put", ConfigPut(check=check))
@@ -129,7 +137,9 @@ async def test_check_fails_twice_one_telegram_one_email_recovers_once_repeats_ho
         await probe()  # second consecutive failure: alert
         assert len(bot.messages) == 1 and len(smtp.messages) == 1
         text = bot.texts()[0]
-        assert "FIRING" in text and check.name in text and "HTTP 500" in text and "/alerts/" in text and "since:" in text
+        assert (
+            "FIRING" in text and check.name in text and "HTTP 500" in text and "/alerts/" in text and "since:" in text
+        )
         mail = email.message_from_string(smtp.bodies()[0], policy=email.policy.default)
         assert mail["Subject"].strip().startswith("[FIRING]") and check.name in mail.get_content()
         assert bot.messages[0]["chat_id"] == "42"
@@ -164,7 +174,10 @@ async def test_check_fails_twice_one_telegram_one_email_recovers_once_repeats_ho
 async def test_json_expectation_and_timeout(clean, nats_stack, target):
     a = await start_alerter(nats_stack, FakeClock(), consume=False)
     try:
-        await a.api.put("check", Check(name="jsonchk", url=f"{target.url}/health", json_field="status", json_value="ok", timeout_s=0.5))
+        await a.api.put(
+            "check",
+            Check(name="jsonchk", url=f"{target.url}/health", json_field="status", json_value="ok", timeout_s=0.5),
+        )
         target.set(200, {"status": "degraded"})
         r = await a.prober.probe_once("jsonchk")
         assert not r.ok and "degraded" in r.error and r.consecutive_failures == 1
@@ -189,8 +202,30 @@ async def test_hysteresis_oscillation_does_not_flap(clean, nats_stack, hook):
     a = await start_alerter(nats_stack)
     try:
         secret = "whsec-0123456789"
-        await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="hook", kind="webhook", url=hook.url, webhook_secret=secret, matchers=[Matcher(name="rule", value="cpu_hot")])))
-        await api(nc, "rules", "put", ConfigPut(rule=Rule(name="cpu_hot", field="cpu.percent", op=">", threshold=90, for_s=60, resolve=80, severity="critical")))
+        await api(
+            nc,
+            "notifiers",
+            "put",
+            ConfigPut(
+                notifier=Notifier(
+                    name="hook",
+                    kind="webhook",
+                    url=hook.url,
+                    webhook_secret=secret,
+                    matchers=[Matcher(name="rule", value="cpu_hot")],
+                )
+            ),
+        )
+        await api(
+            nc,
+            "rules",
+            "put",
+            ConfigPut(
+                rule=Rule(
+                    name="cpu_hot", field="cpu.percent", op=">", threshold=90, for_s=60, resolve=80, severity="critical"
+                )
+            ),
+        )
         # The same condition without hysteresis or `for`, to show what flapping would be.
         await api(nc, "rules", "put", ConfigPut(rule=Rule(name="cpu_naive", field="cpu.percent", op=">", threshold=90)))
         events, sub = await collect(nc, f"fleet.alerts.{host}.*", EVENT)
@@ -231,7 +266,12 @@ async def test_host_down_within_three_intervals_and_resolves(clean, nats_stack, 
     a = await start_alerter(nats_stack, ticks=True, tick_s=0.1)
     try:
         await api(nc, "notifiers", "put", ConfigPut(notifier=tg_notifier(bot)))
-        await api(nc, "rules", "put", ConfigPut(rule=Rule(name="host_down", kind="host_down", missed_intervals=3, severity="critical")))
+        await api(
+            nc,
+            "rules",
+            "put",
+            ConfigPut(rule=Rule(name="host_down", kind="host_down", missed_intervals=3, severity="critical")),
+        )
         interval = 1.0
         js = nc.jetstream()
         for i in range(3):
@@ -263,7 +303,20 @@ async def test_silence_suppresses_matching_only(clean, nats_stack, bot):
         await api(nc, "notifiers", "put", ConfigPut(notifier=tg_notifier(bot)))
         await api(nc, "rules", "put", ConfigPut(rule=Rule(name="cpu_max", field="cpu.percent", threshold=90)))
         await api(nc, "rules", "put", ConfigPut(rule=Rule(name="mem_max", field="mem.percent", threshold=90)))
-        r = await api(nc, "silences", "put", ConfigPut(silence=Silence(id="", matchers=[Matcher(name="host", value=h1), Matcher(name="alertname", value="cpu_max")], starts=now - 10, ends=now + 600, comment="maintenance")))
+        r = await api(
+            nc,
+            "silences",
+            "put",
+            ConfigPut(
+                silence=Silence(
+                    id="",
+                    matchers=[Matcher(name="host", value=h1), Matcher(name="alertname", value="cpu_max")],
+                    starts=now - 10,
+                    ends=now + 600,
+                    comment="maintenance",
+                )
+            ),
+        )
         assert r.ok and r.silences[0].id
         events, sub = await collect(nc, "fleet.alerts.*.*", EVENT)
         await publish_frames(nc, [frame(h1, now, 1, cpu=99, mem=99), frame(h2, now, 1, cpu=99, mem=10)])

@@ -13,10 +13,31 @@ import msgspec
 import pytest
 
 from libs.schemas import encode, subjects
-from libs.schemas.alerting import AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Matcher, Notifier, Rule, Silence, NotifierTestSend
+from libs.schemas.alerting import (
+    AlertRecord,
+    Check,
+    ConfigDelete,
+    ConfigList,
+    ConfigPut,
+    Matcher,
+    Notifier,
+    NotifierTestSend,
+    Rule,
+    Silence,
+)
 from libs.schemas.events import AppStatus, ReplicationStatus
 from services.alerter.machine import COLD, HOLD, HOT, Instance, decide
-from tests.support.alerting import BotApiServer, SmtpServer, api, frame, reset_alerting, self_signed, start_alerter, stop_alerter, until
+from tests.support.alerting import (
+    BotApiServer,
+    SmtpServer,
+    api,
+    frame,
+    reset_alerting,
+    self_signed,
+    start_alerter,
+    stop_alerter,
+    until,
+)
 
 TOKEN = "555:api-bot-token-SECRET-q"
 
@@ -84,7 +105,12 @@ async def test_bad_requests_get_400_with_a_reason(alerter, nc):
     assert r.code == 400 and "resolve" in r.error
     r = await api(nc, "checks", "put", ConfigPut(check=Check(name="c", url="file:///etc/passwd")))
     assert r.code == 400 and "http" in r.error
-    r = await api(nc, "silences", "put", ConfigPut(silence=Silence(id="s", matchers=[Matcher(name="host", value="(", op="=~")], starts=0, ends=10)))
+    r = await api(
+        nc,
+        "silences",
+        "put",
+        ConfigPut(silence=Silence(id="s", matchers=[Matcher(name="host", value="(", op="=~")], starts=0, ends=10)),
+    )
     assert r.code == 400 and "regex" in r.error
     r = await api(nc, "silences", "put", ConfigPut(silence=Silence(id="s", matchers=[], starts=0, ends=10)))
     assert r.code == 400 and "matcher" in r.error
@@ -105,7 +131,12 @@ async def test_rules_edited_at_run_time_take_effect(alerter, nc):
     await js.publish(subjects.metrics(host), encode(frame(host, time.time(), 1, mem=97)))
     assert await until(lambda: alerter.frames >= 1, 10)
     assert (await api(nc, "alerts", "list")).alerts == []
-    r = await api(nc, "rules", "put", ConfigPut(rule=Rule(name="mem_high", field="mem.percent", threshold=95, labels={"team": "infra"})))
+    r = await api(
+        nc,
+        "rules",
+        "put",
+        ConfigPut(rule=Rule(name="mem_high", field="mem.percent", threshold=95, labels={"team": "infra"})),
+    )
     assert r.ok and r.rules[0].labels == {"team": "infra"}
     await js.publish(subjects.metrics(host), encode(frame(host, time.time(), 2, mem=97)))
     assert await until(lambda: any(r.host == host for r in alerter.state.active()), 10)
@@ -122,21 +153,42 @@ async def test_notifier_secrets_are_write_only(alerter, nc, bot, caplog):
     raw = encode(r)
     assert r.ok and r.notifiers[0].bot_token_set and TOKEN.encode() not in raw
     # An edit without the secret keeps it.
-    r = await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, chat_id="2")))
+    r = await api(
+        nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, chat_id="2"))
+    )
     assert r.notifiers[0].bot_token_set and r.notifiers[0].chat_id == "2"
     listing = await nc.request(subjects.alerting("notifiers", "list"), b"{}", timeout=5)
     assert TOKEN.encode() not in listing.data and b'"bot_token_set":true' in listing.data
     r = await api(nc, "notifiers", "test", NotifierTestSend(name="tg", text="hello from the test"))
-    assert r.ok and len(bot.messages) == 1 and bot.messages[0]["chat_id"] == "2" and "hello from the test" in bot.texts()[0]
+    assert (
+        r.ok
+        and len(bot.messages) == 1
+        and bot.messages[0]["chat_id"] == "2"
+        and "hello from the test" in bot.texts()[0]
+    )
     # A wrong token: a clear error, and the token is not in it.
-    await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="tg-bad", kind="telegram", base_url=bot.url, bot_token="999:wrong-SECRET-token", chat_id="1")))
+    await api(
+        nc,
+        "notifiers",
+        "put",
+        ConfigPut(
+            notifier=Notifier(
+                name="tg-bad", kind="telegram", base_url=bot.url, bot_token="999:wrong-SECRET-token", chat_id="1"
+            )
+        ),
+    )
     r = await api(nc, "notifiers", "test", NotifierTestSend(name="tg-bad"))
     assert not r.ok and r.code == 502 and "401" in r.error and "wrong-SECRET" not in r.error
     assert TOKEN not in caplog.text and "wrong-SECRET" not in caplog.text
 
 
 async def test_telegram_retries_with_backoff(alerter, nc, bot):
-    await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, bot_token=TOKEN, chat_id="1")))
+    await api(
+        nc,
+        "notifiers",
+        "put",
+        ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, bot_token=TOKEN, chat_id="1")),
+    )
     bot.fail_next = 2
     r = await api(nc, "notifiers", "test", NotifierTestSend(name="tg"))
     assert r.ok and len(bot.messages) == 1 and bot.requests == 3
@@ -146,13 +198,33 @@ async def test_email_over_implicit_tls(alerter, nc, workdir):
     cert, key = self_signed(workdir / "alerter-tls")
     smtp = SmtpServer(cert, key, mode="tls").start()
     try:
-        n = Notifier(name="mail", kind="email", smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_tls="tls", smtp_user=smtp.user, smtp_password=smtp.password, smtp_ca_file=str(cert), mail_from="a@example.test", mail_to=["b@example.test"])
+        n = Notifier(
+            name="mail",
+            kind="email",
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            smtp_tls="tls",
+            smtp_user=smtp.user,
+            smtp_password=smtp.password,
+            smtp_ca_file=str(cert),
+            mail_from="a@example.test",
+            mail_to=["b@example.test"],
+        )
         await api(nc, "notifiers", "put", ConfigPut(notifier=n))
         r = await api(nc, "notifiers", "test", NotifierTestSend(name="mail", text="tls works"))
         assert r.ok, r.error
         assert len(smtp.messages) == 1 and "tls works" in smtp.bodies()[0]
         # Wrong password: refused, reported without the password.
-        await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(**{**{f: getattr(n, f) for f in n.__struct_fields__}, "smtp_password": "not-the-pass-SECRET"})))
+        await api(
+            nc,
+            "notifiers",
+            "put",
+            ConfigPut(
+                notifier=Notifier(
+                    **{**{f: getattr(n, f) for f in n.__struct_fields__}, "smtp_password": "not-the-pass-SECRET"}
+                )
+            ),
+        )
         r = await api(nc, "notifiers", "test", NotifierTestSend(name="mail"))
         assert not r.ok and "not-the-pass-SECRET" not in r.error
     finally:
@@ -177,8 +249,15 @@ async def test_grouping_puts_simultaneous_alerts_in_one_message(nc, nats_stack, 
     await reset_alerting(nc)
     a = await start_alerter(nats_stack, group_wait_s=0.5)
     try:
-        await api(nc, "notifiers", "put", ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, bot_token=TOKEN, chat_id="1")))
-        await api(nc, "rules", "put", ConfigPut(rule=Rule(name="disk_full", field="disk.percent", threshold=90, resolve=85)))
+        await api(
+            nc,
+            "notifiers",
+            "put",
+            ConfigPut(notifier=Notifier(name="tg", kind="telegram", base_url=bot.url, bot_token=TOKEN, chat_id="1")),
+        )
+        await api(
+            nc, "rules", "put", ConfigPut(rule=Rule(name="disk_full", field="disk.percent", threshold=90, resolve=85))
+        )
         tag = uuid.uuid4().hex[:6]
         now = time.time()
         frames = [frame(f"g{i}-{tag}", now, 1, disks=[("/", 95.0), ("/data", 50.0)]) for i in range(3)]
@@ -188,7 +267,12 @@ async def test_grouping_puts_simultaneous_alerts_in_one_message(nc, nats_stack, 
         await asyncio.sleep(0.8)
         assert len(bot.messages) == 1
         text = bot.texts()[0]
-        assert text.startswith("3 alerts") and all(f.host in text for f in frames) and "mount=/" in text and "/data" not in text
+        assert (
+            text.startswith("3 alerts")
+            and all(f.host in text for f in frames)
+            and "mount=/" in text
+            and "/data" not in text
+        )
     finally:
         await stop_alerter(a)
 
@@ -199,11 +283,17 @@ async def test_app_crash_and_replication_failure_alert(nc, nats_stack):
     try:
         host = f"ap-{uuid.uuid4().hex[:6]}"
         js = nc.jetstream()
-        await js.publish(subjects.apps(host), encode(AppStatus(host=host, app="web", state="crashed", ts=time.time(), exit_code=1)))
-        await js.publish(subjects.replica(host), encode(ReplicationStatus(host=host, ts=time.time(), ok=False, error="db down")))
+        await js.publish(
+            subjects.apps(host), encode(AppStatus(host=host, app="web", state="crashed", ts=time.time(), exit_code=1))
+        )
+        await js.publish(
+            subjects.replica(host), encode(ReplicationStatus(host=host, ts=time.time(), ok=False, error="db down"))
+        )
 
         def firing() -> set:
-            return {(r.rule, r.labels.get("app", "")) for r in a.state.active() if r.host == host and r.state == "firing"}
+            return {
+                (r.rule, r.labels.get("app", "")) for r in a.state.active() if r.host == host and r.state == "firing"
+            }
 
         assert await until(lambda: firing() == {("app_failed", "web"), ("replica_failing", "")}, 10)
         await js.publish(subjects.apps(host), encode(AppStatus(host=host, app="web", state="running", ts=time.time())))
@@ -222,7 +312,10 @@ async def test_malformed_frame_is_dead_lettered(alerter, nc):
     sub = await nc.subscribe(subjects.deadletter("alerter"), cb=cb)
     await nc.jetstream().publish("fleet.metrics.broken-host", b'{"host": "broken-host", "cpu": "lots"}')
     assert await until(lambda: got, 10)
-    assert got[0].headers["Fleet-Subject"] == "fleet.metrics.broken-host" and "MetricFrame" in got[0].headers["Fleet-Reason"]
+    assert (
+        got[0].headers["Fleet-Subject"] == "fleet.metrics.broken-host"
+        and "MetricFrame" in got[0].headers["Fleet-Reason"]
+    )
     assert alerter.bad_messages == 1
     # A frame claiming another host than its subject's is refused the same way.
     await nc.jetstream().publish("fleet.metrics.host-x", encode(frame("host-y", time.time(), 1)))
@@ -234,11 +327,31 @@ async def test_malformed_frame_is_dead_lettered(alerter, nc):
 def test_template_is_readable():
     from services.alerter.notify.templates import Note, render
 
-    rec = AlertRecord(fingerprint="abc", rule="cpu_hot", kind="metric", host="web-1", state="firing", since=1000, active_since=940, severity="critical", value=95.5, threshold=90, summary="CPU hot")
-    assert "\n" not in render([Note(record=msgspec.structs.replace(rec, summary="two\nlines"), kind="firing")], 1060, "u")[0]
+    rec = AlertRecord(
+        fingerprint="abc",
+        rule="cpu_hot",
+        kind="metric",
+        host="web-1",
+        state="firing",
+        since=1000,
+        active_since=940,
+        severity="critical",
+        value=95.5,
+        threshold=90,
+        summary="CPU hot",
+    )
+    assert (
+        "\n"
+        not in render([Note(record=msgspec.structs.replace(rec, summary="two\nlines"), kind="firing")], 1060, "u")[0]
+    )
     subject, text = render([Note(record=rec, kind="firing")], 1060, "https://fleet.example")
     assert subject == "[FIRING] CPU hot on web-1"
-    assert "host web-1" in text and "value: 95.5 (threshold 90.0)" in text and "(2m ago)" in text and "https://fleet.example/alerts/abc" in text
+    assert (
+        "host web-1" in text
+        and "value: 95.5 (threshold 90.0)" in text
+        and "(2m ago)" in text
+        and "https://fleet.example/alerts/abc" in text
+    )
     assert json.dumps(text)  # plain text, no markup to escape
 
 

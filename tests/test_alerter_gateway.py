@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 import pytest
 
-from libs.schemas import encode, subjects
 from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
 from tests.support.alerting import BotApiServer, alerting_role_examples, frame, roles_alerter, until  # noqa: F401 (fixture)
@@ -69,10 +68,18 @@ async def test_secrets_write_only_validation_and_test_send(gw, roles_alerter):
     op = gw.headers("operator")
     try:
         async with httpx.AsyncClient(base_url=gw.url, timeout=60) as c:
-            r = await c.put("/api/v1/notifiers/tg", json={"kind": "telegram", "base_url": bot.url, "bot_token": TOKEN, "chat_id": "5"}, headers=op)
+            r = await c.put(
+                "/api/v1/notifiers/tg",
+                json={"kind": "telegram", "base_url": bot.url, "bot_token": TOKEN, "chat_id": "5"},
+                headers=op,
+            )
             assert r.status_code == 200 and r.json()["bot_token_set"] is True and TOKEN not in r.text
             r = await c.get("/api/v1/notifiers", headers=gw.headers("viewer"))
-            assert r.status_code == 200 and TOKEN not in r.text and any(n["name"] == "tg" and n["bot_token_set"] for n in r.json()["items"])
+            assert (
+                r.status_code == 200
+                and TOKEN not in r.text
+                and any(n["name"] == "tg" and n["bot_token_set"] for n in r.json()["items"])
+            )
             r = await c.post("/api/v1/notifiers/tg/test", json={"text": "through the gateway"}, headers=op)
             assert r.status_code == 200 and r.json()["sent"] is True
             assert len(bot.messages) == 1 and "through the gateway" in bot.texts()[0]
@@ -80,7 +87,9 @@ async def test_secrets_write_only_validation_and_test_send(gw, roles_alerter):
             assert r.status_code == 404
             r = await c.put("/api/v1/rules/bad", json={"field": "cpu.nonsense", "threshold": 1}, headers=op)
             assert r.status_code == 400 and "unknown metric field" in r.json()["detail"]
-            r = await c.put("/api/v1/rules/other", json={"name": "different", "field": "cpu.percent", "threshold": 1}, headers=op)
+            r = await c.put(
+                "/api/v1/rules/other", json={"name": "different", "field": "cpu.percent", "threshold": 1}, headers=op
+            )
             assert r.status_code == 400
             r = await c.put("/api/v1/checks/c1", json={"url": "ftp://x"}, headers=op)
             assert r.status_code == 400 and "http" in r.json()["detail"]
@@ -96,7 +105,9 @@ async def test_active_alerts_and_history(gw, nats_stack, alert_db, roles_alerter
     a = roles_alerter
     host = f"gwa-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(base_url=gw.url, timeout=60) as c:
-        r = await c.put("/api/v1/rules/gw_cpu", json={"field": "cpu.percent", "threshold": 90}, headers=gw.headers("operator"))
+        r = await c.put(
+            "/api/v1/rules/gw_cpu", json={"field": "cpu.percent", "threshold": 90}, headers=gw.headers("operator")
+        )
         assert r.status_code == 200
         # The module's alerter does not consume frames; feed its engine the way its consumer does.
         await a.engine.on_frame(frame(host, time.time(), 1, cpu=99), time.time())
@@ -110,13 +121,18 @@ async def test_active_alerts_and_history(gw, nats_stack, alert_db, roles_alerter
         for i, state in enumerate(["firing", "resolved"]):
             await conn.execute(
                 "INSERT INTO alert_events(time, fingerprint, rule, host, state, since, severity, labels, value, threshold, summary) VALUES (to_timestamp($1), 'fp1', 'gw_cpu', $2, $3, to_timestamp($4), 'warning', '{\"team\": \"x\"}', 99, 90, 'hot')",
-                now - 10 + i, host, state, now - 10,
+                now - 10 + i,
+                host,
+                state,
+                now - 10,
             )
     finally:
         await conn.close()
     async with httpx.AsyncClient(base_url=gw.url, timeout=60) as c:
         r = await c.get("/api/v1/alerts/history", params={"host": host}, headers=gw.headers("viewer"))
         assert r.status_code == 200
-        assert [x["state"] for x in r.json()["items"]] == ["resolved", "firing"] and r.json()["items"][0]["labels"] == {"team": "x"}
+        assert [x["state"] for x in r.json()["items"]] == ["resolved", "firing"] and r.json()["items"][0]["labels"] == {
+            "team": "x"
+        }
         r = await c.get("/api/v1/alerts/history", params={"host": host, "limit": 1}, headers=gw.headers("viewer"))
         assert len(r.json()["items"]) == 1 and r.json()["next_offset"] == 1

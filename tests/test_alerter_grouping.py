@@ -122,7 +122,13 @@ async def test_group_pace_kept_by_a_second_alerter_and_across_a_restart(clean, n
     try:
         await a1.api.put("notifier", tg(bot))
         await a1.api.put("rule", Rule(name="cpu_pace", field="cpu.percent", threshold=90))
-        assert await until(lambda: all(any(cr.rule.name == "cpu_pace" for cr in x.engine.metric) and x.notifier("tg").base_url == bot.url for x in live), 10)
+        assert await until(
+            lambda: all(
+                any(cr.rule.name == "cpu_pace" for cr in x.engine.metric) and x.notifier("tg").base_url == bot.url
+                for x in live
+            ),
+            10,
+        )
 
         p1 = await hot(h1)
         assert await until(lambda: len(bot.messages) >= 1, 10)

@@ -48,7 +48,9 @@ class Proc:
     def __init__(self, env: dict, log_path) -> None:
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def ready(self) -> bool:
         return b'"event": "ready"' in self.log_path.read_bytes()
@@ -155,6 +157,8 @@ def test_bad_rules_file_stops_startup_with_a_reason(nats_stack, workdir):
     rf = workdir / "bad-rules.toml"
     rf.write_text('[[rules]]\nname = "x"\nfield = "cpu.nonsense"\nthreshold = 1\n')
     env = service_env(**nats_stack.env("alerter"), FLEETWATCH_ALERTER_RULES_FILE=str(rf))
-    r = subprocess.run([sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode != 0
     assert "cpu.nonsense" in r.stderr and "unknown metric field" in r.stderr

@@ -65,18 +65,32 @@ class Cli:
         env.update(extra)
         return env
 
-    async def __call__(self, *args: str, role: str | None = None, stdin: str | None = None, timeout: float = 60, cwd: Path = ROOT, **extra: str) -> Result:
+    async def __call__(
+        self,
+        *args: str,
+        role: str | None = None,
+        stdin: str | None = None,
+        timeout: float = 60,
+        cwd: Path = ROOT,
+        **extra: str,
+    ) -> Result:
         env = self.env(role, **extra)
         if extra.get("FLEETWATCH_URL") == "":
             del env["FLEETWATCH_URL"]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetwatch", *args, cwd=cwd, env=env,
+            sys.executable,
+            "-m",
+            "fleetwatch",
+            *args,
+            cwd=cwd,
+            env=env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise
@@ -101,10 +115,18 @@ async def stack(nats_stack, pg_cluster, workdir):
     alerter = await start_alerter(nats_stack)
     try:
         # Every frame of clisim-b fires this rule: the CLI's alert views have something to show.
-        await alerter.api.put("rule", Rule(name="cli-busy", field="cpu.percent", op=">=", threshold=0.0, hosts=["clisim-b"], summary="busy"))
+        await alerter.api.put(
+            "rule",
+            Rule(name="cli-busy", field="cpu.percent", op=">=", threshold=0.0, hosts=["clisim-b"], summary="busy"),
+        )
         await cp.wait_ready(admin, HOST)
         with running_gateway(nats_stack, dsn, d / "gw") as gw:
-            await sim.publish(admin, [sim.info(h) for h in SIM_HOSTS] + [sim.frame(h) for h in SIM_HOSTS] + [sim.snapshot(h) for h in SIM_HOSTS])
+            await sim.publish(
+                admin,
+                [sim.info(h) for h in SIM_HOSTS]
+                + [sim.frame(h) for h in SIM_HOSTS]
+                + [sim.snapshot(h) for h in SIM_HOSTS],
+            )
             await wait_until(lambda: _known(gw), 30, what="simulated hosts in the gateway")
             yield gw, Cli(gw, d / "config", nats_stack.env("gateway")), admin, sim, d, dsn
     finally:
@@ -153,7 +175,12 @@ async def test_login_stores_a_private_token_and_users_admin(stack, tmp_path):
     assert stat.S_IMODE(cred.stat().st_mode) == 0o600 and stat.S_IMODE(cred.parent.stat().st_mode) == 0o700
     assert password not in cred.read_text() + r.out + r.err
     me = await own("whoami", "--json")  # the saved token, no FLEETWATCH_TOKEN
-    assert me.rc == 0 and me.json()["username"] == "clio" and me.json()["role"] == "operator" and me.json()["via"] == "session"
+    assert (
+        me.rc == 0
+        and me.json()["username"] == "clio"
+        and me.json()["role"] == "operator"
+        and me.json()["via"] == "session"
+    )
 
     # A token saved for one gateway is never sent to another URL.
     r = await own("whoami", FLEETWATCH_URL="http://127.0.0.1:9")
@@ -164,7 +191,12 @@ async def test_login_stores_a_private_token_and_users_admin(stack, tmp_path):
     assert r.rc == 0, r
     token = r.out.strip()
     me = await own("whoami", "--json", FLEETWATCH_TOKEN=token)
-    assert me.rc == 0 and me.json() == {"username": "clio", "user_id": me.json()["user_id"], "role": "viewer", "via": "api_token"}
+    assert me.rc == 0 and me.json() == {
+        "username": "clio",
+        "user_id": me.json()["user_id"],
+        "role": "viewer",
+        "via": "api_token",
+    }
 
     r = await own("login", "--username", "clio", "--password-stdin", stdin="wrong-password\n")
     assert r.rc == 1 and "not authenticated (401): wrong username or password" in r.err
@@ -188,7 +220,9 @@ async def test_hosts_from_the_simulator_and_json_is_the_api(stack):
     await sim.publish(admin, [sim.frame(h) for h in SIM_HOSTS])
 
     async def fresh():
-        return all(h["last"]["ts"] >= t0 - 1 for h in await api(gw, "viewer", "/api/v1/hosts") if h["host"] in SIM_HOSTS)
+        return all(
+            h["last"]["ts"] >= t0 - 1 for h in await api(gw, "viewer", "/api/v1/hosts") if h["host"] in SIM_HOSTS
+        )
 
     await wait_until(fresh, 30, what="fresh frames in the gateway")
     # /hosts is rebuilt at most once a second and served stale meanwhile: let it settle.
@@ -246,7 +280,18 @@ async def test_top_follows_the_live_stream(stack):
 
 async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stack):
     gw, cli, _, _, d, _ = stack
-    r = await cli("apps", HOST, "register", "web", "--python", str(d / "app.py"), "--interpreter", sys.executable, "--start", role="admin")
+    r = await cli(
+        "apps",
+        HOST,
+        "register",
+        "web",
+        "--python",
+        str(d / "app.py"),
+        "--interpreter",
+        sys.executable,
+        "--start",
+        role="admin",
+    )
     changed = time.monotonic()
     assert r.rc == 0, r
     assert "web on host-c: registered" in r.out
@@ -258,7 +303,9 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     listing = await cli("apps", HOST, "--json", role="viewer")
     assert listing.rc == 0, listing
     via_api = await api(gw, "viewer", f"/api/v1/hosts/{HOST}/apps")
-    assert [(a["spec"], a["pid"], a["state"]) for a in listing.json()["apps"]] == [(a["spec"], a["pid"], a["state"]) for a in via_api["apps"]]
+    assert [(a["spec"], a["pid"], a["state"]) for a in listing.json()["apps"]] == [
+        (a["spec"], a["pid"], a["state"]) for a in via_api["apps"]
+    ]
     table = await cli("apps", HOST, role="viewer")
     assert "web" in table.out and "running" in table.out
 
@@ -268,7 +315,11 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
 
     # An operator who logged in with `fleetwatch login` (saved token, no FLEETWATCH_TOKEN).
     me = Cli(gw, d / "cliop-config")
-    assert (await cli("users", "add", "cliop", "--role", "operator", "--password-stdin", role="admin", stdin="cliop-password\n")).rc == 0
+    assert (
+        await cli(
+            "users", "add", "cliop", "--role", "operator", "--password-stdin", role="admin", stdin="cliop-password\n"
+        )
+    ).rc == 0
     assert (await me("login", "-u", "cliop", "--password-stdin", stdin="cliop-password\n")).rc == 0
     await after_rate_window(changed)
     r = await me("apps", HOST, "restart", "web", "--json")
@@ -282,9 +333,13 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
         return a.json()["items"] or None
 
     rows = await wait_until(audited_restart, 30, interval=0.5, what="cliop's restart in the audit log")
-    assert [(i["actor"], i["action"], i["target"], i["code"], i["result"]) for i in rows] == [("cliop", "apps.restart", "web", 200, "ok")]
+    assert [(i["actor"], i["action"], i["target"], i["code"], i["result"]) for i in rows] == [
+        ("cliop", "apps.restart", "web", 200, "ok")
+    ]
     human = await me("audit", "--host", HOST, "--user", "cliop")
-    assert any(ln.split()[2:8] == ["cliop", HOST, "apps.restart", "web", "ok", "200"] for ln in human.out.splitlines()), human
+    assert any(
+        ln.split()[2:8] == ["cliop", HOST, "apps.restart", "web", "ok", "200"] for ln in human.out.splitlines()
+    ), human
     # Two at once: the commander takes one change per app per second, the other is told to retry.
     # (On a loaded machine two process starts can be a second apart: then both pass; try again.)
     for _ in range(4):
@@ -302,20 +357,49 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     operator = gw.actor("operator")
 
     async def audited():
-        a = await cli("audit", "--host", HOST, "--user", operator, "--action", "apps.restart", "--since", "10m", "--json", role="operator")
+        a = await cli(
+            "audit",
+            "--host",
+            HOST,
+            "--user",
+            operator,
+            "--action",
+            "apps.restart",
+            "--since",
+            "10m",
+            "--json",
+            role="operator",
+        )
         assert a.rc == 0, a
         return a.json()["items"] if {200, 404, 429} <= {i["code"] for i in a.json()["items"]} else None
 
     items = await wait_until(audited, 30, interval=0.5, what="the restarts in the audit log")
     assert {i["actor"] for i in items} == {operator} and {i["action"] for i in items} == {"apps.restart"}
-    assert sorted(i["code"] for i in items).count(429) == 1 and [i["target"] for i in items if i["code"] == 404] == ["nope"]
+    assert sorted(i["code"] for i in items).count(429) == 1 and [i["target"] for i in items if i["code"] == 404] == [
+        "nope"
+    ]
     # Secrets go in through a file, never the command line, and never come back.
     (d / "web2.env").write_text("# app settings\nAPI_TOKEN=tok-cli-123\nMODE=fast\n")
-    r = await cli("apps", HOST, "register", "web2", "--env-file", str(d / "web2.env"), "--json", "--", sys.executable, str(d / "app.py"), role="admin")
+    r = await cli(
+        "apps",
+        HOST,
+        "register",
+        "web2",
+        "--env-file",
+        str(d / "web2.env"),
+        "--json",
+        "--",
+        sys.executable,
+        str(d / "app.py"),
+        role="admin",
+    )
     changed = time.monotonic()
     assert r.rc == 0, r
     spec = r.json()["app"]["spec"]
-    assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {"runtime": "binary", "argv": [sys.executable, str(d / "app.py")]}
+    assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {
+        "runtime": "binary",
+        "argv": [sys.executable, str(d / "app.py")],
+    }
     assert "tok-cli-123" not in r.out + r.err
     assert (await cli("apps", HOST, "remove", "web2", role="operator")).rc == 1  # removing is an admin's
     await after_rate_window(changed)
@@ -332,10 +416,24 @@ async def test_logs_follow_prints_new_lines(stack):
     last_seen = int(tail.out.strip().splitlines()[-1].split()[1])
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "apps", HOST, "logs", "web", "-f", "-n", "0", cwd=ROOT, env=cli.env("operator"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "fleetwatch",
+        "apps",
+        HOST,
+        "logs",
+        "web",
+        "-f",
+        "-n",
+        "0",
+        cwd=ROOT,
+        env=cli.env("operator"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
+
         async def newer() -> str:
             while True:
                 line = (await proc.stdout.readline()).decode()
@@ -359,12 +457,24 @@ async def test_jobs_run_wait_and_list(stack):
     gw, cli, *_ = stack
     r = await cli("jobs", HOST, "run", "--wait", "--", "/bin/echo", "hello from a job", role="operator")
     assert r.rc == 0 and "hello from a job" in r.out, r
-    r = await cli("jobs", HOST, "run", "--wait", "--", sys.executable, "-c", "import sys; print('bad'); sys.exit(3)", role="operator")
+    r = await cli(
+        "jobs",
+        HOST,
+        "run",
+        "--wait",
+        "--",
+        sys.executable,
+        "-c",
+        "import sys; print('bad'); sys.exit(3)",
+        role="operator",
+    )
     assert r.rc == 1 and "bad" in r.out and "failed" in r.out, r
     listing = await cli("jobs", HOST, "--json", role="viewer")
     jobs = listing.json()["jobs"]
     assert [j["exit_code"] for j in jobs[:2]] == [3, 0]
-    assert [j["id"] for j in jobs] == [j["id"] for j in (await api(gw, "viewer", f"/api/v1/hosts/{HOST}/jobs", limit=50))["jobs"]]
+    assert [j["id"] for j in jobs] == [
+        j["id"] for j in (await api(gw, "viewer", f"/api/v1/hosts/{HOST}/jobs", limit=50))["jobs"]
+    ]
     r = await cli("jobs", HOST, "run", "--", "/bin/echo", role="viewer")
     assert r.rc == 1 and "refused (403)" in r.err
 
@@ -375,7 +485,6 @@ async def test_sync_asks_the_replicator(stack):
     assert r.rc == 1 and "unavailable (503): no replicator answers" in r.err  # none runs for host-c here
     r = await cli("sync", "--json", role="viewer")
     assert r.rc == 0 and r.json() == await api(gw, "viewer", "/api/v1/replication")
-
 
 
 async def test_alerts_silences_checks_and_the_hosts_alert_column(stack):
@@ -396,19 +505,44 @@ async def test_alerts_silences_checks_and_the_hosts_alert_column(stack):
     alerts_col = {ln.split()[0]: ln.split()[6] for ln in hosts.out.splitlines() if ln.startswith("clisim-")}
     assert alerts_col == {"clisim-a": "0", "clisim-b": "1", "clisim-c": "0"}
 
-    r = await cli("silence", "add", "host=clisim-b", "rule=~cli-.*", "--for", "30m", "--comment", "maintenance", "--json", role="operator")
+    r = await cli(
+        "silence",
+        "add",
+        "host=clisim-b",
+        "rule=~cli-.*",
+        "--for",
+        "30m",
+        "--comment",
+        "maintenance",
+        "--json",
+        role="operator",
+    )
     assert r.rc == 0, r
     sid = r.json()["id"]
-    assert r.json()["created_by"] == gw.actor("operator") and r.json()["ends"] - r.json()["starts"] == pytest.approx(1800)
+    assert r.json()["created_by"] == gw.actor("operator") and r.json()["ends"] - r.json()["starts"] == pytest.approx(
+        1800
+    )
     listing = await cli("silence", role="viewer")
-    assert any(ln.startswith(sid) and "host=clisim-b" in ln and "rule=~cli-.*" in ln for ln in listing.out.splitlines()), listing
+    assert any(
+        ln.startswith(sid) and "host=clisim-b" in ln and "rule=~cli-.*" in ln for ln in listing.out.splitlines()
+    ), listing
     r = await cli("silence", "add", "host=x", role="viewer")
     assert r.rc == 1 and "refused (403)" in r.err
     assert (await cli("silence", "add", "not a matcher", role="operator")).rc == 2
     assert (await cli("silence", "rm", sid, role="operator")).rc == 0
     assert sid not in (await cli("silence", role="viewer")).out
 
-    r = await cli("checks", "add", "cli-health", "http://127.0.0.1:9/health", "--interval", "2m", "--status", "200-204", role="operator")
+    r = await cli(
+        "checks",
+        "add",
+        "cli-health",
+        "http://127.0.0.1:9/health",
+        "--interval",
+        "2m",
+        "--status",
+        "200-204",
+        role="operator",
+    )
     assert r.rc == 0 and "every 2m00s" in r.out, r
     r = await cli("checks", "--json", role="viewer")
     check = next(c for c in r.json()["items"] if c["name"] == "cli-health")
@@ -449,12 +583,18 @@ async def test_shell_completion_from_the_parser(stack):
     zsh_script = await cli("completion", "zsh")
     assert zsh_script.rc == 0 and "bashcompinit" in zsh_script.out
     # zsh runs the same function through bashcompinit; checked where zsh is installed.
-    shells = [("bash", ["bash", "--norc", "-c"], script.out)] + ([("zsh", ["zsh", "-f", "-c"], zsh_script.out)] if shutil.which("zsh") else [])
+    shells = [("bash", ["bash", "--norc", "-c"], script.out)] + (
+        [("zsh", ["zsh", "-f", "-c"], zsh_script.out)] if shutil.which("zsh") else []
+    )
 
     async def complete(shell: list[str], text: str, *words: str) -> list[str]:
         line = " ".join(f"'{w}'" for w in words)
-        prog = f'{text}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _fleetwatch; printf "%s\\n" "${{COMPREPLY[@]}}"'
-        proc = await asyncio.create_subprocess_exec(*shell, prog, env=cli.env("viewer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        prog = (
+            f'{text}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _fleetwatch; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *shell, prog, env=cli.env("viewer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
         return sorted(w for w in out.decode().split("\n") if w)
@@ -463,20 +603,35 @@ async def test_shell_completion_from_the_parser(stack):
         assert await complete(shell, text, "fleetwatch", "ap") == ["apps"], name
         assert "nats-config" in await complete(shell, text, "fleetwatch", "")  # the maintenance commands too
         assert await complete(shell, text, "fleetwatch", "apps", HOST, "re") == ["register", "remove", "restart"]
-        assert await complete(shell, text, "fleetwatch", "users", "add", "bob", "--role", "") == ["admin", "operator", "viewer"]
-        assert await complete(shell, text, "fleetwatch", "top", "clisim-") == sorted(SIM_HOSTS), name  # live from the gateway
+        assert await complete(shell, text, "fleetwatch", "users", "add", "bob", "--role", "") == [
+            "admin",
+            "operator",
+            "viewer",
+        ]
+        assert await complete(shell, text, "fleetwatch", "top", "clisim-") == sorted(SIM_HOSTS), (
+            name
+        )  # live from the gateway
         assert "--follow" in await complete(shell, text, "fleetwatch", "apps", HOST, "logs", "web", "--")
 
 
 def test_error_messages_name_the_status_and_what_to_do():
     from fleetwatch.cli.client import error_message
 
-    assert error_message(504, {"status_code": 504, "detail": "the commander of host 'x' did not answer within 30s"}, {}) == (
-        "timed out (504): the commander of host 'x' did not answer within 30s")
-    assert error_message(429, {"detail": "too many failed logins"}, {"retry-after": "12"}).endswith("— retry after 12 s")
+    assert error_message(
+        504, {"status_code": 504, "detail": "the commander of host 'x' did not answer within 30s"}, {}
+    ) == ("timed out (504): the commander of host 'x' did not answer within 30s")
+    assert error_message(429, {"detail": "too many failed logins"}, {"retry-after": "12"}).endswith(
+        "— retry after 12 s"
+    )
     assert error_message(409, {"detail": "username or uid is taken"}, {}) == "conflict (409): username or uid is taken"
-    assert error_message(400, {"detail": "Validation failed for POST /api/v1/users", "extra": [{"key": "username", "message": "Expected `str` matching regex"}]}, {}) == (
-        "bad request (400): Validation failed for POST /api/v1/users (username: Expected `str` matching regex)")
+    assert error_message(
+        400,
+        {
+            "detail": "Validation failed for POST /api/v1/users",
+            "extra": [{"key": "username", "message": "Expected `str` matching regex"}],
+        },
+        {},
+    ) == ("bad request (400): Validation failed for POST /api/v1/users (username: Expected `str` matching regex)")
 
 
 def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
@@ -499,10 +654,24 @@ async def test_password_prompt_in_a_terminal_does_not_echo(stack, tmp_path):
 
     gw, cli, *_ = stack
     password = "tty-typed-secret-9"
-    assert (await cli("users", "add", "ttyuser", "--role", "viewer", "--password-stdin", role="admin", stdin=password + "\n")).rc == 0
+    assert (
+        await cli(
+            "users", "add", "ttyuser", "--role", "viewer", "--password-stdin", role="admin", stdin=password + "\n"
+        )
+    ).rc == 0
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "login", "-u", "ttyuser", cwd=ROOT, env=Cli(gw, tmp_path).env(), stdin=slave, stdout=slave, stderr=slave,
+        sys.executable,
+        "-m",
+        "fleetwatch",
+        "login",
+        "-u",
+        "ttyuser",
+        cwd=ROOT,
+        env=Cli(gw, tmp_path).env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
         start_new_session=True,  # the pty becomes its terminal, as getpass expects
     )
     os.close(slave)
@@ -537,7 +706,16 @@ async def test_top_in_a_terminal_redraws_and_quits_on_q_or_ctrl_c(stack):
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 140, 0, 0))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleetwatch", "top", SIM_HOSTS[0], cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave,
+            sys.executable,
+            "-m",
+            "fleetwatch",
+            "top",
+            SIM_HOSTS[0],
+            cwd=ROOT,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
         )
         os.close(slave)
         try:
@@ -572,17 +750,35 @@ async def test_https_gateway_with_the_ca_of_fleetwatch_certs(stack, tmp_path):
     pw = tmp_path / "admin-password"
     pw.write_text(gw.admin_password + "\n")  # the admin exists already: this file is not used to make one
     env = service_env(
-        **cli.nats_env, FLEETWATCH_DB_DSN=dsn, FLEETWATCH_GATEWAY_PORT=str(port), FLEETWATCH_GATEWAY_ADMIN_PASSWORD_FILE=str(pw),
-        FLEETWATCH_GATEWAY_TLS_CERT=str(tmp_path / "certs" / "gateway.crt"), FLEETWATCH_GATEWAY_TLS_KEY=str(tmp_path / "certs" / "gateway.key"),
+        **cli.nats_env,
+        FLEETWATCH_DB_DSN=dsn,
+        FLEETWATCH_GATEWAY_PORT=str(port),
+        FLEETWATCH_GATEWAY_ADMIN_PASSWORD_FILE=str(pw),
+        FLEETWATCH_GATEWAY_TLS_CERT=str(tmp_path / "certs" / "gateway.crt"),
+        FLEETWATCH_GATEWAY_TLS_KEY=str(tmp_path / "certs" / "gateway.key"),
     )
     url = f"https://127.0.0.1:{port}"
     with open(tmp_path / "gateway.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     own = Cli(gw, tmp_path / "cfg")
     try:
+
         async def ready():
             assert proc.poll() is None, (tmp_path / "gateway.log").read_text()[-3000:]
-            r = await own("login", "--url", url, "-u", "admin", "--password-stdin", "--ca-file", str(tmp_path / "certs" / "ca.crt"), stdin=gw.admin_password + "\n", FLEETWATCH_URL="")
+            r = await own(
+                "login",
+                "--url",
+                url,
+                "-u",
+                "admin",
+                "--password-stdin",
+                "--ca-file",
+                str(tmp_path / "certs" / "ca.crt"),
+                stdin=gw.admin_password + "\n",
+                FLEETWATCH_URL="",
+            )
             return r if r.rc == 0 else None
 
         await wait_until(ready, 60, interval=0.5, what="login to the https gateway")

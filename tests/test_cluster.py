@@ -62,7 +62,9 @@ async def test_three_node_cluster_gets_r3_and_survives_a_killed_node(cluster):
         stored = None
         for _ in range(150):  # bounded: 30 s
             try:
-                await ajs.publish(subjects.metrics("host-a"), b'{"n":20}', headers={"Nats-Msg-Id": "host-a:1:20"}, timeout=1)
+                await ajs.publish(
+                    subjects.metrics("host-a"), b'{"n":20}', headers={"Nats-Msg-Id": "host-a:1:20"}, timeout=1
+                )
                 info = await js.stream_info("METRICS")
                 if info.cluster.leader and info.cluster.leader != leader:
                     stored = info.state.messages
@@ -95,8 +97,24 @@ def test_nats_config_cli_writes_cluster_configs(tmp_path):
     inv.write_text('[[hosts]]\nid = "web-1"\n')
     out = tmp_path / "out"
     r = subprocess.run(
-        [sys.executable, "-m", "fleetwatch", "nats-config", "--inventory", str(inv), "--out", str(out), "--cluster", "3", "--listen", "127.0.0.1:14222"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "fleetwatch",
+            "nats-config",
+            "--inventory",
+            str(inv),
+            "--out",
+            str(out),
+            "--cluster",
+            "3",
+            "--listen",
+            "127.0.0.1:14222",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     assert not (out / "nats.conf").exists()

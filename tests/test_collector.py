@@ -26,9 +26,19 @@ async def test_frame_from_this_machine_lands_with_psutil_values(fresh_nats, db_d
     admin = await connect(fresh_nats.settings("admin"), "test-collector", retry_forever=False)
     await provision(admin)
     ingest = start_ingest(fresh_nats, db_dsn, workdir / "collector-e2e-ingest.log")
-    coll = start_collector(fresh_nats, HOST, workdir / "collector-e2e.log", FLEETWATCH_COLLECTOR_INTERVAL="1", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="2")
+    coll = start_collector(
+        fresh_nats,
+        HOST,
+        workdir / "collector-e2e.log",
+        FLEETWATCH_COLLECTOR_INTERVAL="1",
+        FLEETWATCH_COLLECTOR_PROCS_INTERVAL="2",
+    )
     try:
-        await wait_until(lambda: poll(db_dsn, "SELECT count(*) >= 3 FROM metrics WHERE host = $1", HOST), 60, what=f"frames ({coll.logs()[-2000:]})")
+        await wait_until(
+            lambda: poll(db_dsn, "SELECT count(*) >= 3 FROM metrics WHERE host = $1", HOST),
+            60,
+            what=f"frames ({coll.logs()[-2000:]})",
+        )
         m = (await fetch(db_dsn, "SELECT * FROM metrics WHERE host = $1 ORDER BY time DESC LIMIT 1", HOST))[0]
         vm = psutil.virtual_memory()
         assert m["mem_total"] == vm.total
@@ -41,7 +51,10 @@ async def test_frame_from_this_machine_lands_with_psutil_values(fresh_nats, db_d
             assert m["gpu_count"] == 0
         ifaces = {i["name"] for i in json.loads(m["net_ifaces"])}
         assert ifaces == set(psutil.net_io_counters(pernic=True))
-        disks = {r["mount"]: r for r in await fetch(db_dsn, "SELECT * FROM metrics_disk WHERE host = $1 AND time = $2", HOST, m["time"])}
+        disks = {
+            r["mount"]: r
+            for r in await fetch(db_dsn, "SELECT * FROM metrics_disk WHERE host = $1 AND time = $2", HOST, m["time"])
+        }
         root = psutil.disk_usage("/")
         assert "/" in disks
         assert disks["/"]["total"] == root.total
@@ -53,10 +66,18 @@ async def test_frame_from_this_machine_lands_with_psutil_values(fresh_nats, db_d
         assert seqs == list(range(1, len(seqs) + 1))
 
         # Process snapshots and host info land too.
-        await wait_until(lambda: poll(db_dsn, "SELECT count(*) > 0 FROM proc_samples WHERE host = $1", HOST), 30, what="process snapshot")
+        await wait_until(
+            lambda: poll(db_dsn, "SELECT count(*) > 0 FROM proc_samples WHERE host = $1", HOST),
+            30,
+            what="process snapshot",
+        )
         mine = await fetch(db_dsn, "SELECT * FROM proc_samples WHERE host = $1 AND pid = $2", HOST, coll.proc.pid)
         assert not mine or mine[0]["name"].startswith("python")
-        h = await wait_until(lambda: poll(db_dsn, "SELECT cpu_count FROM hosts WHERE host = $1 AND info_time IS NOT NULL", HOST), 30, what="host row")
+        h = await wait_until(
+            lambda: poll(db_dsn, "SELECT cpu_count FROM hosts WHERE host = $1 AND info_time IS NOT NULL", HOST),
+            30,
+            what="host row",
+        )
         assert h == psutil.cpu_count()
         kv = await admin.jetstream().key_value("fleet_hosts")
         info = Codec(HostInfo).decode((await kv.get(HOST)).value)
@@ -113,7 +134,9 @@ def test_process_table_top_n_reads_own_process():
     busy = sum(i * i for i in range(300_000))  # some CPU time of our own
     counts = t.scan(with_memory=True)
     assert counts.total == len(t) and counts.total > 5 and busy > 0
-    assert counts.running + counts.sleeping + counts.idle + counts.stopped + counts.zombie + counts.other == counts.total
+    assert (
+        counts.running + counts.sleeping + counts.idle + counts.stopped + counts.zombie + counts.other == counts.total
+    )
     top = t.top(3)
     assert 1 <= len(top) <= 6  # top 3 by CPU merged with top 3 by memory
     assert os.getpid() in {p.pid for p in t.top(500)}
@@ -138,8 +161,11 @@ async def test_collector_with_nvml_fake_reports_gpus_and_their_processes(fresh_n
     """The production NVML code path, run against the fake module in a real collector process."""
     admin = await connect(fresh_nats.settings("admin"), "test-gpu", retry_forever=False)
     await provision(admin)
-    coll = start_collector(fresh_nats, "host-a", workdir / "collector-gpu.log", FLEETWATCH_COLLECTOR_NVML_MODULE="tests.support.fake_nvml")
+    coll = start_collector(
+        fresh_nats, "host-a", workdir / "collector-gpu.log", FLEETWATCH_COLLECTOR_NVML_MODULE="tests.support.fake_nvml"
+    )
     try:
+
         async def sample():
             try:
                 return Codec(MetricFrame).decode((await admin.request("fleet.sample.host-a", b"", timeout=2)).data)

@@ -39,8 +39,15 @@ async def _frames(admin) -> list[MetricFrame]:
 async def test_nats_stopped_30s_gap_frames_arrive_after_restart_in_order(fresh_nats, workdir):
     admin = await connect(fresh_nats.settings("admin"), "test-gap", retry_forever=False)
     await provision(admin)
-    coll = start_collector(fresh_nats, HOST, workdir / "collector-gap.log", FLEETWATCH_COLLECTOR_INTERVAL="1", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="3600")
+    coll = start_collector(
+        fresh_nats,
+        HOST,
+        workdir / "collector-gap.log",
+        FLEETWATCH_COLLECTOR_INTERVAL="1",
+        FLEETWATCH_COLLECTOR_PROCS_INTERVAL="3600",
+    )
     try:
+
         async def stored() -> int:
             info = await admin.jetstream().stream_info("METRICS", subjects_filter=f"fleet.metrics.{HOST}")
             return (info.state.subjects or {}).get(f"fleet.metrics.{HOST}", 0)

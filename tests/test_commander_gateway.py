@@ -73,12 +73,22 @@ async def audit_rows(dsn: str, where: str, *args, want: int = 1, timeout: float 
 async def test_operator_restart_is_audited_with_their_name_and_viewer_is_refused(stack):
     gw, dsn, d, _ = stack
     base = f"/api/v1/hosts/{HOST}/apps"
-    async with gw.async_client("admin") as admin, gw.async_client("operator") as op, gw.async_client("viewer") as viewer:
-        spec = {"name": "web", "run": {"runtime": "python", "script": str(d / "app.py"), "interpreter": sys.executable}, "env": {"SECRET_KEY": "sk-abc-123"}}
+    async with (
+        gw.async_client("admin") as admin,
+        gw.async_client("operator") as op,
+        gw.async_client("viewer") as viewer,
+    ):
+        spec = {
+            "name": "web",
+            "run": {"runtime": "python", "script": str(d / "app.py"), "interpreter": sys.executable},
+            "env": {"SECRET_KEY": "sk-abc-123"},
+        }
         r = await admin.post(base, json={"spec": spec, "start": True})
         assert r.status_code == 201, r.text
         assert r.json()["app"]["spec"]["env"]["SECRET_KEY"] == "***"
-        assert (await op.post(base, json={"spec": {**spec, "name": "web2"}})).status_code == 403  # register is admin-only
+        assert (
+            await op.post(base, json={"spec": {**spec, "name": "web2"}})
+        ).status_code == 403  # register is admin-only
 
         listing = (await viewer.get(base)).json()
         assert [a["spec"]["name"] for a in listing["apps"]] == ["web"]

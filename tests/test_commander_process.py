@@ -63,7 +63,9 @@ async def cmd(commander, nc):
 
 
 async def register(nc, started, name, run, adopt_pid=None, **spec):
-    info = await register_app(nc, HOST, {"name": name, "run": run, **spec}, **({"adopt_pid": adopt_pid} if adopt_pid else {}))
+    info = await register_app(
+        nc, HOST, {"name": name, "run": run, **spec}, **({"adopt_pid": adopt_pid} if adopt_pid else {})
+    )
     started.append(name)
     return info
 
@@ -72,7 +74,11 @@ async def register(nc, started, name, run, adopt_pid=None, **spec):
 async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
     _, started = cmd
     name = f"lifecycle-{runtime}"
-    run = {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable} if runtime == "python" else {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
+    run = (
+        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}
+        if runtime == "python"
+        else {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
+    )
     r = await register(nc, started, name, run, cwd=str(appdir))
     assert r.state == "stopped" and r.pid is None
 
@@ -115,7 +121,9 @@ async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdi
         os.kill(first.pid, signal.SIGKILL)
         back = await events.wait_for(lambda e: e.app == name and e.state == "backoff")
         assert "signal 9" in back.detail
-        again = await events.wait_for(lambda e: e.app == name and e.state == "starting" and e.pid not in (None, first.pid))
+        again = await events.wait_for(
+            lambda e: e.app == name and e.state == "starting" and e.pid not in (None, first.pid)
+        )
     # The first restart waits backoff_s (±20 % jitter) — not immediately.
     assert again.ts - killed_at >= 0.7, again.ts - killed_at
     info = await wait_state(nc, HOST, name, {"running"})
@@ -125,7 +133,16 @@ async def test_kill9_autorestarts_with_backoff_then_status_events(cmd, nc, appdi
 async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
     _, started = cmd
     name = "crashy"
-    await register(nc, started, name, {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable}, restart="always", max_retries=2, backoff_s=0.2, min_uptime_s=5.0)  # generous: a loaded box starts python slowly
+    await register(
+        nc,
+        started,
+        name,
+        {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable},
+        restart="always",
+        max_retries=2,
+        backoff_s=0.2,
+        min_uptime_s=5.0,
+    )  # generous: a loaded box starts python slowly
     async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
         await app_op(nc, HOST, "apps.start", name)
         fatal = await events.wait_for(lambda e: e.app == name and e.state == "fatal", timeout=20)
@@ -144,7 +161,9 @@ async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir, runtime):
     await register(nc, started, name, run_of(runtime, appdir))
     want = [f"{'py' if runtime == 'python' else 'node'} line {i}" for i in range(10)]
     async with Collector(nc, subjects.logs(HOST, name), LogBatch) as batches:
-        r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply)
+        r = await ctl(
+            nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 10, "follow": True, "lease_s": 20}, LogsReply
+        )
         assert r.subject == subjects.logs(HOST, name) and r.lease_until > time.time()
         await app_op(nc, HOST, "apps.start", name)
         await batches.wait_for(lambda _: [ln.line for b in batches.items for ln in b.lines][:10] == want, timeout=15)
@@ -161,8 +180,16 @@ async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
 async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
     cases = {
         "missing script": {"name": "v1", "run": {"runtime": "python", "script": str(appdir / "nope.py")}},
-        "missing user": {"name": "v2", "run": {"runtime": "python", "script": str(appdir / "app.py")}, "user": "no-such-user-x"},
-        "bad env name": {"name": "v3", "run": {"runtime": "python", "script": str(appdir / "app.py")}, "env": {"1BAD-NAME": "x"}},
+        "missing user": {
+            "name": "v2",
+            "run": {"runtime": "python", "script": str(appdir / "app.py")},
+            "user": "no-such-user-x",
+        },
+        "bad env name": {
+            "name": "v3",
+            "run": {"runtime": "python", "script": str(appdir / "app.py")},
+            "env": {"1BAD-NAME": "x"},
+        },
         "denylisted": {"name": "v4", "run": {"runtime": "binary", "argv": ["rm", "-rf", str(appdir / "x")]}},
         "shell": {"name": "v5", "run": {"runtime": "binary", "argv": ["/bin/sh", "-c", "echo hi"]}},
     }
@@ -177,7 +204,13 @@ async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
     assert "1BAD-NAME" in reasons["bad env name"]
     assert "denylist" in reasons["denylisted"] and "denylist" in reasons["shell"]
 
-    await register(nc, started, "limited", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, env={"API_TOKEN": "tok-secret-123"})
+    await register(
+        nc,
+        started,
+        "limited",
+        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+        env={"API_TOKEN": "tok-secret-123"},
+    )
     await asyncio.sleep(1.05)  # mallory's start must pass at her first try: every try is audited
     await ctl(nc, HOST, "apps.start", {"actor": "mallory", "name": "limited"})
     with pytest.raises(CtlFailed) as ei:
@@ -196,7 +229,9 @@ async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
     assert sorted(a.code for a in recs) == [200, 400, 400, 400, 400, 400, 404, 429]
     assert all(a.host == HOST and a.source == "commander" for a in recs)
     refused = [a for a in recs if a.code == 400]
-    assert {a.target for a in refused} == {"v1", "v2", "v3", "v4", "v5"} and all(a.result == "error" and a.error for a in refused)
+    assert {a.target for a in refused} == {"v1", "v2", "v3", "v4", "v5"} and all(
+        a.result == "error" and a.error for a in refused
+    )
     # the secret in the registered env never reaches the audit stream or a reply
     reg = await audits.wait_for(lambda a: a.action == "apps.register" and a.target == "limited")
     assert reg.params["spec"]["env"]["API_TOKEN"] == "***"
@@ -250,7 +285,16 @@ async def test_children_are_readopted_after_commander_restart(nats_stack, nc, wo
     pids: list[int] = []
     try:
         await cp.wait_ready(nc, "host-b")
-        await register_app(nc, "host-b", {"name": "survivor", "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}, "restart": "always"}, start=True)
+        await register_app(
+            nc,
+            "host-b",
+            {
+                "name": "survivor",
+                "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+                "restart": "always",
+            },
+            start=True,
+        )
         pid = (await wait_state(nc, "host-b", "survivor", {"running"}, 10)).pid
         pids.append(pid)
         assert cp.stop() == 0
@@ -277,7 +321,17 @@ async def test_children_are_readopted_after_commander_restart(nats_stack, nc, wo
 
 
 async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
-    r = await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": [sys.executable, "-c", "print('hello from job'); import sys; sys.exit(4)"], "timeout_s": 30}, JobReply)
+    r = await ctl(
+        nc,
+        HOST,
+        "jobs.run",
+        {
+            "actor": "carol",
+            "argv": [sys.executable, "-c", "print('hello from job'); import sys; sys.exit(4)"],
+            "timeout_s": 30,
+        },
+        JobReply,
+    )
     job_id = r.job.id
     assert re.fullmatch(r"job_\d{8}_\d{6}_[0-9a-f]{6}", job_id)
     deadline = time.monotonic() + 15
@@ -290,7 +344,9 @@ async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
     logs = await ctl(nc, HOST, "jobs.logs", {"actor": "carol", "id": job_id}, JobLogsReply)
     assert logs.lines == ["hello from job"]
 
-    slow = (await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["sleep", "30"], "timeout_s": 0.5}, JobReply)).job
+    slow = (
+        await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["sleep", "30"], "timeout_s": 0.5}, JobReply)
+    ).job
     long = (await ctl(nc, HOST, "jobs.run", {"actor": "carol", "argv": ["sleep", "30"], "timeout_s": 60}, JobReply)).job
     stopped = (await ctl(nc, HOST, "jobs.stop", {"actor": "carol", "id": long.id}, JobReply)).job
     assert stopped.state == "stopped" and not pid_alive(long.pid)
@@ -325,9 +381,19 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=appdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=appdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        await register(nc, started, "managed-one", {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable})
+        await register(
+            nc,
+            started,
+            "managed-one",
+            {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+        )
         managed = await app_op(nc, HOST, "apps.start", "managed-one")
         deadline = time.monotonic() + 10
         while True:
@@ -343,9 +409,20 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
         # adopt it: the commander supervises the process it found instead of starting another
         argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
         with pytest.raises(CtlFailed) as ei:
-            await ctl(nc, HOST, "apps.register", {"actor": "alice", "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [sys.executable, "-V"]}}, "adopt_pid": server.pid})
+            await ctl(
+                nc,
+                HOST,
+                "apps.register",
+                {
+                    "actor": "alice",
+                    "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [sys.executable, "-V"]}},
+                    "adopt_pid": server.pid,
+                },
+            )
         assert ei.value.code == 400 and "not the app's command" in ei.value.message
-        r = await register(nc, started, "adopted", {"runtime": "binary", "argv": argv}, cwd=str(appdir), adopt_pid=server.pid)
+        r = await register(
+            nc, started, "adopted", {"runtime": "binary", "argv": argv}, cwd=str(appdir), adopt_pid=server.pid
+        )
         assert r.state == "running" and r.pid == server.pid
         scan_after = await ctl(nc, HOST, "procs.scan", {"actor": "alice"}, ScanReply)
         assert server.pid not in {p.pid for p in scan_after.procs}  # managed now
@@ -362,10 +439,19 @@ async def test_user_switch_and_stop_escalates_to_sigkill(cmd, nc, appdir):
 
     _, started = cmd
     stubborn = appdir / "stubborn.py"
-    stubborn.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ignoring TERM', flush=True)\nwhile True:\n    time.sleep(0.1)\n")
+    stubborn.write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ignoring TERM', flush=True)\nwhile True:\n    time.sleep(0.1)\n"
+    )
     stubborn.chmod(0o644)
     # the interpreter must be one `nobody` may execute (not a virtualenv under /root)
-    await register(nc, started, "as-nobody", {"runtime": "python", "script": str(stubborn), "interpreter": "/usr/bin/python3"}, user="nobody", stop_timeout_s=1.0)
+    await register(
+        nc,
+        started,
+        "as-nobody",
+        {"runtime": "python", "script": str(stubborn), "interpreter": "/usr/bin/python3"},
+        user="nobody",
+        stop_timeout_s=1.0,
+    )
     info = await app_op(nc, HOST, "apps.start", "as-nobody")
     started_at = time.monotonic()
     await wait_state(nc, HOST, "as-nobody", {"running"})
@@ -382,7 +468,13 @@ async def test_job_concurrency_limit_is_429(cmd, nc):
     running = []
     try:
         for _ in range(4):  # the default per-host limit
-            running.append((await ctl(nc, HOST, "jobs.run", {"actor": "dave", "argv": ["sleep", "20"], "timeout_s": 30}, JobReply)).job)
+            running.append(
+                (
+                    await ctl(
+                        nc, HOST, "jobs.run", {"actor": "dave", "argv": ["sleep", "20"], "timeout_s": 30}, JobReply
+                    )
+                ).job
+            )
         with pytest.raises(CtlFailed) as ei:
             await ctl(nc, HOST, "jobs.run", {"actor": "dave", "argv": ["sleep", "20"]})
         assert ei.value.code == 429 and "4 jobs" in ei.value.message
@@ -400,7 +492,9 @@ async def test_after_a_reboot_only_start_on_boot_apps_start(nats_stack, nc, work
     state.mkdir()
     run = PythonRun(script=str(appdir / "app.py"), interpreter=sys.executable)
     apps = {
-        "boots": AppRecord(spec=AppSpec(name="boots", run=run, start_on_boot=True), desired="running", pid=999999, create_time=1.0),
+        "boots": AppRecord(
+            spec=AppSpec(name="boots", run=run, start_on_boot=True), desired="running", pid=999999, create_time=1.0
+        ),
         "stays": AppRecord(spec=AppSpec(name="stays", run=run, start_on_boot=False), desired="running"),
         "off": AppRecord(spec=AppSpec(name="off", run=run, start_on_boot=True), desired="stopped"),
     }

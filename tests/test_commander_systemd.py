@@ -15,7 +15,19 @@ import pytest
 from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
 from libs.schemas.control import LogsReply
 from tests.conftest import service_env
-from tests.support.commander import AS_NOBODY, Collector, CommanderProcess, CtlFailed, app_op, app_status, ctl, register_app, remove_apps, wait_state, write_apps
+from tests.support.commander import (
+    AS_NOBODY,
+    Collector,
+    CommanderProcess,
+    CtlFailed,
+    app_op,
+    app_status,
+    ctl,
+    register_app,
+    remove_apps,
+    wait_state,
+    write_apps,
+)
 from tests.support.systemd_ns import SystemdNamespace, available
 
 HOST = "host-c"
@@ -69,7 +81,17 @@ def py_run(script="app.py"):
 async def test_systemd_unit_start_stop_restart(sd, nc, ns, runtime):
     name = f"sd-{runtime}"
     run = py_run() if runtime == "python" else {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}
-    r = await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": run, "cwd": APPS, "env": {"GREETING": "hi there", "DB_PASSWORD": "pw-xyz-123"}})
+    r = await register_app(
+        nc,
+        HOST,
+        {
+            "name": name,
+            "backend": "systemd",
+            "run": run,
+            "cwd": APPS,
+            "env": {"GREETING": "hi there", "DB_PASSWORD": "pw-xyz-123"},
+        },
+    )
     sd.append(name)
     assert r.unit == f"fleetwatch-{name}.service" and r.state == "stopped"
     unit = ns.path(f"{UNIT_DIR}/fleetwatch-{name}.service").read_text()
@@ -98,19 +120,38 @@ async def test_systemd_kill9_crashed_then_restarted_and_quick_failures_failed(sd
     async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
         name = "sd-crash"
         sd.append(name)
-        await register_app(nc, HOST, {"name": name, "backend": "systemd", "run": py_run(), "restart": "always", "backoff_s": 3}, start=True)
+        await register_app(
+            nc,
+            HOST,
+            {"name": name, "backend": "systemd", "run": py_run(), "restart": "always", "backoff_s": 3},
+            start=True,
+        )
         first = await wait_state(nc, HOST, name, {"running"})
         ns.run(["kill", "-9", str(first.pid)])
         crashed = await events.wait_for(lambda e: e.app == name and e.state == "crashed")
         assert crashed.pid is None
-        back = await events.wait_for(lambda e: e.app == name and e.state == "running" and e.pid not in (None, first.pid))
+        back = await events.wait_for(
+            lambda e: e.app == name and e.state == "running" and e.pid not in (None, first.pid)
+        )
         assert ns_alive(ns, back.pid)
         info = await app_status(nc, HOST, name)
         assert info.restarts >= 1
 
         name2 = "sd-fatal"
         sd.append(name2)
-        await register_app(nc, HOST, {"name": name2, "backend": "systemd", "run": py_run("fail.py"), "restart": "always", "backoff_s": 0.2, "max_retries": 2}, start=True)
+        await register_app(
+            nc,
+            HOST,
+            {
+                "name": name2,
+                "backend": "systemd",
+                "run": py_run("fail.py"),
+                "restart": "always",
+                "backoff_s": 0.2,
+                "max_retries": 2,
+            },
+            start=True,
+        )
         failed = await events.wait_for(lambda e: e.app == name2 and e.state == "failed", timeout=30)
         assert "start-limit-hit" in failed.detail or "exit-code" in failed.detail
 
@@ -123,7 +164,9 @@ async def test_systemd_zombie_when_process_runs_outside_its_stopped_unit(sd, nc,
     await app_op(nc, HOST, "apps.stop", name)
     async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
         # A stray copy of the app, started by hand: the unit is inactive but the program runs.
-        stray = subprocess.Popen(ns.enter([sys.executable, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stray = subprocess.Popen(
+            ns.enter([sys.executable, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             z = await events.wait_for(lambda e: e.app == name and e.state == "zombie")
             assert z.pid and ns_alive(ns, z.pid)
@@ -147,7 +190,9 @@ async def test_journald_tail_and_follow(sd, nc, ns, runtime):
         return [ln for b in batches.items for ln in b.lines if ln.line.startswith(prefix)]
 
     async with Collector(nc, subjects.logs(HOST, name), LogBatch) as batches:
-        r = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 5, "follow": True, "lease_s": 30}, LogsReply)
+        r = await ctl(
+            nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 5, "follow": True, "lease_s": 30}, LogsReply
+        )
         assert r.subject == subjects.logs(HOST, name)
         await asyncio.sleep(0.5)  # journalctl -f is attached
         await app_op(nc, HOST, "apps.start", name)
@@ -175,7 +220,19 @@ async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, n
         await cp.wait_ready(nc, "local")
         async with Collector(nc, subjects.audit("local"), AuditRecord) as audits:
             with pytest.raises(CtlFailed) as ei:
-                await ctl(nc, "local", "apps.register", {"actor": "alice", "spec": {"name": "sd-priv", "backend": "systemd", "run": {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE}}})
+                await ctl(
+                    nc,
+                    "local",
+                    "apps.register",
+                    {
+                        "actor": "alice",
+                        "spec": {
+                            "name": "sd-priv",
+                            "backend": "systemd",
+                            "run": {"runtime": "node", "script": f"{APPS}/app.js", "interpreter": NODE},
+                        },
+                    },
+                )
             assert ei.value.code == 403
             assert "sudoers" in ei.value.message and "NOPASSWD" in ei.value.message and "systemctl" in ei.value.message
             rec = await audits.wait_for(lambda a: a.action == "apps.register" and a.target == "sd-priv")
@@ -186,7 +243,9 @@ async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, n
 
 def test_namespace_is_isolated_from_the_machine(ns, tmp_path_factory):
     # Only basic.target's own units run: no stock service (PostgreSQL, cron, getty...) was started.
-    active = ns.run(["systemctl", "list-units", "--type=service", "--state=active", "--no-legend", "--plain"]).stdout.split()
+    active = ns.run(
+        ["systemctl", "list-units", "--type=service", "--state=active", "--no-legend", "--plain"]
+    ).stdout.split()
     services = {w for w in active if w.endswith(".service")}
     # dbus and polkit are socket/bus-activated inside by the unprivileged commander's systemctl calls.
     allowed = {"systemd-journald.service", "dbus.service", "polkit.service"}

@@ -44,7 +44,15 @@ def test_reconciliation_table(active, sub, seen, want):
 def test_unit_quotes_arguments_and_disables_expansion(tmp_path):
     script = tmp_path / "a b.py"
     script.write_text("print(1)\n")
-    spec = AppSpec(name="x", run=PythonRun(script=str(script)), cwd=str(tmp_path), env={"MSG": 'say "hi" $HOME 100%'}, user="daemon", restart="always", max_retries=4)
+    spec = AppSpec(
+        name="x",
+        run=PythonRun(script=str(script)),
+        cwd=str(tmp_path),
+        env={"MSG": 'say "hi" $HOME 100%'},
+        user="daemon",
+        restart="always",
+        max_retries=4,
+    )
     unit = render_unit(spec, ["/usr/bin/python3", str(script), "$(reboot)", "50%"])
     assert f'ExecStart="/usr/bin/python3" "{script}" "$$(reboot)" "50%%"' in unit
     assert 'Environment="MSG=say \\"hi\\" $HOME 100%%"' in unit
@@ -61,7 +69,15 @@ def test_unit_quotes_arguments_and_disables_expansion(tmp_path):
 def test_rotation_keeps_a_live_writer_appending(tmp_path):
     log = tmp_path / "app.log"
     fd = logfiles.open_for_child(log)
-    child = subprocess.Popen([sys.executable, "-c", "import time\nfor i in range(400):\n    print('x' * 99, flush=True)\n    time.sleep(0.002)\n"], stdout=fd, stderr=fd)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfor i in range(400):\n    print('x' * 99, flush=True)\n    time.sleep(0.002)\n",
+        ],
+        stdout=fd,
+        stderr=fd,
+    )
     os.close(fd)
     rotations = 0
     deadline = time.monotonic() + 30

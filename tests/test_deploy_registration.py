@@ -22,6 +22,7 @@ from tests.support.registration import TTL_S, CalloutStack, agent_settings, try_
 
 pytestmark = pytest.mark.timeout(180)
 
+
 @pytest.fixture
 def callout_stack(workdir):
     st = CalloutStack(workdir / f"callout-{uuid.uuid4().hex[:8]}")
@@ -32,25 +33,42 @@ def callout_stack(workdir):
 
 async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_dsn, workdir):
     st = callout_stack
-    admin = await connect(NatsSettings(url=st.url, user="admin", password=st.creds["admin"]), "reg-admin", retry_forever=False)
+    admin = await connect(
+        NatsSettings(url=st.url, user="admin", password=st.creds["admin"]), "reg-admin", retry_forever=False
+    )
     await provision(admin)
     st.start_callout()
     server_pid = st.server.proc.pid
     gw_dir = workdir / f"gw-reg-{uuid.uuid4().hex[:6]}"
     try:
         # Static identities are untouched by the callout.
-        static = await connect(NatsSettings(url=st.url, user="agent-static-1", password=st.creds["agent-static-1"], inbox_prefix="_INBOX_static-1"), "static", retry_forever=False)
+        static = await connect(
+            NatsSettings(
+                url=st.url, user="agent-static-1", password=st.creds["agent-static-1"], inbox_prefix="_INBOX_static-1"
+            ),
+            "static",
+            retry_forever=False,
+        )
         await static.close()
 
         with running_gateway(st.env("gateway"), db_dsn, gw_dir) as gw:
             api = gw.url + "/api/v1/hosts"
             # Unknown before registration.
-            nc0, errs = await try_connect(agent_settings(st.url, {"user": "agent-web-7", "password": "guess", "inbox_prefix": "_INBOX_web-7"}))
+            nc0, errs = await try_connect(
+                agent_settings(st.url, {"user": "agent-web-7", "password": "guess", "inbox_prefix": "_INBOX_web-7"})
+            )
             assert nc0 is None and any("authorization" in str(e).lower() for e in errs), errs
 
-            assert httpx.post(api, json={"host": "web-7"}, headers=gw.headers("operator"), timeout=30).status_code == 403
-            assert httpx.post(api, json={"host": "not a host!"}, headers=gw.headers("admin"), timeout=30).status_code == 400
-            r = httpx.post(api, json={"host": "web-7", "labels": {"role": "web"}}, headers=gw.headers("admin"), timeout=30)
+            assert (
+                httpx.post(api, json={"host": "web-7"}, headers=gw.headers("operator"), timeout=30).status_code == 403
+            )
+            assert (
+                httpx.post(api, json={"host": "not a host!"}, headers=gw.headers("admin"), timeout=30).status_code
+                == 400
+            )
+            r = httpx.post(
+                api, json={"host": "web-7", "labels": {"role": "web"}}, headers=gw.headers("admin"), timeout=30
+            )
             assert r.status_code == 201, r.text
             creds = r.json()
             assert creds["user"] == "agent-web-7" and creds["inbox_prefix"] == subjects.inbox_prefix("web-7")
@@ -90,7 +108,9 @@ async def test_register_connect_scoped_then_revoke_cuts_off(callout_stack, db_ds
             assert (await js.publish(subjects.metrics("web-7"), b"{}", timeout=5)).stream == "METRICS"
 
             # Revoke: cut off within seconds, and no new connection.
-            assert httpx.delete(f"{api}/web-7/registration", headers=gw.headers("operator"), timeout=30).status_code == 403
+            assert (
+                httpx.delete(f"{api}/web-7/registration", headers=gw.headers("operator"), timeout=30).status_code == 403
+            )
             t0 = time.monotonic()
             assert httpx.delete(f"{api}/web-7/registration", headers=gw.headers("admin"), timeout=30).status_code == 204
             cut_after = None

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def _start(module: str, env: dict[str, str], log_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env=env, cwd=ROOT, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT
+    )
 
 
 def _wait_log(proc: subprocess.Popen, log_path, text: str, timeout: float = 30) -> None:
@@ -27,7 +29,9 @@ def _wait_log(proc: subprocess.Popen, log_path, text: str, timeout: float = 30) 
             return
         time.sleep(0.1)
     proc.kill()
-    raise AssertionError(f"no {text!r} in the log (exit={proc.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"no {text!r} in the log (exit={proc.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def _sigterm_exit(proc: subprocess.Popen) -> tuple[int, float]:

@@ -23,7 +23,9 @@ def passed_guard(r: httpx.Response) -> bool:
 
 async def test_signed_request_accepted_once_across_two_gateways(nats_stack, db_dsn, workdir):
     with running_gateway(nats_stack, db_dsn, workdir / "gw-a", webhook_secret=SECRET) as a:
-        with running_gateway(nats_stack, db_dsn, workdir / "gw-b", webhook_secret=SECRET, admin_password=a.admin_password) as b:
+        with running_gateway(
+            nats_stack, db_dsn, workdir / "gw-b", webhook_secret=SECRET, admin_password=a.admin_password
+        ) as b:
             async with httpx.AsyncClient(timeout=90) as c:
 
                 async def send(gw, req) -> httpx.Response:

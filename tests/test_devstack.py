@@ -58,7 +58,9 @@ def _wait_ready(proc: subprocess.Popen, timeout: float) -> tuple[float, list[str
     while time.monotonic() - t0 < timeout and proc.poll() is None and not ready.is_set():
         time.sleep(0.1)
     if not ready.is_set():
-        raise AssertionError(f"not ready after {time.monotonic() - t0:.0f}s (exit={proc.poll()}):\n" + "\n".join(lines[-60:]))
+        raise AssertionError(
+            f"not ready after {time.monotonic() - t0:.0f}s (exit={proc.poll()}):\n" + "\n".join(lines[-60:])
+        )
     return time.monotonic() - t0, lines
 
 
@@ -69,7 +71,9 @@ def _ctrl_c(proc: subprocess.Popen) -> list[int]:
     deadline = time.monotonic() + 10
     alive = family
     while time.monotonic() < deadline:
-        alive = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         if not alive:
             break
         time.sleep(0.2)
@@ -99,14 +103,23 @@ async def _register_connect_revoke(state: Path) -> None:
     nats_url = f"nats://127.0.0.1:{data['nats_port']}"
     api = f"http://127.0.0.1:{data['gateway_port']}/api/v1"
     async with httpx.AsyncClient(timeout=30) as http:
-        r = await http.post(f"{api}/auth/login", json={"username": "admin", "password": (state / "admin-password").read_text().strip()})
+        r = await http.post(
+            f"{api}/auth/login", json={"username": "admin", "password": (state / "admin-password").read_text().strip()}
+        )
         r.raise_for_status()
         headers = {"Authorization": f"Bearer {r.json()['token']}"}
         r = await http.post(f"{api}/hosts", json={"host": "devreg-1"}, headers=headers)
         assert r.status_code == 201, r.text
         creds = r.json()
 
-        settings = NatsSettings(url=nats_url, user=creds["user"], password=creds["password"], inbox_prefix=creds["inbox_prefix"], reconnect_wait=0.2, connect_timeout=3)
+        settings = NatsSettings(
+            url=nats_url,
+            user=creds["user"],
+            password=creds["password"],
+            inbox_prefix=creds["inbox_prefix"],
+            reconnect_wait=0.2,
+            connect_timeout=3,
+        )
         violations: list[str] = []
 
         async def error_cb(e: Exception) -> None:
@@ -127,7 +140,11 @@ async def _register_connect_revoke(state: Path) -> None:
         # The static per-host user of the inventory still logs in beside the callout.
         static_user = f"agent-{other}"
         static_pw = json.loads((state / "nats" / "credentials.json").read_text())[static_user]
-        static = await connect(NatsSettings(url=nats_url, user=static_user, password=static_pw, inbox_prefix=f"_INBOX_{other}"), "devreg-static", retry_forever=False)
+        static = await connect(
+            NatsSettings(url=nats_url, user=static_user, password=static_pw, inbox_prefix=f"_INBOX_{other}"),
+            "devreg-static",
+            retry_forever=False,
+        )
         await static.close()
 
         r = await http.delete(f"{api}/hosts/devreg-1/registration", headers=headers)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import httpx
 import pytest
 
 from libs.runtime import connect
@@ -27,7 +26,14 @@ async def auth_db(pg_cluster):
 
 @pytest.fixture(scope="module")
 def gw(nats_stack, auth_db, workdir):
-    with running_gateway(nats_stack, auth_db, workdir / "gw-auth", login_max_failures="3", login_window_s="60", cors_origins="https://ui.example") as g:
+    with running_gateway(
+        nats_stack,
+        auth_db,
+        workdir / "gw-auth",
+        login_max_failures="3",
+        login_window_s="60",
+        cors_origins="https://ui.example",
+    ) as g:
         yield g
 
 
@@ -86,7 +92,12 @@ async def test_users_crud_allocates_uids_never_returns_hashes_and_announces(gw, 
     try:
         async with gw.async_client("admin") as c:
             # Concurrent creates: every uid distinct, gid = uid (private group), none colliding.
-            rs = await asyncio.gather(*(c.post("/api/v1/users", json={"username": f"crew{i}", "password": f"pass-word-{i}"}) for i in range(8)))
+            rs = await asyncio.gather(
+                *(
+                    c.post("/api/v1/users", json={"username": f"crew{i}", "password": f"pass-word-{i}"})
+                    for i in range(8)
+                )
+            )
             assert all(r.status_code == 201 for r in rs), [r.text for r in rs]
             uids = [r.json()["system_uid"] for r in rs]
             assert len(set(uids)) == 8 and all(u >= 2000 for u in uids)
@@ -98,7 +109,9 @@ async def test_users_crud_allocates_uids_never_returns_hashes_and_announces(gw, 
             for i in range(6):
                 r2 = await c.post("/api/v1/users", json={"username": f"after{i}"})
                 assert r2.status_code == 201 and r2.json()["system_gid"] != shared and r2.json()["system_uid"] != shared
-            assert (await c.post("/api/v1/users", json={"username": "dupuid", "system_uid": uids[0]})).status_code == 409
+            assert (
+                await c.post("/api/v1/users", json={"username": "dupuid", "system_uid": uids[0]})
+            ).status_code == 409
             assert (await c.post("/api/v1/users", json={"username": "crew0"})).status_code == 409
             assert (await c.post("/api/v1/users", json={"username": "Bad Name!"})).status_code == 400
             assert (await c.post("/api/v1/users", json={"username": "shorty", "password": "short"})).status_code == 400
@@ -107,7 +120,9 @@ async def test_users_crud_allocates_uids_never_returns_hashes_and_announces(gw, 
             text = listing.text
             assert "password" not in text and "$6$" not in text and "pass-word-" not in text
             # Deactivate: the user can no longer log in, and an existing session stops working.
-            tok = (await c.post("/api/v1/auth/login", json={"username": "crew1", "password": "pass-word-1"})).json()["token"]
+            tok = (await c.post("/api/v1/auth/login", json={"username": "crew1", "password": "pass-word-1"})).json()[
+                "token"
+            ]
             assert (await c.get("/api/v1/hosts", headers={"Authorization": f"Bearer {tok}"})).status_code == 200
             d = await c.delete("/api/v1/users/crew1")
             assert d.status_code == 200 and d.json()["is_active"] is False
@@ -125,7 +140,7 @@ async def test_users_crud_allocates_uids_never_returns_hashes_and_announces(gw, 
         while True:
             try:
                 seen.append(await asyncio.wait_for(changes.get(), 3))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         ops = [(ch.op, ch.username) for ch in seen]
         assert ("created", "crew0") in ops and ("deactivated", "crew1") in ops and ("updated", "crew2") in ops
@@ -142,7 +157,9 @@ async def test_api_token_shown_once_stored_hashed_capped_and_revocable(gw, auth_
         assert tok["token"].startswith("fwk_") and tok["role"] == "viewer"
         assert (await c.post("/api/v1/auth/tokens", json={"role": "admin"})).status_code == 403
         listed = (await c.get("/api/v1/auth/tokens")).json()
-        assert [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0] and listed[0]["last_used_at"] is None
+        assert (
+            [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0] and listed[0]["last_used_at"] is None
+        )
     auth = {"Authorization": f"Bearer {tok['token']}"}
     async with gw.async_client() as c:
         me = (await c.get("/api/v1/auth/me", headers=auth)).json()
@@ -194,10 +211,19 @@ async def test_system_routes_docs_and_metrics(gw):
 
 async def test_cors_only_for_configured_origins(gw):
     async with gw.async_client() as c:
-        pre = await c.options("/api/v1/hosts", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+        pre = await c.options(
+            "/api/v1/hosts",
+            headers={
+                "Origin": "https://ui.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
         assert pre.status_code in (200, 204) and pre.headers["access-control-allow-origin"] == "https://ui.example"
         assert "authorization" in pre.headers["access-control-allow-headers"].lower()
-        other = await c.options("/api/v1/hosts", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+        other = await c.options(
+            "/api/v1/hosts", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        )
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
     async with gw.async_client("viewer") as c:
         r = await c.get("/api/v1/hosts", headers={"Origin": "https://ui.example"})

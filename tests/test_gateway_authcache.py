@@ -23,7 +23,9 @@ CACHE_S = 1.0
 async def setup(db_dsn):
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4)
     await migrate(pool, "gateway", MIGRATIONS)
-    uid = await pool.fetchval("INSERT INTO users (username, system_uid, system_gid, role) VALUES ('cache1', 3001, 3001, 'operator') RETURNING id")
+    uid = await pool.fetchval(
+        "INSERT INTO users (username, system_uid, system_gid, role) VALUES ('cache1', 3001, 3001, 'operator') RETURNING id"
+    )
     signer = Signer("k" * 32)
     token, _ = signer.issue(uid, "cache1", 3600)
     yield pool, Authenticator(pool, signer, CACHE_S), token, uid

@@ -60,7 +60,13 @@ async def metrics_db(pg_cluster):
 
 @pytest.fixture(scope="module")
 def gw(nats_stack, metrics_db, workdir):
-    with running_gateway(nats_stack, metrics_db, workdir / "gw-metrics", sample_timeout_s=str(SAMPLE_TIMEOUT_S), loop_lag_interval_s="0.02") as g:
+    with running_gateway(
+        nats_stack,
+        metrics_db,
+        workdir / "gw-metrics",
+        sample_timeout_s=str(SAMPLE_TIMEOUT_S),
+        loop_lag_interval_s="0.02",
+    ) as g:
         yield g
 
 
@@ -80,7 +86,15 @@ async def test_request_duration_histogram_by_route_template_method_and_status(gw
     buckets, count, total = histogram(s, HIST, method="GET", route="/api/v1/hosts", status="200")
     assert count >= 3 and total > 0
     assert_well_formed(buckets, count)
-    assert s[("fleetwatch_gateway_requests_total", frozenset({("method", "GET"), ("route", "/api/v1/hosts"), ("status", "200")}))] == count
+    assert (
+        s[
+            (
+                "fleetwatch_gateway_requests_total",
+                frozenset({("method", "GET"), ("route", "/api/v1/hosts"), ("status", "200")}),
+            )
+        ]
+        == count
+    )
 
     buckets, count, _ = histogram(s, HIST, method="GET", route="/api/v1/hosts/{host}", status="404")
     assert count == 2
@@ -115,7 +129,9 @@ async def test_slow_answer_lands_in_its_bucket(gw, nats_stack):
             text = (await c.get("/metrics")).text
     finally:
         await nc.close()
-    buckets, count, total = histogram(samples(text), HIST, method="GET", route="/api/v1/hosts/{host}/sample", status="504")
+    buckets, count, total = histogram(
+        samples(text), HIST, method="GET", route="/api/v1/hosts/{host}/sample", status="504"
+    )
     assert count == 1 and total >= SAMPLE_TIMEOUT_S * 0.9
     assert_well_formed(buckets, count)
     le = dict(buckets)
@@ -144,4 +160,7 @@ async def test_event_loop_lag_sees_a_stalled_gateway(gw):
     # A stopped process does not wait for a CPU: the lag is not put down to the machine.
     busy = dict(histogram(after, "fleetwatch_event_loop_busy_lag_seconds")[0])
     assert busy[float("inf")] - busy[0.25] >= 1
-    assert after[("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())] >= before[("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())]
+    assert (
+        after[("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())]
+        >= before[("fleetwatch_event_loop_cpu_wait_seconds_total", frozenset())]
+    )

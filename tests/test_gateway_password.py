@@ -27,7 +27,11 @@ async def pw_gw(nats_stack, pg_cluster, workdir):
 
 
 async def new_user_session(gw, c, username: str, password: str) -> dict[str, str]:
-    r = await c.post("/api/v1/users", json={"username": username, "password": password, "role": "viewer"}, headers=gw.headers("admin"))
+    r = await c.post(
+        "/api/v1/users",
+        json={"username": username, "password": password, "role": "viewer"},
+        headers=gw.headers("admin"),
+    )
     assert r.status_code == 201, r.text
     return await login_headers(c, username, password)
 
@@ -57,7 +61,9 @@ async def test_user_changes_own_password(pw_gw, nats_stack):
     try:
         async with gw.async_client() as c:
             me = await new_user_session(gw, c, "dora", "first-pass-1")
-            change = lambda cur, new: c.post("/api/v1/auth/password", json={"current_password": cur, "new_password": new}, headers=me)  # noqa: E731
+            change = lambda cur, new: c.post(
+                "/api/v1/auth/password", json={"current_password": cur, "new_password": new}, headers=me
+            )  # noqa: E731
             r = await change("not-my-pass-1", "second-pass-2")
             assert r.status_code == 403 and "current password" in r.json()["detail"]
             r = await change("first-pass-1", "short")
@@ -87,7 +93,10 @@ async def test_user_changes_own_password(pw_gw, nats_stack):
             if any(ch.op == "password" for ch in changes):
                 break
             await asyncio.sleep(0.1)
-        assert [(ch.op, ch.username) for ch in changes if ch.username == "dora"] == [("created", "dora"), ("password", "dora")]
+        assert [(ch.op, ch.username) for ch in changes if ch.username == "dora"] == [
+            ("created", "dora"),
+            ("password", "dora"),
+        ]
     finally:
         await nc.close()
 
@@ -117,8 +126,12 @@ async def test_admin_reset_ends_the_users_sessions_but_not_their_api_tokens(pw_g
         assert r.status_code == 200, r.text
         assert (await c.get("/api/v1/auth/me", headers=me)).status_code == 401
         assert (await c.get("/api/v1/auth/me", headers=api_token)).json()["username"] == "fay"
-        assert (await c.get("/api/v1/auth/me", headers=await login_headers(c, "fay", "fay-pass-word-2"))).status_code == 200
+        assert (
+            await c.get("/api/v1/auth/me", headers=await login_headers(c, "fay", "fay-pass-word-2"))
+        ).status_code == 200
         # a change of anything else leaves sessions alone
         again = await login_headers(c, "fay", "fay-pass-word-2")
-        assert (await c.patch("/api/v1/users/fay", json={"shell": "/bin/sh"}, headers=gw.headers("admin"))).status_code == 200
+        assert (
+            await c.patch("/api/v1/users/fay", json={"shell": "/bin/sh"}, headers=gw.headers("admin"))
+        ).status_code == 200
         assert (await c.get("/api/v1/auth/me", headers=again)).status_code == 200

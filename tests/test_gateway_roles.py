@@ -23,8 +23,8 @@ from libs.schemas.metrics import CpuStats, MemStats
 from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
 from tests.conftest import service_env
-from tests.support.commander import CommanderProcess, RawBody, gateway_role_examples
 from tests.support.alerting import alerting_role_examples, roles_alerter  # noqa: F401 (fixture)
+from tests.support.commander import CommanderProcess, RawBody, gateway_role_examples
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
 
 pytestmark = pytest.mark.timeout(240)
@@ -35,7 +35,14 @@ _n = itertools.count()
 
 
 def frame(host: str = HOST, seq: int = 1) -> MetricFrame:
-    return MetricFrame(host=host, ts=time.time(), boot=1, seq=seq, cpu=CpuStats(percent=12.5, count=4), mem=MemStats(total=8, available=4, used=4, percent=50.0))
+    return MetricFrame(
+        host=host,
+        ts=time.time(),
+        boot=1,
+        seq=seq,
+        cpu=CpuStats(percent=12.5, count=4),
+        mem=MemStats(total=8, available=4, used=4, percent=50.0),
+    )
 
 
 async def _new_user(gw, c: httpx.AsyncClient) -> str:
@@ -74,18 +81,30 @@ async def _own_password(gw, c: httpx.AsyncClient, role: str | None):
 
 # route -> async (gw, client, role) -> (method, path, json body)
 EXAMPLES = {
-    "POST /api/v1/auth/login": lambda gw, c, role: _const("POST", "/api/v1/auth/login", {"username": "target1", "password": "target-password"}),
+    "POST /api/v1/auth/login": lambda gw, c, role: _const(
+        "POST", "/api/v1/auth/login", {"username": "target1", "password": "target-password"}
+    ),
     "POST /api/v1/auth/tokens": lambda gw, c, role: _const("POST", "/api/v1/auth/tokens", {"name": "m"}),
-    "DELETE /api/v1/auth/tokens/{token_id}": lambda gw, c, role: _path("DELETE", "/api/v1/auth/tokens/{}", _new_token(gw, c, role)),
+    "DELETE /api/v1/auth/tokens/{token_id}": lambda gw, c, role: _path(
+        "DELETE", "/api/v1/auth/tokens/{}", _new_token(gw, c, role)
+    ),
     "POST /api/v1/auth/password": _own_password,
     "POST /api/v1/users": lambda gw, c, role: _const("POST", "/api/v1/users", {"username": f"made{next(_n)}"}),
-    "PATCH /api/v1/users/{username}": lambda gw, c, role: _const("PATCH", "/api/v1/users/target1", {"email": "t@example.org"}),
-    "DELETE /api/v1/users/{username}": lambda gw, c, role: _path("DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")),
+    "PATCH /api/v1/users/{username}": lambda gw, c, role: _const(
+        "PATCH", "/api/v1/users/target1", {"email": "t@example.org"}
+    ),
+    "DELETE /api/v1/users/{username}": lambda gw, c, role: _path(
+        "DELETE", "/api/v1/users/{}", _new_user(gw, c) if role else _const_val("target1")
+    ),
     # wait=false: accepted (202) without a replicator on HOST; tests/test_replicator_gateway.py runs one
-    "POST /api/v1/hosts/{host}/replication/sync": lambda gw, c, role: _const("POST", f"/api/v1/hosts/{HOST}/replication/sync?wait=false"),
+    "POST /api/v1/hosts/{host}/replication/sync": lambda gw, c, role: _const(
+        "POST", f"/api/v1/hosts/{HOST}/replication/sync?wait=false"
+    ),
     # Agent registration (tests/test_deploy_registration.py runs the auth callout against it).
     "POST /api/v1/hosts": lambda gw, c, role: _const("POST", "/api/v1/hosts", {"host": f"reg{next(_n)}"}),
-    "DELETE /api/v1/hosts/{host}/registration": lambda gw, c, role: _path("DELETE", "/api/v1/hosts/{}/registration", _new_registration(gw, c) if role else _const_val("reg0")),
+    "DELETE /api/v1/hosts/{host}/registration": lambda gw, c, role: _path(
+        "DELETE", "/api/v1/hosts/{}/registration", _new_registration(gw, c) if role else _const_val("reg0")
+    ),
 }
 
 
@@ -125,7 +144,13 @@ async def roles_db(pg_cluster):
 
 @pytest.fixture(scope="module")
 async def roles_commander(nats_stack, workdir):
-    cp = CommanderProcess(service_env(**nats_stack.env(host=HOST)), workdir / "roles-commander", workdir / "roles-commander.log", job_concurrency="50", rate_per_app_s="0").start()
+    cp = CommanderProcess(
+        service_env(**nats_stack.env(host=HOST)),
+        workdir / "roles-commander",
+        workdir / "roles-commander.log",
+        job_concurrency="50",
+        rate_per_app_s="0",
+    ).start()
     admin = await connect(nats_stack.settings("admin"), "roles-commander-wait", retry_forever=False)
     try:
         await cp.wait_ready(admin, HOST)
@@ -141,7 +166,11 @@ def gw(nats_stack, roles_db, workdir, roles_commander, roles_alerter):
     with running_gateway(nats_stack, roles_db, workdir / "gw-roles", webhook_secret=WEBHOOK_SECRET) as g:
         for role in ROLES:
             g.token(role)
-        r = httpx.post(f"{g.url}/api/v1/users", json={"username": "target1", "password": "target-password"}, headers=g.headers("admin"))
+        r = httpx.post(
+            f"{g.url}/api/v1/users",
+            json={"username": "target1", "password": "target-password"},
+            headers=g.headers("admin"),
+        )
         assert r.status_code == 201, r.text
         yield g
 
@@ -194,7 +223,9 @@ async def test_every_route_every_role(gw, nats_stack):
                         failures.append(f"{key} as {role or 'anonymous'}: {status}, expected {expected}")
     finally:
         await nc.close()
-    assert not failures, "\n".join(failures) + "\n" + "\n".join(l for l in gw.log().splitlines() if "error" in l)[-3000:]
+    assert not failures, (
+        "\n".join(failures) + "\n" + "\n".join(l for l in gw.log().splitlines() if "error" in l)[-3000:]
+    )
 
 
 async def test_websocket_route_roles(gw):

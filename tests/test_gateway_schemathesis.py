@@ -18,7 +18,6 @@ import pytest
 
 from libs.embedded.stack import NatsStack
 from tests.conftest import TEST_HOSTS
-
 from tests.support.alerting import alerter_process  # noqa: F401 (fixture: the alerting routes need an alerter)
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
 
@@ -51,20 +50,43 @@ def test_openapi_document_holds_under_generated_requests(nats_stack, st_db, work
     with running_gateway(nats_stack, st_db, workdir / "gw-st", sample_timeout_s="0.2") as gw:
         token = gw.token("admin")
         base = [
-            str(ST if ST.exists() else shutil.which("schemathesis")), "run", f"{gw.url}/api/docs/openapi.json",
-            "--header", f"Authorization: Bearer {token}",
-            "--max-examples", "6",
-            "--seed", "20261122",
-            "--request-timeout", "20",
-            "--phases", "examples,coverage,fuzzing",
+            str(ST if ST.exists() else shutil.which("schemathesis")),
+            "run",
+            f"{gw.url}/api/docs/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            "6",
+            "--seed",
+            "20261122",
+            "--request-timeout",
+            "20",
+            "--phases",
+            "examples,coverage,fuzzing",
         ]
         runs = [
-            ["--checks", "not_a_server_error,response_schema_conformance", "--exclude-path-regex", f"{AGENT_ROUTES}|{STREAMS}"],
-            ["--checks", "response_schema_conformance", "--include-path-regex", AGENT_ROUTES, "--exclude-path-regex", STREAMS],
+            [
+                "--checks",
+                "not_a_server_error,response_schema_conformance",
+                "--exclude-path-regex",
+                f"{AGENT_ROUTES}|{STREAMS}",
+            ],
+            [
+                "--checks",
+                "response_schema_conformance",
+                "--include-path-regex",
+                AGENT_ROUTES,
+                "--exclude-path-regex",
+                STREAMS,
+            ],
         ]
         for extra in runs:
             r = subprocess.run(base + extra, capture_output=True, text=True, timeout=300, cwd=workdir)
             out = r.stdout + r.stderr
-            assert r.returncode == 0, out[-6000:] + "\n--- gateway log (errors) ---\n" + "\n".join(l for l in gw.log().splitlines() if '"error"' in l)[-4000:]
+            assert r.returncode == 0, (
+                out[-6000:]
+                + "\n--- gateway log (errors) ---\n"
+                + "\n".join(l for l in gw.log().splitlines() if '"error"' in l)[-4000:]
+            )
             tested = re.search(r"Tested: (\d+)", out)
             assert tested and int(tested.group(1)) > 0, out[-2000:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 import asyncpg
 import pytest
@@ -41,8 +42,18 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
     assert await fetchval(db_dsn, "SELECT count(*) FROM metrics_disk") == 2 * len(frames)
     gpu_frames = sum(len(f.gpus) for f in frames)
     assert await fetchval(db_dsn, "SELECT count(*) FROM metrics_gpu") == gpu_frames and gpu_frames > 0
-    await wait_until(lambda: fetchval(db_dsn, "SELECT count(*) = $1 FROM proc_samples", sum(len(s.procs) for s in snaps)), 30, what="snapshots")
-    await wait_until(lambda: fetchval(db_dsn, "SELECT count(*) = 12 FROM hosts WHERE info_time IS NOT NULL AND last_seen IS NOT NULL"), 30, what="hosts")
+    await wait_until(
+        lambda: fetchval(db_dsn, "SELECT count(*) = $1 FROM proc_samples", sum(len(s.procs) for s in snaps)),
+        30,
+        what="snapshots",
+    )
+    await wait_until(
+        lambda: fetchval(
+            db_dsn, "SELECT count(*) = 12 FROM hosts WHERE info_time IS NOT NULL AND last_seen IS NOT NULL"
+        ),
+        30,
+        what="hosts",
+    )
 
     # One frame, field by field.
     f = frames[-1]
@@ -89,9 +100,13 @@ async def test_frames_snapshots_and_hosts_land_and_rollups_match_raw(admin, inge
 
 async def _folded(dsn: str, n: int) -> bool:
     """Plain path: every frame folded into both rollups (TimescaleDB has no rollup_pending)."""
-    if await fetchval(dsn, "SELECT to_regclass('rollup_pending') IS NOT NULL") and await fetchval(dsn, "SELECT count(*) FROM rollup_pending"):
+    if await fetchval(dsn, "SELECT to_regclass('rollup_pending') IS NOT NULL") and await fetchval(
+        dsn, "SELECT count(*) FROM rollup_pending"
+    ):
         return False
-    got = await fetch(dsn, "SELECT (SELECT sum(samples) FROM metrics_1m) AS m, (SELECT sum(samples) FROM metrics_1h) AS h")
+    got = await fetch(
+        dsn, "SELECT (SELECT sum(samples) FROM metrics_1m) AS m, (SELECT sum(samples) FROM metrics_1h) AS h"
+    )
     return (got[0]["m"], got[0]["h"]) == (n, n)
 
 
@@ -133,10 +148,46 @@ async def test_events_and_audit_land_once(admin, ingest, db_dsn):
     js = admin.jetstream()
     now = time.time()
     msgs = [
-        ("fleet.apps.host-a", AppStatus(host="host-a", app="web", state="crashed", ts=now, previous="running", exit_code=1)),
-        ("fleet.health.api", HealthResult(check="api", target="http://127.0.0.1:1/health", ts=now, ok=False, error="refused", consecutive_failures=2)),
-        ("fleet.alerts.host-a.cpu", AlertEvent(fingerprint="fp1", rule="cpu", host="host-a", state="firing", ts=now, since=now - 60, value=97.0, threshold=90.0)),
-        ("fleet.audit.host-a", AuditRecord(id="a-1", ts=now, host="host-a", actor="alice", action="apps.stop", target="web", params={"signal": "TERM"})),
+        (
+            "fleet.apps.host-a",
+            AppStatus(host="host-a", app="web", state="crashed", ts=now, previous="running", exit_code=1),
+        ),
+        (
+            "fleet.health.api",
+            HealthResult(
+                check="api",
+                target="http://127.0.0.1:1/health",
+                ts=now,
+                ok=False,
+                error="refused",
+                consecutive_failures=2,
+            ),
+        ),
+        (
+            "fleet.alerts.host-a.cpu",
+            AlertEvent(
+                fingerprint="fp1",
+                rule="cpu",
+                host="host-a",
+                state="firing",
+                ts=now,
+                since=now - 60,
+                value=97.0,
+                threshold=90.0,
+            ),
+        ),
+        (
+            "fleet.audit.host-a",
+            AuditRecord(
+                id="a-1",
+                ts=now,
+                host="host-a",
+                actor="alice",
+                action="apps.stop",
+                target="web",
+                params={"signal": "TERM"},
+            ),
+        ),
         ("fleet.replica.host-a", ReplicationStatus(host="host-a", ts=now, ok=True, added=2, total=5)),
         ("fleet.users.changed", UserChange(ts=now, op="created", username="bob")),
     ]
@@ -168,16 +219,22 @@ async def _acked_all(js):
 
 
 async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_dsn):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from services.ingest import maintenance, schema
 
     conn = await asyncpg.connect(db_dsn)
     try:
-        assert await schema.apply(conn, "partitions") == ["0001_history.py", "0002_rollup_pending.py", "0003_brin_time.py"]
+        assert await schema.apply(conn, "partitions") == [
+            "0001_history.py",
+            "0002_rollup_pending.py",
+            "0003_brin_time.py",
+        ]
         assert await schema.apply(conn, "partitions") == []
         # Fleet-wide time indexes are BRIN on the raw tables, on partitions made before and after.
-        await conn.execute("SELECT fleetwatch_ensure_partition('metrics'::regclass, interval '1 day', now() + interval '9 days')")
+        await conn.execute(
+            "SELECT fleetwatch_ensure_partition('metrics'::regclass, interval '1 day', now() + interval '9 days')"
+        )
         methods = await conn.fetch(
             """SELECT c.relname, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
                 JOIN pg_class t ON t.oid = i.indrelid JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0]
@@ -186,7 +243,7 @@ async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_d
         assert len(methods) >= 6 and {m["amname"] for m in methods} == {"brin"}, methods
         st = await schema.storage(conn)
         assert st.backend == "partitions" and st.raw_retention_s == 14 * 86400
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         done = await maintenance.run_once(conn, st, 90, now=now)
         assert done["dropped"] == []
         parts = lambda t: conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = $1::regclass", t)  # noqa: E731
@@ -203,7 +260,7 @@ async def test_migrations_are_idempotent_and_retention_drops_old_partitions(db_d
 async def test_rollup_fold_takes_committed_partials_once(db_dsn):
     """A fold moves what is committed in rollup_pending into both rollups, exactly once: a
     batch still in its transaction stays for the next fold, and only one fold runs at a time."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from services.ingest import rollups, schema
     from services.ingest.config import IngestConfig
@@ -213,7 +270,7 @@ async def test_rollup_fold_takes_committed_partials_once(db_dsn):
     a, b = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
     try:
         await schema.apply(a, "partitions")
-        minute = datetime.fromtimestamp((time.time() // 60) * 60, timezone.utc)
+        minute = datetime.fromtimestamp((time.time() // 60) * 60, UTC)
         cols = ", ".join(rollups.ROLLUP_COLUMNS)
         nulls = [None] * (len(rollups.ROLLUP_COLUMNS) - 5)
         put = f"INSERT INTO rollup_pending ({cols}) VALUES ({', '.join(f'${i + 1}' for i in range(len(rollups.ROLLUP_COLUMNS)))})"
@@ -231,7 +288,11 @@ async def test_rollup_fold_takes_committed_partials_once(db_dsn):
         assert await rollups.fold(a) == 1
         for table in ("metrics_1m", "metrics_1h"):
             r = await a.fetchrow(f"SELECT samples, cpu_percent, cpu_percent_max FROM {table}")
-            assert (r["samples"], r["cpu_percent"], r["cpu_percent_max"]) == (4, pytest.approx(20.0), pytest.approx(50.0))
+            assert (r["samples"], r["cpu_percent"], r["cpu_percent_max"]) == (
+                4,
+                pytest.approx(20.0),
+                pytest.approx(50.0),
+            )
         assert await a.fetchval("SELECT count(*) FROM rollup_pending") == 0
     finally:
         await a.close()

@@ -25,9 +25,13 @@ async def _assert_exactly(dsn: str, frames) -> None:
     rows = await fetch(dsn, "SELECT host, boot, seq FROM metrics")
     assert len(rows) == len(frames)
     assert {(r["host"], r["boot"], r["seq"]) for r in rows} == {(f.host, f.boot, f.seq) for f in frames}
+
     # Rollups counted each frame once, even those delivered twice (once folded: a few seconds).
     async def folded():
-        got = await fetchval(dsn, "SELECT ARRAY[(SELECT sum(samples) FROM metrics_1m), (SELECT sum(samples) FROM metrics_1h), (SELECT count(*) FROM rollup_pending)]")
+        got = await fetchval(
+            dsn,
+            "SELECT ARRAY[(SELECT sum(samples) FROM metrics_1m), (SELECT sum(samples) FROM metrics_1h), (SELECT count(*) FROM rollup_pending)]",
+        )
         return got == [len(frames), len(frames), 0]
 
     await wait_until(folded, 60, what="rollups folded")
@@ -46,7 +50,11 @@ async def test_kill9_mid_50k_frames_then_restart_stores_each_exactly_once(fresh_
     second = None
     try:
         publishing = asyncio.create_task(sim.publish(admin, frames, in_flight=512))
-        n = await wait_until(lambda: poll(db_dsn, "SELECT CASE WHEN count(*) >= 8000 THEN count(*) END FROM metrics"), 120, what="ingest under way")
+        n = await wait_until(
+            lambda: poll(db_dsn, "SELECT CASE WHEN count(*) >= 8000 THEN count(*) END FROM metrics"),
+            120,
+            what="ingest under way",
+        )
         first.kill()  # SIGKILL: no drain, batches in flight are neither committed nor acked
         assert n < len(frames)
         assert await publishing == len(frames)

@@ -65,7 +65,14 @@ async def test_simulate_command_publishes_a_fleet(fresh_nats):
         assert per.get("fleet.procs.sim-00001") == 1 and per.get("fleet.hosts.sim-00002") == 1
         kv = await js.key_value("fleet_hosts")
         assert json.loads((await kv.get("sim-00003")).value)["host"] == "sim-00003"
-        bad = subprocess.run([sys.executable, "-m", "fleetwatch", "simulate", "--hosts", "0"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        bad = subprocess.run(
+            [sys.executable, "-m", "fleetwatch", "simulate", "--hosts", "0"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert bad.returncode == 2 and "--hosts" in bad.stderr
     finally:
         await admin.close()

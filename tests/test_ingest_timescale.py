@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -38,9 +38,13 @@ async def tsdb_dsn(db_dsn):
     finally:
         await conn.close()
     if not installed:
-        pytest.skip("the timescaledb extension is not installed on this PostgreSQL: only the native-partitions path can run here")
+        pytest.skip(
+            "the timescaledb extension is not installed on this PostgreSQL: only the native-partitions path can run here"
+        )
     # Installed but not preloaded would be a harness bug, not a reason to skip.
-    assert "timescaledb" in preload, f"timescaledb is installed but the test cluster does not preload it (shared_preload_libraries={preload!r})"
+    assert "timescaledb" in preload, (
+        f"timescaledb is installed but the test cluster does not preload it (shared_preload_libraries={preload!r})"
+    )
     return db_dsn
 
 
@@ -73,7 +77,9 @@ async def _insert_raw(conn, at: datetime, host: str, seq: int, cpu: float = 10, 
 
 
 async def _run_job(conn, proc: str, table: str) -> None:
-    job = await conn.fetchval("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1 AND hypertable_name = $2", proc, table)
+    job = await conn.fetchval(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1 AND hypertable_name = $2", proc, table
+    )
     assert job is not None, f"no {proc} job on {table}"
     await conn.execute("CALL run_job($1)", job)
 
@@ -83,17 +89,30 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
 
     conn = await asyncpg.connect(tsdb_dsn)
     try:
-        assert await schema.apply(conn, "timescaledb") == ["0001_history.py", "0002_rollup_pending.py", "0003_brin_time.py"]
+        assert await schema.apply(conn, "timescaledb") == [
+            "0001_history.py",
+            "0002_rollup_pending.py",
+            "0003_brin_time.py",
+        ]
         assert await schema.apply(conn, "timescaledb") == []  # recorded once, not redone
         st = await schema.storage(conn)
-        assert st == schema.Storage("timescaledb", 14 * DAY, 90 * DAY, 2 * 365.25 * DAY)  # PostgreSQL: a year is 365.25 days
+        assert st == schema.Storage(
+            "timescaledb", 14 * DAY, 90 * DAY, 2 * 365.25 * DAY
+        )  # PostgreSQL: a year is 365.25 days
         # TimescaleDB keeps the rollups: no plain-path machinery.
         assert await conn.fetchval("SELECT to_regclass('rollup_pending')") is None
         assert await conn.fetchval("SELECT to_regproc('fleetwatch_ensure_partition')") is None
 
-        hts = {r["hypertable_name"]: r["compression_enabled"] for r in await conn.fetch("SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables")}
+        hts = {
+            r["hypertable_name"]: r["compression_enabled"]
+            for r in await conn.fetch(
+                "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
+            )
+        }
         assert {t: hts.get(t) for t in RAW} == {t: True for t in RAW}
-        seg = await conn.fetch("SELECT hypertable::text AS t, segmentby, orderby FROM timescaledb_information.hypertable_compression_settings")
+        seg = await conn.fetch(
+            "SELECT hypertable::text AS t, segmentby, orderby FROM timescaledb_information.hypertable_compression_settings"
+        )
         got = {r["t"]: (r["segmentby"], r["orderby"].replace('"', "").split(",")) for r in seg if r["t"] in RAW}
         assert got == {
             "metrics": ("host", ["time DESC", "boot", "seq"]),
@@ -101,7 +120,9 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
             "metrics_gpu": ("host", ["time DESC", "gpu_index"]),
             "proc_samples": ("host", ["time DESC", "pid"]),
         }
-        caggs = await conn.fetch("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates")
+        caggs = await conn.fetch(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+        )
         assert {r["view_name"]: r["materialized_only"] for r in caggs} == {"metrics_1m": False, "metrics_1h": False}
 
         jobs = await _jobs(conn)
@@ -118,7 +139,7 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
 
         # The policies do what they say when they run: a 3-day-old chunk is compressed, a
         # 20-day-old one dropped, today's left alone.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for seq, age in enumerate((0, 3, 20)):
             await _insert_raw(conn, now - timedelta(days=age), "tsdb-a", seq)
         await _run_job(conn, "policy_compression", "metrics")
@@ -136,7 +157,10 @@ async def test_schema_policies_compression_and_retention(tsdb_dsn):
         with pytest.raises(asyncpg.UniqueViolationError):  # the key is enforced on compressed data
             await _insert_raw(conn, now - timedelta(days=3), "tsdb-a", 1)
         assert await conn.fetchval("SELECT array_agg(cpu_percent ORDER BY seq) FROM metrics") == [10, 10, 10]
-        assert await conn.fetchval("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'") == 2
+        assert (
+            await conn.fetchval("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'")
+            == 2
+        )
     finally:
         await conn.close()
 
@@ -171,22 +195,32 @@ async def test_frames_land_once_and_aggregates_serve_history(tsdb_dsn, admin, fr
         gpu_frames = sum(len(f.gpus) for f in frames)
         assert await fetchval(dsn, "SELECT count(*) FROM metrics_disk") == 2 * len(frames)
         assert await fetchval(dsn, "SELECT count(*) FROM metrics_gpu") == gpu_frames and gpu_frames > 0
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = $1 FROM proc_samples", sum(len(s.procs) for s in snaps)), 30, what="snapshots")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = $1 FROM proc_samples", sum(len(s.procs) for s in snaps)),
+            30,
+            what="snapshots",
+        )
         await wait_until(lambda: _acked(admin), 30, what="all acked")
 
         # Compress everything, then deliver every frame again plus a few new ones: the new
         # land, the old ones stay single (conflicts are checked against compressed data too).
         for t in ("metrics", "metrics_disk", "metrics_gpu"):
             await fetchval(dsn, f"SELECT count(compress_chunk(c)) FROM show_chunks('{t}') c")
-        assert await fetchval(dsn, "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'")
+        assert await fetchval(
+            dsn, "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'"
+        )
         extra = sim.history(2, end=end + 120)  # two more minutes, still in the past
         await _republish(admin, frames, ":again")
         await sim.publish(admin, extra)
         total = len(frames) + len(extra)
-        await wait_until(lambda: poll(dsn, "SELECT count(*) = $1 FROM metrics", total), 90, what="new frames after the redelivery")
+        await wait_until(
+            lambda: poll(dsn, "SELECT count(*) = $1 FROM metrics", total), 90, what="new frames after the redelivery"
+        )
         await wait_until(lambda: _acked(admin), 60, what="redelivered frames acked")
         assert await fetchval(dsn, "SELECT count(*) FROM metrics") == total
-        assert await fetchval(dsn, "SELECT count(*) FROM (SELECT DISTINCT host, time, boot, seq FROM metrics) d") == total
+        assert (
+            await fetchval(dsn, "SELECT count(*) FROM (SELECT DISTINCT host, time, boot, seq FROM metrics) d") == total
+        )
         assert await fetchval(dsn, "SELECT count(*) FROM metrics_disk") == 2 * total
         info = await admin.jetstream().stream_info("DEADLETTER")
         assert info.state.messages == 0, "nothing should have been dead-lettered"
@@ -222,8 +256,14 @@ async def test_frames_land_once_and_aggregates_serve_history(tsdb_dsn, admin, fr
         with running_gateway(fresh_nats, dsn, workdir / f"gw-tsdb-{uuid.uuid4().hex[:6]}") as gw:
             async with gw.async_client("viewer", timeout=60) as c:
                 now = time.time()
-                r1m = await c.get("/api/v1/hosts/tsdb-a/metrics", params={"from": now - 2 * DAY, "to": now, "fields": "cpu_percent,mem_used", "max_points": 3000})
-                r1h = await c.get("/api/v1/hosts/tsdb-a/metrics", params={"from": now - 30 * DAY, "to": now, "fields": "cpu_percent", "max_points": 1000})
+                r1m = await c.get(
+                    "/api/v1/hosts/tsdb-a/metrics",
+                    params={"from": now - 2 * DAY, "to": now, "fields": "cpu_percent,mem_used", "max_points": 3000},
+                )
+                r1h = await c.get(
+                    "/api/v1/hosts/tsdb-a/metrics",
+                    params={"from": now - 30 * DAY, "to": now, "fields": "cpu_percent", "max_points": 1000},
+                )
         assert r1m.status_code == 200, r1m.text
         assert r1h.status_code == 200, r1h.text
         m, h = r1m.json(), r1h.json()
@@ -242,7 +282,10 @@ async def test_frames_land_once_and_aggregates_serve_history(tsdb_dsn, admin, fr
             assert cpu == pytest.approx(raw[t]["cpu"], rel=1e-5) and mem == pytest.approx(raw[t]["mem"], rel=1e-9)
         hourly = {
             r["b"]: r["cpu"]
-            for r in await fetch(dsn, "SELECT (floor(extract(epoch FROM time) / 3600) * 3600)::float8 AS b, avg(cpu_percent)::float8 AS cpu FROM metrics WHERE host = 'tsdb-a' GROUP BY 1")
+            for r in await fetch(
+                dsn,
+                "SELECT (floor(extract(epoch FROM time) / 3600) * 3600)::float8 AS b, avg(cpu_percent)::float8 AS cpu FROM metrics WHERE host = 'tsdb-a' GROUP BY 1",
+            )
         }
         assert len(h["times"]) == len(hourly) >= 3
         for t, cpu in zip(h["times"], h["series"]["cpu_percent"]):

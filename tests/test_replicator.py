@@ -33,7 +33,10 @@ async def sync(dbs, cache: applier.LocalCache | None = None) -> applier.Counts:
 async def xmins(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     try:
-        return {r["username"]: int(r["xmin"]) for r in await conn.fetch("SELECT username, xmin::text::bigint AS xmin FROM nss_users")}
+        return {
+            r["username"]: int(r["xmin"])
+            for r in await conn.fetch("SELECT username, xmin::text::bigint AS xmin FROM nss_users")
+        }
     finally:
         await conn.close()
 
@@ -56,7 +59,9 @@ async def test_local_copy_follows_create_update_deactivate_delete(dbs):
         assert local["bob"][5] == central_hash
 
         before = await xmins(dbs.local_dsn)
-        await c.execute("UPDATE users SET shell='/bin/sh', password_hash=$1 WHERE username='bob'", "$6$newsalt$" + "x" * 86)
+        await c.execute(
+            "UPDATE users SET shell='/bin/sh', password_hash=$1 WHERE username='bob'", "$6$newsalt$" + "x" * 86
+        )
         await c.execute("UPDATE users SET username='alicia' WHERE id=$1", alice)  # rename: same account
         await c.execute("UPDATE users SET is_active=false WHERE username='carol'")
         await c.execute("UPDATE users SET is_active=true WHERE username='dave'")
@@ -177,7 +182,13 @@ async def _reader(dsn: str, stable: list[str], stop: asyncio.Event, stats: dict)
             if n != len(stable):
                 stats["missing"] += 1
             for name in rnd.sample(stable, 5):
-                if await conn.fetchrow("SELECT username, passwd, gecos, homedir, shell, uid, gid FROM nss_passwd WHERE username = $1", name) is None:
+                if (
+                    await conn.fetchrow(
+                        "SELECT username, passwd, gecos, homedir, shell, uid, gid FROM nss_passwd WHERE username = $1",
+                        name,
+                    )
+                    is None
+                ):
                     stats["missing"] += 1
                 stats["lookups"] += 1
             await asyncio.sleep(0)
@@ -188,8 +199,13 @@ async def _reader(dsn: str, stable: list[str], stop: asyncio.Event, stats: dict)
 async def _churn(c, rnd: random.Random, n: int) -> None:
     """A central change: some users updated, some deleted and recreated (never the stable ones)."""
     ids = rnd.sample(range(n // 2, n), 100)
-    await c.execute("UPDATE users SET shell = CASE WHEN shell='/bin/bash' THEN '/bin/sh' ELSE '/bin/bash' END WHERE username = ANY($1::text[])", [f"u{i:06d}" for i in ids[:50]])
-    await c.execute("UPDATE users SET is_active = NOT is_active WHERE username = ANY($1::text[])", [f"u{i:06d}" for i in ids[50:]])
+    await c.execute(
+        "UPDATE users SET shell = CASE WHEN shell='/bin/bash' THEN '/bin/sh' ELSE '/bin/bash' END WHERE username = ANY($1::text[])",
+        [f"u{i:06d}" for i in ids[:50]],
+    )
+    await c.execute(
+        "UPDATE users SET is_active = NOT is_active WHERE username = ANY($1::text[])", [f"u{i:06d}" for i in ids[50:]]
+    )
 
 
 async def test_readers_never_miss_a_user_during_100_syncs_of_10000(dbs):

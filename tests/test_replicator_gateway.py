@@ -36,9 +36,15 @@ async def test_gateway_users_reach_the_host_and_sync_on_request(dbs, fresh_nats,
     repl = ReplicatorProcess(env, workdir / f"replicator-gw-{time.monotonic_ns()}.log").start()
     try:
         with running_gateway(fresh_nats, dbs.central_dsn, workdir / "gw-repl") as gw:
-            async with gw.async_client("admin") as adm, gw.async_client("operator") as op, gw.async_client("viewer") as viewer:
+            async with (
+                gw.async_client("admin") as adm,
+                gw.async_client("operator") as op,
+                gw.async_client("viewer") as viewer,
+            ):
                 # A user made through the API is a host account within moments (event-driven).
-                r = await adm.post("/api/v1/users", json={"username": "zoe", "password": "zoe's long password", "role": "viewer"})
+                r = await adm.post(
+                    "/api/v1/users", json={"username": "zoe", "password": "zoe's long password", "role": "viewer"}
+                )
                 assert r.status_code == 201, r.text
                 t0 = time.monotonic()
                 local = await wait_local(dbs.local_dsn, lambda u: "zoe" in u, 10)
@@ -77,7 +83,9 @@ async def test_gateway_users_reach_the_host_and_sync_on_request(dbs, fresh_nats,
                 async def audited():
                     conn = await asyncpg.connect(dbs.central_dsn)
                     try:
-                        return await conn.fetchval("SELECT actor FROM audit_log WHERE action = 'replication.sync' AND host = $1", HOST)
+                        return await conn.fetchval(
+                            "SELECT actor FROM audit_log WHERE action = 'replication.sync' AND host = $1", HOST
+                        )
                     finally:
                         await conn.close()
 
@@ -101,7 +109,9 @@ async def test_last_status_per_host_query_picks_each_hosts_newest(db_dsn):
     conn = await asyncpg.connect(db_dsn)
     try:
         rows = [(f"h{h}", t, t % 3 != 0, t) for h in range(5) for t in range(1, 40)]
-        await conn.executemany("INSERT INTO replica_status (time, host, ok, total) VALUES (to_timestamp($2), $1, $3, $4)", rows)
+        await conn.executemany(
+            "INSERT INTO replica_status (time, host, ok, total) VALUES (to_timestamp($2), $1, $3, $4)", rows
+        )
         got = [(r["host"], r["ts"], r["total"]) for r in await conn.fetch(_LAST_ALL)]
         assert got == [(f"h{h}", 39.0, 39) for h in range(5)]
         one = await conn.fetchrow(_LAST_ONE, "h3")

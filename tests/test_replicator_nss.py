@@ -62,7 +62,13 @@ async def nss_files(dbs, pg_cluster, workdir):
     assert NSS_MODULE.exists(), "libnss-pgsql2 is not installed (infra/scripts/system-deps.sh installs it)"
     pw_nss, pw_shadow = await nss_role_passwords(pg_cluster)
     d = workdir / f"nss-{uuid.uuid4().hex[:8]}"
-    render_nss_configs(d / "etc", port=pg_cluster.port, dbname=dbs.local_dsn.rsplit("/", 1)[1], nss_password=pw_nss, shadow_password=pw_shadow)
+    render_nss_configs(
+        d / "etc",
+        port=pg_cluster.port,
+        dbname=dbs.local_dsn.rsplit("/", 1)[1],
+        nss_password=pw_nss,
+        shadow_password=pw_shadow,
+    )
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -92,7 +98,9 @@ async def test_getent_passwd_and_shadow_follow_the_replica(dbs, nss_files):
         r = getent(nss_files, "group", "41001")  # the user private group, with fw_bob in it
         assert r.stdout.strip() in ("fw_alice:x:41001:fw_alice,fw_bob", "fw_alice:x:41001:fw_bob,fw_alice"), r
         r = in_nss_namespace(nss_files / "etc", nss_files / "stage-id", ["id", "fw_bob"])  # initgroups path
-        assert r.returncode == 0 and r.stdout.strip() == "uid=41002(fw_bob) gid=41001(fw_alice) groups=41001(fw_alice)", r
+        assert (
+            r.returncode == 0 and r.stdout.strip() == "uid=41002(fw_bob) gid=41001(fw_alice) groups=41001(fw_alice)"
+        ), r
         r = getent(nss_files, "passwd")  # enumeration: local files, then the replica
         assert "root:x:0:0" in r.stdout and "fw_alice:x:41001" in r.stdout and "fw_bob:x:41002" in r.stdout
 
@@ -119,7 +127,9 @@ async def test_getent_passwd_and_shadow_follow_the_replica(dbs, nss_files):
     assert not Path("/etc/nss-pgsql.conf").exists() and not Path("/etc/nss-pgsql-root.conf").exists()
 
 
-@pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="going further: needs openssh-server (apt-get install openssh-server)")
+@pytest.mark.skipif(
+    not Path("/usr/sbin/sshd").exists(), reason="going further: needs openssh-server (apt-get install openssh-server)"
+)
 async def test_sshd_accepts_the_replicated_password_and_refuses_once_deactivated(dbs, pg_cluster, workdir):
     """sshd in its own network namespace, PAM (Debian's stock /etc/pam.d/sshd, pam_unix) reading
     the replicated shadow entry through libnss-pgsql2; the database is reached through a socket
@@ -130,7 +140,14 @@ async def test_sshd_accepts_the_replicated_password_and_refuses_once_deactivated
     c = await asyncpg.connect(dbs.central_dsn)
     try:
         pw_nss, pw_shadow = await nss_role_passwords(pg_cluster)
-        render_nss_configs(d / "etc", port=relay.port, dbname=dbs.local_dsn.rsplit("/", 1)[1], nss_password=pw_nss, shadow_password=pw_shadow, socket_dir=str(relay.directory))
+        render_nss_configs(
+            d / "etc",
+            port=relay.port,
+            dbname=dbs.local_dsn.rsplit("/", 1)[1],
+            nss_password=pw_nss,
+            shadow_password=pw_shadow,
+            socket_dir=str(relay.directory),
+        )
         conf = write_sshd_config(d / "sshd")
         await add_user(c, "fw_sshuser", 42001, password_hash=real_hash("s3cure ssh pass"), shell="/bin/sh", home="/tmp")
         await sync(dbs)

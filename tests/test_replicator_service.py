@@ -64,7 +64,9 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
         audits.append(Codec(AuditRecord).decode(msg.data))
 
     audit_sub = await nc.subscribe(subjects.audit(HOST), cb=on_audit)
-    env = replicator_env(service_env, nats_stack.env(host=HOST), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1)
+    env = replicator_env(
+        service_env, nats_stack.env(host=HOST), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1
+    )
     proc = ReplicatorProcess(env, workdir / f"replicator-{time.monotonic_ns()}.log").start()
     try:
         _, first = await watch.wait_for(lambda s: s.ok, 60)
@@ -126,7 +128,9 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
             if len(dead) >= 2:
                 break
             await asyncio.sleep(0.05)
-        assert sorted(d.headers.get("Fleet-Subject") for d in dead) == sorted([subjects.USERS_CHANGED, subjects.sync(HOST)])
+        assert sorted(d.headers.get("Fleet-Subject") for d in dead) == sorted(
+            [subjects.USERS_CHANGED, subjects.sync(HOST)]
+        )
         reply = await nc.request(subjects.sync(HOST), b"", timeout=10)
         assert STATUS.decode(reply.data).ok
     finally:
@@ -170,7 +174,16 @@ async def test_central_outage_keeps_local_copy_and_retries_with_backoff(dbs, nat
     proxy = TcpProxy("127.0.0.1", pg_cluster.port)
     await proxy.open()
     watch = await StatusWatch().subscribe(nc, HOST)
-    env = replicator_env(service_env, nats_stack.env(host=HOST), with_port(dbs.central_dsn, proxy.port), dbs.local_dsn, interval=3600, retry_min=0.25, retry_max=1.0, central_timeout=2)
+    env = replicator_env(
+        service_env,
+        nats_stack.env(host=HOST),
+        with_port(dbs.central_dsn, proxy.port),
+        dbs.local_dsn,
+        interval=3600,
+        retry_min=0.25,
+        retry_max=1.0,
+        central_timeout=2,
+    )
     proc = ReplicatorProcess(env, workdir / f"replicator-{time.monotonic_ns()}.log").start()
     try:
         await watch.wait_for(lambda s: s.ok and s.total == 2, 60)

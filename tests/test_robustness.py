@@ -20,7 +20,19 @@ import pytest
 
 from libs.runtime import connect
 from libs.runtime.jetstream import provision
-from libs.schemas import AlertEvent, AppStatus, AuditRecord, Codec, DecodeError, HealthResult, HostInfo, MetricFrame, ProcessSnapshot, ReplicationStatus, subjects
+from libs.schemas import (
+    AlertEvent,
+    AppStatus,
+    AuditRecord,
+    Codec,
+    DecodeError,
+    HealthResult,
+    HostInfo,
+    MetricFrame,
+    ProcessSnapshot,
+    ReplicationStatus,
+    subjects,
+)
 from libs.schemas.alerting import AlertingReply
 from libs.schemas.events import LogBatch, LogLine, UserChange
 from libs.schemas.replication import SyncRequest
@@ -45,7 +57,10 @@ PAYLOADS: dict[str, bytes] = {
     "non-utf8": b"\xff\xfe\xfd{\x80\x81}",
     "empty": b"",
     # Deep nesting where a type takes any JSON (audit params): past msgspec's depth limit.
-    "deep": b'{"v": 1, "id": "deep", "ts": 1, "host": "host-a", "actor": "a", "action": "b", "params": {"p": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+    "deep": b'{"v": 1, "id": "deep", "ts": 1, "host": "host-a", "actor": "a", "action": "b", "params": {"p": '
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}}",
 }
 
 # What each consumed stream subject carries (the types ingest and the alerter decode them as).
@@ -121,7 +136,9 @@ async def log_follow_survives_malformed_batches(http, fleet, agent, dls: DeadLet
     r = await http.post(f"/api/v1/hosts/{HOST}/apps", json={"spec": spec}, headers=headers)
     assert r.status_code == 201, r.text
     subject = subjects.logs(HOST, "fuzzapp")
-    good = Codec(LogBatch).encode(LogBatch(host=HOST, app="fuzzapp", lines=[LogLine(ts=time.time(), line="after the fuzz")]))
+    good = Codec(LogBatch).encode(
+        LogBatch(host=HOST, app="fuzzapp", lines=[LogLine(ts=time.time(), line="after the fuzz")])
+    )
     bad = [PAYLOADS[k] for k in ("not-json", "wrong-types", "non-utf8", "huge-string")]
     async with http.stream("GET", f"/api/v1/hosts/{HOST}/apps/fuzzapp/logs/stream", headers=headers) as resp:
         assert resp.status_code == 200
@@ -137,14 +154,20 @@ async def log_follow_survives_malformed_batches(http, fleet, agent, dls: DeadLet
 
         pub = asyncio.create_task(publish())
         try:
+
             async def streamed():
                 async for line in resp.aiter_lines():
                     if "after the fuzz" in line:
                         return
+
             await asyncio.wait_for(streamed(), 30)
         finally:
             pub.cancel()
-    await wait_until(lambda: _async(all(dls.find("gateway", subject, d) for d in bad)), 30, what="malformed log batches dead-lettered by the gateway")
+    await wait_until(
+        lambda: _async(all(dls.find("gateway", subject, d) for d in bad)),
+        30,
+        what="malformed log batches dead-lettered by the gateway",
+    )
 
 
 async def _async(value):
@@ -169,7 +192,9 @@ def test_codec_refuses_nesting_past_the_depth_limit_as_a_decode_error():
     with pytest.raises(DecodeError) as err:
         Codec(AuditRecord).decode(PAYLOADS["deep"])
     assert err.value.path == "$" and "nested too deeply" in err.value.reason
-    assert Codec(AuditRecord).decode(PAYLOADS["deep"].replace(b"[" * 5000 + b"]" * 5000, b"[[[]]]")).params == {"p": [[[]]]}
+    assert Codec(AuditRecord).decode(PAYLOADS["deep"].replace(b"[" * 5000 + b"]" * 5000, b"[[[]]]")).params == {
+        "p": [[[]]]
+    }
 
 
 async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_dsn, workdir):
@@ -186,7 +211,11 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
     try:
         await fleet.start(admin)
         # Who may publish where: the host's agent its own subjects, central services the rest.
-        publisher = {subjects.HEALTH_ALL: alerter_id, subjects.ALERTS_ALL: alerter_id, subjects.USERS_CHANGED: gateway_id}
+        publisher = {
+            subjects.HEALTH_ALL: alerter_id,
+            subjects.ALERTS_ALL: alerter_id,
+            subjects.USERS_CHANGED: gateway_id,
+        }
         expected: list[tuple[str, str, bytes]] = []
 
         # -- streams: ingest (and the alerter, the replicator) consume them ---------------------
@@ -212,7 +241,9 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
             return await gateway_id.request(subject, data, timeout=30)
 
         ctl_cases = [(verb, name, data) for verb in CTL_CODECS for name, data in PAYLOADS.items()]
-        replies = await asyncio.gather(*(ask(subjects.ctl(HOST, verb), data) for verb, _, data in ctl_cases), return_exceptions=True)
+        replies = await asyncio.gather(
+            *(ask(subjects.ctl(HOST, verb), data) for verb, _, data in ctl_cases), return_exceptions=True
+        )
         for (verb, name, data), msg in zip(ctl_cases, replies):
             assert not isinstance(msg, BaseException), f"commander {verb} {name}: no answer ({msg!r})"
             code, reason = ctl_reply(msg)
@@ -242,13 +273,17 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
             else:
                 assert code == 200 and status.ok, f"replicator {name}: {status}"
 
-        alerting = [("alerts", "list")] + [(r, v) for r in KIND for v in ("list", "put", "delete")] + [("notifiers", "test")]
+        alerting = (
+            [("alerts", "list")] + [(r, v) for r in KIND for v in ("list", "put", "delete")] + [("notifiers", "test")]
+        )
         for resource, verb in alerting:
             for name, data in PAYLOADS.items():
                 reply = Codec(AlertingReply).decode((await ask(subjects.alerting(resource, verb), data)).data)
                 assert reply.code != 500, f"alerter {resource}.{verb} {name}: {reply}"
                 if name in ("not-json", "wrong-types", "huge-string", "non-utf8"):
-                    assert not reply.ok and reply.code == 400 and reply.error, f"alerter {resource}.{verb} {name}: {reply}"
+                    assert not reply.ok and reply.code == 400 and reply.error, (
+                        f"alerter {resource}.{verb} {name}: {reply}"
+                    )
                     expected.append(("alerter", subjects.alerting(resource, verb), data))
 
         # -- a newer version with extra fields is accepted everywhere --------------------------
@@ -259,11 +294,22 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         await agent.jetstream().publish(subjects.metrics(HOST), fwd_frame, timeout=15)
         fwd_change = forward(UserChange(ts=time.time(), op="updated", username="nobody-fuzz"))
         await gateway_id.publish(subjects.USERS_CHANGED, fwd_change)
-        code, reason = ctl_reply(await ask(subjects.ctl(HOST, "apps.list"), forward(msgspec.convert({"actor": "fuzz"}, CTL_CODECS["apps.list"].type))))
+        code, reason = ctl_reply(
+            await ask(
+                subjects.ctl(HOST, "apps.list"),
+                forward(msgspec.convert({"actor": "fuzz"}, CTL_CODECS["apps.list"].type)),
+            )
+        )
         assert code == 200, reason
         msg = await ask(subjects.sync(HOST), forward(SyncRequest(actor="fuzz")))
         assert ctl_reply(msg)[0] == 200 and Codec(ReplicationStatus).decode(msg.data).ok
-        assert Codec(AlertingReply).decode((await ask(subjects.alerting("alerts", "list"), b'{"v": 99, "include_inactive": true, "new": 1}')).data).ok
+        assert (
+            Codec(AlertingReply)
+            .decode(
+                (await ask(subjects.alerting("alerts", "list"), b'{"v": 99, "include_inactive": true, "new": 1}')).data
+            )
+            .ok
+        )
 
         # -- well-typed but extreme (150 KB identifiers): stored, or quarantined with a reason --
         now = time.time()
@@ -272,21 +318,31 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         extreme = {
             "apps": AppStatus(host=HOST, app=big, state="running", ts=now, detail=big),
             "health": HealthResult(check=big, target=big, ts=now, ok=False, error=big),
-            "alerts": AlertEvent(fingerprint=big, rule=big, host=HOST, state="firing", ts=now, since=now, labels={big: big}, summary=big),
-            "audit": AuditRecord(id=big, ts=now, host=HOST, actor=big, action=big, target=big, params={big: big}, error=big),
+            "alerts": AlertEvent(
+                fingerprint=big, rule=big, host=HOST, state="firing", ts=now, since=now, labels={big: big}, summary=big
+            ),
+            "audit": AuditRecord(
+                id=big, ts=now, host=HOST, actor=big, action=big, target=big, params={big: big}, error=big
+            ),
             "replica": ReplicationStatus(host=HOST, ts=now, ok=False, error=big),
         }
         extreme_data = {}
         for kind, obj in extreme.items():
             subject = concrete(next(w for w in STREAM_TYPES if w.split(".")[1] == kind))
             extreme_data[kind] = Codec(type(obj)).encode(obj)
-            await publisher.get(next(w for w in STREAM_TYPES if w.split(".")[1] == kind), agent).jetstream().publish(subject, extreme_data[kind], timeout=15)
+            await (
+                publisher.get(next(w for w in STREAM_TYPES if w.split(".")[1] == kind), agent)
+                .jetstream()
+                .publish(subject, extreme_data[kind], timeout=15)
+            )
 
         async def extreme_settled():
             left = []
             for kind, data in extreme_data.items():
                 table = EVENT_KINDS[kind][1]
-                stored = await poll(db_dsn, f"SELECT count(*) FROM {table} t WHERE strpos(row_to_json(t)::text, $1) > 0", mark)
+                stored = await poll(
+                    db_dsn, f"SELECT count(*) FROM {table} t WHERE strpos(row_to_json(t)::text, $1) > 0", mark
+                )
                 if not stored and not [it for it in dls.items if it[0] == "ingest" and it[3] == data and it[2]]:
                     left.append(kind)
             return not left or None
@@ -308,16 +364,26 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         for svc, subject, data in expected:
             assert all(r for _, _, r, _ in dls.find(svc, subject, data)), f"{svc} {subject}: no reason header"
         # ...and the forward-compatible ones are not.
-        assert not [it for it in dls.items if it[3] in (fwd_frame, fwd_change)], "a newer version with extra fields was dead-lettered"
+        assert not [it for it in dls.items if it[3] in (fwd_frame, fwd_change)], (
+            "a newer version with extra fields was dead-lettered"
+        )
 
         # -- every service still runs and still does its job ---------------------------------
         fleet.check_alive()
-        assert await wait_until(lambda: poll(db_dsn, "SELECT count(*) FROM metrics WHERE host = $1 AND boot = $2", HOST, boot), 60, what="the v99 frame stored"), "forward frame not stored"
+        assert await wait_until(
+            lambda: poll(db_dsn, "SELECT count(*) FROM metrics WHERE host = $1 AND boot = $2", HOST, boot),
+            60,
+            what="the v99 frame stored",
+        ), "forward frame not stored"
         ok_frame = make_frame(HOST, time.time(), 2)
         d = msgspec.to_builtins(ok_frame)
         d["boot"] = boot
         await agent.jetstream().publish(subjects.metrics(HOST), json.dumps(d).encode(), timeout=15)
-        await wait_until(lambda: poll(db_dsn, "SELECT count(*) = 2 FROM metrics WHERE host = $1 AND boot = $2", HOST, boot), 60, what="a valid frame after the fuzz stored")
+        await wait_until(
+            lambda: poll(db_dsn, "SELECT count(*) = 2 FROM metrics WHERE host = $1 AND boot = $2", HOST, boot),
+            60,
+            what="a valid frame after the fuzz stored",
+        )
         assert ctl_reply(await ask(subjects.ctl(HOST, "apps.list"), b'{"actor": "fuzz"}'))[0] == 200
         assert Codec(MetricFrame).decode((await ask(subjects.sample(HOST), b"")).data).host == HOST
         assert Codec(ReplicationStatus).decode((await ask(subjects.sync(HOST), b"")).data).ok
@@ -328,14 +394,31 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
             assert hosts.status_code == 200 and HOST in hosts.text
             # Bad API requests: a 4xx with a reason, never a 500 nor a hang.
             admin_h = {**fleet.gw.headers("admin"), "Content-Type": "application/json"}
-            routes = [("POST", "/api/v1/auth/login"), ("POST", "/api/v1/users"), ("PATCH", "/api/v1/users/admin"), ("POST", "/api/v1/auth/tokens"), ("POST", "/api/v1/hosts"),
-                      ("POST", f"/api/v1/hosts/{HOST}/jobs"), ("POST", f"/api/v1/hosts/{HOST}/apps"), ("PUT", "/api/v1/rules/fuzz"), ("PUT", "/api/v1/notifiers/fuzz"), ("POST", "/api/v1/silences")]
-            bad_bodies = {k: v for k, v in PAYLOADS.items() if k != "missing-fields"} | {"list": b"[1, 2]", "nested": b"[" * 5000 + b"]" * 5000}
+            routes = [
+                ("POST", "/api/v1/auth/login"),
+                ("POST", "/api/v1/users"),
+                ("PATCH", "/api/v1/users/admin"),
+                ("POST", "/api/v1/auth/tokens"),
+                ("POST", "/api/v1/hosts"),
+                ("POST", f"/api/v1/hosts/{HOST}/jobs"),
+                ("POST", f"/api/v1/hosts/{HOST}/apps"),
+                ("PUT", "/api/v1/rules/fuzz"),
+                ("PUT", "/api/v1/notifiers/fuzz"),
+                ("POST", "/api/v1/silences"),
+            ]
+            bad_bodies = {k: v for k, v in PAYLOADS.items() if k != "missing-fields"} | {
+                "list": b"[1, 2]",
+                "nested": b"[" * 5000 + b"]" * 5000,
+            }
             refused = []
             for method, path in routes:
                 for name, body in bad_bodies.items():
                     r = await http.request(method, path, content=body, headers=admin_h)
-                    reason = r.json().get("detail", "") if r.headers.get("content-type", "").startswith("application/json") else ""
+                    reason = (
+                        r.json().get("detail", "")
+                        if r.headers.get("content-type", "").startswith("application/json")
+                        else ""
+                    )
                     if not (400 <= r.status_code < 500 and reason):
                         refused.append(f"{method} {path} {name}: {r.status_code} {r.text[:200]}")
             assert not refused, "\n".join(refused) + "\n" + fleet.gw.log()[-3000:]

@@ -27,14 +27,28 @@ def test_bad_setting_names_the_variable():
 
 def test_bad_setting_stops_startup_with_the_variable_name():
     env = service_env(FLEETWATCH_NATS_CONNECT_TIMEOUT="not-a-number")
-    r = subprocess.run([sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.support.echo_service"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert "FLEETWATCH_NATS_CONNECT_TIMEOUT" in r.stderr and "float" in r.stderr
 
 
 def test_secret_setting_value_never_echoed():
     env = service_env(FLEETWATCH_NATS_PASSWORD="hunter2-secret", FLEETWATCH_ECHO_WORKERS="many")
-    r = subprocess.run([sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.support.echo_service"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "FLEETWATCH_ECHO_WORKERS" in r.stderr
     assert "hunter2-secret" not in r.stderr + r.stdout
 
@@ -85,7 +99,9 @@ async def test_sigterm_drains_messages_already_received(nats_stack):
     nc = await connect(nats_stack.settings("admin"), "drain-test", retry_forever=False)
     done = await nc.subscribe("test.drain.done")
     ready = await nc.subscribe("test.drain.ready")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, stderr=subprocess.PIPE
+    )
     try:
         await ready.next_msg(timeout=20)
         await nc.publish("test.drain", b"m1")
@@ -117,7 +133,14 @@ async def test_host_credentials_cover_only_that_host(nats_stack):
     await admin.flush()
 
     a = nats_stack.agent_settings("host-a")
-    agent = await nats.connect(servers=[a.url], user=a.user, password=a.password, inbox_prefix=a.inbox_prefix, error_cb=error_cb, allow_reconnect=False)
+    agent = await nats.connect(
+        servers=[a.url],
+        user=a.user,
+        password=a.password,
+        inbox_prefix=a.inbox_prefix,
+        error_cb=error_cb,
+        allow_reconnect=False,
+    )
     await agent.publish("fleet.metrics.host-a", b"mine")
     await agent.publish("fleet.metrics.host-b", b"forged")
     await agent.flush()

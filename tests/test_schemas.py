@@ -9,9 +9,29 @@ import msgspec
 import pytest
 
 from libs.schemas import Codec, DecodeError, subjects
-from libs.schemas.events import AlertEvent, AppStatus, AuditRecord, HealthResult, LogBatch, LogLine, ReplicationStatus, UserChange
+from libs.schemas.events import (
+    AlertEvent,
+    AppStatus,
+    AuditRecord,
+    HealthResult,
+    LogBatch,
+    LogLine,
+    ReplicationStatus,
+    UserChange,
+)
 from libs.schemas.ids import InvalidId, check_host_id, host_id_from_hostname
-from libs.schemas.metrics import CpuStats, DiskUsage, GpuProcess, GpuStats, HostInfo, MemStats, MetricFrame, NetIface, ProcInfo, ProcessSnapshot
+from libs.schemas.metrics import (
+    CpuStats,
+    DiskUsage,
+    GpuProcess,
+    GpuStats,
+    HostInfo,
+    MemStats,
+    MetricFrame,
+    NetIface,
+    ProcessSnapshot,
+    ProcInfo,
+)
 from libs.schemas.registry import MESSAGE_TYPES, render_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,21 +41,41 @@ FRAME = MetricFrame(
     ts=1700000000.5,
     boot=1700000000000,
     seq=7,
-    cpu=CpuStats(percent=12.5, per_core=[10.0, 15.0], count=2, count_physical=1, freq_mhz=2400.0, load1=0.5, iowait=0.1),
+    cpu=CpuStats(
+        percent=12.5, per_core=[10.0, 15.0], count=2, count_physical=1, freq_mhz=2400.0, load1=0.5, iowait=0.1
+    ),
     mem=MemStats(total=8 << 30, available=4 << 30, used=3 << 30, percent=50.0),
     disks=[DiskUsage(mount="/", device="/dev/vda1", fstype="ext4", total=100, used=40, free=60, percent=40.0)],
     net_ifaces=[NetIface(name="eth0", bytes_recv=1000.0)],
-    gpus=[GpuStats(index=0, uuid="GPU-1", name="H100", util_percent=88.0, mem_used=1, mem_total=2, processes=[GpuProcess(pid=5, mem_used=1)])],
+    gpus=[
+        GpuStats(
+            index=0,
+            uuid="GPU-1",
+            name="H100",
+            util_percent=88.0,
+            mem_used=1,
+            mem_total=2,
+            processes=[GpuProcess(pid=5, mem_used=1)],
+        )
+    ],
 )
 
 EXAMPLES = {
     MetricFrame: FRAME,
-    ProcessSnapshot: ProcessSnapshot(host="web-1", ts=1.0, total=300, procs=[ProcInfo(pid=1, name="init", cpu_percent=0.1, rss=1024)]),
+    ProcessSnapshot: ProcessSnapshot(
+        host="web-1", ts=1.0, total=300, procs=[ProcInfo(pid=1, name="init", cpu_percent=0.1, rss=1024)]
+    ),
     HostInfo: HostInfo(host="web-1", ts=1.0, os="Debian 12", kernel="6.1", labels={"role": "web"}),
     AppStatus: AppStatus(host="web-1", app="api", state="running", ts=1.0, pid=42),
-    HealthResult: HealthResult(check="site", target="http://x/health", ts=1.0, ok=False, status_code=500, latency_ms=3.2),
-    AlertEvent: AlertEvent(fingerprint="abc", rule="cpu_high", host="web-1", state="firing", ts=2.0, since=1.0, value=95.0, threshold=90.0),
-    AuditRecord: AuditRecord(id="a1", ts=1.0, host="web-1", actor="alice", action="apps.restart", target="api", params={"x": 1}),
+    HealthResult: HealthResult(
+        check="site", target="http://x/health", ts=1.0, ok=False, status_code=500, latency_ms=3.2
+    ),
+    AlertEvent: AlertEvent(
+        fingerprint="abc", rule="cpu_high", host="web-1", state="firing", ts=2.0, since=1.0, value=95.0, threshold=90.0
+    ),
+    AuditRecord: AuditRecord(
+        id="a1", ts=1.0, host="web-1", actor="alice", action="apps.restart", target="api", params={"x": 1}
+    ),
     UserChange: UserChange(ts=1.0, op="created", username="bob", user_id=3),
     ReplicationStatus: ReplicationStatus(host="web-1", ts=1.0, ok=True, added=3),
     LogBatch: LogBatch(host="web-1", app="api", lines=[LogLine(ts=1.0, line="hello")]),

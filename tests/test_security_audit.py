@@ -12,7 +12,6 @@ the one that hands it out."""
 from __future__ import annotations
 
 import ast
-import asyncio
 import re
 import secrets
 from pathlib import Path
@@ -102,14 +101,32 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
             await call("POST", "/api/v1/auth/login", json={"username": "admin", "password": wrong}, expect=401)
 
             alice_pw, alice_pw2 = secret("alicepw"), secret("alicepw2")
-            await call("POST", "/api/v1/users", headers=A, json={"username": "alice", "password": alice_pw, "role": "operator", "email": "alice@example.org"}, expect=201)
+            await call(
+                "POST",
+                "/api/v1/users",
+                headers=A,
+                json={"username": "alice", "password": alice_pw, "role": "operator", "email": "alice@example.org"},
+                expect=201,
+            )
             r = await call("POST", "/api/v1/auth/login", json={"username": "alice", "password": alice_pw})
             alice_session = call.hands_out(r.json()["token"])
             AL = {"Authorization": f"Bearer {alice_session}"}
-            r = await call("POST", "/api/v1/auth/password", headers=AL, json={"current_password": alice_pw, "new_password": alice_pw2}, expect=(200, 204))
+            r = await call(
+                "POST",
+                "/api/v1/auth/password",
+                headers=AL,
+                json={"current_password": alice_pw, "new_password": alice_pw2},
+                expect=(200, 204),
+            )
             fresh_session = call.hands_out(r.json()["token"]) if r.status_code == 200 else ""  # a fresh session, once
             await call("PATCH", "/api/v1/users/alice", headers=A, json={"password": alice_pw2 + "x"})
-            await call("POST", "/api/v1/users", headers=A, json={"username": "alice", "password": alice_pw, "role": "viewer"}, expect=409)
+            await call(
+                "POST",
+                "/api/v1/users",
+                headers=A,
+                json={"username": "alice", "password": alice_pw, "role": "viewer"},
+                expect=409,
+            )
 
             r = await call("POST", "/api/v1/auth/tokens", headers=A, json={"name": "automation"}, expect=(200, 201))
             api_token = call.hands_out(r.json()["token"])
@@ -118,8 +135,26 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
             await call("GET", "/api/v1/auth/tokens", headers=A)
 
             # Notifiers with secrets; both get a test message (one delivered, one refused).
-            await call("PUT", "/api/v1/notifiers/tg", headers=A, json={"kind": "telegram", "bot_token": bot_token, "chat_id": "42", "base_url": bot.url})
-            await call("PUT", "/api/v1/notifiers/mail", headers=A, json={"kind": "email", "smtp_host": "127.0.0.1", "smtp_port": free_port(), "smtp_user": "alerts", "smtp_password": smtp_password, "mail_from": "fleet@example.org", "mail_to": ["ops@example.org"]})
+            await call(
+                "PUT",
+                "/api/v1/notifiers/tg",
+                headers=A,
+                json={"kind": "telegram", "bot_token": bot_token, "chat_id": "42", "base_url": bot.url},
+            )
+            await call(
+                "PUT",
+                "/api/v1/notifiers/mail",
+                headers=A,
+                json={
+                    "kind": "email",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": free_port(),
+                    "smtp_user": "alerts",
+                    "smtp_password": smtp_password,
+                    "mail_from": "fleet@example.org",
+                    "mail_to": ["ops@example.org"],
+                },
+            )
             await call("POST", "/api/v1/notifiers/tg/test", headers=A, json={})
             await call("POST", "/api/v1/notifiers/mail/test", headers=A, json={}, expect=(502, 504))
             assert bot.messages, "the Telegram test message did not arrive"
@@ -134,7 +169,13 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
             # argv is run as is, so the words come back literally and nothing else runs.
             job_secret = secret("jobenv")
             shelly = f"$(touch {marker}); `touch {marker}` && touch {marker} | cat > {marker}"
-            r = await call("POST", f"/api/v1/hosts/{HOST}/jobs", headers=A, json={"argv": ["/bin/echo", shelly], "env": {"API_TOKEN": job_secret}}, expect=201)
+            r = await call(
+                "POST",
+                f"/api/v1/hosts/{HOST}/jobs",
+                headers=A,
+                json={"argv": ["/bin/echo", shelly], "env": {"API_TOKEN": job_secret}},
+                expect=201,
+            )
             job = r.json()["job"]["id"]
 
             async def job_done():
@@ -148,11 +189,22 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
             assert not marker.exists(), "shell syntax in argv was run by a shell"
 
             # Reads that show users, tokens, audit and events.
-            for path in ("/api/v1/users", "/api/v1/users/alice", "/api/v1/audit?limit=500", "/api/v1/events?limit=500", "/api/v1/hosts", "/api/v1/alerts?all=true"):
+            for path in (
+                "/api/v1/users",
+                "/api/v1/users/alice",
+                "/api/v1/audit?limit=500",
+                "/api/v1/events?limit=500",
+                "/api/v1/hosts",
+                "/api/v1/alerts?all=true",
+            ):
                 await call("GET", path, headers=A)
 
             # The audit table catches up with the flow (the job's audit record is there).
-            await wait_until(lambda: poll(db_dsn, "SELECT count(*) FROM audit_log WHERE action = 'jobs.run'"), 60, what="the job audited")
+            await wait_until(
+                lambda: poll(db_dsn, "SELECT count(*) FROM audit_log WHERE action = 'jobs.run'"),
+                60,
+                what="the job audited",
+            )
             await call("GET", "/api/v1/audit?limit=500", headers=A)
 
         secret_values = {
@@ -174,14 +226,17 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
         }
         quiet = [n for n, text in fleet.logs().items() if '"level": "debug"' not in text]
         assert not quiet, f"not logging at DEBUG, so not audited at DEBUG: {quiet}"
-        carriers = {subjects.alerting("notifiers", "put"): (bot_token, smtp_password), subjects.ctl(HOST, "jobs.run"): (job_secret,)}
+        carriers = {
+            subjects.alerting("notifiers", "put"): (bot_token, smtp_password),
+            subjects.ctl(HOST, "jobs.run"): (job_secret,),
+        }
         await admin.flush()
         leaks: list[str] = []
         for what, value in secret_values.items():
             for name, text in fleet.logs().items():
                 if value in text:
                     i = text.index(value)
-                    leaks.append(f"{what} in the {name} log: ...{text[max(0, i - 300):i + 50]!r}")
+                    leaks.append(f"{what} in the {name} log: ...{text[max(0, i - 300) : i + 50]!r}")
             for subject, data in events:
                 # A request carries its secret to the one service that uses it, and nowhere else.
                 if value in carriers.get(subject, ()):
@@ -201,7 +256,9 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
         assert {"audit", "users", "alerting", "ctl"} <= seen, seen
         # ...and what is not secret is there to be found (the search looks where things are).
         assert any(b"alice" in d for s, d in events if s == subjects.USERS_CHANGED), "no UserChange naming alice"
-        assert any(r"jobs.run" in r["t"] and "API_TOKEN" in r["t"] for r in rows), "the job's audit record lacks its (masked) env"
+        assert any(r"jobs.run" in r["t"] and "API_TOKEN" in r["t"] for r in rows), (
+            "the job's audit record lacks its (masked) env"
+        )
     finally:
         fleet.stop()
         bot.stop()
@@ -211,10 +268,26 @@ async def test_no_secret_in_logs_events_audit_or_responses(fresh_nats, pg_cluste
 
 # -- no shell where request data can reach ---------------------------------------------------
 
-_SHELL_CALLS = {("os", "system"), ("os", "popen"), ("asyncio", "create_subprocess_shell"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput")}
+_SHELL_CALLS = {
+    ("os", "system"),
+    ("os", "popen"),
+    ("asyncio", "create_subprocess_shell"),
+    ("subprocess", "getoutput"),
+    ("subprocess", "getstatusoutput"),
+}
 
 
-_SPAWNERS = {"run", "call", "check_call", "check_output", "Popen", "create_subprocess_exec", "spawn", "run_process", "open_process"}
+_SPAWNERS = {
+    "run",
+    "call",
+    "check_call",
+    "check_output",
+    "Popen",
+    "create_subprocess_exec",
+    "spawn",
+    "run_process",
+    "open_process",
+}
 
 
 def _shell_uses(path: Path, root: Path = ROOT) -> list[str]:
@@ -226,7 +299,10 @@ def _shell_uses(path: Path, root: Path = ROOT) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         f = node.func
-        name = (f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else "", f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+        name = (
+            f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else "",
+            f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""),
+        )
         where = f"{path.relative_to(root)}:{node.lineno}"
         if name in _SHELL_CALLS or (name[0] == "" and name[1] in ("system", "popen", "create_subprocess_shell")):
             found.append(f"{where} {'.'.join(filter(None, name))}")

@@ -26,8 +26,8 @@ from libs.schemas import Codec, subjects
 from libs.schemas.servicestats import ServiceCounters
 from tests.conftest import service_env
 from tests.support.commander import CommanderProcess
-from tests.support.natsprobe import delivered
 from tests.support.gateway import start_gateway
+from tests.support.natsprobe import delivered
 from tests.support.pipeline import Proc, start_collector, start_ingest, wait_until
 
 HOST = "host-a"
@@ -79,15 +79,34 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
     await provision(nc)
     js = nc.jetstream()
     ingest = start_ingest(fresh_nats, db_dsn, workdir / "stats-ingest.log")
-    coll = start_collector(fresh_nats, HOST, workdir / "stats-collector.log", FLEETWATCH_COLLECTOR_INTERVAL="0.5", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1")
-    alerter = Proc("services.alerter", service_env(**fresh_nats.env("alerter"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false", FLEETWATCH_ALERTER_LOOKBACK_S="0"), workdir / "stats-alerter.log")
-    cmd = CommanderProcess(service_env(**fresh_nats.env(host=HOST)), workdir / "stats-commander", workdir / "stats-commander.log").start()
+    coll = start_collector(
+        fresh_nats,
+        HOST,
+        workdir / "stats-collector.log",
+        FLEETWATCH_COLLECTOR_INTERVAL="0.5",
+        FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1",
+    )
+    alerter = Proc(
+        "services.alerter",
+        service_env(
+            **fresh_nats.env("alerter"),
+            FLEETWATCH_ALERTER_BUILTIN_RULES="false",
+            FLEETWATCH_ALERTER_RUN_CHECKS="false",
+            FLEETWATCH_ALERTER_LOOKBACK_S="0",
+        ),
+        workdir / "stats-alerter.log",
+    )
+    cmd = CommanderProcess(
+        service_env(**fresh_nats.env(host=HOST)), workdir / "stats-commander", workdir / "stats-commander.log"
+    ).start()
     gw = None
     try:
         # Discovery: PING answers per kind, with the agent's host in its metadata.
         async def pinged():
             kinds = {(r["name"], r["metadata"].get("host", "")) for r in await gather(nc, "$SRV.PING", 0.3)}
-            return kinds if {("ingest", ""), ("alerter", ""), ("collector", HOST), ("commander", HOST)} <= kinds else None
+            return (
+                kinds if {("ingest", ""), ("alerter", ""), ("collector", HOST), ("commander", HOST)} <= kinds else None
+            )
 
         try:
             await wait_until(pinged, 45, what="ingest, collector and commander answering $SRV.PING")
@@ -95,7 +114,9 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
             logs = "\n".join(f"--- {p.log.name}\n{p.logs()[-1500:]}" for p in (ingest, coll, alerter))
             raise AssertionError(f"{exc}\n{logs}\n--- commander\n{cmd.log_path.read_text()[-1500:]}") from None
         info = [r for r in await gather(nc, "$SRV.INFO.collector") if r["metadata"].get("host") == HOST]
-        assert len(info) == 1 and any(e["subject"] == subjects.service_stats("collector", HOST) for e in info[0]["endpoints"])
+        assert len(info) == 1 and any(
+            e["subject"] == subjects.service_stats("collector", HOST) for e in info[0]["endpoints"]
+        )
 
         # Collector frames reach ingest: ingest's messages_in catches up with what the collector published.
         async def published():
@@ -112,7 +133,9 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
 
         before = await wait_until(ingested, 40, what=f"ingest messages_in and rows_written >= {n}")
         # The alerter evaluates the same frames (its subscription starts at its own start).
-        alerter_before = await wait_until(lambda: _moved(nc, "alerter", "", "messages_in", None), 30, what="alerter messages_in > 0")
+        alerter_before = await wait_until(
+            lambda: _moved(nc, "alerter", "", "messages_in", None), 30, what="alerter messages_in > 0"
+        )
         assert alerter_before.counters.get("evaluations", 0) >= 1
         assert before.counters["batches"] >= 1
         assert before.consumer_pending.get("ingest_metrics", -1) >= 0, before
@@ -128,7 +151,9 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
 
         after = await wait_until(dead, 30, what="ingest dead_letters to move")
         assert after.counters["dead_letters"] == before.counters.get("dead_letters", 0) + 1
-        alerter_after = await wait_until(lambda: _moved(nc, "alerter", "", "dead_letters", alerter_before), 30, what="alerter dead_letters to move")
+        alerter_after = await wait_until(
+            lambda: _moved(nc, "alerter", "", "dead_letters", alerter_before), 30, what="alerter dead_letters to move"
+        )
         assert alerter_after.counters["dead_letters"] == alerter_before.counters.get("dead_letters", 0) + 1
 
         # The commander keeps its endpoints and reports the same shape: a malformed request is
@@ -137,7 +162,9 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
         c0 = await counters(nc, "commander", HOST)
         reply = await nc.request(subjects.ctl(HOST, "apps.list"), b"[broken", timeout=10)
         assert reply.headers and reply.headers.get("Nats-Service-Error-Code") == "400"
-        c1 = await wait_until(lambda: _moved(nc, "commander", HOST, "dead_letters", c0), 15, what="commander dead_letters to move")
+        c1 = await wait_until(
+            lambda: _moved(nc, "commander", HOST, "dead_letters", c0), 15, what="commander dead_letters to move"
+        )
         assert c1.counters["dead_letters"] == c0.counters.get("dead_letters", 0) + 1
         assert c1.counters["messages_in"] == c0.counters.get("messages_in", 0) + 1
 
@@ -148,15 +175,53 @@ async def test_services_report_counters_and_gateway_aggregates(fresh_nats, db_ds
             assert metric(text, "fleetwatch_service_up", service="ingest") == 1
             assert metric(text, "fleetwatch_service_up", service="collector", host=HOST) == 1
             assert metric(text, "fleetwatch_service_up", service="gateway") == 1
-            assert metric(text, "fleetwatch_service_dead_letters_total", service="alerter") == alerter_after.counters["dead_letters"]
-            assert metric(text, "fleetwatch_service_messages_in_total", service="ingest") >= after.counters["messages_in"]
-            assert metric(text, "fleetwatch_service_dead_letters_total", service="ingest") == after.counters["dead_letters"]
+            assert (
+                metric(text, "fleetwatch_service_dead_letters_total", service="alerter")
+                == alerter_after.counters["dead_letters"]
+            )
+            assert (
+                metric(text, "fleetwatch_service_messages_in_total", service="ingest") >= after.counters["messages_in"]
+            )
+            assert (
+                metric(text, "fleetwatch_service_dead_letters_total", service="ingest")
+                == after.counters["dead_letters"]
+            )
             assert metric(text, "fleetwatch_service_errors_total", service="collector", host=HOST) is not None
             assert metric(text, "fleetwatch_service_consumer_pending", service="ingest") is not None
-            assert metric(text, "fleetwatch_service_queue_size", service="collector", host=HOST, queue="frames") is not None
-            assert metric(text, "fleetwatch_service_endpoint_requests_total", service="commander", host=HOST, endpoint="apps-list") >= 2
-            assert metric(text, "fleetwatch_service_endpoint_errors_total", service="commander", host=HOST, endpoint="apps-list") >= 1
-            assert metric(text, "fleetwatch_service_endpoint_processing_seconds_avg", service="commander", host=HOST, endpoint="apps-list") > 0
+            assert (
+                metric(text, "fleetwatch_service_queue_size", service="collector", host=HOST, queue="frames")
+                is not None
+            )
+            assert (
+                metric(
+                    text,
+                    "fleetwatch_service_endpoint_requests_total",
+                    service="commander",
+                    host=HOST,
+                    endpoint="apps-list",
+                )
+                >= 2
+            )
+            assert (
+                metric(
+                    text,
+                    "fleetwatch_service_endpoint_errors_total",
+                    service="commander",
+                    host=HOST,
+                    endpoint="apps-list",
+                )
+                >= 1
+            )
+            assert (
+                metric(
+                    text,
+                    "fleetwatch_service_endpoint_processing_seconds_avg",
+                    service="commander",
+                    host=HOST,
+                    endpoint="apps-list",
+                )
+                > 0
+            )
             assert text.count("# TYPE fleetwatch_service_up gauge") == 1  # one family, one header
             # Scrapes within the cache window cost NATS nothing: the same text comes back.
             assert services_part((await http.get("/metrics")).text) == services_part(text)
@@ -198,16 +263,33 @@ async def test_agent_answers_discovery_of_its_own_kinds_only(nats_stack):
         errors.append(str(e))
 
     a = nats_stack.agent_settings(HOST)
-    agent = await nats.connect(servers=[a.url], user=a.user, password=a.password, inbox_prefix=a.inbox_prefix, error_cb=error_cb, allow_reconnect=False)
+    agent = await nats.connect(
+        servers=[a.url],
+        user=a.user,
+        password=a.password,
+        inbox_prefix=a.inbox_prefix,
+        error_cb=error_cb,
+        allow_reconnect=False,
+    )
     admin = await connect(nats_stack.settings("admin"), "test-srv-admin", retry_forever=False)
     try:
-        for subject in ("$SRV.PING", "$SRV.STATS.collector", "$SRV.INFO.commander.abc", subjects.service_stats("replicator", HOST)):
+        for subject in (
+            "$SRV.PING",
+            "$SRV.STATS.collector",
+            "$SRV.INFO.commander.abc",
+            subjects.service_stats("replicator", HOST),
+        ):
             sub = await agent.subscribe(subject)
             await agent.flush()
             assert await delivered(admin, sub, subject, b"x"), subject
             await sub.unsubscribe()
         assert not errors
-        for subject in ("$SRV.>", "$SRV.STATS.ingest", "$SRV.PING.gateway.abc", subjects.service_stats("collector", "host-b")):
+        for subject in (
+            "$SRV.>",
+            "$SRV.STATS.ingest",
+            "$SRV.PING.gateway.abc",
+            subjects.service_stats("collector", "host-b"),
+        ):
             errors.clear()
             await agent.subscribe(subject)
             await agent.flush()
@@ -242,19 +324,33 @@ async def test_replicator_counts_syncs_users_and_dead_letters(pg_cluster, nats_s
     async with two_databases(pg_cluster) as dbs:
         central = await asyncpg.connect(dbs.central_dsn)
         await add_user(central, "alice", 5001)
-        env = replicator_env(service_env, nats_stack.env(host=host), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1)
+        env = replicator_env(
+            service_env, nats_stack.env(host=host), dbs.central_dsn, dbs.local_dsn, interval=3600, debounce=0.1
+        )
         proc = ReplicatorProcess(env, workdir / f"stats-replicator-{time.monotonic_ns()}.log").start()
         try:
-            first = await wait_until(lambda: _moved(nc, "replicator", host, "syncs", None), 45, what="replicator's first sync counted")
-            assert first.counters.get("users_applied") == 1 and first.gauges.get("users") == 1 and not first.counters.get("sync_failures")
+            first = await wait_until(
+                lambda: _moved(nc, "replicator", host, "syncs", None), 45, what="replicator's first sync counted"
+            )
+            assert (
+                first.counters.get("users_applied") == 1
+                and first.gauges.get("users") == 1
+                and not first.counters.get("sync_failures")
+            )
 
             await nc.publish(subjects.USERS_CHANGED, b"{oops")
-            bad = await wait_until(lambda: _moved(nc, "replicator", host, "dead_letters", first), 15, what="replicator dead_letters to move")
+            bad = await wait_until(
+                lambda: _moved(nc, "replicator", host, "dead_letters", first),
+                15,
+                what="replicator dead_letters to move",
+            )
             assert bad.counters["dead_letters"] == 1 and bad.counters["syncs"] == first.counters["syncs"]
 
             await add_user(central, "bob", 5002)
             await nc.publish(subjects.USERS_CHANGED, b'{"ts": 1.0, "op": "created", "username": "bob"}')
-            synced = await wait_until(lambda: _moved(nc, "replicator", host, "users_applied", bad), 15, what="bob applied")
+            synced = await wait_until(
+                lambda: _moved(nc, "replicator", host, "users_applied", bad), 15, what="bob applied"
+            )
             assert synced.counters["users_applied"] == 2 and synced.counters["syncs"] >= first.counters["syncs"] + 1
             assert synced.gauges["users"] == 2 and synced.counters["messages_in"] >= 2
         finally:
@@ -276,16 +372,30 @@ async def test_authcallout_counts_grants_and_refusals_and_grants_narrow_discover
     st.server.start()
     admin = None
     try:
-        admin = await connect(NatsSettings(url=st.url, user="admin", password=st.creds["admin"]), "stats-callout-admin", retry_forever=False)
+        admin = await connect(
+            NatsSettings(url=st.url, user="admin", password=st.creds["admin"]),
+            "stats-callout-admin",
+            retry_forever=False,
+        )
         await provision(admin)
         kv = await admin.jetstream().key_value(AGENTS_BUCKET.bucket)
         secret = "s" * 43
-        await kv.put("reg-1", AGENT_RECORD.encode(AgentRecord(host="reg-1", secret_sha256=hash_secret(secret), created_at=time.time())))
+        await kv.put(
+            "reg-1",
+            AGENT_RECORD.encode(AgentRecord(host="reg-1", secret_sha256=hash_secret(secret), created_at=time.time())),
+        )
         st.start_callout()
         await wait_until(lambda: counters(admin, "authcallout"), 30, what="authcallout answering $SRV.STATS")
 
         creds = {"user": "agent-reg-1", "inbox_prefix": subjects.inbox_prefix("reg-1")}
-        settings = NatsSettings(url=st.url, user=creds["user"], password=secret, inbox_prefix=creds["inbox_prefix"], reconnect_wait=0.2, connect_timeout=3)
+        settings = NatsSettings(
+            url=st.url,
+            user=creds["user"],
+            password=secret,
+            inbox_prefix=creds["inbox_prefix"],
+            reconnect_wait=0.2,
+            connect_timeout=3,
+        )
         agent, errs = await try_connect(settings)
         assert agent is not None, errs
         violations: list[str] = []
@@ -294,10 +404,23 @@ async def test_authcallout_counts_grants_and_refusals_and_grants_narrow_discover
         await agent.subscribe("$SRV.PING.ingest")
         await agent.flush()
         assert await delivered(admin, own, "$SRV.PING.collector", b"p")
-        await wait_until(lambda: _async(any("$srv.ping.ingest" in v.lower() for v in violations)), 5, interval=0.1, what="a violation for $SRV.PING.ingest")
+        await wait_until(
+            lambda: _async(any("$srv.ping.ingest" in v.lower() for v in violations)),
+            5,
+            interval=0.1,
+            what="a violation for $SRV.PING.ingest",
+        )
         await agent.close()
 
-        bad, _ = await try_connect(NatsSettings(url=st.url, user="agent-reg-1", password="x" + secret, inbox_prefix=creds["inbox_prefix"], connect_timeout=3))
+        bad, _ = await try_connect(
+            NatsSettings(
+                url=st.url,
+                user="agent-reg-1",
+                password="x" + secret,
+                inbox_prefix=creds["inbox_prefix"],
+                connect_timeout=3,
+            )
+        )
         assert bad is None
 
         async def counted():
@@ -329,7 +452,11 @@ def test_exposition_of_replies_labels_up_and_forgetting():
     stats.queue("frames", lambda: 2)
     stats.pending(lambda: {"ingest_metrics": 5})
     data = stats.snapshot("ingest", 'odd"name:1')
-    assert data.counters == {"messages_in": 3} and data.queues == {"frames": 2} and data.consumer_pending == {"ingest_metrics": 5}
+    assert (
+        data.counters == {"messages_in": 3}
+        and data.queues == {"frames": 2}
+        and data.consumer_pending == {"ingest_metrics": 5}
+    )
 
     now = [1000.0]
     scraper = ServiceScraper(None, clock=lambda: now[0])  # render() never touches NATS
@@ -338,13 +465,28 @@ def test_exposition_of_replies_labels_up_and_forgetting():
         "id": "X1",
         "metadata": {"instance": data.instance},
         "endpoints": [
-            {"name": "stats", "num_requests": 9, "num_errors": 0, "processing_time": 0, "average_processing_time": 0, "data": json.loads(COUNTERS.encode(data))},
-            {"name": "work", "num_requests": 4, "num_errors": 1, "processing_time": 2_000_000_000, "average_processing_time": 500_000_000},
+            {
+                "name": "stats",
+                "num_requests": 9,
+                "num_errors": 0,
+                "processing_time": 0,
+                "average_processing_time": 0,
+                "data": json.loads(COUNTERS.encode(data)),
+            },
+            {
+                "name": "work",
+                "num_requests": 4,
+                "num_errors": 1,
+                "processing_time": 2_000_000_000,
+                "average_processing_time": 500_000_000,
+            },
         ],
     }
     text = scraper.render([reply, reply])  # the same instance twice (two requests) counts once
     inst = 'odd"name:1'
-    assert metric(text, "fleetwatch_service_messages_in_total", service="ingest", instance=inst.replace('"', '\\"')) == 3
+    assert (
+        metric(text, "fleetwatch_service_messages_in_total", service="ingest", instance=inst.replace('"', '\\"')) == 3
+    )
     assert metric(text, "fleetwatch_service_queue_size", queue="frames") == 2
     assert metric(text, "fleetwatch_service_consumer_pending", consumer="ingest_metrics") == 5
     assert metric(text, "fleetwatch_service_endpoint_requests_total", endpoint="work") == 4
@@ -352,7 +494,10 @@ def test_exposition_of_replies_labels_up_and_forgetting():
     assert metric(text, "fleetwatch_service_endpoint_processing_seconds_avg", endpoint="work") == 0.5
     assert metric(text, "fleetwatch_service_endpoint_requests_total", endpoint="stats") is None
     assert metric(text, "fleetwatch_service_errors_total") is None
-    assert text.count("fleetwatch_service_messages_in_total{") == 1 and text.count("# TYPE fleetwatch_service_up gauge") == 1
+    assert (
+        text.count("fleetwatch_service_messages_in_total{") == 1
+        and text.count("# TYPE fleetwatch_service_up gauge") == 1
+    )
     assert metric(text, "fleetwatch_service_up", service="ingest") == 1
 
     now[0] += 10

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.timeout(90)
 def _start_tls_nats(root, cert_dir, verify: bool = False) -> tuple[NatsServer, dict[str, str]]:
     port = free_port()
     server = natsconfig.ServerSection(
-        tls_cert=str(cert_dir / "nats.crt"), tls_key=str(cert_dir / "nats.key"), tls_ca=str(cert_dir / "ca.crt"), tls_verify=verify
+        tls_cert=str(cert_dir / "nats.crt"),
+        tls_key=str(cert_dir / "nats.key"),
+        tls_ca=str(cert_dir / "ca.crt"),
+        tls_verify=verify,
     )
     inv = natsconfig.Inventory(server=server, hosts=[natsconfig.InventoryHost(id="web-1")])
     creds = natsconfig.write_config(inv, root / "nats", store_dir=str(root / "js"), listen=f"127.0.0.1:{port}")
@@ -44,7 +47,9 @@ def _good_and_other_ca(tmp_path):
 
 
 def _settings(srv: NatsServer, creds, **tls) -> NatsSettings:
-    return NatsSettings(url=f"tls://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3, **tls)
+    return NatsSettings(
+        url=f"tls://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3, **tls
+    )
 
 
 async def _refused(settings: NatsSettings, reason: str) -> None:
@@ -57,7 +62,7 @@ async def _refused(settings: NatsSettings, reason: str) -> None:
     nc = None
     try:
         nc = await asyncio.wait_for(connect(settings, "refused", retry_forever=False, error_cb=error_cb), 8)
-    except (asyncio.TimeoutError, ssl.SSLError, nats.errors.Error, OSError) as exc:
+    except (TimeoutError, ssl.SSLError, nats.errors.Error, OSError) as exc:
         errors.append(exc)
     assert nc is None or not nc.is_connected, "a client that should be refused got connected"
     assert errors
@@ -68,22 +73,48 @@ async def _refused(settings: NatsSettings, reason: str) -> None:
 def test_certs_command_writes_ca_and_leaf_certificates(tmp_path):
     out = tmp_path / "c"
     r = subprocess.run(
-        [sys.executable, "-m", "fleetwatch", "certs", "--out", str(out), "--nats-name", "nats-1", "--gateway-name", "ui.example.org", "--client", "admin"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "fleetwatch",
+            "certs",
+            "--out",
+            str(out),
+            "--nats-name",
+            "nats-1",
+            "--gateway-name",
+            "ui.example.org",
+            "--client",
+            "admin",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
     nats_crt = x509.load_pem_x509_certificate((out / "nats.crt").read_bytes())
     gw = x509.load_pem_x509_certificate((out / "gateway.crt").read_bytes())
     assert nats_crt.issuer == ca.subject and gw.issuer == ca.subject
-    names = nats_crt.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    names = nats_crt.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
     assert "nats-1" in names and "localhost" in names
-    assert "ui.example.org" in gw.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "ui.example.org" in gw.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.DNSName)
     for key in ("ca.key", "nats.key", "gateway.key", "client-admin.key"):
         assert (out / key).stat().st_mode & 0o077 == 0, key
     # Re-running keeps the CA (clients keep trusting) and renews the leaves.
     before = (out / "ca.crt").read_bytes()
-    r = subprocess.run([sys.executable, "-m", "fleetwatch", "certs", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "fleetwatch", "certs", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and (out / "ca.crt").read_bytes() == before
 
 
@@ -100,7 +131,10 @@ async def test_nats_tls_right_ca_connects_wrong_ca_refused(tmp_path):
         await _refused(_settings(srv, creds, tls_ca=str(other / "ca.crt")), "certificate verify failed")
 
         # Plain text to a TLS-only server is refused too.
-        await _refused(NatsSettings(url=f"nats://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3), "")
+        await _refused(
+            NatsSettings(url=f"nats://127.0.0.1:{srv.port}", user="admin", password=creds["admin"], connect_timeout=3),
+            "",
+        )
     finally:
         srv.stop()
 
@@ -117,9 +151,19 @@ async def test_wrong_ca_fails_fast_naming_the_setting_while_absent_server_is_wai
 
         # A service started with the wrong CA exits with that message instead of hanging.
         env = service_env(
-            FLEETWATCH_NATS_URL=wrong.url, FLEETWATCH_NATS_USER="admin", FLEETWATCH_NATS_PASSWORD=creds["admin"], FLEETWATCH_NATS_TLS_CA=str(other / "ca.crt")
+            FLEETWATCH_NATS_URL=wrong.url,
+            FLEETWATCH_NATS_USER="admin",
+            FLEETWATCH_NATS_PASSWORD=creds["admin"],
+            FLEETWATCH_NATS_TLS_CA=str(other / "ca.crt"),
         )
-        r = subprocess.run([sys.executable, "-m", "tests.support.echo_service"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-m", "tests.support.echo_service"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 1, r.stderr[-2000:]
         assert "certificate verification failed" in r.stderr and "FLEETWATCH_NATS_TLS_CA" in r.stderr
         assert creds["admin"] not in r.stderr + r.stdout
@@ -139,7 +183,13 @@ async def test_nats_mutual_tls_needs_a_client_certificate(tmp_path):
     try:
         await _refused(_settings(srv, creds, tls_ca=str(d / "ca.crt")), "")
         nc = await connect(
-            _settings(srv, creds, tls_ca=str(d / "ca.crt"), tls_cert=str(d / "client-admin.crt"), tls_key=str(d / "client-admin.key")),
+            _settings(
+                srv,
+                creds,
+                tls_ca=str(d / "ca.crt"),
+                tls_cert=str(d / "client-admin.crt"),
+                tls_key=str(d / "client-admin.key"),
+            ),
             "mtls",
             retry_forever=False,
         )
@@ -172,7 +222,9 @@ async def test_gateway_serves_https_with_the_ca_from_fleetwatch_certs(tmp_path, 
         FLEETWATCH_GATEWAY_HASH_ROUNDS="5000",
     )
     log = open(tmp_path / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"https://127.0.0.1:{port}"
     try:
         ok = None
@@ -184,7 +236,12 @@ async def test_gateway_serves_https_with_the_ca_from_fleetwatch_certs(tmp_path, 
             except httpx.ConnectError:
                 await asyncio.sleep(0.5)
         assert ok is not None and ok.status_code == 200
-        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": "admin-password-for-tls-test"}, verify=ssl.create_default_context(cafile=str(d / "ca.crt")), timeout=30)
+        r = httpx.post(
+            f"{url}/api/v1/auth/login",
+            json={"username": "admin", "password": "admin-password-for-tls-test"},
+            verify=ssl.create_default_context(cafile=str(d / "ca.crt")),
+            timeout=30,
+        )
         assert r.status_code in (200, 201) and r.json()["token"]
         with pytest.raises(httpx.ConnectError) as ei:
             httpx.get(f"{url}/healthz", verify=ssl.create_default_context(cafile=str(other / "ca.crt")), timeout=5)
@@ -195,10 +252,20 @@ async def test_gateway_serves_https_with_the_ca_from_fleetwatch_certs(tmp_path, 
         # The image's health check reads the gateway's own settings: HTTPS here, and only with
         # the certificate the gateway is configured to serve.
         probe = [sys.executable, str(ROOT / "infra" / "docker" / "healthcheck.py"), "--gateway"]
-        hc_env = {"PATH": "/usr/bin:/bin", "FLEETWATCH_GATEWAY_HOST": "0.0.0.0", "FLEETWATCH_GATEWAY_PORT": str(port), "FLEETWATCH_GATEWAY_TLS_CERT": str(d / "gateway.crt")}
+        hc_env = {
+            "PATH": "/usr/bin:/bin",
+            "FLEETWATCH_GATEWAY_HOST": "0.0.0.0",
+            "FLEETWATCH_GATEWAY_PORT": str(port),
+            "FLEETWATCH_GATEWAY_TLS_CERT": str(d / "gateway.crt"),
+        }
         assert subprocess.run(probe, env=hc_env, timeout=30).returncode == 0
         assert subprocess.run(probe, env={**hc_env, "FLEETWATCH_GATEWAY_TLS_CERT": ""}, timeout=30).returncode == 1
-        assert subprocess.run(probe, env={**hc_env, "FLEETWATCH_GATEWAY_TLS_CERT": str(other / "ca.crt")}, timeout=30).returncode == 1
+        assert (
+            subprocess.run(
+                probe, env={**hc_env, "FLEETWATCH_GATEWAY_TLS_CERT": str(other / "ca.crt")}, timeout=30
+            ).returncode
+            == 1
+        )
     finally:
         proc.terminate()
         try:

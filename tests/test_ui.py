@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -31,8 +30,17 @@ HOSTS = 24
 async def stack(nats_stack, pg_cluster, workdir):
     async with ui_stack(nats_stack, pg_cluster, workdir, sim_hosts=HOSTS, interval=1.0, history_rounds=60) as st:
         # The app the tests restart and follow, registered the way an admin would.
-        spec = {"name": "web", "run": {"runtime": "python", "script": str(st.dir / "app.py"), "interpreter": sys.executable}, "restart": "on-failure"}
-        r = httpx.post(f"{st.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps", json={"spec": spec, "start": True}, headers=st.gw.headers("admin"), timeout=30)
+        spec = {
+            "name": "web",
+            "run": {"runtime": "python", "script": str(st.dir / "app.py"), "interpreter": sys.executable},
+            "restart": "on-failure",
+        }
+        r = httpx.post(
+            f"{st.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps",
+            json={"spec": spec, "start": True},
+            headers=st.gw.headers("admin"),
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
         yield st
 
@@ -71,7 +79,11 @@ async def test_login_shows_role_and_fleet_updates_live(ctx, stack):
     await page.get_by_label("Username").fill("admin")
     await page.get_by_label("Password").fill("not-the-password")
     await page.get_by_role("button", name="Log in").click()
-    await page.get_by_role("alert").filter(has_text=re.compile("invalid|password|credentials", re.I)).wait_for(timeout=10000)
+    await (
+        page.get_by_role("alert")
+        .filter(has_text=re.compile("invalid|password|credentials", re.I))
+        .wait_for(timeout=10000)
+    )
     await page.get_by_label("Password").fill(stack.passwords["admin"])
     await page.get_by_role("button", name="Log in").click()
     assert (await page.get_by_test_id("role").text_content()) == "admin"
@@ -126,7 +138,9 @@ async def test_host_chart_draws_history(ctx, stack):
     for name in ("mem", "disk", "net", "gpu"):
         assert await page.locator(f'[data-chart="{name}"]').count() == 1
     # Live values and the process table come from the stream.
-    await page.wait_for_function("document.querySelector('[data-testid=live-cpu]')?.textContent.endsWith('%')", timeout=15000)
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=live-cpu]')?.textContent.endsWith('%')", timeout=15000
+    )
     await page.get_by_test_id("proc-table").locator("tbody tr").first.wait_for(timeout=15000)
     # Another range asks the history API again.
     async with page.expect_response(re.compile(r"/metrics\?")) as resp:
@@ -141,13 +155,19 @@ async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
     page = await page_as(ctx, stack, "operator", f"/host/{COMMANDER_HOST}")
     row = page.get_by_test_id("apps-table").locator('tr[data-app="web"]')
     pid_cell = row.get_by_test_id("app-pid")
-    await page.wait_for_function("/^\\d+$/.test(document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent || '')", timeout=20000)
+    await page.wait_for_function(
+        "/^\\d+$/.test(document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent || '')",
+        timeout=20000,
+    )
     old = await pid_cell.inner_text()
     await row.get_by_role("button", name="Restart web").click()
     dialog = page.get_by_role("dialog")
     assert "Restart web" in await dialog.inner_text()
     await dialog.get_by_role("button", name="Confirm").click()
-    await page.wait_for_function(f"(() => {{ const t = document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent; return /^\\d+$/.test(t) && t !== '{old}'; }})()", timeout=20000)
+    await page.wait_for_function(
+        f"(() => {{ const t = document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent; return /^\\d+$/.test(t) && t !== '{old}'; }})()",
+        timeout=20000,
+    )
     new = await pid_cell.inner_text()
     assert new != old
     await shot(page, "host-apps")
@@ -162,7 +182,7 @@ async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
     deadline = time.monotonic() + 20
     while True:
         await page.get_by_role("button", name="Apply").click()
-        await page.locator('[data-testid=audit-table][aria-busy=false]').wait_for(timeout=15000)
+        await page.locator("[data-testid=audit-table][aria-busy=false]").wait_for(timeout=15000)
         if await audit_row.count() or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
@@ -183,14 +203,19 @@ async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
         return max(int(m) for m in re.findall(r"ui line (\d+)", text))
 
     seen = last_n(await view.inner_text())
-    await page.wait_for_function(f"Math.max(...[...document.querySelectorAll('[data-testid=log-view] .ll')].map(e => +(e.textContent.match(/ui line (\\d+)/)||[0,0])[1])) > {seen}", timeout=15000)
+    await page.wait_for_function(
+        f"Math.max(...[...document.querySelectorAll('[data-testid=log-view] .ll')].map(e => +(e.textContent.match(/ui line (\\d+)/)||[0,0])[1])) > {seen}",
+        timeout=15000,
+    )
     # Paused: new lines are held back, then shown on resume.
     await page.get_by_test_id("logs-pause").click()
     held = await view.locator(".ll").count()
     await page.get_by_test_id("logs-count").filter(has_text="(+").wait_for(timeout=10000)
     assert await view.locator(".ll").count() == held
     await page.get_by_test_id("logs-pause").click()
-    await page.wait_for_function(f"document.querySelectorAll('[data-testid=log-view] .ll').length > {held}", timeout=10000)
+    await page.wait_for_function(
+        f"document.querySelectorAll('[data-testid=log-view] .ll').length > {held}", timeout=10000
+    )
     # Level filter and search.
     await page.get_by_test_id("logs-level").select_option("warning")
     levels = await view.locator(".ll").evaluate_all("els => els.map(e => e.className)")
@@ -217,7 +242,9 @@ async def test_silence_an_alert(ctx, stack):
     if not await appears_after_reloads(page, firing, 30):
         r = httpx.get(f"{stack.gw.url}/api/v1/alerts", headers=stack.gw.headers("operator"), timeout=30)
         log = (stack.dir / "alerter.log").read_text(errors="replace")[-3000:]
-        pytest.fail(f"no firing ui-cpu alert: GET /api/v1/alerts -> {r.status_code} {r.text[:500]}\nalerter log:\n{log}")
+        pytest.fail(
+            f"no firing ui-cpu alert: GET /api/v1/alerts -> {r.status_code} {r.text[:500]}\nalerter log:\n{log}"
+        )
     await firing.get_by_role("button", name=re.compile("^Silence")).click()
     dlg = page.get_by_role("dialog")
     await dlg.get_by_label("Silence for").select_option(label="4h")
@@ -252,7 +279,10 @@ async def test_viewer_sees_no_action_buttons_and_api_refuses(ctx, stack):
     assert await apps.get_by_role("link", name=re.compile("Logs")).count() == 0
     assert await page.get_by_test_id("register-form").count() == 0
     assert await page.get_by_role("button", name=re.compile("Scan")).count() == 0
-    assert await page.get_by_role("link", name="Audit").count() == 0 and await page.get_by_role("link", name="Users").count() == 0
+    assert (
+        await page.get_by_role("link", name="Audit").count() == 0
+        and await page.get_by_role("link", name="Users").count() == 0
+    )
     await page.goto(stack.gw.url + "/#/alerts")
     # the rows an operator would have Silence buttons on are drawn
     await page.get_by_test_id("alerts-firing").locator("tr[data-rule]").first.wait_for(timeout=30000)
@@ -262,7 +292,11 @@ async def test_viewer_sees_no_action_buttons_and_api_refuses(ctx, stack):
     await shot(page, "viewer")
     # Hidden is not the only guard: the API refuses the viewer's token.
     token = await page.evaluate("JSON.parse(sessionStorage.getItem('fleetwatch.session')).token")
-    r = httpx.post(f"{stack.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps/web/restart", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = httpx.post(
+        f"{stack.gw.url}/api/v1/hosts/{COMMANDER_HOST}/apps/web/restart",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert r.status_code == 403
     await page.close()
 
@@ -277,7 +311,9 @@ async def test_register_form_validates_in_browser_and_shows_server_reason(ctx, s
     await form.get_by_role("button", name="Register").click()
     assert await form.get_by_label("Name").evaluate("e => !e.validity.valid")
     await form.get_by_label("Environment (KEY=value per line)").fill("1BAD=x")
-    assert await form.get_by_label("Environment (KEY=value per line)").evaluate("e => e.validationMessage.includes('KEY=value')")
+    assert await form.get_by_label("Environment (KEY=value per line)").evaluate(
+        "e => e.validationMessage.includes('KEY=value')"
+    )
     await form.get_by_label("Environment (KEY=value per line)").fill("PORT=8000")
     await asyncio.sleep(0.3)
     assert not [u for u in requests if u.endswith("/apps")]
@@ -307,7 +343,9 @@ async def test_users_page_create_deactivate_and_replication(ctx, stack):
     await page.get_by_role("dialog").get_by_role("button", name="Deactivate").click()
     await page.get_by_test_id("users-table").locator('tr.inactive[data-user="carol"]').wait_for(timeout=10000)
     # The deactivated account can no longer log in.
-    r = httpx.post(f"{stack.gw.url}/api/v1/auth/login", json={"username": "carol", "password": "s3cret-pass-word"}, timeout=30)
+    r = httpx.post(
+        f"{stack.gw.url}/api/v1/auth/login", json={"username": "carol", "password": "s3cret-pass-word"}, timeout=30
+    )
     assert r.status_code in (401, 403)
     # The host's replicator reported its start-up sync; "Sync now" asks for another one.
     rep = page.get_by_test_id("replication-table").locator(f'tr[data-host="{COMMANDER_HOST}"]')
@@ -381,7 +419,11 @@ async def test_scan_adopt_prefills_register_form_and_run_a_job(ctx, stack):
     assert (await form.get_by_label("Interpreter").input_value()) != ""
     # A one-shot job: run it, see it in the list, read its output.
     jobs = page.get_by_test_id("jobs-table")
-    await page.get_by_role("form", name="Run a job").get_by_label("Command (one argument per line)").fill("echo\nhello from the ui")
+    await (
+        page.get_by_role("form", name="Run a job")
+        .get_by_label("Command (one argument per line)")
+        .fill("echo\nhello from the ui")
+    )
     await page.get_by_role("form", name="Run a job").get_by_role("button", name="Run").click()
     row = jobs.locator("tbody tr").filter(has_text="echo hello from the ui").first
     await row.wait_for(timeout=15000)
@@ -414,14 +456,21 @@ async def test_role_banner_for_viewer_and_operator_not_admin_and_a_lowered_role_
     # An operator whose role is lowered while the page is open: the refusal says why, in the banner.
     name, pw = "ui-demoted", secrets.token_urlsafe(12)
     users = f"{stack.gw.url}/api/v1/users"
-    httpx.post(users, json={"username": name, "password": pw, "role": "operator"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    httpx.post(
+        users,
+        json={"username": name, "password": pw, "role": "operator"},
+        headers=stack.gw.headers("admin"),
+        timeout=30,
+    ).raise_for_status()
     page = await ctx.new_page()
     await login(page, stack.gw.url, name, pw, f"/host/{COMMANDER_HOST}")
     banner = page.get_by_test_id("role-banner")
     assert "admin role" in await banner.inner_text()
     row = page.get_by_test_id("apps-table").locator('tr[data-app="web"]')
     await row.wait_for(timeout=15000)
-    httpx.patch(f"{users}/{name}", json={"role": "viewer"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    httpx.patch(
+        f"{users}/{name}", json={"role": "viewer"}, headers=stack.gw.headers("admin"), timeout=30
+    ).raise_for_status()
     await row.get_by_role("button", name="Restart web").click()
     await page.get_by_role("dialog").get_by_role("button", name="Confirm").click()
     await banner.filter(has_text="role operator or higher required (you have viewer)").wait_for(timeout=10000)
@@ -437,7 +486,13 @@ async def test_commander_without_privileges_shows_the_banner_with_the_sudoers_li
     (home / "app.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
     for p in (home, home / "app.py"):
         os.chown(p, 65534, 65534)
-    cp = CommanderProcess(service_env(**nats_stack.env(host="local")), home / "state", stack.dir / "commander-nobody.log", argv_prefix=AS_NOBODY, unit_dir=str(stack.dir / "units")).start()
+    cp = CommanderProcess(
+        service_env(**nats_stack.env(host="local")),
+        home / "state",
+        stack.dir / "commander-nobody.log",
+        argv_prefix=AS_NOBODY,
+        unit_dir=str(stack.dir / "units"),
+    ).start()
     try:
         await cp.wait_ready(nc, "local")
         page = await page_as(ctx, stack, "admin", "/host/local")
@@ -471,7 +526,12 @@ def login_status(stack, username: str, password: str) -> int:
 
 async def test_admin_resets_a_password_then_the_user_changes_it(ctx, stack):
     name, first = "ui-pw", "first-pass-123"
-    httpx.post(f"{stack.gw.url}/api/v1/users", json={"username": name, "password": first, "role": "viewer"}, headers=stack.gw.headers("admin"), timeout=30).raise_for_status()
+    httpx.post(
+        f"{stack.gw.url}/api/v1/users",
+        json={"username": name, "password": first, "role": "viewer"},
+        headers=stack.gw.headers("admin"),
+        timeout=30,
+    ).raise_for_status()
     page = await page_as(ctx, stack, "admin", "/users")
     row = page.get_by_test_id("users-table").locator(f'tr[data-user="{name}"]')
     await row.get_by_role("button", name=f"Reset password {name}").click()

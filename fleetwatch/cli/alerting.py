@@ -44,24 +44,55 @@ def items(body, key: str) -> list[dict]:
 def alerts(args: argparse.Namespace) -> int:
     with client(args) as c:
         if args.history:
-            body = c.get("/api/v1/alerts/history", params={"host": args.host, "rule": args.rule, "from": args.since, "limit": args.limit})
+            body = c.get(
+                "/api/v1/alerts/history",
+                params={"host": args.host, "rule": args.rule, "from": args.since, "limit": args.limit},
+            )
         else:
             body = c.get("/api/v1/alerts", params={"all": "true" if args.all else None})
             if args.host or args.rule:  # the API has no filter here: narrow its answer, keep its shape
-                body = {**body, "items": [a for a in alert_items(body) if (not args.host or a.get("host") == args.host) and (not args.rule or a.get("rule") == args.rule)]}
+                body = {
+                    **body,
+                    "items": [
+                        a
+                        for a in alert_items(body)
+                        if (not args.host or a.get("host") == args.host)
+                        and (not args.rule or a.get("rule") == args.rule)
+                    ],
+                }
     if want_json(args):
         output.print_json(body)
         return 0
     recs = alert_items(body)
     now = time.time()
     if args.history:
-        rows = [(output.when(a["ts"]), output.state(a.get("state")), a.get("severity", ""), a.get("rule", ""), a.get("host", ""),
-                 "-" if a.get("value") is None else f"{a['value']:g}", a.get("summary", "")) for a in recs]
+        rows = [
+            (
+                output.when(a["ts"]),
+                output.state(a.get("state")),
+                a.get("severity", ""),
+                a.get("rule", ""),
+                a.get("host", ""),
+                "-" if a.get("value") is None else f"{a['value']:g}",
+                a.get("summary", ""),
+            )
+            for a in recs
+        ]
         output.show(output.table(("TIME", "STATE", "SEVERITY", "RULE", "HOST", "VALUE", "SUMMARY"), rows))
         return 0
-    rows = [(output.state(a.get("state")), a.get("severity", ""), a.get("rule", ""), a.get("host", ""),
-             "-" if a.get("value") is None else f"{a['value']:g}", "-" if a.get("threshold") is None else f"{a['threshold']:g}",
-             output.ago(a.get("since"), now), a.get("summary", "")) for a in recs]
+    rows = [
+        (
+            output.state(a.get("state")),
+            a.get("severity", ""),
+            a.get("rule", ""),
+            a.get("host", ""),
+            "-" if a.get("value") is None else f"{a['value']:g}",
+            "-" if a.get("threshold") is None else f"{a['threshold']:g}",
+            output.ago(a.get("since"), now),
+            a.get("summary", ""),
+        )
+        for a in recs
+    ]
     output.show(output.table(("STATE", "SEVERITY", "RULE", "HOST", "VALUE", "THRESHOLD", "SINCE", "SUMMARY"), rows))
     if not recs:
         output.console().print("no active alerts", style="dim")
@@ -75,7 +106,13 @@ def silence(args: argparse.Namespace) -> int:
         if verb == "add":
             now = time.time()
             # an empty id: the alerter names the silence
-            body = {"id": "", "matchers": args.matchers, "starts": now, "ends": now + args.duration, "comment": args.comment}
+            body = {
+                "id": "",
+                "matchers": args.matchers,
+                "starts": now,
+                "ends": now + args.duration,
+                "comment": args.comment,
+            }
             r = c.post("/api/v1/silences", body)
             if want_json(args):
                 output.print_json(r)
@@ -92,9 +129,16 @@ def silence(args: argparse.Namespace) -> int:
         output.print_json(r)
         return 0
     now = time.time()
-    rows = [(s.get("id", ""), ", ".join(f"{m['name']}{m.get('op', '=')}{m['value']}" for m in s.get("matchers", [])),
-             "expired" if s.get("ends", 0) < now else f"until {output.when(s.get('ends'))}", s.get("created_by", ""), s.get("comment", ""))
-            for s in items(r, "silences")]
+    rows = [
+        (
+            s.get("id", ""),
+            ", ".join(f"{m['name']}{m.get('op', '=')}{m['value']}" for m in s.get("matchers", [])),
+            "expired" if s.get("ends", 0) < now else f"until {output.when(s.get('ends'))}",
+            s.get("created_by", ""),
+            s.get("comment", ""),
+        )
+        for s in items(r, "silences")
+    ]
     output.show(output.table(("ID", "MATCHERS", "ENDS", "BY", "COMMENT"), rows))
     return 0
 
@@ -104,8 +148,16 @@ def checks(args: argparse.Namespace) -> int:
     verb = args.verb or "list"
     with client(args) as c:
         if verb == "add":
-            body = {"url": args.url_to_check, "method": args.method, "interval_s": args.interval, "timeout_s": args.timeout,
-                    "status_min": args.status[0], "status_max": args.status[1], "failure_threshold": args.failures, "severity": args.severity}
+            body = {
+                "url": args.url_to_check,
+                "method": args.method,
+                "interval_s": args.interval,
+                "timeout_s": args.timeout,
+                "status_min": args.status[0],
+                "status_max": args.status[1],
+                "failure_threshold": args.failures,
+                "severity": args.severity,
+            }
             r = c.request("PUT", f"/api/v1/checks/{args.name}", json_body=body)
             if want_json(args):
                 output.print_json(r)
@@ -128,11 +180,26 @@ def checks(args: argparse.Namespace) -> int:
     for ch in configured:
         r = last.get(ch["name"], {})
         ok = r.get("ok")
-        rows.append((ch["name"], f"{ch.get('method', 'GET')} {ch.get('url', '')}", output.duration(ch.get("interval_s")),
-                     output.state("-" if ok is None else ("ok" if ok else "failed")), r.get("status_code") or "-",
-                     "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}ms", r.get("consecutive_failures", "-"),
-                     output.ago(r.get("ts")), r.get("error", "") or ("" if ch.get("enabled", True) else "disabled")))
-    output.show(output.table(("CHECK", "TARGET", "EVERY", "LAST", "HTTP", "LATENCY", "FAILS", "WHEN", "ERROR"), rows, right=("HTTP", "LATENCY", "FAILS")))
+        rows.append(
+            (
+                ch["name"],
+                f"{ch.get('method', 'GET')} {ch.get('url', '')}",
+                output.duration(ch.get("interval_s")),
+                output.state("-" if ok is None else ("ok" if ok else "failed")),
+                r.get("status_code") or "-",
+                "-" if r.get("latency_ms") is None else f"{r['latency_ms']:.0f}ms",
+                r.get("consecutive_failures", "-"),
+                output.ago(r.get("ts")),
+                r.get("error", "") or ("" if ch.get("enabled", True) else "disabled"),
+            )
+        )
+    output.show(
+        output.table(
+            ("CHECK", "TARGET", "EVERY", "LAST", "HTTP", "LATENCY", "FAILS", "WHEN", "ERROR"),
+            rows,
+            right=("HTTP", "LATENCY", "FAILS"),
+        )
+    )
     return 0
 
 
@@ -146,15 +213,26 @@ def rules(args: argparse.Namespace) -> int:
     rows = []
     for r in items(body, "rules"):
         if r.get("kind", "metric") == "metric":
-            cond = f"{r.get('field')} {r.get('op')} {r.get('threshold'):g}" + (f" (resolve {r['resolve']:g})" if r.get("resolve") is not None else "")
+            cond = f"{r.get('field')} {r.get('op')} {r.get('threshold'):g}" + (
+                f" (resolve {r['resolve']:g})" if r.get("resolve") is not None else ""
+            )
         elif r.get("kind") == "host_down":
             cond = f"no frame for {r.get('missed_intervals', 3):g} intervals"
         elif r.get("kind") == "app":
             cond = "app " + "/".join(r.get("states") or [])
         else:
             cond = "replication failed"
-        rows.append((r["name"], r.get("kind", ""), cond, output.duration(r.get("for_s")), r.get("severity", ""), ",".join(r.get("hosts") or []) or "all",
-                     "" if r.get("enabled", True) else "disabled"))
+        rows.append(
+            (
+                r["name"],
+                r.get("kind", ""),
+                cond,
+                output.duration(r.get("for_s")),
+                r.get("severity", ""),
+                ",".join(r.get("hosts") or []) or "all",
+                "" if r.get("enabled", True) else "disabled",
+            )
+        )
     output.show(output.table(("RULE", "KIND", "CONDITION", "FOR", "SEVERITY", "HOSTS", ""), rows))
     return 0
 
@@ -173,7 +251,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", help="only this rule")
     p.add_argument("--all", action="store_true", help="include resolved and inactive alerts")
     p.add_argument("--history", action="store_true", help="state changes as stored, newest first")
-    p.add_argument("--since", type=lambda t: time.time() - seconds(t), default=None, help="with --history: how far back (30m, 2h, 7d; default 7d)")
+    p.add_argument(
+        "--since",
+        type=lambda t: time.time() - seconds(t),
+        default=None,
+        help="with --history: how far back (30m, 2h, 7d; default 7d)",
+    )
     p.add_argument("--limit", type=int, default=100, help="with --history: rows (default 100)")
     add_common(p)
     p.set_defaults(func=alerts)
@@ -183,9 +266,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="silences (the default)")
     add_common(q)
-    q = v.add_parser("add", help="silence alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex) (operator)")
+    q = v.add_parser(
+        "add",
+        help="silence alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex) (operator)",
+    )
     q.add_argument("matchers", nargs="+", type=matcher, metavar="MATCHER")
-    q.add_argument("--for", dest="duration", type=seconds, default=3600.0, help="how long (90s, 30m, 2h, 1d; default 1h)")
+    q.add_argument(
+        "--for", dest="duration", type=seconds, default=3600.0, help="how long (90s, 30m, 2h, 1d; default 1h)"
+    )
     q.add_argument("--comment", default="", help="why")
     add_common(q)
     q = v.add_parser("rm", help="end a silence now (operator)")
@@ -204,7 +292,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--method", default="GET")
     q.add_argument("--interval", type=seconds, default=60.0, help="how often (default 60s)")
     q.add_argument("--timeout", type=seconds, default=5.0, help="per request (default 5s)")
-    q.add_argument("--status", type=status_range, default=(200, 299), help="accepted HTTP status or range (default 200-299)")
+    q.add_argument(
+        "--status", type=status_range, default=(200, 299), help="accepted HTTP status or range (default 200-299)"
+    )
     q.add_argument("--failures", type=int, default=2, help="failures in a row before it alerts (default 2)")
     q.add_argument("--severity", choices=("info", "warning", "critical"), default="critical")
     add_common(q)

@@ -24,14 +24,30 @@ def app_rows(apps: list[dict], now: float) -> list[tuple]:
     for a in apps:
         sp = a["spec"]
         up = output.duration(now - a["since"]) if a.get("state") == "running" and a.get("since") else "-"
-        rows.append((sp["name"], output.state(a.get("state")), a.get("pid") or "-", a.get("restarts", 0), output.pct(a.get("cpu_percent")),
-                     output.size(a.get("rss")), up, sp.get("backend", "process"), run_text(sp.get("run", {}))))
+        rows.append(
+            (
+                sp["name"],
+                output.state(a.get("state")),
+                a.get("pid") or "-",
+                a.get("restarts", 0),
+                output.pct(a.get("cpu_percent")),
+                output.size(a.get("rss")),
+                up,
+                sp.get("backend", "process"),
+                run_text(sp.get("run", {})),
+            )
+        )
     return rows
 
 
 def show_apps(apps: list[dict]) -> None:
-    output.show(output.table(("NAME", "STATE", "PID", "RESTARTS", "CPU", "RSS", "UPTIME", "BACKEND", "COMMAND"), app_rows(apps, time.time()),
-                             right=("PID", "RESTARTS", "CPU", "RSS")))
+    output.show(
+        output.table(
+            ("NAME", "STATE", "PID", "RESTARTS", "CPU", "RSS", "UPTIME", "BACKEND", "COMMAND"),
+            app_rows(apps, time.time()),
+            right=("PID", "RESTARTS", "CPU", "RSS"),
+        )
+    )
 
 
 def parse_env(pairs: list[str], env_file: str | None) -> dict[str, str]:
@@ -76,8 +92,14 @@ def build_spec(args: argparse.Namespace) -> dict:
         run = {"runtime": "binary", "argv": argv}
     else:
         raise CliError("say what to run: --python SCRIPT, --node SCRIPT, -- ARGV..., or --spec FILE", code=2)
-    spec = {"name": args.name, "backend": args.backend, "run": run, "restart": args.restart,
-            "env": parse_env(args.env, args.env_file), "start_on_boot": not args.no_boot}
+    spec = {
+        "name": args.name,
+        "backend": args.backend,
+        "run": run,
+        "restart": args.restart,
+        "env": parse_env(args.env, args.env_file),
+        "start_on_boot": not args.no_boot,
+    }
     for k in ("cwd", "user", "description"):
         if getattr(args, k):
             spec[k] = getattr(args, k)
@@ -139,7 +161,13 @@ def apps(args: argparse.Namespace) -> int:
         output.print_json(r)
         return 0
     a = r["app"]
-    done = {"register": "registered", "remove": "removed", "start": "started", "stop": "stopped", "restart": "restarted"}.get(verb)
+    done = {
+        "register": "registered",
+        "remove": "removed",
+        "start": "started",
+        "stop": "stopped",
+        "restart": "restarted",
+    }.get(verb)
     if done:
         pid = f", pid {a['pid']}" if a.get("pid") else ""
         print(f"{a['spec']['name']} on {host}: {done} (state {a.get('state')}{pid})")
@@ -151,28 +179,41 @@ def apps(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("apps", help="a host's apps: list, status, start, stop, restart, logs [-f], register, remove",
-                       description="`fleetwatch apps HOST` lists the apps of HOST; `fleetwatch apps HOST VERB NAME` acts on one. "
-                       "Viewers read, operators start/stop/restart and read logs, admins register and remove.")
+    p = sub.add_parser(
+        "apps",
+        help="a host's apps: list, status, start, stop, restart, logs [-f], register, remove",
+        description="`fleetwatch apps HOST` lists the apps of HOST; `fleetwatch apps HOST VERB NAME` acts on one. "
+        "Viewers read, operators start/stop/restart and read logs, admins register and remove.",
+    )
     p.add_argument("host", metavar="HOST", type=ident, help="host id")
     add_common(p)
     v = subparsers(p, "verb")
     q = v.add_parser("list", help="the host's apps and their state (the default)")
     add_common(q)
-    for verb, text in (("status", "one app's state"), ("start", "start an app"), ("stop", "stop an app (SIGTERM, then SIGKILL after its stop timeout)"),
-                       ("restart", "restart an app"), ("remove", "stop and unregister an app (admin)")):
+    for verb, text in (
+        ("status", "one app's state"),
+        ("start", "start an app"),
+        ("stop", "stop an app (SIGTERM, then SIGKILL after its stop timeout)"),
+        ("restart", "restart an app"),
+        ("remove", "stop and unregister an app (admin)"),
+    ):
         q = v.add_parser(verb, help=text)
         q.add_argument("name", type=ident, help="app name")
         add_common(q)
     q = v.add_parser("logs", help="the last lines of an app's log; -f follows new lines until Ctrl-C")
     q.add_argument("name", type=ident, help="app name")
-    q.add_argument("-n", "--lines", type=int, default=None, help="lines of history (default 100; 0 with -f: only new lines)")
+    q.add_argument(
+        "-n", "--lines", type=int, default=None, help="lines of history (default 100; 0 with -f: only new lines)"
+    )
     q.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     q.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time and stream")
     add_common(q)
-    q = v.add_parser("register", help="register an app (admin): --python SCRIPT, --node SCRIPT, -- ARGV..., or --spec FILE",
-                     description="Register an app on the host. The command runs without a shell: give a script "
-                     "(--python/--node, arguments after --) or an argv after --, or a whole AppSpec as JSON with --spec.")
+    q = v.add_parser(
+        "register",
+        help="register an app (admin): --python SCRIPT, --node SCRIPT, -- ARGV..., or --spec FILE",
+        description="Register an app on the host. The command runs without a shell: give a script "
+        "(--python/--node, arguments after --) or an argv after --, or a whole AppSpec as JSON with --spec.",
+    )
     q.add_argument("name", help="app name ([A-Za-z0-9_-])")
     q.add_argument("argv", nargs="*", help="program and arguments (after --), or the script's arguments")
     how = q.add_mutually_exclusive_group()
@@ -182,7 +223,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--interpreter", help="interpreter path or name (default python3 / node)")
     q.add_argument("--cwd", help="working directory (absolute)")
     q.add_argument("--user", help="run as this user")
-    q.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable (repeatable; secrets better in --env-file)")
+    q.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment variable (repeatable; secrets better in --env-file)",
+    )
     q.add_argument("--env-file", metavar="FILE", help="KEY=VALUE lines (values stay off the command line)")
     q.add_argument("--backend", choices=("process", "systemd"), default="process")
     q.add_argument("--restart", choices=("always", "on-failure", "never"), default="on-failure")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import config, output
-from .client import CliError, Client
+from .client import Client, CliError
 from .common import add_common, client, command, ident, read_secret, subparsers, want_json
 
 
@@ -23,11 +23,30 @@ def login(args: argparse.Namespace) -> int:
     password = read_secret(f"Password for {username}@{url}: ", from_stdin=args.password_stdin)
     with Client(url, ca_file=ca_file) as c:
         r = c.post("/api/v1/auth/login", {"username": username, "password": password})
-    path = config.save(config.Credentials(url=url, token=r["token"], username=r["username"], role=r["role"], expires_at=r.get("expires_at"), ca_file=ca_file))
+    path = config.save(
+        config.Credentials(
+            url=url,
+            token=r["token"],
+            username=r["username"],
+            role=r["role"],
+            expires_at=r.get("expires_at"),
+            ca_file=ca_file,
+        )
+    )
     if want_json(args):
-        output.print_json({"username": r["username"], "role": r["role"], "expires_at": r.get("expires_at"), "url": url, "credentials": str(path)})
+        output.print_json(
+            {
+                "username": r["username"],
+                "role": r["role"],
+                "expires_at": r.get("expires_at"),
+                "url": url,
+                "credentials": str(path),
+            }
+        )
     else:
-        print(f"logged in to {url} as {r['username']} ({r['role']}), session until {output.when(r.get('expires_at'))}; saved in {path}")
+        print(
+            f"logged in to {url} as {r['username']} ({r['role']}), session until {output.when(r.get('expires_at'))}; saved in {path}"
+        )
     return 0
 
 
@@ -53,14 +72,21 @@ def whoami(args: argparse.Namespace) -> int:
 def tokens(args: argparse.Namespace) -> int:
     with client(args) as c:
         if args.verb == "create":
-            body = {"name": args.name, **({"role": args.role} if args.role else {}), **({"expires_in_s": int(args.expires_days * 86400)} if args.expires_days else {})}
+            body = {
+                "name": args.name,
+                **({"role": args.role} if args.role else {}),
+                **({"expires_in_s": int(args.expires_days * 86400)} if args.expires_days else {}),
+            }
             t = c.post("/api/v1/auth/tokens", body)
             if want_json(args):
                 output.print_json(t)
             else:
                 # The only time the token is shown: to stdout, for the caller to store.
                 print(t["token"])
-                print(f"token {t['id']} ({t['role']}) created; it is not shown again. Use it as FLEETWATCH_TOKEN.", file=sys.stderr)
+                print(
+                    f"token {t['id']} ({t['role']}) created; it is not shown again. Use it as FLEETWATCH_TOKEN.",
+                    file=sys.stderr,
+                )
             return 0
         if args.verb == "revoke":
             c.delete(f"/api/v1/auth/tokens/{args.id}")
@@ -70,20 +96,38 @@ def tokens(args: argparse.Namespace) -> int:
     if want_json(args):
         output.print_json(items)
         return 0
-    rows = [(t["id"], t["name"], t["username"], t["role"], output.when(t["created_at"]), output.when(t.get("expires_at")) if t.get("expires_at") else "never",
-             output.ago(t.get("last_used_at")), "revoked" if t["revoked"] else "") for t in items]
+    rows = [
+        (
+            t["id"],
+            t["name"],
+            t["username"],
+            t["role"],
+            output.when(t["created_at"]),
+            output.when(t.get("expires_at")) if t.get("expires_at") else "never",
+            output.ago(t.get("last_used_at")),
+            "revoked" if t["revoked"] else "",
+        )
+        for t in items
+    ]
     output.show(output.table(("ID", "NAME", "USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", ""), rows))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("login", help="log in to the gateway; the session token is saved (0600) for later commands",
-                       description="Log in with your fleetwatch username and password. The password is asked without echo, "
-                       "or read from the first line of stdin with --password-stdin; it is never an argument. "
-                       "The token is saved in $XDG_CONFIG_HOME/fleetwatch/credentials.json (mode 0600).")
+    p = sub.add_parser(
+        "login",
+        help="log in to the gateway; the session token is saved (0600) for later commands",
+        description="Log in with your fleetwatch username and password. The password is asked without echo, "
+        "or read from the first line of stdin with --password-stdin; it is never an argument. "
+        "The token is saved in $XDG_CONFIG_HOME/fleetwatch/credentials.json (mode 0600).",
+    )
     p.add_argument("-u", "--username", default="", help="username (asked when not given)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.add_argument("--ca-file", default="", help="CA certificate of an https gateway (ca.crt of `fleetwatch certs`); saved with the login")
+    p.add_argument(
+        "--ca-file",
+        default="",
+        help="CA certificate of an https gateway (ca.crt of `fleetwatch certs`); saved with the login",
+    )
     add_common(p)
     p.set_defaults(func=login)
 

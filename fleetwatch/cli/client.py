@@ -75,12 +75,14 @@ class Client:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise CliError(f"cannot use the CA file {ca_file}: {exc}") from None
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify)
+        self.http = httpx.Client(
+            base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify
+        )
 
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -92,14 +94,18 @@ class Client:
             yield
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise CliError(f"the certificate of {self.url} is not trusted ({exc}): give its CA with `fleetwatch login --ca-file` or FLEETWATCH_CA_FILE") from None
+                raise CliError(
+                    f"the certificate of {self.url} is not trusted ({exc}): give its CA with `fleetwatch login --ca-file` or FLEETWATCH_CA_FILE"
+                ) from None
             raise CliError(f"cannot reach the gateway at {self.url}: {exc} (set --url or FLEETWATCH_URL)") from None
         except httpx.TimeoutException:
             raise CliError(f"the gateway at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise CliError(f"talking to the gateway at {self.url} failed: {exc}") from None
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None, timeout: float | None = None) -> Any:
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict | None = None, timeout: float | None = None
+    ) -> Any:
         kw: dict[str, Any] = {}
         if json_body is not None:
             kw["json"] = json_body
@@ -134,12 +140,20 @@ class Client:
         return self.request("DELETE", path, **kw)
 
     @contextlib.contextmanager
-    def events(self, path: str, params: dict | None = None, *, idle_timeout: float = 90.0) -> Iterator[Iterator[tuple[str, Any]]]:
+    def events(
+        self, path: str, params: dict | None = None, *, idle_timeout: float = 90.0
+    ) -> Iterator[Iterator[tuple[str, Any]]]:
         """Server-sent events of `path` as (event, data) pairs; data is decoded JSON (None for
         heartbeats). The gateway sends a heartbeat at least every 15-30 s, so a read that waits
         `idle_timeout` means the connection is gone."""
         with self._transport_errors():
-            with self.http.stream("GET", path, params=params, headers={"Accept": "text/event-stream"}, timeout=httpx.Timeout(10.0, read=idle_timeout)) as r:
+            with self.http.stream(
+                "GET",
+                path,
+                params=params,
+                headers={"Accept": "text/event-stream"},
+                timeout=httpx.Timeout(10.0, read=idle_timeout),
+            ) as r:
                 if r.status_code >= 400:
                     r.read()
                     self._result(r)

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from .client import CliError, Client
+from .client import Client, CliError
 from .config import ConfigError, resolve_ca, resolve_token, resolve_url
 
 
@@ -19,9 +19,16 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> argpars
     # SUPPRESS: a subcommand's parser must not reset what an outer level already set
     # (`fleetwatch apps --json HOST` and `fleetwatch apps HOST --json` both work).
     g = p.add_argument_group("gateway")
-    g.add_argument("--url", default=argparse.SUPPRESS, help="gateway URL (default: FLEETWATCH_URL, then the saved login)")
+    g.add_argument(
+        "--url", default=argparse.SUPPRESS, help="gateway URL (default: FLEETWATCH_URL, then the saved login)"
+    )
     if json_flag:
-        g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON answer instead of a table")
+        g.add_argument(
+            "--json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print the API's JSON answer instead of a table",
+        )
     return p
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from . import output
-from .client import CliError, Client
+from .client import Client, CliError
 from .common import add_common, client, command, ident, want_json
 
 
@@ -54,11 +54,25 @@ def hosts(args: argparse.Namespace) -> int:
         if last.get("mem_total"):
             mem += f"/{output.size(last['mem_total'])}"
         n = alerts.get(h["host"], 0) if alerts is not None else None
-        rows.append((
-            h["host"], output.state(h["status"]), output.pct(last.get("cpu_percent")), mem, output.pct(last.get("disk_max_percent")),
-            gpu_text(last), "-" if n is None else Text(str(n), style="red" if n else ""), output.ago(h.get("last_seen")),
-        ))
-    output.show(output.table(("HOST", "STATUS", "CPU", "RAM", "DISK", "GPU", "ALERTS", "SEEN"), rows, right=("CPU", "DISK", "GPU", "ALERTS")))
+        rows.append(
+            (
+                h["host"],
+                output.state(h["status"]),
+                output.pct(last.get("cpu_percent")),
+                mem,
+                output.pct(last.get("disk_max_percent")),
+                gpu_text(last),
+                "-" if n is None else Text(str(n), style="red" if n else ""),
+                output.ago(h.get("last_seen")),
+            )
+        )
+    output.show(
+        output.table(
+            ("HOST", "STATUS", "CPU", "RAM", "DISK", "GPU", "ALERTS", "SEEN"),
+            rows,
+            right=("CPU", "DISK", "GPU", "ALERTS"),
+        )
+    )
     online = sum(1 for h in body if h["status"] == "online")
     output.console().print(f"{len(body)} hosts, {online} online", style="dim")
     return 0
@@ -71,21 +85,44 @@ def detail(c: Client, args: argparse.Namespace) -> int:
         return 0
     h, f = d["host"], d.get("frame")
     lines = [
-        ("host", h["host"]), ("status", output.state(h["status"])), ("last seen", output.ago(h.get("last_seen"))),
-        ("hostname", h.get("hostname")), ("os", h.get("os")), ("kernel", h.get("kernel")), ("arch", h.get("arch")),
-        ("cpu", f"{h.get('cpu_model') or '-'} x{h.get('cpu_count') or '?'}"), ("memory", output.size(h.get("mem_total"))),
-        ("agent", h.get("agent_version") or "-"), ("labels", ", ".join(f"{k}={v}" for k, v in sorted((h.get("labels") or {}).items())) or "-"),
+        ("host", h["host"]),
+        ("status", output.state(h["status"])),
+        ("last seen", output.ago(h.get("last_seen"))),
+        ("hostname", h.get("hostname")),
+        ("os", h.get("os")),
+        ("kernel", h.get("kernel")),
+        ("arch", h.get("arch")),
+        ("cpu", f"{h.get('cpu_model') or '-'} x{h.get('cpu_count') or '?'}"),
+        ("memory", output.size(h.get("mem_total"))),
+        ("agent", h.get("agent_version") or "-"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in sorted((h.get("labels") or {}).items())) or "-"),
     ]
     if f:
         lines += [
-            ("cpu now", f"{output.pct(f['cpu']['percent'])}  load {f['cpu'].get('load1', 0):.2f} {f['cpu'].get('load5', 0):.2f} {f['cpu'].get('load15', 0):.2f}"),
-            ("mem now", f"{output.pct(f['mem']['percent'])}  {output.size(f['mem']['used'])} / {output.size(f['mem']['total'])}"),
+            (
+                "cpu now",
+                f"{output.pct(f['cpu']['percent'])}  load {f['cpu'].get('load1', 0):.2f} {f['cpu'].get('load5', 0):.2f} {f['cpu'].get('load15', 0):.2f}",
+            ),
+            (
+                "mem now",
+                f"{output.pct(f['mem']['percent'])}  {output.size(f['mem']['used'])} / {output.size(f['mem']['total'])}",
+            ),
             ("uptime", output.duration(f.get("uptime"))),
         ]
         for dsk in f.get("disks", []):
-            lines.append((f"disk {dsk['mount']}", f"{output.pct(dsk['percent'])}  {output.size(dsk['used'])} / {output.size(dsk['total'])}"))
+            lines.append(
+                (
+                    f"disk {dsk['mount']}",
+                    f"{output.pct(dsk['percent'])}  {output.size(dsk['used'])} / {output.size(dsk['total'])}",
+                )
+            )
         for g in f.get("gpus", []):
-            lines.append((f"gpu {g['index']}", f"{g.get('name', '')}  {output.pct(g.get('util_percent'))}  {output.size(g.get('mem_used'))} / {output.size(g.get('mem_total'))}"))
+            lines.append(
+                (
+                    f"gpu {g['index']}",
+                    f"{g.get('name', '')}  {output.pct(g.get('util_percent'))}  {output.size(g.get('mem_used'))} / {output.size(g.get('mem_total'))}",
+                )
+            )
     output.show(output.table(("FIELD", "VALUE"), lines))
     return 0
 

@@ -15,12 +15,26 @@ FINISHED = ("succeeded", "failed", "timeout", "stopped")
 
 
 def job_rows(jobs: list[dict]) -> list[tuple]:
-    return [(j["id"], output.state(j["state"]), "-" if j.get("exit_code") is None else j["exit_code"], output.duration(j.get("duration_s")),
-             j.get("actor", ""), output.when(j.get("created")), " ".join(j.get("argv", []))) for j in jobs]
+    return [
+        (
+            j["id"],
+            output.state(j["state"]),
+            "-" if j.get("exit_code") is None else j["exit_code"],
+            output.duration(j.get("duration_s")),
+            j.get("actor", ""),
+            output.when(j.get("created")),
+            " ".join(j.get("argv", [])),
+        )
+        for j in jobs
+    ]
 
 
 def show_jobs(jobs: list[dict]) -> None:
-    output.show(output.table(("ID", "STATE", "EXIT", "TOOK", "BY", "CREATED", "COMMAND"), job_rows(jobs), right=("EXIT", "TOOK")))
+    output.show(
+        output.table(
+            ("ID", "STATE", "EXIT", "TOOK", "BY", "CREATED", "COMMAND"), job_rows(jobs), right=("EXIT", "TOOK")
+        )
+    )
 
 
 @command
@@ -80,7 +94,9 @@ def wait(c, base: str, job: dict, args: argparse.Namespace) -> int:
     delay = 0.2
     while job["state"] not in FINISHED:
         if time.monotonic() > deadline:
-            raise CliError(f"job {job['id']} still {job['state']} after its timeout; see `fleetwatch jobs {args.host} get {job['id']}`")
+            raise CliError(
+                f"job {job['id']} still {job['state']} after its timeout; see `fleetwatch jobs {args.host} get {job['id']}`"
+            )
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
         job = c.get(f"{base}/{job['id']}")["job"]
@@ -96,9 +112,12 @@ def wait(c, base: str, job: dict, args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="one-shot commands on a host: list, run, get, logs, stop, restart, cleanup",
-                       description="`fleetwatch jobs HOST` lists the host's jobs; `fleetwatch jobs HOST run -- CMD ARGS` runs one "
-                       "(argv, never a shell; operator).")
+    p = sub.add_parser(
+        "jobs",
+        help="one-shot commands on a host: list, run, get, logs, stop, restart, cleanup",
+        description="`fleetwatch jobs HOST` lists the host's jobs; `fleetwatch jobs HOST run -- CMD ARGS` runs one "
+        "(argv, never a shell; operator).",
+    )
     p.add_argument("host", metavar="HOST", type=ident, help="host id")
     add_common(p)
     v = subparsers(p, "verb")
@@ -112,9 +131,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--env-file", metavar="FILE", help="KEY=VALUE lines")
     q.add_argument("--timeout", type=float, default=300.0, help="seconds before the job is stopped (default 300)")
-    q.add_argument("-w", "--wait", action="store_true", help="wait for the end, print the output, exit 1 unless it succeeded")
+    q.add_argument(
+        "-w", "--wait", action="store_true", help="wait for the end, print the output, exit 1 unless it succeeded"
+    )
     add_common(q)
-    for verb, text in (("get", "one job"), ("logs", "a job's output"), ("stop", "stop a running job"), ("restart", "run a job's command again")):
+    for verb, text in (
+        ("get", "one job"),
+        ("logs", "a job's output"),
+        ("stop", "stop a running job"),
+        ("restart", "run a job's command again"),
+    ):
         q = v.add_parser(verb, help=text)
         q.add_argument("id", type=ident, help="job id (job_YYYYMMDD_HHMMSS_xxxxxx)")
         if verb == "logs":

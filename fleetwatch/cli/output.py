@@ -48,7 +48,10 @@ class PlainTable:
         last = len(columns) - 1
 
         def line(cells: Sequence[str]) -> str:
-            out = [(v.rjust(w) if columns[i] in right else (v if i == last else v.ljust(w))) for i, (v, w) in enumerate(zip(cells, widths))]
+            out = [
+                (v.rjust(w) if columns[i] in right else (v if i == last else v.ljust(w)))
+                for i, (v, w) in enumerate(zip(cells, widths))
+            ]
             return "  ".join(out).rstrip()
 
         self.text = "\n".join([line(columns)] + [line(r) for r in rows]) + "\n"
@@ -57,14 +60,25 @@ class PlainTable:
         return Text(self.text.rstrip("\n"))
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, right: Iterable[str] = ()) -> Table | PlainTable:
+def table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, right: Iterable[str] = ()
+) -> Table | PlainTable:
     right = set(right)
     cells = [list(r) for r in rows]
     if len(cells) > PLAIN_ROWS:
-        return PlainTable(columns, [[v.plain if isinstance(v, Text) else ("" if v is None else str(v)) for v in r] for r in cells], right)
+        return PlainTable(
+            columns,
+            [[v.plain if isinstance(v, Text) else ("" if v is None else str(v)) for v in r] for r in cells],
+            right,
+        )
     t = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
     for c in columns:
-        t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis" if c != columns[-1] else "fold")
+        t.add_column(
+            c,
+            justify="right" if c in right else "left",
+            no_wrap=True,
+            overflow="ellipsis" if c != columns[-1] else "fold",
+        )
     for r in cells:
         t.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in r])
     if not cells:
@@ -131,9 +145,24 @@ def duration(s: float | None) -> str:
 
 
 STATE_STYLE = {
-    "online": "green", "running": "green", "ok": "green", "succeeded": "green", "resolved": "green",
-    "offline": "red", "crashed": "red", "failed": "red", "fatal": "red", "error": "red", "firing": "red", "zombie": "red", "timeout": "red",
-    "starting": "yellow", "stopping": "yellow", "pending": "yellow", "queued": "yellow", "backoff": "yellow",
+    "online": "green",
+    "running": "green",
+    "ok": "green",
+    "succeeded": "green",
+    "resolved": "green",
+    "offline": "red",
+    "crashed": "red",
+    "failed": "red",
+    "fatal": "red",
+    "error": "red",
+    "firing": "red",
+    "zombie": "red",
+    "timeout": "red",
+    "starting": "yellow",
+    "stopping": "yellow",
+    "pending": "yellow",
+    "queued": "yellow",
+    "backoff": "yellow",
 }
 
 

@@ -10,8 +10,21 @@ from .common import add_common, client, command, ident, want_json
 
 
 def status_rows(items: list[dict]) -> list[tuple]:
-    return [(s["host"], output.state("ok" if s.get("ok") else "failed"), s.get("trigger", ""), s.get("added", 0), s.get("updated", 0), s.get("removed", 0),
-             s.get("total", 0), f"{s.get('duration_ms', 0):.0f}ms", output.ago(s.get("ts")), s.get("error", "")) for s in items]
+    return [
+        (
+            s["host"],
+            output.state("ok" if s.get("ok") else "failed"),
+            s.get("trigger", ""),
+            s.get("added", 0),
+            s.get("updated", 0),
+            s.get("removed", 0),
+            s.get("total", 0),
+            f"{s.get('duration_ms', 0):.0f}ms",
+            output.ago(s.get("ts")),
+            s.get("error", ""),
+        )
+        for s in items
+    ]
 
 
 COLUMNS = ("HOST", "RESULT", "TRIGGER", "ADDED", "UPDATED", "REMOVED", "USERS", "TOOK", "WHEN", "ERROR")
@@ -25,12 +38,20 @@ def sync(args: argparse.Namespace) -> int:
             if want_json(args):
                 output.print_json(r)
             else:
-                output.show(output.table(COLUMNS, status_rows(r.get("items", [])), right=("ADDED", "UPDATED", "REMOVED", "USERS", "TOOK")))
+                output.show(
+                    output.table(
+                        COLUMNS, status_rows(r.get("items", [])), right=("ADDED", "UPDATED", "REMOVED", "USERS", "TOOK")
+                    )
+                )
             return 0
         if args.no_wait:
             r = c.post(f"/api/v1/hosts/{args.host}/replication/sync", params={"wait": "false"})
         else:
-            r = c.post(f"/api/v1/hosts/{args.host}/replication/sync", params={"timeout": args.timeout}, timeout=args.timeout + 15)
+            r = c.post(
+                f"/api/v1/hosts/{args.host}/replication/sync",
+                params={"timeout": args.timeout},
+                timeout=args.timeout + 15,
+            )
     if want_json(args):
         output.print_json(r)
         return 0 if r.get("ok", True) else 1

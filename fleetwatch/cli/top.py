@@ -26,7 +26,14 @@ from . import output
 from .client import CliError
 from .common import add_common, client, command, ident, want_json
 
-SORTS = {"cpu": ("cpu_percent", True), "mem": ("rss", True), "rss": ("rss", True), "pid": ("pid", False), "name": ("name", False), "threads": ("threads", True)}
+SORTS = {
+    "cpu": ("cpu_percent", True),
+    "mem": ("rss", True),
+    "rss": ("rss", True),
+    "pid": ("pid", False),
+    "name": ("name", False),
+    "threads": ("threads", True),
+}
 
 
 def summary_of_frame(f: dict) -> dict:
@@ -34,11 +41,21 @@ def summary_of_frame(f: dict) -> dict:
     disks = [d["percent"] for d in f.get("disks", [])]
     gpus = [g["util_percent"] for g in f.get("gpus", []) if g.get("util_percent") is not None]
     return {
-        "host": f["host"], "ts": f["ts"], "seq": f.get("seq"), "cpu_percent": f["cpu"]["percent"], "load1": f["cpu"].get("load1"),
-        "mem_percent": f["mem"]["percent"], "mem_used": f["mem"]["used"], "mem_total": f["mem"]["total"],
-        "swap_percent": (f.get("swap") or {}).get("percent"), "disk_max_percent": max(disks) if disks else None,
-        "net_bytes_recv": (f.get("net") or {}).get("bytes_recv"), "net_bytes_sent": (f.get("net") or {}).get("bytes_sent"),
-        "gpu_util_percent": sum(gpus) / len(gpus) if gpus else None, "procs_total": (f.get("procs") or {}).get("total"), "uptime": f.get("uptime"),
+        "host": f["host"],
+        "ts": f["ts"],
+        "seq": f.get("seq"),
+        "cpu_percent": f["cpu"]["percent"],
+        "load1": f["cpu"].get("load1"),
+        "mem_percent": f["mem"]["percent"],
+        "mem_used": f["mem"]["used"],
+        "mem_total": f["mem"]["total"],
+        "swap_percent": (f.get("swap") or {}).get("percent"),
+        "disk_max_percent": max(disks) if disks else None,
+        "net_bytes_recv": (f.get("net") or {}).get("bytes_recv"),
+        "net_bytes_sent": (f.get("net") or {}).get("bytes_sent"),
+        "gpu_util_percent": sum(gpus) / len(gpus) if gpus else None,
+        "procs_total": (f.get("procs") or {}).get("total"),
+        "uptime": f.get("uptime"),
     }
 
 
@@ -67,7 +84,10 @@ class TopState:
             self.note(f"alert {data.get('rule', '?')}: {data.get('state', '?')} {data.get('summary', '')}".rstrip())
             return True
         if kind == "host":
-            self.view = {**self.view, **{k: data.get(k) for k in ("hostname", "os", "kernel", "cpu_model", "cpu_count")}}
+            self.view = {
+                **self.view,
+                **{k: data.get(k) for k in ("hostname", "os", "kernel", "cpu_model", "cpu_count")},
+            }
             return True
         return False
 
@@ -80,7 +100,9 @@ class TopState:
         age = now - s["ts"] if s.get("ts") else None
         head = Text()
         head.append(f"{self.host}", style="bold")
-        head.append(f"  {self.view.get('hostname') or ''}  up {output.duration(s.get('uptime'))}  load {s.get('load1') or 0:.2f}  procs {s.get('procs_total') or '-'}")
+        head.append(
+            f"  {self.view.get('hostname') or ''}  up {output.duration(s.get('uptime'))}  load {s.get('load1') or 0:.2f}  procs {s.get('procs_total') or '-'}"
+        )
         head.append(f"  frame {output.ago(s.get('ts'), now)}", style="red" if age is None or age > 30 else "dim")
         figures = Text(
             f"CPU {output.pct(s.get('cpu_percent')):>6}   MEM {output.pct(s.get('mem_percent')):>6} "
@@ -91,14 +113,35 @@ class TopState:
         key, desc = SORTS[sort]
         procs = sorted(self.procs.get("procs") or [], key=lambda p: (p.get(key) is None, p.get(key) or 0), reverse=desc)
         table_rows = [
-            (p["pid"], p.get("user", ""), p.get("status", ""), f"{p.get('cpu_percent', 0):.1f}", f"{p.get('mem_percent', 0):.1f}", output.size(p.get("rss")),
-             p.get("threads", ""), p.get("name", ""), p.get("cmdline", ""))
+            (
+                p["pid"],
+                p.get("user", ""),
+                p.get("status", ""),
+                f"{p.get('cpu_percent', 0):.1f}",
+                f"{p.get('mem_percent', 0):.1f}",
+                output.size(p.get("rss")),
+                p.get("threads", ""),
+                p.get("name", ""),
+                p.get("cmdline", ""),
+            )
             for p in procs[:rows]
         ]
-        snap = f"processes: {len(procs)} of {self.procs.get('total') or '-'} at {output.when(self.procs.get('ts'))}" if self.procs.get("ts") else "processes: none yet"
+        snap = (
+            f"processes: {len(procs)} of {self.procs.get('total') or '-'} at {output.when(self.procs.get('ts'))}"
+            if self.procs.get("ts")
+            else "processes: none yet"
+        )
         snap += f", sorted by {sort}"
-        parts: list[Any] = [head, figures, Text(snap, style="dim"),
-                            output.table(("PID", "USER", "S", "CPU%", "MEM%", "RSS", "THR", "NAME", "COMMAND"), table_rows, right=("PID", "CPU%", "MEM%", "RSS", "THR"))]
+        parts: list[Any] = [
+            head,
+            figures,
+            Text(snap, style="dim"),
+            output.table(
+                ("PID", "USER", "S", "CPU%", "MEM%", "RSS", "THR", "NAME", "COMMAND"),
+                table_rows,
+                right=("PID", "CPU%", "MEM%", "RSS", "THR"),
+            ),
+        ]
         parts += [Text(n, style="yellow") for n in self.notes]
         return Group(*parts)
 
@@ -154,7 +197,10 @@ def live(con, state: TopState, events, args: argparse.Namespace, rows: int) -> N
     q: queue.Queue = queue.Queue(maxsize=10_000)
     sort = args.sort
     threading.Thread(target=pump, args=(events, q), name="top-stream", daemon=True).start()
-    with keys(q, sys.stdin.isatty()), Live(state.render(sort, rows), console=con, screen=True, auto_refresh=False, transient=True) as screen:
+    with (
+        keys(q, sys.stdin.isatty()),
+        Live(state.render(sort, rows), console=con, screen=True, auto_refresh=False, transient=True) as screen,
+    ):
         while True:
             try:
                 kind, ev = q.get(timeout=1.0)
@@ -217,13 +263,18 @@ def top(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("top", help="one host live, like top: frame values and the process table (q or Ctrl-C quits)",
-                       description="One host live: frame values and the process table, redrawn as the gateway streams them. "
-                       "Keys: q quit, c/P sort by CPU, m/M by memory, p by pid, n by name, t by threads.")
+    p = sub.add_parser(
+        "top",
+        help="one host live, like top: frame values and the process table (q or Ctrl-C quits)",
+        description="One host live: frame values and the process table, redrawn as the gateway streams them. "
+        "Keys: q quit, c/P sort by CPU, m/M by memory, p by pid, n by name, t by threads.",
+    )
     p.add_argument("host", metavar="HOST", type=ident, help="host id")
     p.add_argument("--sort", choices=sorted(SORTS), default="cpu", help="process order (default cpu)")
     p.add_argument("--procs", type=int, default=0, help="process rows shown (default: what fits)")
-    p.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many live frames (default: until q)")
+    p.add_argument(
+        "-n", "--iterations", type=int, default=0, help="stop after this many live frames (default: until q)"
+    )
     p.add_argument("--once", action="store_true", help="print the latest known state and exit")
     add_common(p)
     p.set_defaults(func=top)

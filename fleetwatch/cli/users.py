@@ -10,8 +10,18 @@ from .common import add_common, client, command, ident, read_secret, subparsers,
 
 
 def show_users(users: list[dict]) -> None:
-    rows = [(u["username"], u.get("role", ""), output.state("active" if u.get("is_active") else "inactive"), u.get("system_uid", ""),
-             u.get("shell", ""), u.get("home", ""), u.get("email", "")) for u in users]
+    rows = [
+        (
+            u["username"],
+            u.get("role", ""),
+            output.state("active" if u.get("is_active") else "inactive"),
+            u.get("system_uid", ""),
+            u.get("shell", ""),
+            u.get("home", ""),
+            u.get("email", ""),
+        )
+        for u in users
+    ]
     output.show(output.table(("USER", "ROLE", "STATE", "UID", "SHELL", "HOME", "EMAIL"), rows, right=("UID",)))
 
 
@@ -29,7 +39,9 @@ def users(args: argparse.Namespace) -> int:
         if verb == "add":
             body: dict = {"username": args.username, "role": args.role}
             if not args.no_password:
-                body["password"] = read_secret(f"Password for {args.username}: ", from_stdin=args.password_stdin, confirm=True)
+                body["password"] = read_secret(
+                    f"Password for {args.username}: ", from_stdin=args.password_stdin, confirm=True
+                )
             for k in ("email", "shell", "home"):
                 if getattr(args, k):
                     body[k] = getattr(args, k)
@@ -72,13 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--home", default="", help="home directory on the hosts")
     q.add_argument("--uid", type=int, default=0, help="system uid (default: allocated)")
     q.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    q.add_argument("--no-password", action="store_true", help="create without a password (cannot log in until one is set)")
+    q.add_argument(
+        "--no-password", action="store_true", help="create without a password (cannot log in until one is set)"
+    )
     add_common(q)
     q = v.add_parser("passwd", help="set a user's password (asked, or --password-stdin)")
     q.add_argument("username", type=ident)
     q.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add_common(q)
-    for verb, text in (("deactivate", "deactivate a user (the row stays; uids are never reused)"), ("activate", "activate a user again")):
+    for verb, text in (
+        ("deactivate", "deactivate a user (the row stays; uids are never reused)"),
+        ("activate", "activate a user again"),
+    ):
         q = v.add_parser(verb, help=text)
         q.add_argument("username", type=ident)
         add_common(q)

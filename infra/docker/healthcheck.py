@@ -46,7 +46,9 @@ def established_remote_ports(proc_net: Path = Path("/proc/net")) -> set[int]:
 
 
 def nats_ok(env: dict[str, str], proc_net: Path = Path("/proc/net")) -> bool:
-    return bool(nats_ports(env.get("FLEETWATCH_NATS_URL", "nats://127.0.0.1:4222")) & established_remote_ports(proc_net))
+    return bool(
+        nats_ports(env.get("FLEETWATCH_NATS_URL", "nats://127.0.0.1:4222")) & established_remote_ports(proc_net)
+    )
 
 
 def http_ok(url: str, timeout: float = 3.0, context: ssl.SSLContext | None = None) -> bool:

@@ -24,7 +24,8 @@ class NatsCluster:
         inv = natsconfig.Inventory(server=server, hosts=[natsconfig.InventoryHost(id=h) for h in self.hosts])
         self.creds = natsconfig.write_config(inv, self.root / "nats")
         self.nodes = [
-            NatsServer(self.root / "nats" / f"{n.name}.conf", p, log_file=self.root / f"{n.name}.log") for n, p in zip(nodes, ports, strict=True)
+            NatsServer(self.root / "nats" / f"{n.name}.conf", p, log_file=self.root / f"{n.name}.log")
+            for n, p in zip(nodes, ports, strict=True)
         ]
 
     @property
@@ -37,21 +38,30 @@ class NatsCluster:
 
     def agent_settings(self, host: str) -> NatsSettings:
         u = natsconfig.agent_user(host)
-        return NatsSettings(url=self.url, user=u, password=self.creds[u], inbox_prefix=subjects.inbox_prefix(host), reconnect_wait=0.2)
+        return NatsSettings(
+            url=self.url, user=u, password=self.creds[u], inbox_prefix=subjects.inbox_prefix(host), reconnect_wait=0.2
+        )
 
     def env(self, user: str = "admin", host: str | None = None) -> dict[str, str]:
         s = self.agent_settings(host) if host else self.settings(user)
-        env = {"FLEETWATCH_NATS_URL": s.url, "FLEETWATCH_NATS_USER": s.user, "FLEETWATCH_NATS_PASSWORD": s.password, "FLEETWATCH_NATS_RECONNECT_WAIT": "0.2"}
+        env = {
+            "FLEETWATCH_NATS_URL": s.url,
+            "FLEETWATCH_NATS_USER": s.user,
+            "FLEETWATCH_NATS_PASSWORD": s.password,
+            "FLEETWATCH_NATS_RECONNECT_WAIT": "0.2",
+        }
         if host:
             env["FLEETWATCH_NATS_INBOX_PREFIX"] = s.inbox_prefix
             env["FLEETWATCH_HOST_ID"] = host
         return env
 
-    def start(self, timeout: float = 20.0) -> "NatsCluster":
+    def start(self, timeout: float = 20.0) -> NatsCluster:
         # Start all before waiting: each node keeps retrying its routes until the others listen.
         for n in self.nodes:
             out = open(n.log_file, "ab")
-            n.proc = subprocess.Popen([find_nats_server(), "-c", str(n.config)], stdout=out, stderr=out, start_new_session=True)
+            n.proc = subprocess.Popen(
+                [find_nats_server(), "-c", str(n.config)], stdout=out, stderr=out, start_new_session=True
+            )
         for n in self.nodes:
             wait_port("127.0.0.1", n.port, timeout, n.proc)
         return self

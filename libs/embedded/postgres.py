@@ -32,7 +32,10 @@ def find_pg_bindir() -> Path:
                 return d
         except (subprocess.CalledProcessError, OSError):
             pass
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     if debian:
         return Path(debian[-1]).parent
     initdb = shutil.which("initdb")
@@ -48,7 +51,11 @@ def pkglibdir(bindir: Path) -> Path:
     pg_config = bindir / "pg_config"
     if pg_config.exists():
         try:
-            return Path(subprocess.run([str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip())
+            return Path(
+                subprocess.run(
+                    [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=True
+                ).stdout.strip()
+            )
         except (subprocess.CalledProcessError, OSError):
             pass
     return bindir.parent / "lib"  # Debian's layout: .../<major>/bin next to .../<major>/lib
@@ -103,7 +110,14 @@ class PostgresCluster:
 
     SUPERUSER = "fleetwatch"
 
-    def __init__(self, data_dir: Path, port: int, password_file: Path | None = None, settings: dict[str, str] | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        password_file: Path | None = None,
+        settings: dict[str, str] | None = None,
+        log_file: Path | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.password_file = Path(password_file) if password_file else self.data_dir.parent / "pg-password"
@@ -140,7 +154,18 @@ class PostgresCluster:
         try:
             subprocess.run(
                 _as_pg_user()
-                + [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", self.SUPERUSER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"],
+                + [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -163,7 +188,11 @@ class PostgresCluster:
             "-c",
             "unix_socket_directories=",  # TCP only: socket paths under deep directories are too long
         ]
-        settings = self.settings if "shared_preload_libraries" in self.settings else {**preload_settings(self.bindir), **self.settings}
+        settings = (
+            self.settings
+            if "shared_preload_libraries" in self.settings
+            else {**preload_settings(self.bindir), **self.settings}
+        )
         for k, v in settings.items():
             args += ["-c", f"{k}={v}"]
         return args

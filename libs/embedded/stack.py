@@ -20,7 +20,9 @@ class NatsStack:
         self.hosts = list(hosts)
         self.port = port or free_port()
         inv = natsconfig.Inventory(hosts=[natsconfig.InventoryHost(id=h) for h in self.hosts])
-        self.creds = natsconfig.write_config(inv, self.root / "nats", store_dir=str(self.root / "jetstream"), listen=f"127.0.0.1:{self.port}")
+        self.creds = natsconfig.write_config(
+            inv, self.root / "nats", store_dir=str(self.root / "jetstream"), listen=f"127.0.0.1:{self.port}"
+        )
         self.server = NatsServer(self.root / "nats" / "nats.conf", self.port, log_file=self.root / "nats.log")
 
     @property
@@ -42,13 +44,18 @@ class NatsStack:
     def env(self, user: str = "admin", host: str | None = None) -> dict[str, str]:
         """FLEETWATCH_NATS_* for a service subprocess."""
         s = self.agent_settings(host) if host else self.settings(user)
-        env = {"FLEETWATCH_NATS_URL": s.url, "FLEETWATCH_NATS_USER": s.user, "FLEETWATCH_NATS_PASSWORD": s.password, "FLEETWATCH_NATS_RECONNECT_WAIT": "0.2"}
+        env = {
+            "FLEETWATCH_NATS_URL": s.url,
+            "FLEETWATCH_NATS_USER": s.user,
+            "FLEETWATCH_NATS_PASSWORD": s.password,
+            "FLEETWATCH_NATS_RECONNECT_WAIT": "0.2",
+        }
         if host:
             env["FLEETWATCH_NATS_INBOX_PREFIX"] = s.inbox_prefix
             env["FLEETWATCH_HOST_ID"] = host
         return env
 
-    def start(self) -> "NatsStack":
+    def start(self) -> NatsStack:
         self.server.start()
         return self
 
@@ -79,6 +86,11 @@ TEST_PG_SETTINGS = {
 
 
 def start_postgres(root: Path, settings: dict[str, str] | None = None) -> PostgresCluster:
-    pg = PostgresCluster(Path(root) / "pg", free_port(), settings=settings if settings is not None else TEST_PG_SETTINGS, log_file=Path(root) / "pg.log")
+    pg = PostgresCluster(
+        Path(root) / "pg",
+        free_port(),
+        settings=settings if settings is not None else TEST_PG_SETTINGS,
+        log_file=Path(root) / "pg.log",
+    )
     pg.start()
     return pg

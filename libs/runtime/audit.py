@@ -31,8 +31,14 @@ async def record(js, rec: AuditRecord, stats: ServiceStats | None = None, *, ret
             if time.monotonic() + delay > deadline:
                 if stats is not None:
                     stats.inc("errors")
-                log.error("audit record not stored: %s", exc, extra={"action": rec.action, "target": rec.target, "audit_id": rec.id})
+                log.error(
+                    "audit record not stored: %s",
+                    exc,
+                    extra={"action": rec.action, "target": rec.target, "audit_id": rec.id},
+                )
                 return False
-            log.warning("audit record not stored yet, retrying: %s", exc, extra={"action": rec.action, "audit_id": rec.id})
+            log.warning(
+                "audit record not stored yet, retrying: %s", exc, extra={"action": rec.action, "audit_id": rec.id}
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 4.0)

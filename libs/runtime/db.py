@@ -24,8 +24,10 @@ async def create_pool(settings: DbSettings, *, wait: float = 120.0, **kwargs) ->
     delay = 0.2
     while True:
         try:
-            return await asyncpg.create_pool(settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, **kwargs)
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError, asyncio.TimeoutError) as exc:
+            return await asyncpg.create_pool(
+                settings.dsn, min_size=settings.pool_min, max_size=settings.pool_max, **kwargs
+            )
+        except (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError) as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
@@ -63,7 +65,10 @@ async def migrate(pool_or_conn, component: str, directory: Path) -> list[str]:
                        applied_at timestamptz NOT NULL DEFAULT now(),
                        PRIMARY KEY (component, version))"""
             )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations WHERE component=$1", component)}
+            done = {
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM schema_migrations WHERE component=$1", component)
+            }
             files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".sql", ".py") and p.name[:4].isdigit())
             for f in files:
                 version = int(f.name.split("_", 1)[0])
@@ -77,7 +82,12 @@ async def migrate(pool_or_conn, component: str, directory: Path) -> list[str]:
                         mod = importlib.util.module_from_spec(spec)
                         spec.loader.exec_module(mod)
                         await mod.up(conn)
-                    await conn.execute("INSERT INTO schema_migrations(component, version, name) VALUES ($1, $2, $3)", component, version, f.stem)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations(component, version, name) VALUES ($1, $2, $3)",
+                        component,
+                        version,
+                        f.stem,
+                    )
                 log.info("applied migration", extra={"component": component, "migration": f.name})
                 applied_now.append(f.name)
         finally:

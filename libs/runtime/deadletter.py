@@ -35,6 +35,10 @@ async def refuse(nc: NATS, service: str, msg, reason: str | Exception, body: byt
     if not msg.reply:
         return
     try:
-        await nc.publish(msg.reply, body, headers={ERROR_HEADER: f"malformed request: {reason}"[:1000].replace("\n", " "), ERROR_CODE_HEADER: "400"})
+        await nc.publish(
+            msg.reply,
+            body,
+            headers={ERROR_HEADER: f"malformed request: {reason}"[:1000].replace("\n", " "), ERROR_CODE_HEADER: "400"},
+        )
     except Exception as exc:
         log.warning("could not answer a malformed request: %s", exc, extra={"subject": msg.subject})

@@ -7,8 +7,7 @@ import logging
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
@@ -132,7 +131,13 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, replicas: int = 
         if not isinstance(exc, NotFoundError) and "not found" not in str(exc).lower():
             raise
     return await js.create_key_value(
-        api.KeyValueConfig(bucket=spec.bucket, description=spec.description or None, history=spec.history, ttl=float(spec.ttl_s) or None, replicas=replicas)
+        api.KeyValueConfig(
+            bucket=spec.bucket,
+            description=spec.description or None,
+            history=spec.history,
+            ttl=float(spec.ttl_s) or None,
+            replicas=replicas,
+        )
     )
 
 

@@ -47,7 +47,10 @@ def redact(text: str) -> str:
 def mask_mapping(data: Any) -> Any:
     """Copy of a dict/list with secret-named keys masked (for audit params, API echo...)."""
     if isinstance(data, dict):
-        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and v not in (None, "") else mask_mapping(v)) for k, v in data.items()}
+        return {
+            k: (MASK if isinstance(k, str) and is_secret_name(k) and v not in (None, "") else mask_mapping(v))
+            for k, v in data.items()
+        }
     if isinstance(data, list):
         return [mask_mapping(v) for v in data]
     if isinstance(data, str):

@@ -74,7 +74,10 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
         log.warning("nats disconnected", extra={"client": name})
 
     async def reconnected_cb() -> None:
-        log.info("nats reconnected", extra={"client": name, "server": str(nc.connected_url.netloc if nc.connected_url else "")})
+        log.info(
+            "nats reconnected",
+            extra={"client": name, "server": str(nc.connected_url.netloc if nc.connected_url else "")},
+        )
 
     async def closed_cb() -> None:
         log.info("nats connection closed", extra={"client": name})
@@ -122,13 +125,18 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
         try:
             await attempt
             nc.options["max_reconnect_attempts"] = -1  # the default (60) gives up; a service never should
-            log.info("nats connected", extra={"client": name, "server": str(nc.connected_url.netloc if nc.connected_url else "")})
+            log.info(
+                "nats connected",
+                extra={"client": name, "server": str(nc.connected_url.netloc if nc.connected_url else "")},
+            )
             return nc
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, nats.errors.NoServersError, OSError, nats.errors.Error) as exc:
             last = getattr(nc, "last_error", None)
             refused = isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(last).lower()
             if not retry_forever or refused:
                 raise (nats.errors.AuthorizationError() if refused else exc) from None
-            log.warning("nats not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay, extra={"client": name})
+            log.warning(
+                "nats not reachable yet (%s); retrying in %.1fs", type(exc).__name__, delay, extra={"client": name}
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

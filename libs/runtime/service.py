@@ -50,7 +50,9 @@ async def open_nats(stack: contextlib.AsyncExitStack, settings: NatsSettings, na
     return nc
 
 
-async def open_stats(stack: contextlib.AsyncExitStack, nc: NATS, kind: str, stats: ServiceStats, *, host: str = "", description: str = "") -> StatsService:
+async def open_stats(
+    stack: contextlib.AsyncExitStack, nc: NATS, kind: str, stats: ServiceStats, *, host: str = "", description: str = ""
+) -> StatsService:
     """Answer `$SRV.PING|INFO|STATS` as micro service `kind` with `stats` in the STATS data, from
     now until the stack unwinds (after the service's own stop, before NATS drains)."""
     svc = StatsService(nc, kind, stats, host=host, description=description)

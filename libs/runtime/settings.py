@@ -103,7 +103,18 @@ def load_settings(cls: type[T], prefix: str = ROOT_PREFIX, env: Mapping[str, str
         raise SettingsError(prefix + "*", cls.__name__, detail=str(exc)) from None
 
 
-SECRET_WORDS = ("password", "secret", "token", "passwd", "creds", "credentials", "api_key", "private_key", "dsn", "seed")
+SECRET_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "passwd",
+    "creds",
+    "credentials",
+    "api_key",
+    "private_key",
+    "dsn",
+    "seed",
+)
 
 
 def is_secret_name(name: str) -> bool:

@@ -84,7 +84,9 @@ class ServiceStats:
             else:
                 out[area][name] = value
         now = time.time()
-        return ServiceCounters(kind=kind, instance=instance, host=host, ts=now, uptime_s=round(now - self.started, 3), **out)
+        return ServiceCounters(
+            kind=kind, instance=instance, host=host, ts=now, uptime_s=round(now - self.started, 3), **out
+        )
 
 
 class StatsService:
@@ -93,7 +95,9 @@ class StatsService:
     A service with its own endpoints (the commander) adds them to `.service` after `start()`.
     """
 
-    def __init__(self, nc: NATS, kind: str, stats: ServiceStats, *, host: str = "", version: str = VERSION, description: str = "") -> None:
+    def __init__(
+        self, nc: NATS, kind: str, stats: ServiceStats, *, host: str = "", version: str = VERSION, description: str = ""
+    ) -> None:
         self.nc = nc
         self.kind = check_name(kind, "service kind")
         self.stats = stats
@@ -118,10 +122,21 @@ class StatsService:
         metadata = {"instance": self.instance}
         if self.host:
             metadata["host"] = self.host
-        config = ServiceConfig(name=self.kind, version=self.version, description=self.description, metadata=metadata, stats_handler=self._endpoint_data)
+        config = ServiceConfig(
+            name=self.kind,
+            version=self.version,
+            description=self.description,
+            metadata=metadata,
+            stats_handler=self._endpoint_data,
+        )
         svc = await nats.micro.add_service(self.nc, config)
         token = self.host or svc.id
-        await svc.add_endpoint(name=STATS_ENDPOINT, subject=subjects.service_stats(self.kind, token), handler=self._answer, metadata={"schema": "ServiceCounters"})
+        await svc.add_endpoint(
+            name=STATS_ENDPOINT,
+            subject=subjects.service_stats(self.kind, token),
+            handler=self._answer,
+            metadata={"schema": "ServiceCounters"},
+        )
         self.service = svc
         return svc
 

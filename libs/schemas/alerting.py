@@ -186,7 +186,12 @@ class AlertingReply(Message, kw_only=True):
 
 def notifier_view(n: Notifier) -> NotifierView:
     fields = {f: getattr(n, f) for f in NotifierBase.__struct_fields__}
-    return NotifierView(**fields, bot_token_set=bool(n.bot_token), smtp_password_set=bool(n.smtp_password), webhook_secret_set=bool(n.webhook_secret))
+    return NotifierView(
+        **fields,
+        bot_token_set=bool(n.bot_token),
+        smtp_password_set=bool(n.smtp_password),
+        webhook_secret_set=bool(n.webhook_secret),
+    )
 
 
 def merge_secrets(new: Notifier, old: Notifier | None) -> Notifier:

@@ -12,13 +12,29 @@ from typing import Literal
 from .base import Message, Part
 
 # Verbs, i.e. the endpoint subjects under fleet.ctl.<host>.
-APP_VERBS = ("apps.list", "apps.register", "apps.remove", "apps.start", "apps.stop", "apps.restart", "apps.status", "apps.logs")
+APP_VERBS = (
+    "apps.list",
+    "apps.register",
+    "apps.remove",
+    "apps.start",
+    "apps.stop",
+    "apps.restart",
+    "apps.status",
+    "apps.logs",
+)
 JOB_VERBS = ("jobs.run", "jobs.list", "jobs.get", "jobs.stop", "jobs.restart", "jobs.logs", "jobs.cleanup")
 SCAN_VERBS = ("procs.scan",)
 VERBS = APP_VERBS + JOB_VERBS + SCAN_VERBS
 
 # Micro error codes the commander answers with.
-ERROR_CODES = {400: "invalid request", 403: "not permitted", 404: "not found", 409: "conflicting state", 429: "too many requests", 500: "internal error"}
+ERROR_CODES = {
+    400: "invalid request",
+    403: "not permitted",
+    404: "not found",
+    409: "conflicting state",
+    429: "too many requests",
+    500: "internal error",
+}
 
 
 # -- what an app runs: one variant per runtime ----------------------------------------------

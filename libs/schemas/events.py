@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from .base import Message, Part
 
-AppState = Literal["running", "stopped", "starting", "stopping", "backoff", "crashed", "zombie", "failed", "fatal", "unknown"]
+AppState = Literal[
+    "running", "stopped", "starting", "stopping", "backoff", "crashed", "zombie", "failed", "fatal", "unknown"
+]
 
 
 class AppStatus(Message, kw_only=True):

@@ -83,15 +83,25 @@ ALERT_CONFIG_BUCKET = BucketSpec(bucket="alert_config", history=5, description="
 
 # Hosts registered through the gateway (POST /api/v1/hosts): the auth callout service lets an
 # agent in while its entry exists. Key: host id; value: libs.schemas.registration.AgentRecord.
-AGENTS_BUCKET = BucketSpec(bucket="fleet_agents", history=1, description="registered hosts: hashed agent secret, who added it")
+AGENTS_BUCKET = BucketSpec(
+    bucket="fleet_agents", history=1, description="registered hosts: hashed agent secret, who added it"
+)
 
 # Signed webhook requests already accepted, by signature, shared by every gateway replica (the
 # first create wins). A timestamp is accepted within ±window of the gateway's clock, so one
 # signature can arrive over 2 × window: the TTL is twice the default window (300 s); a gateway
 # configured with a longer window creates the bucket with twice that.
-WEBHOOK_REPLAY_BUCKET = BucketSpec(bucket="webhook_replay", history=1, ttl_s=600, description="signed webhook requests seen (replay guard)")
+WEBHOOK_REPLAY_BUCKET = BucketSpec(
+    bucket="webhook_replay", history=1, ttl_s=600, description="signed webhook requests seen (replay guard)"
+)
 
-BUCKETS: tuple[BucketSpec, ...] = (HOSTS_BUCKET, ALERT_STATE_BUCKET, ALERT_CONFIG_BUCKET, AGENTS_BUCKET, WEBHOOK_REPLAY_BUCKET)
+BUCKETS: tuple[BucketSpec, ...] = (
+    HOSTS_BUCKET,
+    ALERT_STATE_BUCKET,
+    ALERT_CONFIG_BUCKET,
+    AGENTS_BUCKET,
+    WEBHOOK_REPLAY_BUCKET,
+)
 
 # Headers carried by dead letters.
 H_REASON = "Fleet-Reason"

@@ -97,7 +97,9 @@ def service_stats(kind: str, instance: str) -> str:
 def srv_discovery(kind: str) -> list[str]:
     """What a micro service of `kind` subscribes to to answer `$SRV.<verb>[.<kind>[.<id>]]`."""
     k = check_name(kind, "service kind")
-    return [f"$SRV.{v}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}.*" for v in SRV_VERBS]
+    return (
+        [f"$SRV.{v}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}" for v in SRV_VERBS] + [f"$SRV.{v}.{k}.*" for v in SRV_VERBS]
+    )
 
 
 def token(subject: str, index: int) -> str:

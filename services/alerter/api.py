@@ -13,7 +13,17 @@ import msgspec
 
 from libs.runtime.logs import register_secret
 from libs.schemas import Codec, DecodeError, subjects
-from libs.schemas.alerting import AlertingReply, ConfigDelete, ConfigList, ConfigPut, Notifier, Silence, NotifierTestSend, merge_secrets, notifier_view
+from libs.schemas.alerting import (
+    AlertingReply,
+    ConfigDelete,
+    ConfigList,
+    ConfigPut,
+    Notifier,
+    NotifierTestSend,
+    Silence,
+    merge_secrets,
+    notifier_view,
+)
 from libs.schemas.ids import InvalidId, check_name
 
 from .checks import validate_check
@@ -71,7 +81,7 @@ def validate_notifier(n: Notifier) -> None:
 
 
 class Api:
-    def __init__(self, alerter: "Alerter") -> None:
+    def __init__(self, alerter: Alerter) -> None:
         self.a = alerter
         self.sub = None
 

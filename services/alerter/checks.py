@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -84,7 +83,9 @@ async def probe(client: httpx.AsyncClient, c: Check, now: float) -> HealthResult
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
     latency = (time.perf_counter() - start) * 1000
-    return HealthResult(check=c.name, target=c.url, ts=now, ok=not error, status_code=code, latency_ms=round(latency, 2), error=error)
+    return HealthResult(
+        check=c.name, target=c.url, ts=now, ok=not error, status_code=code, latency_ms=round(latency, 2), error=error
+    )
 
 
 class Prober:
@@ -96,7 +97,7 @@ class Prober:
         client: httpx.AsyncClient,
         clock: Callable[[], float],
         publish: Callable[[HealthResult], Awaitable[None]],
-        commit: Callable[[Instance, int, float, "float | None", int], Awaitable[None]],
+        commit: Callable[[Instance, int, float, float | None, int], Awaitable[None]],
         lease: Callable[[str, float, float], Awaitable[bool]] | None = None,
     ) -> None:
         self.client = client

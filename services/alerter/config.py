@@ -21,7 +21,9 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     group_interval_s: float = 60.0
     tick_s: float = 0.25  # host-down and pending-notification sweep
     lookback_s: float = 30.0
-    state_retention_s: float = 7 * 86400.0  # ended alerts are forgotten after this  # frames replayed at start, so a restart knows who was alive
+    state_retention_s: float = (
+        7 * 86400.0
+    )  # ended alerts are forgotten after this  # frames replayed at start, so a restart knows who was alive
     ui_url: str = "http://127.0.0.1:8080"
     notify_attempts: int = 4
     notify_backoff_s: float = 0.5

@@ -148,7 +148,12 @@ class Engine:
                 by_kind[r.kind].append(CompiledRule(r))
             except ValueError as exc:
                 log.error("skipping rule %s: %s", r.name, exc)
-        self.metric, self.host_down, self.app, self.replica = by_kind["metric"], by_kind["host_down"], by_kind["app"], by_kind["replica"]
+        self.metric, self.host_down, self.app, self.replica = (
+            by_kind["metric"],
+            by_kind["host_down"],
+            by_kind["app"],
+            by_kind["replica"],
+        )
 
     # --- the hot path: pure, synchronous, allocation-free unless something changes ---
 
@@ -187,7 +192,11 @@ class Engine:
 
     def _joins(self, g, now: float) -> bool:
         """`now` falls in the flush this instance opened (before the group's interval ends)."""
-        return g.owner == self.owner and abs(now - g.opened) <= self.group_window_s and now < g.opened + self.group_interval_s
+        return (
+            g.owner == self.owner
+            and abs(now - g.opened) <= self.group_window_s
+            and now < g.opened + self.group_interval_s
+        )
 
     def _held(self, rec: AlertRecord, now: float) -> bool:
         if self.user_silenced(rec, now):
@@ -248,7 +257,15 @@ class Engine:
                 continue
             if notify_due(rec, now, self.repeat_s, self.silenced) is None:
                 continue
-            inst = Instance(rule=rec.rule, kind=rec.kind, host=rec.host, labels=rec.labels, severity=rec.severity, summary=rec.summary, threshold=rec.threshold)
+            inst = Instance(
+                rule=rec.rule,
+                kind=rec.kind,
+                host=rec.host,
+                labels=rec.labels,
+                severity=rec.severity,
+                summary=rec.summary,
+                threshold=rec.threshold,
+            )
             inst.fp = fp
             await self.commit(inst, HOT if rec.state == "firing" else COLD, now, None, rec.failures)
 

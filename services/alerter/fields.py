@@ -11,7 +11,18 @@ from collections.abc import Callable
 
 import msgspec
 
-from libs.schemas.metrics import CpuStats, DiskIO, DiskUsage, GpuStats, MemStats, MetricFrame, NetIface, NetRates, ProcCounts, SwapStats
+from libs.schemas.metrics import (
+    CpuStats,
+    DiskIO,
+    DiskUsage,
+    GpuStats,
+    MemStats,
+    MetricFrame,
+    NetIface,
+    NetRates,
+    ProcCounts,
+    SwapStats,
+)
 
 Labels = tuple[tuple[str, str], ...]
 Extractor = Callable[[MetricFrame], list[tuple[Labels, float]]]

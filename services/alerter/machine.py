@@ -51,7 +51,18 @@ class Instance:
 
     __slots__ = ("fp", "rule", "kind", "host", "labels", "severity", "summary", "for_s", "threshold")
 
-    def __init__(self, *, rule: str, kind: str, host: str, labels: dict[str, str], severity: str, summary: str = "", for_s: float = 0.0, threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rule: str,
+        kind: str,
+        host: str,
+        labels: dict[str, str],
+        severity: str,
+        summary: str = "",
+        for_s: float = 0.0,
+        threshold: float | None = None,
+    ) -> None:
         self.rule, self.kind, self.host, self.labels = rule, kind, host, labels
         self.severity, self.summary, self.for_s, self.threshold = severity, summary, for_s, threshold
         self.fp = fingerprint(kind, rule, host, tuple(labels.items()))
@@ -59,14 +70,21 @@ class Instance:
 
 def match_labels(rec: AlertRecord) -> dict[str, str]:
     """Labels silences and routes match against."""
-    return {**rec.labels, "alertname": rec.rule, "rule": rec.rule, "host": rec.host, "severity": rec.severity, "kind": rec.kind}
+    return {
+        **rec.labels,
+        "alertname": rec.rule,
+        "rule": rec.rule,
+        "host": rec.host,
+        "severity": rec.severity,
+        "kind": rec.kind,
+    }
 
 
 Silenced = Callable[[AlertRecord, float], bool]
 
 
 def notify_due(rec: AlertRecord, now: float, repeat_s: float, silenced: Silenced) -> str | None:
-    """"firing", "repeat", "resolved" or None."""
+    """ "firing", "repeat", "resolved" or None."""
     if rec.state == "firing":
         if rec.notified != "firing":
             kind = "firing"

@@ -47,7 +47,9 @@ Clock = Callable[[], float]
 
 
 class Alerter:
-    def __init__(self, config: AlerterConfig, nc: NATS, *, clock: Clock = time.time, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, config: AlerterConfig, nc: NATS, *, clock: Clock = time.time, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.cfg = config
         self.nc = nc
         self.js = nc.jetstream()
@@ -88,7 +90,13 @@ class Alerter:
     def env_notifiers(self) -> list[Notifier]:
         c = self.cfg
         return [
-            Notifier(name="telegram", kind="telegram", base_url=c.telegram_base_url, bot_token=c.telegram_bot_token, chat_id=c.telegram_chat_id),
+            Notifier(
+                name="telegram",
+                kind="telegram",
+                base_url=c.telegram_base_url,
+                bot_token=c.telegram_bot_token,
+                chat_id=c.telegram_chat_id,
+            ),
             Notifier(
                 name="email",
                 kind="email",
@@ -137,7 +145,13 @@ class Alerter:
     async def _on_change(self, old: AlertRecord | None, new: AlertRecord, kind: str | None) -> None:
         self.stats.inc("alert_changes")
         if old is None or old.state != new.state:
-            log.info("alert %s: %s on %s", new.state, new.rule, new.host, extra={"fingerprint": new.fingerprint, "value": new.value})
+            log.info(
+                "alert %s: %s on %s",
+                new.state,
+                new.rule,
+                new.host,
+                extra={"fingerprint": new.fingerprint, "value": new.value},
+            )
             if new.state != "inactive":
                 ev = AlertEvent(
                     fingerprint=new.fingerprint,
@@ -153,7 +167,12 @@ class Alerter:
                     summary=new.summary,
                 )
                 try:
-                    await self.js.publish(subjects.alerts(new.host, new.rule), EVENT.encode(ev), headers={"Nats-Msg-Id": f"{new.fingerprint}:{new.state}:{new.since}"}, timeout=5)
+                    await self.js.publish(
+                        subjects.alerts(new.host, new.rule),
+                        EVENT.encode(ev),
+                        headers={"Nats-Msg-Id": f"{new.fingerprint}:{new.state}:{new.since}"},
+                        timeout=5,
+                    )
                     self.stats.inc("messages_out")
                 except Exception as exc:
                     self.stats.inc("errors")
@@ -229,9 +248,15 @@ class Alerter:
             log.exception("evaluating %s failed", what, extra={"host": st.host})
 
     async def _subscribe_once(self, subject: str, stream: str, cb) -> None:
-        start = dt.datetime.fromtimestamp(time.time() - self.cfg.lookback_s, dt.timezone.utc)
-        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start, inactive_threshold=60.0)
-        self._subs.append(await self.js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=cfg, idle_heartbeat=5.0))
+        start = dt.datetime.fromtimestamp(time.time() - self.cfg.lookback_s, dt.UTC)
+        cfg = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start, inactive_threshold=60.0
+        )
+        self._subs.append(
+            await self.js.subscribe(
+                subject, stream=stream, cb=cb, ordered_consumer=True, config=cfg, idle_heartbeat=5.0
+            )
+        )
 
     async def _subscribe_later(self, subject: str, stream: str, cb) -> None:
         """The stream is not provisioned yet (first boot): keep trying; the API works meanwhile."""
@@ -253,7 +278,9 @@ class Alerter:
             await self._subscribe_once(subject, stream, cb)
         except Exception as exc:
             log.warning("cannot consume %s yet (%s); retrying in the background", stream, exc)
-            self._tasks.append(asyncio.create_task(self._subscribe_later(subject, stream, cb), name=f"subscribe-{stream}"))
+            self._tasks.append(
+                asyncio.create_task(self._subscribe_later(subject, stream, cb), name=f"subscribe-{stream}")
+            )
 
     async def _tick_loop(self) -> None:
         last_prune = 0.0
@@ -290,7 +317,9 @@ class Alerter:
         async def lease(name: str, now: float, ttl: float) -> bool:
             return await state.try_lease(name, self.instance_id, now, ttl)
 
-        self.prober = Prober(client=self.http, clock=self.clock, publish=self._publish_health, commit=self.engine.commit, lease=lease)
+        self.prober = Prober(
+            client=self.http, clock=self.clock, publish=self._publish_health, commit=self.engine.commit, lease=lease
+        )
         self.config = ConfigStore(config_kv, self._config_changed)
         await self.state.start()
         await self.config.start()
@@ -308,16 +337,26 @@ class Alerter:
         if self.cfg.run_checks if checks is None else checks:
             self.prober.start()
         await self.nc.flush()
-        log.info("alerter started", extra={"rules": len(self.rules()), "checks": len(self.prober.checks), "alerts": len(self.state.active())})
+        log.info(
+            "alerter started",
+            extra={"rules": len(self.rules()), "checks": len(self.prober.checks), "alerts": len(self.state.active())},
+        )
 
     async def load_file(self, path: str) -> None:
         rf = rulesfile.load(path)
-        for kind, items in (("rule", rf.rules), ("check", rf.checks), ("silence", rf.silences), ("notifier", rf.notifiers)):
+        for kind, items in (
+            ("rule", rf.rules),
+            ("check", rf.checks),
+            ("silence", rf.silences),
+            ("notifier", rf.notifiers),
+        ):
             for item in items:
                 try:
                     await self.api.put(kind, item)
                 except ValueError as exc:
-                    raise rulesfile.RulesFileError(f"{path}: {kind} {getattr(item, 'name', getattr(item, 'id', '?'))}: {exc}") from None
+                    raise rulesfile.RulesFileError(
+                        f"{path}: {kind} {getattr(item, 'name', getattr(item, 'id', '?'))}: {exc}"
+                    ) from None
         log.info("rules file loaded", extra={"file": path, "rules": len(rf.rules), "checks": len(rf.checks)})
 
     async def stop(self) -> None:
@@ -348,7 +387,7 @@ class Alerter:
 async def build(config: AlerterConfig, stack: contextlib.AsyncExitStack) -> Alerter:
     nc = await open_nats(stack, config.nats, "alerter")
     alerter = Alerter(config, nc)
-    await open_stats(stack, nc, "alerter", alerter.stats, description="fleetwatch health checks, alert rules and notifications")
+    await open_stats(
+        stack, nc, "alerter", alerter.stats, description="fleetwatch health checks, alert rules and notifications"
+    )
     return alerter
-
-

@@ -23,6 +23,7 @@ from libs.schemas.alerting import AlertRecord, Check, Notifier, Rule, Silence
 
 log = logging.getLogger("alerter.store")
 
+
 class Lease(msgspec.Struct, kw_only=True, frozen=True):
     """Who probes a health check (key `lease.<check>` in `alert_state`): one instance at a time,
     taken over when its holder stops renewing."""
@@ -189,7 +190,9 @@ class StateStore:
         self._set(fp, rec, e.revision or 0)
         return rec, e.revision or 0
 
-    async def apply(self, fp: str, decision: Decision, attempts: int = 4, prepare: Prepare | None = None) -> tuple[AlertRecord, str | None] | None:
+    async def apply(
+        self, fp: str, decision: Decision, attempts: int = 4, prepare: Prepare | None = None
+    ) -> tuple[AlertRecord, str | None] | None:
         """Write what `decision` makes of the current record; None when it changes nothing or
         another writer already made the change (then the caller must not notify). `prepare`
         runs before a write that notifies (the group's flush); False decides again."""
@@ -217,7 +220,11 @@ class StateStore:
         The delete is conditional on the revision, so a record that just changed is kept."""
         gone = 0
         for fp, rec in list(self.records.items()):
-            if rec.state in ("inactive", "resolved") and now - rec.updated > older_than and (rec.state == "inactive" or rec.notified != "firing"):
+            if (
+                rec.state in ("inactive", "resolved")
+                and now - rec.updated > older_than
+                and (rec.state == "inactive" or rec.notified != "firing")
+            ):
                 try:
                     await self.kv.delete(fp, last=self.revisions.get(fp, 0))
                 except Exception:  # changed meanwhile (or gone): keep our view until the watch says

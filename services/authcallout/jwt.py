@@ -60,7 +60,11 @@ def encode(claims: dict[str, Any], signer: nkeys.KeyPair) -> str:
     body["iss"] = signer.public_key.decode()
     body.pop("jti", None)
     # jti: hash of the claims without it, as the Go library computes it.
-    body["jti"] = base64.b32encode(hashlib.sha256(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).digest()).decode().rstrip("=")
+    body["jti"] = (
+        base64.b32encode(hashlib.sha256(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).digest())
+        .decode()
+        .rstrip("=")
+    )
     h = _b64(json.dumps(HEADER, separators=(",", ":")).encode())
     p = _b64(json.dumps(body, separators=(",", ":")).encode())
     sig = signer.sign(f"{h}.{p}".encode())

@@ -31,7 +31,9 @@ AGENT_PREFIX = "agent-"
 class AuthCallout:
     def __init__(self, config: AuthCalloutConfig, nc: NATS) -> None:
         if not config.issuer_seed:
-            raise ValueError("FLEETWATCH_AUTHCALLOUT_ISSUER_SEED is required (nats-config writes it to env/authcallout.env)")
+            raise ValueError(
+                "FLEETWATCH_AUTHCALLOUT_ISSUER_SEED is required (nats-config writes it to env/authcallout.env)"
+            )
         self.config = config
         self.nc = nc
         self.signer = nkeys.from_seed(config.issuer_seed.encode())
@@ -63,7 +65,7 @@ class AuthCallout:
         if not user.startswith(AGENT_PREFIX):
             return "", "unknown user"
         try:
-            host = check_host_id(user[len(AGENT_PREFIX):])
+            host = check_host_id(user[len(AGENT_PREFIX) :])
         except ValueError:
             return "", "unknown user"
         try:
@@ -93,8 +95,14 @@ class AuthCallout:
         host, reason = await self.decide(str(opts.get("user") or ""), str(opts.get("pass") or ""))
         if host:
             # The same grants nats-config gives a static agent (fleetwatch.natsconfig.agent_permissions).
-            perms = {"publish": {"allow": subjects.host_subjects_publish(host)}, "subscribe": {"allow": subjects.host_subjects_subscribe(host)}}
-            user_jwt = jwt.encode(jwt.user_claims(user_nkey, f"{AGENT_PREFIX}{host}", self.config.account, perms, self.config.ttl_s), self.signer)
+            perms = {
+                "publish": {"allow": subjects.host_subjects_publish(host)},
+                "subscribe": {"allow": subjects.host_subjects_subscribe(host)},
+            }
+            user_jwt = jwt.encode(
+                jwt.user_claims(user_nkey, f"{AGENT_PREFIX}{host}", self.config.account, perms, self.config.ttl_s),
+                self.signer,
+            )
             resp = jwt.response_claims(user_nkey, server_id, user_jwt=user_jwt)
             self.granted += 1
             log.info("agent admitted", extra={"host": host, "client": (info.get("client_info") or {}).get("host", "")})
@@ -110,4 +118,3 @@ async def build(config: AuthCalloutConfig, stack: contextlib.AsyncExitStack) -> 
     service = AuthCallout(config, nc)
     await open_stats(stack, nc, "authcallout", service.stats, description="fleetwatch NATS logins of registered agents")
     return service
-

@@ -65,11 +65,25 @@ class Outbox:
                 continue
             head = self.items[0]
             try:
-                await self.js.publish(head.subject, head.data, timeout=self.timeout, headers={"Nats-Msg-Id": head.msg_id})
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError, APIError, asyncio.TimeoutError, OSError) as exc:
+                await self.js.publish(
+                    head.subject, head.data, timeout=self.timeout, headers={"Nats-Msg-Id": head.msg_id}
+                )
+            except (
+                TimeoutError,
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.StaleConnectionError,
+                APIError,
+                OSError,
+            ) as exc:
                 self.errors += 1
                 if not self._backlog_logged:
-                    log.warning("publishing paused: %s; buffering", type(exc).__name__, extra={"outbox": self.name, "buffered": len(self.items)})
+                    log.warning(
+                        "publishing paused: %s; buffering",
+                        type(exc).__name__,
+                        extra={"outbox": self.name, "buffered": len(self.items)},
+                    )
                     self._backlog_logged = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

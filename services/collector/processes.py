@@ -80,7 +80,14 @@ class ProcessTable:
             counts[_COUNT_FIELD.get(t.status, "other")] += 1
         for pid, t in alive.items():
             old = self._procs.get(pid)
-            if old is not None and old.start == t.start and old.cpu_time is not None and elapsed and t.cpu_time is not None and t.cpu_time >= old.cpu_time:
+            if (
+                old is not None
+                and old.start == t.start
+                and old.cpu_time is not None
+                and elapsed
+                and t.cpu_time is not None
+                and t.cpu_time >= old.cpu_time
+            ):
                 t.cpu_percent = 100.0 * (t.cpu_time - old.cpu_time) / elapsed
             # else: first sight, or the pid now belongs to another process: no baseline yet
         self._procs = alive

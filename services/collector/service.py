@@ -56,13 +56,24 @@ class Sampler:
         if seq is None:
             self.seq += 1
             seq = self.seq
-        return MetricFrame(host=self.host, ts=time.time(), boot=self.boot, seq=seq, interval=self.config.interval, gpus=gpus, procs=counts, **parts)
+        return MetricFrame(
+            host=self.host,
+            ts=time.time(),
+            boot=self.boot,
+            seq=seq,
+            interval=self.config.interval,
+            gpus=gpus,
+            procs=counts,
+            **parts,
+        )
 
     def snapshot(self) -> ProcessSnapshot:
         """Top processes as of the last scan (run right after a frame scanned with memory)."""
         self.snap_seq += 1
         top = self.procs.top(self.config.top_n, self.last_gpu_mem)
-        return ProcessSnapshot(host=self.host, ts=time.time(), boot=self.boot, seq=self.snap_seq, total=len(self.procs), procs=top)
+        return ProcessSnapshot(
+            host=self.host, ts=time.time(), boot=self.boot, seq=self.snap_seq, total=len(self.procs), procs=top
+        )
 
     def info(self) -> HostInfo:
         return host_info(self.host, self.gpus.info(), self.config.host.labels)
@@ -100,7 +111,9 @@ class Collector:
             self._tasks.append(asyncio.create_task(box.run(), name=f"outbox-{box.name}"))
         self._tasks.append(asyncio.create_task(self._frames_loop(), name="frames"))
         self._tasks.append(asyncio.create_task(self._hostinfo_loop(), name="hostinfo"))
-        log.info("collector started", extra={"host": self.host, "interval": self.config.interval, "boot": self.sampler.boot})
+        log.info(
+            "collector started", extra={"host": self.host, "interval": self.config.interval, "boot": self.sampler.boot}
+        )
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -159,7 +172,9 @@ class Collector:
                 SAMPLE_REQUEST.decode(msg.data)
             except DecodeError as exc:
                 self.stats.inc("dead_letters")
-                await deadletter.refuse(self.nc, "collector", msg, f"a sample request body must be empty or a JSON object: {exc}")
+                await deadletter.refuse(
+                    self.nc, "collector", msg, f"a sample request body must be empty or a JSON object: {exc}"
+                )
                 return
         try:
             frame = await self._in_thread(self.sampler.frame, seq=0)
@@ -175,5 +190,12 @@ async def build(config: CollectorConfig, stack: contextlib.AsyncExitStack) -> Co
     nc = await open_nats(stack, config.nats, f"collector-{config.host.host_id}")
     gpus = await asyncio.to_thread(Gpus, config.nvml_module, config.gpu)
     collector = Collector(config, nc, gpus)
-    await open_stats(stack, nc, "collector", collector.stats, host=collector.host, description=f"fleetwatch metrics of host {collector.host}")
+    await open_stats(
+        stack,
+        nc,
+        "collector",
+        collector.stats,
+        host=collector.host,
+        description=f"fleetwatch metrics of host {collector.host}",
+    )
     return collector

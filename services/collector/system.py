@@ -18,10 +18,39 @@ from .rates import Rates
 # Filesystems that do not hold user data (virtual, in-memory, images, container layers).
 PSEUDO_FSTYPES = frozenset(
     {
-        "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts", "devtmpfs",
-        "efivarfs", "fusectl", "fuse.lxcfs", "fuse.portal", "hugetlbfs", "iso9660", "mqueue", "nsfs", "overlay",
-        "proc", "procfs", "pstore", "ramfs", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs",
-        "tmpfs", "tracefs", "nfsd", "rootfs", "shm", "aufs", "tracefs",
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "fuse.lxcfs",
+        "fuse.portal",
+        "hugetlbfs",
+        "iso9660",
+        "mqueue",
+        "nsfs",
+        "overlay",
+        "proc",
+        "procfs",
+        "pstore",
+        "ramfs",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "squashfs",
+        "sysfs",
+        "tmpfs",
+        "tracefs",
+        "nfsd",
+        "rootfs",
+        "shm",
+        "aufs",
     }
 )
 # Block devices that are not disks of their own (loop images, RAM disks, device-mapper views
@@ -120,7 +149,17 @@ class SystemSampler:
                 u = psutil.disk_usage(p.mountpoint)
             except OSError:  # unmounted meanwhile, or no permission: skip that one mount
                 continue
-            out.append(DiskUsage(mount=p.mountpoint, device=p.device, fstype=p.fstype, total=u.total, used=u.used, free=u.free, percent=u.percent))
+            out.append(
+                DiskUsage(
+                    mount=p.mountpoint,
+                    device=p.device,
+                    fstype=p.fstype,
+                    total=u.total,
+                    used=u.used,
+                    free=u.free,
+                    percent=u.percent,
+                )
+            )
         return out
 
     # -- rates ---------------------------------------------------------------------------

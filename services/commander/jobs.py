@@ -78,15 +78,35 @@ class JobRunner:
         infos = sorted((j.info for j in self.jobs.values()), key=lambda i: i.created, reverse=True)
         return infos[: max(0, min(limit, 1000))]
 
-    async def run(self, argv: list[str], shown_argv: list[str], cwd: str, user: str, env: dict[str, str], timeout_s: float, actor: str) -> JobInfo:
+    async def run(
+        self,
+        argv: list[str],
+        shown_argv: list[str],
+        cwd: str,
+        user: str,
+        env: dict[str, str],
+        timeout_s: float,
+        actor: str,
+    ) -> JobInfo:
         if self.running() >= self.concurrency:
-            raise CtlError(429, f"{self.concurrency} jobs are already running on this host; try again when one finishes")
+            raise CtlError(
+                429, f"{self.concurrency} jobs are already running on this host; try again when one finishes"
+            )
         if timeout_s <= 0 or timeout_s > self.max_timeout_s:
             raise CtlError(400, f"timeout_s must be in (0, {self.max_timeout_s:g}]")
         job_id = new_job_id()
         while job_id in self.jobs:
             job_id = new_job_id()
-        info = JobInfo(id=job_id, argv=shown_argv, state="running", cwd=cwd, user=user, created=time.time(), started=time.time(), actor=actor)
+        info = JobInfo(
+            id=job_id,
+            argv=shown_argv,
+            state="running",
+            cwd=cwd,
+            user=user,
+            created=time.time(),
+            started=time.time(),
+            actor=actor,
+        )
         job = Job(info, argv, env, timeout_s)
         self.jobs[job_id] = job
         self._spawn(job)
@@ -94,7 +114,11 @@ class JobRunner:
         return job.info
 
     def _spawn(self, job: Job) -> None:
-        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8"), "PYTHONUNBUFFERED": "1"}
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",
+        }
         kw: dict = {}
         if job.info.user:
             pw = pwd.getpwnam(job.info.user)
@@ -104,9 +128,25 @@ class JobRunner:
         full_env.update(job.env)
         fd = logfiles.open_for_child(self.log_path(job.info.id))
         try:
-            job.popen = subprocess.Popen(job.argv, cwd=job.info.cwd or None, env=full_env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True, **kw)
+            job.popen = subprocess.Popen(
+                job.argv,
+                cwd=job.info.cwd or None,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+                close_fds=True,
+                **kw,
+            )
         except OSError as exc:
-            job.info = msgspec.structs.replace(job.info, state="failed", finished=time.time(), duration_s=0.0, detail=f"could not start: {exc.strerror or exc}")
+            job.info = msgspec.structs.replace(
+                job.info,
+                state="failed",
+                finished=time.time(),
+                duration_s=0.0,
+                detail=f"could not start: {exc.strerror or exc}",
+            )
             self._save(job)
             return
         finally:
@@ -133,7 +173,14 @@ class JobRunner:
         else:
             state, detail = ("succeeded" if code == 0 else "failed"), ""
         now = time.time()
-        job.info = msgspec.structs.replace(job.info, state=state, exit_code=code, finished=now, duration_s=round(now - (job.info.started or now), 3), detail=detail)
+        job.info = msgspec.structs.replace(
+            job.info,
+            state=state,
+            exit_code=code,
+            finished=now,
+            duration_s=round(now - (job.info.started or now), 3),
+            detail=detail,
+        )
         self._save(job)
 
     async def _kill(self, job: Job, grace_s: float = 5.0) -> None:

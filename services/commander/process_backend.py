@@ -29,11 +29,14 @@ import psutil
 from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
 
 
-def restart_delay(step: int, base_s: float, max_s: float, jitter: float, uniform: Callable[[float, float], float] = random.uniform) -> float:
+def restart_delay(
+    step: int, base_s: float, max_s: float, jitter: float, uniform: Callable[[float, float], float] = random.uniform
+) -> float:
     """`base_s * 1.5^step` ±`jitter`, with `max_s` a hard cap: at the cap the jitter only goes
     down (e.g. 12-15 s for 15 s ±20 %), so programs failing together still spread out there."""
     delay = min(base_s * 1.5 ** min(step, 200), max_s)
     return min(max(0.0, uniform(max(0.0, delay * (1 - jitter)), min(delay * (1 + jitter), max_s))), max_s)
+
 
 from . import logfiles
 from .errors import CtlError, conflict
@@ -138,8 +141,14 @@ class ProcessBackend:
             raise CtlError(404, f"no process {pid} to adopt") from None
         if status == psutil.STATUS_ZOMBIE:
             raise conflict(f"process {pid} is a zombie")
-        if cmdline[: len(app.argv)] != app.argv and [os.path.basename(cmdline[0]), *cmdline[1:]] != [os.path.basename(app.argv[0]), *app.argv[1:]]:
-            raise CtlError(400, f"process {pid} runs {' '.join(cmdline)[:200]!r}, not the app's command {' '.join(app.argv)[:200]!r}")
+        if cmdline[: len(app.argv)] != app.argv and [os.path.basename(cmdline[0]), *cmdline[1:]] != [
+            os.path.basename(app.argv[0]),
+            *app.argv[1:],
+        ]:
+            raise CtlError(
+                400,
+                f"process {pid} runs {' '.join(cmdline)[:200]!r}, not the app's command {' '.join(app.argv)[:200]!r}",
+            )
         app.proc = p
         p.cpu_percent(None)
         app.record.pid = pid
@@ -234,7 +243,9 @@ class ProcessBackend:
                 elif app.state == "starting" and time.time() - app.started_at >= app.spec.min_uptime_s:
                     app.quick_failures = 0
                     self._set(app, "running")
-                elif app.state == "running" and app.backoff_step and time.time() - app.started_at >= self.backoff_reset_s:
+                elif (
+                    app.state == "running" and app.backoff_step and time.time() - app.started_at >= self.backoff_reset_s
+                ):
                     app.backoff_step = 0
             elif app.state == "backoff" and now >= app.next_start_at:
                 self._spawn(app)
@@ -267,13 +278,21 @@ class ProcessBackend:
         quick = uptime < spec.min_uptime_s
         app.quick_failures = app.quick_failures + 1 if quick else 0
         restart = spec.restart == "always" or (spec.restart == "on-failure" and code != 0)
-        how = f"exited with code {code}" if code is not None and code >= 0 else (f"killed by signal {-code}" if code is not None else "exited")
+        how = (
+            f"exited with code {code}"
+            if code is not None and code >= 0
+            else (f"killed by signal {-code}" if code is not None else "exited")
+        )
         if not restart or app.record.desired != "running":
             app.record.desired = "stopped"
             self._set(app, "stopped" if code == 0 else "failed", how)
         elif app.quick_failures > spec.max_retries:
             app.record.fatal = True
-            self._set(app, "fatal", f"{how}; {app.quick_failures} quick failures in a row (< {spec.min_uptime_s:g}s each), giving up")
+            self._set(
+                app,
+                "fatal",
+                f"{how}; {app.quick_failures} quick failures in a row (< {spec.min_uptime_s:g}s each), giving up",
+            )
         else:
             delay = restart_delay(app.backoff_step, spec.backoff_s, spec.backoff_max_s, self.jitter)
             app.backoff_step += 1
@@ -326,7 +345,10 @@ class ProcessBackend:
 
     @staticmethod
     def _env(spec: AppSpec) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+        }
         if spec.user:
             pw = pwd.getpwnam(spec.user)
             env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)

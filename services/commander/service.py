@@ -119,7 +119,9 @@ class Commander:
             backoff_reset_s=config.backoff_reset_s,
             poll_interval_s=config.poll_interval_s,
         )
-        self.systemd = SystemdBackend(config.unit_dir, config.unit_prefix, config.systemctl, config.journalctl, config.use_sudo)
+        self.systemd = SystemdBackend(
+            config.unit_dir, config.unit_prefix, config.systemctl, config.journalctl, config.use_sudo
+        )
         self.jobs = JobRunner(self.store.jobs_dir(), config.job_concurrency, config.job_max_timeout_s)
         self.follows: dict[str, Follow] = {}
         self.published: dict[str, tuple[str, int | None]] = {}
@@ -132,7 +134,14 @@ class Commander:
         self.stats.queue("app_status", self._status_q.qsize)
         self.stats.gauge("apps", lambda: len(self.records))
         self.stats.gauge("log_follows", lambda: len(self.follows))
-        self.micro = StatsService(nc, "commander", self.stats, host=host, version=VERSION, description=f"fleetwatch control of host {host}: apps, jobs, logs, scan")
+        self.micro = StatsService(
+            nc,
+            "commander",
+            self.stats,
+            host=host,
+            version=VERSION,
+            description=f"fleetwatch control of host {host}: apps, jobs, logs, scan",
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,8 +165,17 @@ class Commander:
         self._bg.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
         self.service = await self.micro.start()
         for verb in ENDPOINTS:
-            await self.service.add_endpoint(name=verb.replace(".", "-"), subject=subjects.ctl(self.host, verb), handler=self._handler(verb), metadata={"verb": verb})
-        self._endpoints = {ep._metadata["verb"]: ep for ep in getattr(self.service, "_endpoints", []) if (getattr(ep, "_metadata", None) or {}).get("verb")}
+            await self.service.add_endpoint(
+                name=verb.replace(".", "-"),
+                subject=subjects.ctl(self.host, verb),
+                handler=self._handler(verb),
+                metadata={"verb": verb},
+            )
+        self._endpoints = {
+            ep._metadata["verb"]: ep
+            for ep in getattr(self.service, "_endpoints", [])
+            if (getattr(ep, "_metadata", None) or {}).get("verb")
+        }
         await self.nc.flush()
 
     async def stop(self) -> None:
@@ -210,7 +228,10 @@ class Commander:
                 kind = "app" if verb.startswith("apps.") else "job"
                 wait = self.limiter.allow(f"{kind}:{target}")
                 if wait:
-                    raise CtlError(429, f"{kind} {target!r} had an operation less than {self.config.rate_per_app_s:g}s ago; retry in {wait:.2f}s")
+                    raise CtlError(
+                        429,
+                        f"{kind} {target!r} had an operation less than {self.config.rate_per_app_s:g}s ago; retry in {wait:.2f}s",
+                    )
             reply = await getattr(self, method)(r)
             if isinstance(reply, JobReply) and not target:
                 target = reply.job.id  # jobs.run: the audit names the job it created
@@ -261,7 +282,9 @@ class Commander:
         a = obj.get("actor") if isinstance(obj, dict) else None
         return a[:200] if isinstance(a, str) else ""
 
-    async def _audit(self, verb: str, actor: str, target: str, params: dict, code: int, error: str, duration_ms: float) -> None:
+    async def _audit(
+        self, verb: str, actor: str, target: str, params: dict, code: int, error: str, duration_ms: float
+    ) -> None:
         rec = AuditRecord(
             id=uuid.uuid4().hex,
             ts=time.time(),
@@ -341,7 +364,9 @@ class Commander:
     async def _info(self, rec: AppRecord) -> AppInfo:
         info = await self._raw_info(rec)
         if info.spec.env:  # replies and events never carry secret values
-            info = msgspec.structs.replace(info, spec=msgspec.structs.replace(info.spec, env=mask_mapping(dict(info.spec.env))))
+            info = msgspec.structs.replace(
+                info, spec=msgspec.structs.replace(info.spec, env=mask_mapping(dict(info.spec.env)))
+            )
         return info
 
     async def _raw_info(self, rec: AppRecord) -> AppInfo:
@@ -464,7 +489,14 @@ class Commander:
             now = time.time()
             lines = [LogLineOut(ts=now, line=line) for line in logfiles.tail(self.process.log_path(r.name), r.lines)]
         else:
-            lines = [LogLineOut(ts=ts, line=msg, level=level) for ts, msg, level in await self.systemd.tail(r.name, r.lines)] if r.lines else []
+            lines = (
+                [
+                    LogLineOut(ts=ts, line=msg, level=level)
+                    for ts, msg, level in await self.systemd.tail(r.name, r.lines)
+                ]
+                if r.lines
+                else []
+            )
         subject, until = "", 0.0
         if r.follow:
             if not 0 < r.lease_s <= self.config.follow_max_lease_s:
@@ -489,7 +521,10 @@ class Commander:
             nonlocal seq
             for i in range(0, len(lines), 500):
                 seq += 1
-                await self.nc.publish(subject, codec.encode(LogBatch(host=self.host, app=rec.spec.name, lines=lines[i : i + 500], seq=seq)))
+                await self.nc.publish(
+                    subject,
+                    codec.encode(LogBatch(host=self.host, app=rec.spec.name, lines=lines[i : i + 500], seq=seq)),
+                )
 
         try:
             if rec.spec.backend == "process":
@@ -508,7 +543,7 @@ class Commander:
                     while time.time() < f.until:
                         try:
                             raw = await asyncio.wait_for(proc.stdout.readline(), self.config.follow_batch_interval_s)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             raw = None
                         if raw == b"":
                             break

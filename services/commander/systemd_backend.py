@@ -26,9 +26,33 @@ from .store import AppRecord
 
 log = logging.getLogger("commander.systemd")
 
-DENIED_MARKERS = ("access denied", "interactive authentication required", "a password is required", "permission denied", "not permitted")
-PRIORITY_LEVEL = {0: "critical", 1: "critical", 2: "critical", 3: "error", 4: "warning", 5: "info", 6: "info", 7: "debug"}
-SHOW_PROPS = ("LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStatus", "NRestarts", "Result", "UnitFileState")
+DENIED_MARKERS = (
+    "access denied",
+    "interactive authentication required",
+    "a password is required",
+    "permission denied",
+    "not permitted",
+)
+PRIORITY_LEVEL = {
+    0: "critical",
+    1: "critical",
+    2: "critical",
+    3: "error",
+    4: "warning",
+    5: "info",
+    6: "info",
+    7: "debug",
+}
+SHOW_PROPS = (
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "ExecMainStatus",
+    "NRestarts",
+    "Result",
+    "UnitFileState",
+)
 
 
 def _quote(arg: str) -> str:
@@ -66,7 +90,9 @@ def render_unit(spec: AppSpec, argv: list[str]) -> str:
         "StandardError=journal",
     ]
     if spec.cwd:
-        lines.append(f"WorkingDirectory={spec.cwd.replace('%', '%%')}")  # takes no quotes; validated absolute, no control chars
+        lines.append(
+            f"WorkingDirectory={spec.cwd.replace('%', '%%')}"
+        )  # takes no quotes; validated absolute, no control chars
     if spec.user:
         lines.append(f"User={spec.user}")
     env = dict(spec.env)
@@ -126,10 +152,15 @@ class SystemdBackend:
         return argv
 
     async def _run(self, tool: str, *args: str, timeout: float = 60.0, what: str = "") -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(*self._cmd(tool, *args), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            *self._cmd(tool, *args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise CtlError(500, f"{tool} {' '.join(args)} did not answer within {timeout:g}s") from None
@@ -235,7 +266,9 @@ class SystemdBackend:
                 self.last_pid[name] = (main_pid, psutil.Process(main_pid).create_time())
             except psutil.NoSuchProcess:
                 pass
-        state = classify(active, sub, seen is not None) if props.get("LoadState") not in ("not-found", "") else "unknown"
+        state = (
+            classify(active, sub, seen is not None) if props.get("LoadState") not in ("not-found", "") else "unknown"
+        )
         cpu = rss = None
         if seen:
             try:
@@ -280,7 +313,18 @@ class SystemdBackend:
         return ts, str(msg), level
 
     async def tail(self, name: str, n: int) -> list[tuple[float, str, str]]:
-        rc, out, err = await self._run(self.journalctl, "-u", self.unit(name), "-n", str(n), "-o", "json", "--no-pager", "-q", what="read the journal")
+        rc, out, err = await self._run(
+            self.journalctl,
+            "-u",
+            self.unit(name),
+            "-n",
+            str(n),
+            "-o",
+            "json",
+            "--no-pager",
+            "-q",
+            what="read the journal",
+        )
         entries = [self.parse_journal(line) for line in out.splitlines()]
         return [e for e in entries if e]
 
@@ -288,7 +332,9 @@ class SystemdBackend:
         # `--since` rather than `-n 0`: entries journald writes in the same batch as the first one
         # after attaching are otherwise skipped.
         return await asyncio.create_subprocess_exec(
-            *self._cmd(self.journalctl, "-u", self.unit(name), "-f", f"--since=@{since:.6f}", "-o", "json", "--no-pager", "-q"),
+            *self._cmd(
+                self.journalctl, "-u", self.unit(name), "-f", f"--since=@{since:.6f}", "-o", "json", "--no-pager", "-q"
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -61,7 +61,9 @@ class Validator:
         except KeyError:
             raise bad(f"user {user!r} does not exist on this host") from None
         if user != pwd.getpwuid(os.geteuid()).pw_name and os.geteuid() != 0:
-            raise forbidden(f"the commander runs as {pwd.getpwuid(os.geteuid()).pw_name!r} and cannot switch to user {user!r}; run it as root")
+            raise forbidden(
+                f"the commander runs as {pwd.getpwuid(os.geteuid()).pw_name!r} and cannot switch to user {user!r}; run it as root"
+            )
 
     @staticmethod
     def check_cwd(cwd: str) -> None:
@@ -76,7 +78,9 @@ class Validator:
     def check_env(env: dict[str, str]) -> None:
         for k, v in env.items():
             if not ENV_NAME_RE.match(k):
-                raise bad(f"environment variable name {k!r} is not valid (letters, digits and _, not starting with a digit)")
+                raise bad(
+                    f"environment variable name {k!r} is not valid (letters, digits and _, not starting with a digit)"
+                )
             if "\x00" in v:
                 raise bad(f"environment variable {k!r} contains a NUL byte")
 

@@ -54,8 +54,10 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await migrate(pool, "gateway", MIGRATIONS)
         gw = Gateway(config, nc, pool)
         if not config.secret_key:
-            log.warning("FLEETWATCH_GATEWAY_SECRET_KEY not set: sessions are signed with a per-process key "
-                        "(they end with this process and other replicas refuse them)")
+            log.warning(
+                "FLEETWATCH_GATEWAY_SECRET_KEY not set: sessions are signed with a per-process key "
+                "(they end with this process and other replicas refuse them)"
+            )
         await ensure_admin(gw)
         gw.hub.listen("frame", gw.directory.frame)
         gw.hub.listen("host", lambda info, _, __: gw.directory.info(info))
@@ -63,7 +65,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # After subscribing, so nothing published meanwhile is missed; live data wins over stored.
         await seed_from_db(gw.directory, pool)
         stack.push_async_callback(gw.hub.stop)
-        gw.services = ServiceScraper(nc, window_s=config.metrics_window_s, cache_s=config.metrics_cache_s, kinds=tuple(config.metrics_services))
+        gw.services = ServiceScraper(
+            nc, window_s=config.metrics_window_s, cache_s=config.metrics_cache_s, kinds=tuple(config.metrics_services)
+        )
         await open_stats(stack, nc, "gateway", gateway_stats(gw), description="fleetwatch REST, live stream and web UI")
         gw.loop_lag.start()
         stack.push_async_callback(gw.loop_lag.stop)
@@ -116,7 +120,9 @@ def _too_deep(scope: Scope, exc: Exception) -> bool:
 
 def body_too_deep(request: Request, exc: RecursionError) -> Response:
     if _too_deep(request.scope, exc):
-        return Response(ErrorBody(status_code=400, detail="the JSON body is nested too deeply to read"), status_code=400)
+        return Response(
+            ErrorBody(status_code=400, detail="the JSON body is nested too deeply to read"), status_code=400
+        )
     return Response(ErrorBody(status_code=500, detail="Internal Server Error"), status_code=500)
 
 
@@ -144,7 +150,9 @@ def check_route_table(app: Litestar) -> None:
     missing = served - ROUTE_ROLES.keys()
     stale = ROUTE_ROLES.keys() - served
     if missing or stale:
-        raise RuntimeError(f"routes.ROUTE_ROLES out of date: no role for {sorted(missing)}; no route for {sorted(stale)}")
+        raise RuntimeError(
+            f"routes.ROUTE_ROLES out of date: no role for {sorted(missing)}; no route for {sorted(stale)}"
+        )
 
 
 def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Litestar:
@@ -155,11 +163,20 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
     app = Litestar(
         route_handlers=handlers,
         guards=[role_guard],
-        dependencies={"gw": Provide(provide_gateway, sync_to_thread=False), "actor": Provide(provide_actor, sync_to_thread=False)},
+        dependencies={
+            "gw": Provide(provide_gateway, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+        },
         lifespan=[lifespan] if lifespan_enabled else [],
         middleware=[stats_middleware],
         state=State({"config": settings}),
-        cors_config=CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=False, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"]) if settings.cors_origins else None,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+        if settings.cors_origins
+        else None,
         openapi_config=OpenAPIConfig(
             title="fleetwatch gateway",
             version="1.0.0",
@@ -204,6 +221,9 @@ def document_common_errors(app: Litestar) -> None:
             responses = op.responses if op.responses is not None else {}
             for code in codes:
                 responses.setdefault(
-                    str(code), OpenAPIResponse(description=DESCRIPTIONS[code], content={"application/json": OAMediaType(schema=body_schema)})
+                    str(code),
+                    OpenAPIResponse(
+                        description=DESCRIPTIONS[code], content={"application/json": OAMediaType(schema=body_schema)}
+                    ),
                 )
             op.responses = responses

@@ -25,7 +25,9 @@ async def ensure_admin(gw) -> None:
         log.warning("admin password file is empty; no admin created", extra={"file": str(p)})
         return
     try:
-        row = await create_user(gw.pool, username="admin", password_hash=await gw.hasher.hash_async(password), role="admin")
+        row = await create_user(
+            gw.pool, username="admin", password_hash=await gw.hasher.hash_async(password), role="admin"
+        )
     except Conflict:
         # A user named admin exists without the admin role: leave it to a person to decide.
         log.warning("user admin exists but is not an active admin; not changed")

@@ -214,7 +214,9 @@ class Directory:
                 # Compressed from the plain body of the same state (built now if that is old).
                 plain_key = (status, label, False)
                 plain = self._cache.get(plain_key)
-                if plain is None or not (time.monotonic() - plain.built < self.max_age_s or plain.current(self.version)):
+                if plain is None or not (
+                    time.monotonic() - plain.built < self.max_age_s or plain.current(self.version)
+                ):
                     job = self._building.get(plain_key)
                     if job is None:
                         job = self._building[plain_key] = asyncio.ensure_future(self._rebuild(plain_key))
@@ -231,8 +233,20 @@ class Directory:
             self._building.pop(key, None)
 
 
-SUMMARY_COLUMNS = ("cpu_percent", "load1", "mem_percent", "mem_used", "mem_total", "swap_percent", "disk_max_percent",
-                   "net_bytes_recv", "net_bytes_sent", "gpu_util_percent", "procs_total", "uptime")
+SUMMARY_COLUMNS = (
+    "cpu_percent",
+    "load1",
+    "mem_percent",
+    "mem_used",
+    "mem_total",
+    "swap_percent",
+    "disk_max_percent",
+    "net_bytes_recv",
+    "net_bytes_sent",
+    "gpu_util_percent",
+    "procs_total",
+    "uptime",
+)
 
 
 async def seed_from_db(directory: Directory, pool) -> int:
@@ -252,11 +266,26 @@ async def seed_from_db(directory: Directory, pool) -> int:
     for r in rows:
         e = directory._entry(r["host"])
         if e.info is None:
-            e.info = HostInfo(host=r["host"], ts=r["info_time"].timestamp() if r["info_time"] else 0.0, hostname=r["hostname"], os=r["os"],
-                              kernel=r["kernel"], arch=r["arch"], cpu_model=r["cpu_model"], cpu_count=r["cpu_count"],
-                              mem_total=r["info_mem_total"], agent_version=r["agent_version"], labels=msgspec.json.decode(r["labels"] or "{}"))
+            e.info = HostInfo(
+                host=r["host"],
+                ts=r["info_time"].timestamp() if r["info_time"] else 0.0,
+                hostname=r["hostname"],
+                os=r["os"],
+                kernel=r["kernel"],
+                arch=r["arch"],
+                cpu_model=r["cpu_model"],
+                cpu_count=r["cpu_count"],
+                mem_total=r["info_mem_total"],
+                agent_version=r["agent_version"],
+                labels=msgspec.json.decode(r["labels"] or "{}"),
+            )
         if e.raw is None and r["time"] is not None:
-            e.summary = {"host": r["host"], "ts": r["time"].timestamp(), "seq": r["seq"], **{c: r[c] for c in SUMMARY_COLUMNS}}
+            e.summary = {
+                "host": r["host"],
+                "ts": r["time"].timestamp(),
+                "seq": r["seq"],
+                **{c: r[c] for c in SUMMARY_COLUMNS},
+            }
         e.frag = None
         seen = r["last_seen"] or r["time"]
         if seen is not None and e.last_seen is None:

@@ -46,7 +46,9 @@ async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     token = bearer(connection)
     actor = await connection.app.state.gateway.auth.resolve(token) if token else None
     if actor is None:
-        raise NotAuthorizedException(detail="a valid bearer token is required" if token == "" else "invalid or expired token")
+        raise NotAuthorizedException(
+            detail="a valid bearer token is required" if token == "" else "invalid or expired token"
+        )
     if not allows(actor.role, need):
         raise PermissionDeniedException(detail=f"role {need} or higher required (you have {actor.role})")
     connection.state.actor = actor

@@ -13,7 +13,18 @@ from typing import Any
 
 import msgspec
 
-from libs.schemas import AlertEvent, AppStatus, Codec, DecodeError, HealthResult, HostInfo, MetricFrame, ProcessSnapshot, ReplicationStatus, UserChange
+from libs.schemas import (
+    AlertEvent,
+    AppStatus,
+    Codec,
+    DecodeError,
+    HealthResult,
+    HostInfo,
+    MetricFrame,
+    ProcessSnapshot,
+    ReplicationStatus,
+    UserChange,
+)
 from libs.schemas import subjects as s
 
 from .summary import frame_summary
@@ -82,7 +93,19 @@ class Client:
     a batch (or a heartbeat) is due: no Event, no timer per wait, since with a thousand clients
     woken twenty times a second those cost more than writing the bytes."""
 
-    __slots__ = ("hosts", "kinds", "maxsize", "pending", "queued", "dropped", "group", "seen", "beat", "last_out", "_waiter")
+    __slots__ = (
+        "hosts",
+        "kinds",
+        "maxsize",
+        "pending",
+        "queued",
+        "dropped",
+        "group",
+        "seen",
+        "beat",
+        "last_out",
+        "_waiter",
+    )
 
     def __init__(self, hosts: frozenset[str] | None, kinds: frozenset[str], maxsize: int) -> None:
         self.hosts = hosts
@@ -128,7 +151,9 @@ class Client:
 
 
 class Hub:
-    def __init__(self, *, max_clients: int, queue_size: int, buffer_size: int, heartbeat_s: float, batch_s: float = 0.0) -> None:
+    def __init__(
+        self, *, max_clients: int, queue_size: int, buffer_size: int, heartbeat_s: float, batch_s: float = 0.0
+    ) -> None:
         self.max_clients = max_clients
         self.batch_s = batch_s
         self.queue_size = queue_size

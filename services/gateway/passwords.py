@@ -13,7 +13,9 @@ LOCKED = "!"
 
 class Hasher:
     def __init__(self, rounds: int) -> None:
-        self._ctx = CryptContext(schemes=["sha512_crypt", "sha256_crypt", "md5_crypt"], default="sha512_crypt", sha512_crypt__rounds=rounds)
+        self._ctx = CryptContext(
+            schemes=["sha512_crypt", "sha256_crypt", "md5_crypt"], default="sha512_crypt", sha512_crypt__rounds=rounds
+        )
         # Verified against when the user does not exist, so a miss costs as much as a hit.
         self._dummy = self._ctx.hash("not-a-real-password")
 

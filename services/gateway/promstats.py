@@ -7,7 +7,26 @@ from bisect import bisect_left
 
 # Upper bounds (seconds) of the request duration histogram: fine around the 30 ms /hosts goal,
 # so a p99 read from the buckets says which side of it the gateway is.
-BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Histogram:
@@ -107,7 +126,9 @@ def exposition(gw) -> str:
     out.append("# TYPE fleetwatch_host_disk_used_percent gauge")
     for host in sorted(gw.directory.hosts):
         for mount, percent in gw.directory.hosts[host].disks:
-            out.append(f'fleetwatch_host_disk_used_percent{{host="{_esc(host)}",mount="{_esc(mount)}"}} {_num(percent)}')
+            out.append(
+                f'fleetwatch_host_disk_used_percent{{host="{_esc(host)}",mount="{_esc(mount)}"}} {_num(percent)}'
+            )
     s = gw.stats
     hub = gw.hub
     counters = (
@@ -133,12 +154,16 @@ def exposition(gw) -> str:
     ]
     series = sorted(s.series.items())
     for (method, route, status), h in series:
-        out.append(f'fleetwatch_gateway_requests_total{{method="{method}",route="{_esc(route)}",status="{status}"}} {h.count}')
+        out.append(
+            f'fleetwatch_gateway_requests_total{{method="{method}",route="{_esc(route)}",status="{status}"}} {h.count}'
+        )
     out += [
         "# HELP fleetwatch_http_request_duration_seconds time from a request reaching the app to its answer handed to the connection",
         "# TYPE fleetwatch_http_request_duration_seconds histogram",
     ]
     for (method, route, status), h in series:
-        out += h.lines("fleetwatch_http_request_duration_seconds", f'method="{method}",route="{_esc(route)}",status="{status}"')
+        out += h.lines(
+            "fleetwatch_http_request_duration_seconds", f'method="{method}",route="{_esc(route)}",status="{status}"'
+        )
     out += gw.loop_lag.exposition()
     return "\n".join(out) + "\n"

@@ -8,7 +8,25 @@ None means public (no token).
 
 from __future__ import annotations
 
-from .controllers import account, alerting, apps, audit, auth, events, history, hosts, jobs, processes, registration, replication, scan, stream, system, users, webhook
+from .controllers import (
+    account,
+    alerting,
+    apps,
+    audit,
+    auth,
+    events,
+    history,
+    hosts,
+    jobs,
+    processes,
+    registration,
+    replication,
+    scan,
+    stream,
+    system,
+    users,
+    webhook,
+)
 
 CONTROLLERS = [
     system.SystemController,

@@ -44,7 +44,9 @@ def gateway_stats(gw) -> ServiceStats:
     s.counter("messages_out", lambda: gw.hub.published)
     s.counter("stream_dropped", lambda: gw.hub.dropped)
     s.counter("stream_rejected", lambda: gw.hub.rejected)
-    s.counter("decode_errors", lambda: gw.hub.decode_errors)  # skipped, not dead-lettered: ingest quarantines what the streams carry
+    s.counter(
+        "decode_errors", lambda: gw.hub.decode_errors
+    )  # skipped, not dead-lettered: ingest quarantines what the streams carry
     s.counter("logins", lambda: gw.logins_ok)
     s.counter("login_failures", lambda: gw.logins_failed)
     s.gauge("stream_clients", lambda: len(gw.hub.clients))
@@ -53,7 +55,15 @@ def gateway_stats(gw) -> ServiceStats:
 
 
 class ServiceScraper:
-    def __init__(self, nc: NATS, *, window_s: float = 0.3, cache_s: float = 2.0, kinds: tuple[str, ...] = (), clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        window_s: float = 0.3,
+        cache_s: float = 2.0,
+        kinds: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.nc = nc
         self.window_s = window_s
         self.cache_s = cache_s
@@ -132,24 +142,78 @@ class ServiceScraper:
                         counters = None
                     continue  # the scrape's own endpoint is not the service's work
                 el = f'{base},endpoint="{_esc(str(ep.get("name", "")))}"'
-                add("fleetwatch_service_endpoint_requests_total", "counter", "requests an endpoint received", el, _int(ep.get("num_requests")))
-                add("fleetwatch_service_endpoint_errors_total", "counter", "requests an endpoint answered with an error", el, _int(ep.get("num_errors")))
-                add("fleetwatch_service_endpoint_processing_seconds_total", "counter", "time spent answering an endpoint's requests", el, _int(ep.get("processing_time")) / 1e9)
-                add("fleetwatch_service_endpoint_processing_seconds_avg", "gauge", "mean time to answer one request", el, _int(ep.get("average_processing_time")) / 1e9)
+                add(
+                    "fleetwatch_service_endpoint_requests_total",
+                    "counter",
+                    "requests an endpoint received",
+                    el,
+                    _int(ep.get("num_requests")),
+                )
+                add(
+                    "fleetwatch_service_endpoint_errors_total",
+                    "counter",
+                    "requests an endpoint answered with an error",
+                    el,
+                    _int(ep.get("num_errors")),
+                )
+                add(
+                    "fleetwatch_service_endpoint_processing_seconds_total",
+                    "counter",
+                    "time spent answering an endpoint's requests",
+                    el,
+                    _int(ep.get("processing_time")) / 1e9,
+                )
+                add(
+                    "fleetwatch_service_endpoint_processing_seconds_avg",
+                    "gauge",
+                    "mean time to answer one request",
+                    el,
+                    _int(ep.get("average_processing_time")) / 1e9,
+                )
             if counters is None:
                 continue
-            add("fleetwatch_service_uptime_seconds", "gauge", "seconds since the service instance started", base, counters.uptime_s)
+            add(
+                "fleetwatch_service_uptime_seconds",
+                "gauge",
+                "seconds since the service instance started",
+                base,
+                counters.uptime_s,
+            )
             for k, v in sorted(counters.counters.items()):
                 name = _NAME_RE.sub("_", k)
-                add(f"fleetwatch_service_{name}_total", "counter", f"{name.replace('_', ' ')} counted by the service", base, v)
+                add(
+                    f"fleetwatch_service_{name}_total",
+                    "counter",
+                    f"{name.replace('_', ' ')} counted by the service",
+                    base,
+                    v,
+                )
             for k, v in sorted(counters.gauges.items()):
                 name = _NAME_RE.sub("_", k)
                 if name not in _FIXED:
-                    add(f"fleetwatch_service_{name}", "gauge", f"{name.replace('_', ' ')} reported by the service", base, v)
+                    add(
+                        f"fleetwatch_service_{name}",
+                        "gauge",
+                        f"{name.replace('_', ' ')} reported by the service",
+                        base,
+                        v,
+                    )
             for k, v in sorted(counters.consumer_pending.items()):
-                add("fleetwatch_service_consumer_pending", "gauge", "JetStream messages not yet delivered to the service's consumer", f'{base},consumer="{_esc(k)}"', v)
+                add(
+                    "fleetwatch_service_consumer_pending",
+                    "gauge",
+                    "JetStream messages not yet delivered to the service's consumer",
+                    f'{base},consumer="{_esc(k)}"',
+                    v,
+                )
             for k, v in sorted(counters.queues.items()):
-                add("fleetwatch_service_queue_size", "gauge", "items waiting in a queue inside the service", f'{base},queue="{_esc(k)}"', v)
+                add(
+                    "fleetwatch_service_queue_size",
+                    "gauge",
+                    "items waiting in a queue inside the service",
+                    f'{base},queue="{_esc(k)}"',
+                    v,
+                )
         for key in up:
             self._seen[key] = now
         for key, at in list(self._seen.items()):
@@ -157,7 +221,13 @@ class ServiceScraper:
                 del self._seen[key]
                 continue
             s, i, h = (_esc(x) for x in key)
-            add("fleetwatch_service_up", "gauge", "1 when the service instance answered the last $SRV.STATS scrape", f'service="{s}",instance="{i}",host="{h}"', 1 if key in up else 0)
+            add(
+                "fleetwatch_service_up",
+                "gauge",
+                "1 when the service instance answered the last $SRV.STATS scrape",
+                f'service="{s}",instance="{i}",host="{h}"',
+                1 if key in up else 0,
+            )
         out: list[str] = []
         for name in sorted(fams):
             type_, help_, lines = fams[name]

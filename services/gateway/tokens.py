@@ -71,5 +71,5 @@ def hash_api_token(token: str) -> str:
 def api_token_id(token: str) -> str | None:
     if not token.startswith(API_PREFIX):
         return None
-    tid, sep, _ = token[len(API_PREFIX):].partition("_")
+    tid, sep, _ = token[len(API_PREFIX) :].partition("_")
     return tid if sep and tid else None

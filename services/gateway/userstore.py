@@ -18,7 +18,9 @@ _change_codec = Codec(UserChange)
 # Serialises uid allocation across gateway replicas (transaction-scoped advisory lock).
 _UID_LOCK = 0x666C_7477_7569_64  # "fltwuid"
 
-PUBLIC_COLUMNS = "id, username, email, role, is_admin, is_active, system_uid, system_gid, shell, home, created_at, updated_at"
+PUBLIC_COLUMNS = (
+    "id, username, email, role, is_admin, is_active, system_uid, system_gid, shell, home, created_at, updated_at"
+)
 
 
 class UserOut(msgspec.Struct, kw_only=True, frozen=True):
@@ -58,7 +60,9 @@ class Conflict(Exception):
 
 
 async def announce(nc, op: str, username: str, user_id: int | None) -> None:
-    await nc.publish(s.USERS_CHANGED, _change_codec.encode(UserChange(ts=time.time(), op=op, username=username, user_id=user_id)))
+    await nc.publish(
+        s.USERS_CHANGED, _change_codec.encode(UserChange(ts=time.time(), op=op, username=username, user_id=user_id))
+    )
 
 
 async def create_user(
@@ -97,7 +101,16 @@ async def create_user(
         return await conn.fetchrow(
             f"""INSERT INTO users (username, email, password_hash, role, is_admin, is_active, system_uid, system_gid, shell, home)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {PUBLIC_COLUMNS}""",
-            username, email, password_hash, role, role == "admin", is_active, system_uid, system_gid, shell, home or f"/home/{username}",
+            username,
+            email,
+            password_hash,
+            role,
+            role == "admin",
+            is_active,
+            system_uid,
+            system_gid,
+            shell,
+            home or f"/home/{username}",
         )
 
 

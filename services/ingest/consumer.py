@@ -77,7 +77,9 @@ class Consumer:
         await self._puller.start()
         self._tasks.append(asyncio.create_task(self._fetch_loop(), name=f"fetch-{self.spec.durable}"))
         for link in self.links:
-            self._tasks.append(asyncio.create_task(self._write_loop(link), name=f"write-{self.spec.durable}-{link.name}"))
+            self._tasks.append(
+                asyncio.create_task(self._write_loop(link), name=f"write-{self.spec.durable}-{link.name}")
+            )
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -92,7 +94,14 @@ class Consumer:
         st = self.stats
         log.info(
             "consumer stopped",
-            extra={"consumer": self.spec.durable, "batches": st.batches, "messages": st.messages, "deadlettered": st.deadlettered, "skipped": st.skipped, "retries": st.retries},
+            extra={
+                "consumer": self.spec.durable,
+                "batches": st.batches,
+                "messages": st.messages,
+                "deadlettered": st.deadlettered,
+                "skipped": st.skipped,
+                "retries": st.retries,
+            },
         )
 
     async def _fetch_loop(self) -> None:
@@ -158,7 +167,13 @@ class Consumer:
                 await self.write(conn, items)
                 self.stats.rows += len(items)
                 if self.db_down_since is not None:
-                    log.info("database back; resuming", extra={"consumer": self.spec.durable, "down_s": round(time.monotonic() - self.db_down_since, 1)})
+                    log.info(
+                        "database back; resuming",
+                        extra={
+                            "consumer": self.spec.durable,
+                            "down_s": round(time.monotonic() - self.db_down_since, 1),
+                        },
+                    )
                     self.db_down_since = None
                 return
             except asyncio.CancelledError:
@@ -169,7 +184,12 @@ class Consumer:
                     return
                 if self.db_down_since is None:
                     self.db_down_since = time.monotonic()
-                    log.warning("database unavailable (%s: %s); holding acks and retrying", type(exc).__name__, exc, extra={"consumer": self.spec.durable})
+                    log.warning(
+                        "database unavailable (%s: %s); holding acks and retrying",
+                        type(exc).__name__,
+                        exc,
+                        extra={"consumer": self.spec.durable},
+                    )
                 self.stats.retries += 1
                 await link.reset()
             # Tell JetStream we are still on it, so it does not hand the batch to someone else.

@@ -30,7 +30,9 @@ DATA_ERRORS = (
 
 def is_data_error(exc: BaseException) -> bool:
     # asyncpg's client-side encoding errors subclass these too; a closed connection does not.
-    return isinstance(exc, DATA_ERRORS) and not isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError))
+    return isinstance(exc, DATA_ERRORS) and not isinstance(
+        exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    )
 
 
 class Link:
@@ -44,10 +46,14 @@ class Link:
     async def get(self) -> asyncpg.Connection:
         if self.conn is not None and not self.conn.is_closed():
             return self.conn
-        conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={"application_name": f"fleetwatch-ingest-{self.name}"})
+        conn = await asyncpg.connect(
+            self.dsn, timeout=10, server_settings={"application_name": f"fleetwatch-ingest-{self.name}"}
+        )
         try:
             for t in STAGED:
-                await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS _s_{t} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS _s_{t} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
         except BaseException:
             await conn.close()
             raise

@@ -7,7 +7,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from libs.schemas import AlertEvent, AppStatus, AuditRecord, Codec, DecodeError, HealthResult, HostInfo, MetricFrame, ProcessSnapshot, ReplicationStatus
+from libs.schemas import (
+    AlertEvent,
+    AppStatus,
+    AuditRecord,
+    Codec,
+    DecodeError,
+    HealthResult,
+    HostInfo,
+    MetricFrame,
+    ProcessSnapshot,
+    ReplicationStatus,
+)
 from libs.schemas.subjects import token
 
 from . import rows

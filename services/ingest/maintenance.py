@@ -6,7 +6,7 @@ Runs in every ingest process; an advisory lock lets only one do it at a time.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -20,8 +20,10 @@ DAILY = ("metrics", "metrics_disk", "metrics_gpu", "proc_samples", "metrics_1m")
 EVENT_TABLES = ("app_events", "health_results", "alert_events", "replica_status")
 
 
-async def run_once(conn: asyncpg.Connection, storage: Storage, events_retention_days: int, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+async def run_once(
+    conn: asyncpg.Connection, storage: Storage, events_retention_days: int, now: datetime | None = None
+) -> dict:
+    now = now or datetime.now(UTC)
     done: dict = {"created": 0, "dropped": [], "events_deleted": 0}
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
         return done
@@ -32,11 +34,16 @@ async def run_once(conn: asyncpg.Connection, storage: Storage, events_retention_
                 for t in DAILY:
                     await conn.execute("SELECT fleetwatch_ensure_partition($1::regclass, interval '1 day', $2)", t, at)
                     done["created"] += 1
-            await conn.execute("SELECT fleetwatch_ensure_partition('metrics_1h'::regclass, interval '1 month', $1)", now + timedelta(days=AHEAD_DAYS + 1))
+            await conn.execute(
+                "SELECT fleetwatch_ensure_partition('metrics_1h'::regclass, interval '1 month', $1)",
+                now + timedelta(days=AHEAD_DAYS + 1),
+            )
             drops = [(t, storage.raw_retention_s) for t in DAILY if t != "metrics_1m"]
             drops += [("metrics_1m", storage.rollup_1m_retention_s), ("metrics_1h", storage.rollup_1h_retention_s)]
             for t, keep in drops:
-                rows = await conn.fetch("SELECT fleetwatch_drop_partitions($1::regclass, $2) AS name", t, now - timedelta(seconds=keep))
+                rows = await conn.fetch(
+                    "SELECT fleetwatch_drop_partitions($1::regclass, $2) AS name", t, now - timedelta(seconds=keep)
+                )
                 done["dropped"] += [r["name"] for r in rows]
         cutoff = now - timedelta(days=events_retention_days)
         for t in EVENT_TABLES:

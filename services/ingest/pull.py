@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
@@ -75,7 +76,7 @@ class Puller:
                 # The server answers by `wait`; the margin covers a slow answer, or one lost
                 # with a reconnect (then the next request goes out a second later).
                 await asyncio.wait_for(asyncio.shield(self._done), self.wait + 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             status, self._done = self._status, None
             if status and status.split()[0] not in _END and not self._msgs:

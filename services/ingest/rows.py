@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 
-from libs.schemas import AlertEvent, AppStatus, AuditRecord, HealthResult, HostInfo, MetricFrame, ProcessSnapshot, ReplicationStatus
+from libs.schemas import (
+    AlertEvent,
+    AppStatus,
+    AuditRecord,
+    HealthResult,
+    HostInfo,
+    MetricFrame,
+    ProcessSnapshot,
+    ReplicationStatus,
+)
 
 _json = msgspec.json.Encoder()
-UTC = timezone.utc
+UTC = UTC
 
 
 def ts(value: float) -> datetime:
@@ -39,7 +48,12 @@ def metrics_row(f: MetricFrame, t: datetime) -> tuple:
         utils = [g.util_percent for g in gpus if g.util_percent is not None]
         used = [g.mem_used for g in gpus if g.mem_used is not None]
         totals = [g.mem_total for g in gpus if g.mem_total is not None]
-        gpu = (len(gpus), (sum(utils) / len(utils)) if utils else None, sum(used) if used else None, sum(totals) if totals else None)
+        gpu = (
+            len(gpus),
+            (sum(utils) / len(utils)) if utils else None,
+            sum(used) if used else None,
+            sum(totals) if totals else None,
+        )
     else:
         gpu = _NO_GPU
     disks = f.disks
@@ -65,17 +79,61 @@ def disk_rows(f: MetricFrame, t: datetime) -> list[tuple]:
     return [(t, f.host, d.mount, d.device, d.fstype, d.total, d.used, d.free, d.percent) for d in f.disks]
 
 
-GPU_COLUMNS = ("time", "host", "gpu_index", "uuid", "name", "util_percent", "mem_util_percent", "mem_used", "mem_total", "temperature", "power_w", "power_limit_w", "processes")
+GPU_COLUMNS = (
+    "time",
+    "host",
+    "gpu_index",
+    "uuid",
+    "name",
+    "util_percent",
+    "mem_util_percent",
+    "mem_used",
+    "mem_total",
+    "temperature",
+    "power_w",
+    "power_limit_w",
+    "processes",
+)
 
 
 def gpu_rows(f: MetricFrame, t: datetime) -> list[tuple]:
     return [
-        (t, f.host, g.index, g.uuid, g.name, g.util_percent, g.mem_util_percent, g.mem_used, g.mem_total, g.temperature, g.power_w, g.power_limit_w, jsonb(g.processes) if g.processes else None)
+        (
+            t,
+            f.host,
+            g.index,
+            g.uuid,
+            g.name,
+            g.util_percent,
+            g.mem_util_percent,
+            g.mem_used,
+            g.mem_total,
+            g.temperature,
+            g.power_w,
+            g.power_limit_w,
+            jsonb(g.processes) if g.processes else None,
+        )
         for g in f.gpus
     ]
 
 
-PROC_COLUMNS = ("time", "host", "pid", "ppid", "name", "username", "cmdline", "status", "cpu_percent", "rss", "mem_percent", "threads", "create_time", "gpu_mem", "procs_total")
+PROC_COLUMNS = (
+    "time",
+    "host",
+    "pid",
+    "ppid",
+    "name",
+    "username",
+    "cmdline",
+    "status",
+    "cpu_percent",
+    "rss",
+    "mem_percent",
+    "threads",
+    "create_time",
+    "gpu_mem",
+    "procs_total",
+)
 
 
 def proc_rows(s: ProcessSnapshot, t: datetime) -> list[tuple]:
@@ -86,21 +144,78 @@ def proc_rows(s: ProcessSnapshot, t: datetime) -> list[tuple]:
             continue
         seen.add(p.pid)
         out.append(
-            (t, s.host, p.pid, p.ppid, p.name, p.user, p.cmdline, p.status, p.cpu_percent, p.rss, p.mem_percent, p.threads, ts(p.create_time) if p.create_time else None, p.gpu_mem, s.total)
+            (
+                t,
+                s.host,
+                p.pid,
+                p.ppid,
+                p.name,
+                p.user,
+                p.cmdline,
+                p.status,
+                p.cpu_percent,
+                p.rss,
+                p.mem_percent,
+                p.threads,
+                ts(p.create_time) if p.create_time else None,
+                p.gpu_mem,
+                s.total,
+            )
         )
     return out
 
 
-HOST_COLUMNS = ("host", "hostname", "os", "kernel", "arch", "cpu_model", "cpu_count", "mem_total", "boot_time", "gpus", "agent_version", "labels", "info_time")
+HOST_COLUMNS = (
+    "host",
+    "hostname",
+    "os",
+    "kernel",
+    "arch",
+    "cpu_model",
+    "cpu_count",
+    "mem_total",
+    "boot_time",
+    "gpus",
+    "agent_version",
+    "labels",
+    "info_time",
+)
 
 
 def host_row(h: HostInfo) -> tuple:
-    return (h.host, h.hostname, h.os, h.kernel, h.arch, h.cpu_model, h.cpu_count, h.mem_total, ts(h.boot_time) if h.boot_time else None, jsonb(h.gpus), h.agent_version, jsonb(h.labels), ts(h.ts))
+    return (
+        h.host,
+        h.hostname,
+        h.os,
+        h.kernel,
+        h.arch,
+        h.cpu_model,
+        h.cpu_count,
+        h.mem_total,
+        ts(h.boot_time) if h.boot_time else None,
+        jsonb(h.gpus),
+        h.agent_version,
+        jsonb(h.labels),
+        ts(h.ts),
+    )
 
 
 # Event tables: (table, columns, row function) per message type.
 def app_row(a: AppStatus) -> tuple:
-    return (ts(a.ts), a.host, a.app, a.state, a.previous, a.backend, a.pid, a.restarts, a.exit_code, a.cpu_percent, a.rss, a.detail)
+    return (
+        ts(a.ts),
+        a.host,
+        a.app,
+        a.state,
+        a.previous,
+        a.backend,
+        a.pid,
+        a.restarts,
+        a.exit_code,
+        a.cpu_percent,
+        a.rss,
+        a.detail,
+    )
 
 
 def health_row(h: HealthResult) -> tuple:
@@ -108,11 +223,36 @@ def health_row(h: HealthResult) -> tuple:
 
 
 def alert_row(a: AlertEvent) -> tuple:
-    return (ts(a.ts), a.fingerprint, a.rule, a.host, a.state, ts(a.since), a.severity, jsonb(a.labels), a.value, a.threshold, a.summary)
+    return (
+        ts(a.ts),
+        a.fingerprint,
+        a.rule,
+        a.host,
+        a.state,
+        ts(a.since),
+        a.severity,
+        jsonb(a.labels),
+        a.value,
+        a.threshold,
+        a.summary,
+    )
 
 
 def audit_row(a: AuditRecord) -> tuple:
-    return (a.id, ts(a.ts), a.host, a.actor, a.action, a.target, jsonb(a.params), a.result, a.code, a.error, a.duration_ms, a.source)
+    return (
+        a.id,
+        ts(a.ts),
+        a.host,
+        a.actor,
+        a.action,
+        a.target,
+        jsonb(a.params),
+        a.result,
+        a.code,
+        a.error,
+        a.duration_ms,
+        a.source,
+    )
 
 
 def replica_row(r: ReplicationStatus) -> tuple:
@@ -120,9 +260,56 @@ def replica_row(r: ReplicationStatus) -> tuple:
 
 
 EVENT_TABLES = {
-    "app_events": ("time", "host", "app", "state", "previous", "backend", "pid", "restarts", "exit_code", "cpu_percent", "rss", "detail"),
-    "health_results": ("time", "check_name", "target", "ok", "status_code", "latency_ms", "error", "consecutive_failures"),
-    "alert_events": ("time", "fingerprint", "rule", "host", "state", "since", "severity", "labels", "value", "threshold", "summary"),
-    "audit_log": ("id", "time", "host", "actor", "action", "target", "params", "result", "code", "error", "duration_ms", "source"),
+    "app_events": (
+        "time",
+        "host",
+        "app",
+        "state",
+        "previous",
+        "backend",
+        "pid",
+        "restarts",
+        "exit_code",
+        "cpu_percent",
+        "rss",
+        "detail",
+    ),
+    "health_results": (
+        "time",
+        "check_name",
+        "target",
+        "ok",
+        "status_code",
+        "latency_ms",
+        "error",
+        "consecutive_failures",
+    ),
+    "alert_events": (
+        "time",
+        "fingerprint",
+        "rule",
+        "host",
+        "state",
+        "since",
+        "severity",
+        "labels",
+        "value",
+        "threshold",
+        "summary",
+    ),
+    "audit_log": (
+        "id",
+        "time",
+        "host",
+        "actor",
+        "action",
+        "target",
+        "params",
+        "result",
+        "code",
+        "error",
+        "duration_ms",
+        "source",
+    ),
     "replica_status": ("time", "host", "ok", "trigger", "added", "updated", "removed", "total", "duration_ms", "error"),
 }

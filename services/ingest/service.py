@@ -35,7 +35,13 @@ async def connect_db(dsn: str, stop_after: float | None = None) -> asyncpg.Conne
     while True:
         try:
             return await asyncpg.connect(dsn, timeout=10)
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidCatalogNameError, asyncpg.PostgresConnectionError, asyncio.TimeoutError) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InvalidCatalogNameError,
+            asyncpg.PostgresConnectionError,
+        ) as exc:
             if stop_after is not None and time.monotonic() - started > stop_after:
                 raise
             log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
@@ -89,9 +95,19 @@ class Ingest:
         self.storage: schema.Storage | None = None
         self._tasks: list[asyncio.Task] = []
         self.stats = ServiceStats()
-        for name, field in (("messages_in", "messages"), ("rows_written", "rows"), ("batches", "batches"), ("dead_letters", "deadlettered"), ("skipped", "skipped"), ("db_retries", "retries"), ("errors", "errors")):
+        for name, field in (
+            ("messages_in", "messages"),
+            ("rows_written", "rows"),
+            ("batches", "batches"),
+            ("dead_letters", "deadlettered"),
+            ("skipped", "skipped"),
+            ("db_retries", "retries"),
+            ("errors", "errors"),
+        ):
             self.stats.counter(name, lambda f=field: sum(getattr(c.stats, f) for c in self.consumers.values()))
-        self.stats.pending(lambda: {c.spec.durable: c.stats.pending for c in self.consumers.values() if c.stats.pending is not None})
+        self.stats.pending(
+            lambda: {c.spec.durable: c.stats.pending for c in self.consumers.values() if c.stats.pending is not None}
+        )
         self.stats.queue("batches_ready", lambda: sum(c._queue.qsize() for c in self.consumers.values()))
 
     async def start(self) -> None:
@@ -113,14 +129,18 @@ class Ingest:
 
         plain = self.storage.backend == "partitions"
         decoder = Decoder(self.storage.raw_retention_s, cfg.future_tolerance)
-        self.metrics_writer = MetricsWriter(rollups=plain, partitions=Partitions() if plain else None, last_seen_every=cfg.last_seen_every)
+        self.metrics_writer = MetricsWriter(
+            rollups=plain, partitions=Partitions() if plain else None, last_seen_every=cfg.last_seen_every
+        )
         common = dict(batch=cfg.batch, fetch_timeout=cfg.fetch_timeout, keepalive=cfg.keepalive)
         for name in cfg.streams:
             if name == "metrics":
                 links = [Link(cfg.db.dsn, f"metrics-{i}") for i in range(cfg.metrics_writers)]
                 c = Consumer(self.nc, specs[name], decoder.metrics, self.metrics_writer.write, links, **common)
             else:
-                c = Consumer(self.nc, specs[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common)
+                c = Consumer(
+                    self.nc, specs[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common
+                )
             await c.start()
             self.consumers[name] = c
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
@@ -155,7 +175,11 @@ class Ingest:
                 await asyncio.sleep(self.config.rollup_every)
                 try:
                     if conn is None or conn.is_closed():
-                        conn = await asyncpg.connect(self.config.db.dsn, timeout=10, server_settings={"application_name": "fleetwatch-ingest-rollups"})
+                        conn = await asyncpg.connect(
+                            self.config.db.dsn,
+                            timeout=10,
+                            server_settings={"application_name": "fleetwatch-ingest-rollups"},
+                        )
                     await rollups.fold(conn)
                 except asyncio.CancelledError:
                     raise
@@ -188,5 +212,7 @@ async def build(config: IngestConfig, stack: contextlib.AsyncExitStack) -> Inges
 
     nc = await open_nats(stack, config.nats, "ingest")
     ingest = Ingest(config, nc)
-    await open_stats(stack, nc, "ingest", ingest.stats, description="fleetwatch history writer: JetStream -> PostgreSQL")
+    await open_stats(
+        stack, nc, "ingest", ingest.stats, description="fleetwatch history writer: JetStream -> PostgreSQL"
+    )
     return ingest

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from . import rows
 from . import rollups as rollups_mod
+from . import rows
 from .rollups import metrics_insert_sql
 
 RAW_PARTITIONED = ("metrics", "metrics_disk", "metrics_gpu", "proc_samples", "metrics_1m")
@@ -39,8 +39,12 @@ class Partitions:
             at = datetime.fromtimestamp(day * DAY, rows.UTC)
             async with conn.transaction():
                 for table in RAW_PARTITIONED:
-                    await conn.execute("SELECT fleetwatch_ensure_partition($1::regclass, interval '1 day', $2)", table, at)
-                await conn.execute("SELECT fleetwatch_ensure_partition('metrics_1h'::regclass, interval '1 month', $1)", at)
+                    await conn.execute(
+                        "SELECT fleetwatch_ensure_partition($1::regclass, interval '1 day', $2)", table, at
+                    )
+                await conn.execute(
+                    "SELECT fleetwatch_ensure_partition('metrics_1h'::regclass, interval '1 month', $1)", at
+                )
             self.known_days.add(day)
 
 
@@ -67,7 +71,11 @@ class MetricsWriter:
             h = i.value.host
             if h not in seen or seen[h] < i.time:
                 seen[h] = i.time
-        stale = {h: t for h, t in seen.items() if (prev := self._last_seen.get(h)) is None or t - prev >= self.last_seen_every}
+        stale = {
+            h: t
+            for h, t in seen.items()
+            if (prev := self._last_seen.get(h)) is None or t - prev >= self.last_seen_every
+        }
         new = nrows = 0
         async with conn.transaction():
             if frames:
@@ -150,5 +158,3 @@ class EventsWriter:
                 c = ", ".join(cols)
                 await conn.execute(f"INSERT INTO {table} ({c}) SELECT {c} FROM _s_{table} ON CONFLICT DO NOTHING")
         self.rows += len(items)
-
-

@@ -24,7 +24,19 @@ _VERSION_LOCK = "SELECT version FROM nss_users_version FOR UPDATE"
 # Serialises writers if two replicators ever point at the same local database.
 _LOCK_KEY = 0x6E73735F75736572  # "nss_user"
 
-_PG_TYPES = ("bigint", "text", "text", "text", "boolean", "boolean", "integer", "integer", "timestamptz", "text", "text")
+_PG_TYPES = (
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "boolean",
+    "boolean",
+    "integer",
+    "integer",
+    "timestamptz",
+    "text",
+    "text",
+)
 _UNNEST = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_PG_TYPES))
 _SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
 _UPSERT = f"""
@@ -120,4 +132,6 @@ async def apply(conn, central, cache: LocalCache | None = None) -> Counts:
     for row in d.upserts:
         local[row[0]] = row
     cache.version = version
-    return Counts(added=d.added, updated=len(d.upserts) - d.added, removed=len(d.removed), total=d.total, skipped=d.skipped)
+    return Counts(
+        added=d.added, updated=len(d.upserts) - d.added, removed=len(d.removed), total=d.total, skipped=d.skipped
+    )

@@ -114,7 +114,9 @@ class ReplicatorService:
         except DecodeError as exc:
             self.stats.inc("dead_letters")
             # A micro error 400 like the other endpoints, with the status shape callers decode.
-            bad = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500])
+            bad = ReplicationStatus(
+                host=self.host, ts=time.time(), ok=False, trigger="manual", error=f"malformed sync request: {exc}"[:500]
+            )
             await deadletter.refuse(self.nc, "replicator", msg, exc, STATUS.encode(bad))
             return
         status = await self.request("manual")
@@ -171,14 +173,27 @@ class ReplicatorService:
             if counts.skipped:
                 log.warning(
                     "skipped central users that cannot be host accounts",
-                    extra={"skipped": [f"{name}: {why}" for name, why in counts.skipped[:50]], "count": len(counts.skipped)},
+                    extra={
+                        "skipped": [f"{name}: {why}" for name, why in counts.skipped[:50]],
+                        "count": len(counts.skipped),
+                    },
                 )
         except Exception as exc:  # noqa: BLE001 - any failure is reported, retried, never fatal
-            status = ReplicationStatus(host=self.host, ts=time.time(), ok=False, trigger=trigger, duration_ms=(time.perf_counter() - t0) * 1000, error=describe(exc))
+            status = ReplicationStatus(
+                host=self.host,
+                ts=time.time(),
+                ok=False,
+                trigger=trigger,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                error=describe(exc),
+            )
             self.failures += 1
             backoff = min(self.config.retry_max, self.config.retry_min * 2 ** (self.failures - 1))
             self._schedule_retry(backoff)
-            log.warning("sync failed; local copy unchanged", extra={"trigger": trigger, "error": status.error, "retry_in_s": backoff, "failures": self.failures})
+            log.warning(
+                "sync failed; local copy unchanged",
+                extra={"trigger": trigger, "error": status.error, "retry_in_s": backoff, "failures": self.failures},
+            )
         else:
             status = ReplicationStatus(
                 host=self.host,
@@ -195,7 +210,14 @@ class ReplicatorService:
             self._cancel_retry()
             log.info(
                 "sync done",
-                extra={"trigger": trigger, "added": counts.added, "updated": counts.updated, "removed": counts.removed, "total": counts.total, "duration_ms": round(status.duration_ms, 1)},
+                extra={
+                    "trigger": trigger,
+                    "added": counts.added,
+                    "updated": counts.updated,
+                    "removed": counts.removed,
+                    "total": counts.total,
+                    "duration_ms": round(status.duration_ms, 1),
+                },
             )
         self.last_status = status
         self._count(status)
@@ -226,9 +248,15 @@ class ReplicatorService:
         self._subs.append(await self.nc.subscribe(subjects.USERS_CHANGED, cb=self._on_users_changed))
         self._subs.append(await self.nc.subscribe(subjects.sync(self.host), cb=self._on_sync_request))
         await self.nc.flush()
-        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.timezone.utc)
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=datetime.UTC)
         self._scheduler.add_job(
-            self._scheduled, "interval", seconds=self.config.interval, id="replicate", coalesce=True, max_instances=1, misfire_grace_time=max(1, int(self.config.interval))
+            self._scheduled,
+            "interval",
+            seconds=self.config.interval,
+            id="replicate",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(self.config.interval)),
         )
         self._scheduler.start()
         self.trigger("start")
@@ -257,5 +285,7 @@ async def build(config: ReplicatorConfig, stack: contextlib.AsyncExitStack) -> R
     pool = await open_pool(stack, DbSettings(dsn=config.local_dsn, pool_min=1, pool_max=2))
     await migrate(pool, "replicator", MIGRATIONS)
     service = ReplicatorService(config, nc, pool, host)
-    await open_stats(stack, nc, "replicator", service.stats, host=host, description=f"fleetwatch user replication of host {host}")
+    await open_stats(
+        stack, nc, "replicator", service.stats, host=host, description=f"fleetwatch user replication of host {host}"
+    )
     return service

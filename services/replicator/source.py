@@ -8,7 +8,19 @@ import re
 import asyncpg
 
 # The order of every row tuple the replicator handles, central and local alike.
-COLUMNS = ("id", "username", "email", "password_hash", "is_admin", "is_active", "system_uid", "system_gid", "created_at", "shell", "home")
+COLUMNS = (
+    "id",
+    "username",
+    "email",
+    "password_hash",
+    "is_admin",
+    "is_active",
+    "system_uid",
+    "system_gid",
+    "created_at",
+    "shell",
+    "home",
+)
 
 # Empty shell/home centrally mean the defaults, resolved here so the diff compares what NSS serves.
 CENTRAL_QUERY = """
@@ -44,7 +56,9 @@ async def fetch_active_users(dsn: str, timeout: float) -> list:
     """Every active central user (asyncpg Records, tuple-comparable in COLUMNS order), or an
     exception when the central database cannot be read. Checking them is the diff's job: only
     rows that changed since the last sync need it."""
-    conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout, server_settings={"application_name": "fleetwatch-replicator"})
+    conn = await asyncpg.connect(
+        dsn, timeout=timeout, command_timeout=timeout, server_settings={"application_name": "fleetwatch-replicator"}
+    )
     try:
         return await conn.fetch(CENTRAL_QUERY)
     finally:

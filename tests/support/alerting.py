@@ -93,17 +93,31 @@ class BotApiServer(_Server):
         with self.lock:
             self.requests += 1
             if path != f"/bot{self.token}/sendMessage":
-                return 401 if path.startswith("/bot") else 404, json.dumps({"ok": False, "error_code": 401, "description": "Unauthorized"}).encode(), "application/json"
+                return (
+                    401 if path.startswith("/bot") else 404,
+                    json.dumps({"ok": False, "error_code": 401, "description": "Unauthorized"}).encode(),
+                    "application/json",
+                )
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return 502, b'{"ok":false,"error_code":502,"description":"Bad Gateway"}', "application/json"
             data = json.loads(body or b"{}")
             if not data.get("chat_id") or not data.get("text"):
-                return 400, b'{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}', "application/json"
+                return (
+                    400,
+                    b'{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}',
+                    "application/json",
+                )
             self.messages.append(data)
             self.received_at.append(time.time())
             mid = len(self.messages)
-        return 200, json.dumps({"ok": True, "result": {"message_id": mid, "chat": {"id": data["chat_id"]}, "text": data["text"]}}).encode(), "application/json"
+        return (
+            200,
+            json.dumps(
+                {"ok": True, "result": {"message_id": mid, "chat": {"id": data["chat_id"]}, "text": data["text"]}}
+            ).encode(),
+            "application/json",
+        )
 
     def texts(self) -> list[str]:
         with self.lock:
@@ -153,7 +167,7 @@ def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -169,14 +183,18 @@ def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
 class SmtpServer:
     """aiosmtpd on loopback. mode `starttls` (AUTH only after STARTTLS) or `tls` (implicit)."""
 
-    def __init__(self, cert: Path, key: Path, mode: str = "starttls", user: str = "alerts", password: str = "smtp-pass-123") -> None:
+    def __init__(
+        self, cert: Path, key: Path, mode: str = "starttls", user: str = "alerts", password: str = "smtp-pass-123"
+    ) -> None:
         self.messages: list = []
         self.user, self.password = user, password
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -189,7 +207,11 @@ class SmtpServer:
                 return "250 OK"
 
         def authenticator(server, session, envelope, mechanism, auth_data):
-            ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == outer.user and auth_data.password.decode() == outer.password
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login.decode() == outer.user
+                and auth_data.password.decode() == outer.password
+            )
             return AuthResult(success=ok, handled=False)
 
         self.port = free_port()
@@ -210,7 +232,10 @@ class SmtpServer:
         self.controller.stop()
 
     def bodies(self) -> list[str]:
-        return [e.content.decode(errors="replace") if isinstance(e.content, bytes) else str(e.content) for e in self.messages]
+        return [
+            e.content.decode(errors="replace") if isinstance(e.content, bytes) else str(e.content)
+            for e in self.messages
+        ]
 
 
 def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
@@ -241,7 +266,15 @@ async def start_alerter(nats_stack, clock=None, *, consume: bool = True, ticks: 
     from services.alerter.config import AlerterConfig
     from services.alerter.service import Alerter
 
-    defaults = dict(builtin_rules=False, group_wait_s=0.0, group_interval_s=0.0, notify_backoff_s=0.05, run_checks=False, lookback_s=0.0, tick_s=0.1)
+    defaults = dict(
+        builtin_rules=False,
+        group_wait_s=0.0,
+        group_interval_s=0.0,
+        notify_backoff_s=0.05,
+        run_checks=False,
+        lookback_s=0.0,
+        tick_s=0.1,
+    )
     defaults.update(settings)
     nc = await connect(nats_stack.settings("alerter"), "alerter-test", retry_forever=False)
     a = Alerter(AlerterConfig(**defaults), nc, clock=clock or time.time)
@@ -274,7 +307,16 @@ async def api(nc, resource: str, verb: str, obj=None):
     return Codec(AlertingReply).decode(msg.data)
 
 
-def frame(host: str, ts: float, seq: int, *, cpu: float = 10.0, mem: float = 20.0, interval: float = 5.0, disks: list | None = None):
+def frame(
+    host: str,
+    ts: float,
+    seq: int,
+    *,
+    cpu: float = 10.0,
+    mem: float = 20.0,
+    interval: float = 5.0,
+    disks: list | None = None,
+):
     from libs.schemas.metrics import CpuStats, DiskUsage, MemStats, MetricFrame
 
     return MetricFrame(
@@ -305,7 +347,9 @@ async def roles_alerter(nats_stack):
     await admin.close()
     hook = WebhookReceiver().start()
     a = await start_alerter(nats_stack, consume=False)
-    await a.api.put("notifier", Notifier(name="roles-hook", kind="webhook", url=hook.url, webhook_secret="roles-hook-secret"))
+    await a.api.put(
+        "notifier", Notifier(name="roles-hook", kind="webhook", url=hook.url, webhook_secret="roles-hook-secret")
+    )
     yield a
     await stop_alerter(a)
     hook.stop()
@@ -334,7 +378,11 @@ def alerting_role_examples() -> dict:
 
     async def delete_silence(gw, c):
         now = time.time()
-        r = await c.post("/api/v1/silences", json={"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 60}, headers=gw.headers("admin"))
+        r = await c.post(
+            "/api/v1/silences",
+            json={"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 60},
+            headers=gw.headers("admin"),
+        )
         assert r.status_code == 201, r.text
         return "DELETE", f"/api/v1/silences/{r.json()['id']}", None
 
@@ -344,19 +392,46 @@ def alerting_role_examples() -> dict:
         "DELETE /api/v1/rules/{name}": lambda gw, c, role: delete(gw, c, "rules", rule),
         "PUT /api/v1/checks/{name}": lambda gw, c, role: const("PUT", f"/api/v1/checks/p{next(n)}", check),
         "DELETE /api/v1/checks/{name}": lambda gw, c, role: delete(gw, c, "checks", check),
-        "POST /api/v1/silences": lambda gw, c, role: const("POST", "/api/v1/silences", {"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 3600}),
+        "POST /api/v1/silences": lambda gw, c, role: const(
+            "POST",
+            "/api/v1/silences",
+            {"id": "", "matchers": [{"name": "host", "value": "x"}], "starts": now, "ends": now + 3600},
+        ),
         "DELETE /api/v1/silences/{silence_id}": lambda gw, c, role: delete_silence(gw, c),
         "PUT /api/v1/notifiers/{name}": lambda gw, c, role: const("PUT", f"/api/v1/notifiers/p{next(n)}", notifier),
         "DELETE /api/v1/notifiers/{name}": lambda gw, c, role: delete(gw, c, "notifiers", notifier),
-        "POST /api/v1/notifiers/{name}/test": lambda gw, c, role: const("POST", "/api/v1/notifiers/roles-hook/test", {"text": "matrix"}),
+        "POST /api/v1/notifiers/{name}/test": lambda gw, c, role: const(
+            "POST", "/api/v1/notifiers/roles-hook/test", {"text": "matrix"}
+        ),
     }
 
 
 def schema_examples() -> dict:
     """One example of each alerting message type, for tests/test_schemas.py."""
-    from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Matcher, NotifierTestSend, NotifierView, Rule, Silence
+    from libs.schemas.alerting import (
+        AlertingReply,
+        AlertRecord,
+        Check,
+        ConfigDelete,
+        ConfigList,
+        ConfigPut,
+        Matcher,
+        NotifierTestSend,
+        NotifierView,
+        Rule,
+        Silence,
+    )
 
-    rule = Rule(name="cpu_hot", field="cpu.percent", op=">", threshold=90, resolve=80, for_s=60, labels={"team": "infra"}, hosts=["web-*"])
+    rule = Rule(
+        name="cpu_hot",
+        field="cpu.percent",
+        op=">",
+        threshold=90,
+        resolve=80,
+        for_s=60,
+        labels={"team": "infra"},
+        hosts=["web-*"],
+    )
     return {
         ConfigPut: ConfigPut(rule=rule, actor="alice"),
         ConfigDelete: ConfigDelete(name="cpu_hot", actor="alice"),
@@ -367,7 +442,18 @@ def schema_examples() -> dict:
             checks=[Check(name="api", url="https://example.test/health", json_field="status", json_value="ok")],
             silences=[Silence(id="s1", matchers=[Matcher(name="host", value="web-.*", op="=~")], starts=1.0, ends=2.0)],
             notifiers=[NotifierView(name="tg", kind="telegram", chat_id="42", bot_token_set=True)],
-            alerts=[AlertRecord(fingerprint="abc", rule="cpu_hot", kind="metric", host="web-1", state="firing", since=1.0, value=95.0, threshold=90.0)],
+            alerts=[
+                AlertRecord(
+                    fingerprint="abc",
+                    rule="cpu_hot",
+                    kind="metric",
+                    host="web-1",
+                    state="firing",
+                    since=1.0,
+                    value=95.0,
+                    threshold=90.0,
+                )
+            ],
         ),
     }
 
@@ -382,9 +468,16 @@ def alerter_process(nats_stack, workdir):
     from tests.conftest import ROOT, service_env
 
     log_path = workdir / f"alerter-proc-{time.time_ns()}.log"
-    env = service_env(**nats_stack.env("alerter"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false", FLEETWATCH_ALERTER_LOOKBACK_S="0")
+    env = service_env(
+        **nats_stack.env("alerter"),
+        FLEETWATCH_ALERTER_BUILTIN_RULES="false",
+        FLEETWATCH_ALERTER_RUN_CHECKS="false",
+        FLEETWATCH_ALERTER_LOOKBACK_S="0",
+    )
     with open(log_path, "ab") as log:
-        p = subprocess.Popen([sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         assert wait_for(lambda: b'"event": "ready"' in log_path.read_bytes(), 60), log_path.read_text()[-3000:]
         yield p

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,23 +28,43 @@ ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "ui" / "dist"
 CHROMIUM = os.environ.get("FLEETWATCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 COMMANDER_HOST = "host-c"
-SCREENSHOTS = Path(os.environ.get("FLEETWATCH_SCREENSHOTS", "") or tempfile.gettempdir()) / ("" if os.environ.get("FLEETWATCH_SCREENSHOTS") else "fleetwatch-ui-shots")
+SCREENSHOTS = Path(os.environ.get("FLEETWATCH_SCREENSHOTS", "") or tempfile.gettempdir()) / (
+    "" if os.environ.get("FLEETWATCH_SCREENSHOTS") else "fleetwatch-ui-shots"
+)
 
 
 def build_ui() -> None:
     """ui/dist from the lock file when it is missing or older than the sources (what `make ui` does)."""
-    srcs = [p for p in (ROOT / "ui").rglob("*") if p.is_file() and "node_modules" not in p.parts and "dist" not in p.parts]
+    srcs = [
+        p for p in (ROOT / "ui").rglob("*") if p.is_file() and "node_modules" not in p.parts and "dist" not in p.parts
+    ]
     index = DIST / "index.html"
     if index.exists() and index.stat().st_mtime >= max(p.stat().st_mtime for p in srcs):
         return
     ui = ROOT / "ui"
     if not (ui / "node_modules" / ".installed").exists():
-        if subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ui, timeout=600, capture_output=True).returncode != 0:
-            subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ui, check=True, timeout=600)
+        if (
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ui, timeout=600, capture_output=True
+            ).returncode
+            != 0
+        ):
+            subprocess.run(
+                ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=ui,
+                check=True,
+                timeout=600,
+            )
         (ui / "node_modules" / ".installed").touch()
     subprocess.run(["npm", "run", "--silent", "build"], cwd=ui, check=True, timeout=600)
 
@@ -58,7 +77,7 @@ class Sim:
         self.nc = nc
         self.task: asyncio.Task | None = None
 
-    async def start(self, history_rounds: int = 0, history_interval: float = 5.0) -> "Sim":
+    async def start(self, history_rounds: int = 0, history_interval: float = 5.0) -> Sim:
         await self.sim.publish_infos(self.nc)
         if history_rounds:
             past = Simulator(self.sim.host_ids, interval=history_interval, seed=3, boot=self.sim.boot - 1)
@@ -85,22 +104,41 @@ for i in itertools.count():
 RULES = {
     "rules": [
         # Always true for the simulated host: an alert that fires on the first frame.
-        {"name": "ui-cpu", "kind": "metric", "field": "cpu.percent", "op": ">=", "threshold": 0.0, "for_s": 0,
-         "severity": "warning", "hosts": [COMMANDER_HOST], "summary": "CPU seen (UI test rule)"},
+        {
+            "name": "ui-cpu",
+            "kind": "metric",
+            "field": "cpu.percent",
+            "op": ">=",
+            "threshold": 0.0,
+            "for_s": 0,
+            "severity": "warning",
+            "hosts": [COMMANDER_HOST],
+            "summary": "CPU seen (UI test rule)",
+        },
     ]
 }
 
 
 @contextlib.asynccontextmanager
-async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20, interval: float = 1.0, history_rounds: int = 60, commander: bool = True, alerter: bool = True):
+async def ui_stack(
+    nats_stack,
+    pg_cluster,
+    workdir: Path,
+    *,
+    sim_hosts: int = 20,
+    interval: float = 1.0,
+    history_rounds: int = 60,
+    commander: bool = True,
+    alerter: bool = True,
+):
     from libs.runtime import connect
+    from libs.runtime.db import migrate
     from libs.runtime.jetstream import provision
     from tests.conftest import service_env
     from tests.support.commander import CommanderProcess
     from tests.support.gateway import create_database, drop_database, running_gateway
     from tests.support.pipeline import Proc, start_ingest
     from tests.support.replicator import REPLICATOR_MIGRATIONS, ReplicatorProcess, replicator_env
-    from libs.runtime.db import migrate
 
     build_ui()
     d = workdir / f"ui-{secrets.token_hex(3)}"
@@ -117,12 +155,28 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
         procs.append(ingest)
         if alerter:
             (d / "rules.json").write_text(json.dumps(RULES))
-            procs.append(Proc("services.alerter", service_env(**nats_stack.env(), FLEETWATCH_ALERTER_RULES_FILE=str(d / "rules.json"), FLEETWATCH_ALERTER_BUILTIN_RULES="false", FLEETWATCH_ALERTER_RUN_CHECKS="false"), d / "alerter.log"))
+            procs.append(
+                Proc(
+                    "services.alerter",
+                    service_env(
+                        **nats_stack.env(),
+                        FLEETWATCH_ALERTER_RULES_FILE=str(d / "rules.json"),
+                        FLEETWATCH_ALERTER_BUILTIN_RULES="false",
+                        FLEETWATCH_ALERTER_RUN_CHECKS="false",
+                    ),
+                    d / "alerter.log",
+                )
+            )
         if commander:
             (d / "app.py").write_text(APP_SCRIPT)
             # One operation per app per 0.2 s: the tests act on the app right after the fixture starts it,
             # which the default 1 s would refuse (429) on a fast machine.
-            cp = CommanderProcess(service_env(**nats_stack.env(host=COMMANDER_HOST)), d / "state", d / "commander.log", rate_per_app_s="0.2").start()
+            cp = CommanderProcess(
+                service_env(**nats_stack.env(host=COMMANDER_HOST)),
+                d / "state",
+                d / "commander.log",
+                rate_per_app_s="0.2",
+            ).start()
             await cp.wait_ready(admin, COMMANDER_HOST)
         hosts = [COMMANDER_HOST, *host_ids(sim_hosts - 1)]
         with running_gateway(nats_stack, dsn, d / "gw") as gw:
@@ -135,7 +189,12 @@ async def ui_stack(nats_stack, pg_cluster, workdir: Path, *, sim_hosts: int = 20
                     await migrate(conn, "replicator", REPLICATOR_MIGRATIONS)
                 finally:
                     await conn.close()
-                procs.append(ReplicatorProcess(replicator_env(service_env, nats_stack.env(host=COMMANDER_HOST), dsn, local_dsn, interval=3600), d / "replicator.log").start())
+                procs.append(
+                    ReplicatorProcess(
+                        replicator_env(service_env, nats_stack.env(host=COMMANDER_HOST), dsn, local_dsn, interval=3600),
+                        d / "replicator.log",
+                    ).start()
+                )
             sim = await Sim(admin, hosts, interval).start(history_rounds)
             yield UIStack(gw, dsn, d, hosts, sim)
     finally:
@@ -165,7 +224,12 @@ class UIStack:
         name = "admin" if role == "admin" else f"ui-{role}"
         if name not in self.passwords:
             pw = secrets.token_urlsafe(12)
-            r = httpx.post(f"{self.gw.url}/api/v1/users", json={"username": name, "password": pw, "role": role}, headers=self.gw.headers("admin"), timeout=30)
+            r = httpx.post(
+                f"{self.gw.url}/api/v1/users",
+                json={"username": name, "password": pw, "role": role},
+                headers=self.gw.headers("admin"),
+                timeout=30,
+            )
             r.raise_for_status()
             self.passwords[name] = pw
         return name, self.passwords[name]
@@ -178,8 +242,12 @@ async def browser(viewport: dict | None = None):
     profile = Path(tempfile.mkdtemp(prefix="fleetwatch-chromium-"))
     async with async_playwright() as p:
         ctx = await p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport=viewport or {"width": 1280, "height": 800}, color_scheme="dark",
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=viewport or {"width": 1280, "height": 800},
+            color_scheme="dark",
         )
         try:
             yield ctx

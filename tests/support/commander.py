@@ -27,7 +27,9 @@ class CtlFailed(Exception):
         self.message = message
 
 
-async def ctl(nc, host: str, verb: str, body: dict | msgspec.Struct, reply_type: type | None = None, timeout: float = 20.0):
+async def ctl(
+    nc, host: str, verb: str, body: dict | msgspec.Struct, reply_type: type | None = None, timeout: float = 20.0
+):
     """One control request; the micro error headers become CtlFailed(code, sentence)."""
     data = msgspec.json.encode(body)
     msg = await nc.request(subjects.ctl(host, verb), data, timeout=timeout)
@@ -49,7 +51,7 @@ class Collector:
         self.items: list = []
         self._sub = None
 
-    async def __aenter__(self) -> "Collector":
+    async def __aenter__(self) -> Collector:
         self._sub = await self.nc.subscribe(self.subject, cb=self._cb)
         return self
 
@@ -72,8 +74,12 @@ class Collector:
 def write_apps(d: Path, py_line: str, node_line: str) -> Path:
     """app.py and app.js print ten numbered lines then idle; fail.py exits 3 at once."""
     d.mkdir(parents=True, exist_ok=True)
-    (d / "app.py").write_text(f"import time\nfor i in range(10):\n    print(f'{py_line} {{i}}', flush=True)\nwhile True:\n    time.sleep(0.2)\n")
-    (d / "app.js").write_text(f"for (let i = 0; i < 10; i++) console.log(`{node_line} ${{i}}`);\nsetInterval(() => {{}}, 1000);\n")
+    (d / "app.py").write_text(
+        f"import time\nfor i in range(10):\n    print(f'{py_line} {{i}}', flush=True)\nwhile True:\n    time.sleep(0.2)\n"
+    )
+    (d / "app.js").write_text(
+        f"for (let i = 0; i < 10; i++) console.log(`{node_line} ${{i}}`);\nsetInterval(() => {{}}, 1000);\n"
+    )
     (d / "fail.py").write_text("import sys\nprint('failing', flush=True)\nsys.exit(3)\n")
     return d
 
@@ -133,7 +139,14 @@ AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"
 class CommanderProcess:
     """`python -m services.commander` as the host agent `agent-<host>`."""
 
-    def __init__(self, env: dict[str, str], state_dir: Path, log_path: Path, argv_prefix: list[str] | None = None, **settings: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        state_dir: Path,
+        log_path: Path,
+        argv_prefix: list[str] | None = None,
+        **settings: str,
+    ) -> None:
         self.env = dict(env)
         self.env["FLEETWATCH_COMMANDER_STATE_DIR"] = str(state_dir)
         self.env.setdefault("FLEETWATCH_COMMANDER_RECONCILE_INTERVAL_S", "0.5")
@@ -145,9 +158,15 @@ class CommanderProcess:
         self.argv_prefix = argv_prefix or []
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "CommanderProcess":
+    def start(self) -> CommanderProcess:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*self.argv_prefix, sys.executable, "-m", "services.commander"], env=self.env, cwd=ROOT, stdout=self._log, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [*self.argv_prefix, sys.executable, "-m", "services.commander"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=self._log,
+        )
         return self
 
     async def wait_ready(self, nc, host: str, timeout: float = 30.0) -> None:
@@ -188,7 +207,11 @@ class CommanderProcess:
 
         pids: list[int] = []
         try:
-            pids += [a["pid"] for a in json.loads((self.state_dir / "apps.json").read_text())["apps"].values() if a.get("pid")]
+            pids += [
+                a["pid"]
+                for a in json.loads((self.state_dir / "apps.json").read_text())["apps"].values()
+                if a.get("pid")
+            ]
         except (OSError, ValueError, KeyError):
             pass
         for meta in (self.state_dir / "jobs").glob("job_*.json"):
@@ -251,7 +274,9 @@ def signed_webhook(secret: str, command: dict, ts: float | None = None) -> RawBo
 
     content = msgspec.json.encode(command)
     stamp = str(int(ts if ts is not None else time.time()))
-    return RawBody(content, {TS_HEADER: stamp, SIG_HEADER: sign(secret, stamp, content), "content-type": "application/json"})
+    return RawBody(
+        content, {TS_HEADER: stamp, SIG_HEADER: sign(secret, stamp, content), "content-type": "application/json"}
+    )
 
 
 def gateway_role_examples(host: str, webhook_secret: str) -> dict:
@@ -266,7 +291,9 @@ def gateway_role_examples(host: str, webhook_secret: str) -> dict:
         name = f"roles{next(n)}"
         argv = start_argv or ["true"]
         spec = {"name": name, "run": {"runtime": "binary", "argv": argv}, "restart": "never"}
-        r = await c.post(f"{base}/apps", json={"spec": spec, "start": start_argv is not None}, headers=gw.headers("admin"))
+        r = await c.post(
+            f"{base}/apps", json={"spec": spec, "start": start_argv is not None}, headers=gw.headers("admin")
+        )
         assert r.status_code == 201, r.text
         return name
 
@@ -286,7 +313,11 @@ def gateway_role_examples(host: str, webhook_secret: str) -> dict:
 
     k = "/api/v1/hosts/{host}"
     return {
-        f"POST {k}/apps": lambda gw, c, role: out("POST", f"{base}/apps", {"spec": {"name": f"roles{next(n)}", "run": {"runtime": "binary", "argv": ["true"]}, "restart": "never"}}),
+        f"POST {k}/apps": lambda gw, c, role: out(
+            "POST",
+            f"{base}/apps",
+            {"spec": {"name": f"roles{next(n)}", "run": {"runtime": "binary", "argv": ["true"]}, "restart": "never"}},
+        ),
         f"GET {k}/apps/{{name}}": lambda gw, c, role: with_app("GET", "", gw, c),
         f"DELETE {k}/apps/{{name}}": lambda gw, c, role: with_app("DELETE", "", gw, c),
         f"POST {k}/apps/{{name}}/start": lambda gw, c, role: with_app("POST", "/start", gw, c),
@@ -300,7 +331,11 @@ def gateway_role_examples(host: str, webhook_secret: str) -> dict:
         f"POST {k}/jobs/{{job_id}}/stop": lambda gw, c, role: with_job("POST", "/stop", gw, c, ["sleep", "20"]),
         f"POST {k}/jobs/{{job_id}}/restart": lambda gw, c, role: with_job("POST", "/restart", gw, c, ["true"]),
         f"GET {k}/jobs/{{job_id}}/logs": lambda gw, c, role: with_job("GET", "/logs", gw, c, ["true"]),
-        "POST /api/v1/webhook/command": lambda gw, c, role: out("POST", "/api/v1/webhook/command", signed_webhook(webhook_secret, {"host": host, "verb": "apps.list", "actor": f"matrix{next(n)}"})),
+        "POST /api/v1/webhook/command": lambda gw, c, role: out(
+            "POST",
+            "/api/v1/webhook/command",
+            signed_webhook(webhook_secret, {"host": host, "verb": "apps.list", "actor": f"matrix{next(n)}"}),
+        ),
     }
 
 
@@ -308,7 +343,12 @@ def control_examples() -> dict:
     """One example per control API message type (tests/test_schemas.py round-trips them)."""
     from libs.schemas import control as c
 
-    spec = c.AppSpec(name="api", run=c.NodeRun(script="/srv/api/index.js", args=["--port", "8080"]), cwd="/srv/api", env={"NODE_ENV": "production"})
+    spec = c.AppSpec(
+        name="api",
+        run=c.NodeRun(script="/srv/api/index.js", args=["--port", "8080"]),
+        cwd="/srv/api",
+        env={"NODE_ENV": "production"},
+    )
     info = c.AppInfo(spec=spec, state="running", pid=42, restarts=1, cpu_percent=1.5, rss=1 << 20)
     job = c.JobInfo(id="job_20260101_120000_abcdef", argv=["uptime"], state="succeeded", exit_code=0, duration_s=0.01)
     return {
@@ -317,7 +357,13 @@ def control_examples() -> dict:
         c.AppRequest: c.AppRequest(actor="alice", name="api"),
         c.AppLogsRequest: c.AppLogsRequest(actor="alice", name="api", lines=10, follow=True),
         c.AppReply: c.AppReply(app=info),
-        c.AppListReply: c.AppListReply(host="web-1", apps=[info, c.AppInfo(spec=c.AppSpec(name="w", backend="systemd", run=c.BinaryRun(argv=["/usr/bin/worker"])))]),
+        c.AppListReply: c.AppListReply(
+            host="web-1",
+            apps=[
+                info,
+                c.AppInfo(spec=c.AppSpec(name="w", backend="systemd", run=c.BinaryRun(argv=["/usr/bin/worker"]))),
+            ],
+        ),
         c.LogsReply: c.LogsReply(host="web-1", name="api", lines=[c.LogLineOut(ts=1.0, line="hello", level="info")]),
         c.JobRunRequest: c.JobRunRequest(actor="alice", argv=["uptime"], timeout_s=10),
         c.JobRequest: c.JobRequest(actor="alice", id=job.id),
@@ -328,5 +374,7 @@ def control_examples() -> dict:
         c.JobLogsReply: c.JobLogsReply(id=job.id, lines=["up 3 days"]),
         c.JobCleanupReply: c.JobCleanupReply(removed=2),
         c.ScanRequest: c.ScanRequest(actor="alice"),
-        c.ScanReply: c.ScanReply(host="web-1", procs=[c.ScannedProc(pid=7, runtime="python", cmdline=["python3", "app.py"], ports=[8000])]),
+        c.ScanReply: c.ScanReply(
+            host="web-1", procs=[c.ScannedProc(pid=7, runtime="python", cmdline=["python3", "app.py"], ports=[8000])]
+        ),
     }

@@ -74,7 +74,12 @@ class GatewayProcess:
                 if r.status_code != 409:
                     r.raise_for_status()
                 else:  # made by an earlier helper on this database: set a known password
-                    httpx.patch(f"{self.url}/api/v1/users/{name}", json={"password": password, "role": role, "is_active": True}, headers=self.headers("admin"), timeout=30).raise_for_status()
+                    httpx.patch(
+                        f"{self.url}/api/v1/users/{name}",
+                        json={"password": password, "role": role, "is_active": True},
+                        headers=self.headers("admin"),
+                        timeout=30,
+                    ).raise_for_status()
                 self._users[role] = name
                 self._tokens[role] = self.login(name, password)
         return self._tokens[role]
@@ -95,10 +100,14 @@ class GatewayProcess:
         return self._users[role]
 
     def client(self, role: str | None = None, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(role) if role else {}, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return httpx.Client(
+            base_url=self.url, headers=self.headers(role) if role else {}, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
     def async_client(self, role: str | None = None, **kwargs) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, headers=self.headers(role) if role else {}, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return httpx.AsyncClient(
+            base_url=self.url, headers=self.headers(role) if role else {}, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
     # -- process -------------------------------------------------------------------------
     def log(self) -> str:
@@ -115,7 +124,15 @@ class GatewayProcess:
         return self.proc.returncode
 
 
-def start_gateway(nats_env: dict[str, str] | object, dsn: str, workdir: Path, *, timeout: float = 60, admin_password: str | None = None, **settings: str) -> GatewayProcess:
+def start_gateway(
+    nats_env: dict[str, str] | object,
+    dsn: str,
+    workdir: Path,
+    *,
+    timeout: float = 60,
+    admin_password: str | None = None,
+    **settings: str,
+) -> GatewayProcess:
     """Start the gateway; `nats_env` is `nats_stack.env("gateway")` or the NatsStack itself.
     Extra `settings` become FLEETWATCH_GATEWAY_<NAME> variables (e.g. stream_queue_size="8").
     On a database where an earlier gateway made the admin, pass that one's `admin_password`."""
@@ -141,7 +158,9 @@ def start_gateway(nats_env: dict[str, str] | object, dsn: str, workdir: Path, *,
     env.update({f"FLEETWATCH_GATEWAY_{k.upper()}": str(v) for k, v in settings.items()})
     log_path = workdir / f"gateway-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=_env(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], env=_env(env), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", password, log_path)
     deadline = time.monotonic() + timeout
     while True:

@@ -26,7 +26,9 @@ class Proc:
     def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, stdout=self._out, stderr=self._out)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, cwd=ROOT, stdout=self._out, stderr=self._out
+        )
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
@@ -59,7 +61,9 @@ def start_collector(stack, host: str, log: Path, **extra: str) -> Proc:
     return Proc("services.collector", env, log)
 
 
-async def wait_until(check: Callable[[], Awaitable[object]], timeout: float, interval: float = 0.25, what: str = "condition"):
+async def wait_until(
+    check: Callable[[], Awaitable[object]], timeout: float, interval: float = 0.25, what: str = "condition"
+):
     """Poll `check` until it returns something truthy; its last value on timeout is in the error."""
     deadline = time.monotonic() + timeout
     last = None

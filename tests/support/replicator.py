@@ -93,8 +93,24 @@ async def two_databases(pg_cluster, local_schema: bool = True):
 # -- the central side ---------------------------------------------------------------------------
 
 
-async def add_user(conn, username: str, uid: int, *, password_hash: str | None = None, gid: int | None = None, active: bool = True, **extra) -> int:
-    cols = {"username": username, "system_uid": uid, "system_gid": gid or uid, "password_hash": password_hash or fake_hash(), "is_active": active, "email": f"{username}@example.org"}
+async def add_user(
+    conn,
+    username: str,
+    uid: int,
+    *,
+    password_hash: str | None = None,
+    gid: int | None = None,
+    active: bool = True,
+    **extra,
+) -> int:
+    cols = {
+        "username": username,
+        "system_uid": uid,
+        "system_gid": gid or uid,
+        "password_hash": password_hash or fake_hash(),
+        "is_active": active,
+        "email": f"{username}@example.org",
+    }
     cols.update(extra)
     names = ", ".join(cols)
     params = ", ".join(f"${i + 1}" for i in range(len(cols)))
@@ -103,14 +119,21 @@ async def add_user(conn, username: str, uid: int, *, password_hash: str | None =
 
 async def bulk_users(conn, n: int, *, prefix: str = "u", first_uid: int = 10000) -> None:
     """n active users u000000.. with uids from first_uid, loaded by COPY."""
-    rows = [(f"{prefix}{i:06d}", f"{prefix}{i:06d}@example.org", fake_hash(), first_uid + i, first_uid + i) for i in range(n)]
-    await conn.copy_records_to_table("users", records=rows, columns=("username", "email", "password_hash", "system_uid", "system_gid"))
+    rows = [
+        (f"{prefix}{i:06d}", f"{prefix}{i:06d}@example.org", fake_hash(), first_uid + i, first_uid + i)
+        for i in range(n)
+    ]
+    await conn.copy_records_to_table(
+        "users", records=rows, columns=("username", "email", "password_hash", "system_uid", "system_gid")
+    )
 
 
 async def local_users(dsn: str) -> dict[str, tuple]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT username, system_uid, system_gid, shell, home, password_hash, is_admin, email FROM nss_users")
+        rows = await conn.fetch(
+            "SELECT username, system_uid, system_gid, shell, home, password_hash, is_admin, email FROM nss_users"
+        )
     finally:
         await conn.close()
     return {r["username"]: tuple(r) for r in rows}
@@ -184,9 +207,15 @@ class ReplicatorProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ReplicatorProcess":
+    def start(self) -> ReplicatorProcess:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.replicator"], env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.replicator"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def stop(self, timeout: float = 20.0) -> int | None:
@@ -206,7 +235,9 @@ class ReplicatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def replicator_env(service_env, nats_env: dict[str, str], central_dsn: str, local_dsn: str, **settings: str) -> dict[str, str]:
+def replicator_env(
+    service_env, nats_env: dict[str, str], central_dsn: str, local_dsn: str, **settings: str
+) -> dict[str, str]:
     env = service_env(**nats_env)
     env["FLEETWATCH_REPLICATOR_CENTRAL_DSN"] = central_dsn
     env["FLEETWATCH_REPLICATOR_LOCAL_DSN"] = local_dsn
@@ -227,7 +258,7 @@ class StatusWatch:
         self.raw: list[bytes] = []
         self._changed = asyncio.Event()
 
-    async def subscribe(self, nc, host: str) -> "StatusWatch":
+    async def subscribe(self, nc, host: str) -> StatusWatch:
         from libs.schemas import subjects
 
         async def cb(msg) -> None:
@@ -291,7 +322,9 @@ exec "$@"
 """
 
 
-def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str, shadow_password: str, socket_dir: str = "") -> None:
+def render_nss_configs(
+    dest: Path, *, port: int, dbname: str, nss_password: str, shadow_password: str, socket_dir: str = ""
+) -> None:
     """The shipped infra/nss files with only their connection strings pointed at a test database
     (over TCP on 127.0.0.1, or through a socket directory when `socket_dir` is given)."""
     where = f"host={socket_dir} port={port}" if socket_dir else f"hostaddr=127.0.0.1 port={port}"
@@ -312,7 +345,9 @@ def render_nss_configs(dest: Path, *, port: int, dbname: str, nss_password: str,
     os.chmod(dest / "nsswitch.conf", 0o644)
 
 
-def in_nss_namespace(files: Path, stage: Path, argv: list[str], as_uid: int | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+def in_nss_namespace(
+    files: Path, stage: Path, argv: list[str], as_uid: int | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess:
     """Run argv (no shell) with `files` laid over /etc in a private mount namespace."""
     stage.mkdir(parents=True, exist_ok=True)
     cmd = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", _NS_SCRIPT, "sh", str(stage), str(files)]
@@ -422,7 +457,9 @@ def write_sshd_config(d: Path) -> Path:
     return conf
 
 
-async def ssh_password_login(files: Path, stage: Path, sshd_conf: Path, user: str, password: str, timeout: float = 60) -> tuple[int, str, str]:
+async def ssh_password_login(
+    files: Path, stage: Path, sshd_conf: Path, user: str, password: str, timeout: float = 60
+) -> tuple[int, str, str]:
     """One `ssh user@127.0.0.1` with a password, against an sshd of its own in a private network
     and mount namespace (NSS/PAM configured from `files`). Returns (rc, stdout, stderr)."""
     stage.mkdir(parents=True, exist_ok=True)
@@ -433,12 +470,27 @@ async def ssh_password_login(files: Path, stage: Path, sshd_conf: Path, user: st
     askpass.write_text(f"#!/bin/sh\ncat {secret}\n")
     os.chmod(askpass, 0o700)
     proc = await asyncio.create_subprocess_exec(
-        "unshare", "-m", "-n", "--propagation", "private", "--", "bash", "-c", _SSH_SCRIPT, "bash", str(stage), str(files), str(sshd_conf), user, str(askpass),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        "unshare",
+        "-m",
+        "-n",
+        "--propagation",
+        "private",
+        "--",
+        "bash",
+        "-c",
+        _SSH_SCRIPT,
+        "bash",
+        str(stage),
+        str(files),
+        str(sshd_conf),
+        user,
+        str(askpass),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
     finally:

@@ -32,7 +32,7 @@ class Fleet:
         self.procs: dict[str, object] = {}
         self.gw: GatewayProcess | None = None
 
-    async def start(self, nc, **alerter_env: str) -> "Fleet":
+    async def start(self, nc, **alerter_env: str) -> Fleet:
         conn = await asyncpg.connect(self.local_dsn)
         try:
             await migrate(conn, "replicator", ROOT / "services" / "replicator" / "migrations")
@@ -40,13 +40,40 @@ class Fleet:
             await conn.close()
         d, st = self.dir, self.stack
         self.procs["ingest"] = start_ingest(st, self.dsn, d / "ingest.log", **DEBUG)
-        self.procs["collector"] = start_collector(st, HOST, d / "collector.log", FLEETWATCH_COLLECTOR_INTERVAL="0.5", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1", **DEBUG)
-        alerter = {"FLEETWATCH_ALERTER_BUILTIN_RULES": "false", "FLEETWATCH_ALERTER_RUN_CHECKS": "false", "FLEETWATCH_ALERTER_LOOKBACK_S": "0", **alerter_env}
-        self.procs["alerter"] = Proc("services.alerter", service_env(**st.env("alerter"), **alerter, **DEBUG), d / "alerter.log")
-        self.procs["commander"] = CommanderProcess(service_env(**st.env(host=HOST), **DEBUG), d / "commander-state", d / "commander.log").start()
+        self.procs["collector"] = start_collector(
+            st,
+            HOST,
+            d / "collector.log",
+            FLEETWATCH_COLLECTOR_INTERVAL="0.5",
+            FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1",
+            **DEBUG,
+        )
+        alerter = {
+            "FLEETWATCH_ALERTER_BUILTIN_RULES": "false",
+            "FLEETWATCH_ALERTER_RUN_CHECKS": "false",
+            "FLEETWATCH_ALERTER_LOOKBACK_S": "0",
+            **alerter_env,
+        }
+        self.procs["alerter"] = Proc(
+            "services.alerter", service_env(**st.env("alerter"), **alerter, **DEBUG), d / "alerter.log"
+        )
+        self.procs["commander"] = CommanderProcess(
+            service_env(**st.env(host=HOST), **DEBUG), d / "commander-state", d / "commander.log"
+        ).start()
         # The gateway migrates the central users table the replicator reads: it starts first.
-        self.gw = await asyncio.to_thread(start_gateway, {**st.env("gateway"), **DEBUG}, self.dsn, d / "gateway", timeout=90)
-        env = replicator_env(service_env, st.env(host=HOST), self.dsn, self.local_dsn, interval=3600, debounce=0.1, retry_min=0.25, retry_max=1.0)
+        self.gw = await asyncio.to_thread(
+            start_gateway, {**st.env("gateway"), **DEBUG}, self.dsn, d / "gateway", timeout=90
+        )
+        env = replicator_env(
+            service_env,
+            st.env(host=HOST),
+            self.dsn,
+            self.local_dsn,
+            interval=3600,
+            debounce=0.1,
+            retry_min=0.25,
+            retry_max=1.0,
+        )
         env.update(DEBUG)
         self.procs["replicator"] = ReplicatorProcess(env, d / "replicator.log").start()
         await self.procs["commander"].wait_ready(nc, HOST, timeout=60)
@@ -58,7 +85,11 @@ class Fleet:
         from libs.schemas import subjects
 
         deadline = time.monotonic() + timeout
-        pending = {"collector": subjects.sample(HOST), "replicator": subjects.sync(HOST), "alerter": subjects.alerting("alerts", "list")}
+        pending = {
+            "collector": subjects.sample(HOST),
+            "replicator": subjects.sync(HOST),
+            "alerter": subjects.alerting("alerts", "list"),
+        }
         while pending and time.monotonic() < deadline:
             self.check_alive()
             for name, subject in list(pending.items()):

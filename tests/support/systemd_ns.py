@@ -124,12 +124,16 @@ def _inner_script(masked: list[str]) -> str:
     ]
     for u in masked:
         lines.append(f"ln -sf /dev/null /run/systemd/system/{u}")
-    lines.append(f"exec env -i container=fleetwatch-test PATH=/usr/sbin:/usr/bin:/sbin:/bin {SYSTEMD} --unit=basic.target --log-target=console --show-status=no")
+    lines.append(
+        f"exec env -i container=fleetwatch-test PATH=/usr/sbin:/usr/bin:/sbin:/bin {SYSTEMD} --unit=basic.target --log-target=console --show-status=no"
+    )
     return "\n".join(lines)
 
 
 class SystemdNamespace:
-    def __init__(self, boot_timeout: float = 60.0, extra_masked: list[str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, boot_timeout: float = 60.0, extra_masked: list[str] | None = None, log_path: Path | None = None
+    ) -> None:
         self.boot_timeout = boot_timeout
         self.masked = MASKED + list(extra_masked or [])
         self.log_path = log_path
@@ -139,7 +143,7 @@ class SystemdNamespace:
         self._log = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "SystemdNamespace":
+    def start(self) -> SystemdNamespace:
         why = available()
         if why:
             raise RuntimeError(f"cannot boot systemd in a namespace: {why}")
@@ -156,7 +160,19 @@ class SystemdNamespace:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._log = out if self.log_path else None
         self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--uts", "--ipc", "--cgroup", "--fork", "--mount-proc", "sh", "-c", _inner_script(self.masked)],
+            [
+                "unshare",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--ipc",
+                "--cgroup",
+                "--fork",
+                "--mount-proc",
+                "sh",
+                "-c",
+                _inner_script(self.masked),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -176,7 +192,9 @@ class SystemdNamespace:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"namespace setup failed (exit {self.proc.returncode}); see {self.log_path or 'log_path'}")
+                raise RuntimeError(
+                    f"namespace setup failed (exit {self.proc.returncode}); see {self.log_path or 'log_path'}"
+                )
             try:
                 children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
             except OSError:
@@ -235,7 +253,7 @@ class SystemdNamespace:
             except OSError:
                 time.sleep(0.1)
 
-    def __enter__(self) -> "SystemdNamespace":
+    def __enter__(self) -> SystemdNamespace:
         return self.start()
 
     def __exit__(self, *exc) -> None:

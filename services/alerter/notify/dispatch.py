@@ -64,7 +64,9 @@ class Dispatcher:
         if gap:
             if (n.name, gap) not in self._skip_logged:
                 self._skip_logged.add((n.name, gap))
-                log.info("notifier %s (%s) not configured (%s); skipping it", n.name, n.kind, gap, extra={"notifier": n.name})
+                log.info(
+                    "notifier %s (%s) not configured (%s); skipping it", n.name, n.kind, gap, extra={"notifier": n.name}
+                )
             return False
         return True
 
@@ -72,7 +74,13 @@ class Dispatcher:
         targets = [n for n in self.notifiers() if self._routed(n, note) and self._configured(n)]
         if not targets:
             r = note.record
-            log.warning("alert %s: %s on %s (no notifier to send it to)", note.kind, r.rule, r.host, extra={"fingerprint": r.fingerprint, "state": r.state})
+            log.warning(
+                "alert %s: %s on %s (no notifier to send it to)",
+                note.kind,
+                r.rule,
+                r.host,
+                extra={"fingerprint": r.fingerprint, "state": r.state},
+            )
             return
         for n in targets:
             if self.group_wait_s <= 0:
@@ -118,7 +126,16 @@ class Dispatcher:
             log.error("notification via %s failed: %s", name, err, extra={"notifier": name, "alerts": len(notes)})
         else:
             self.sent[name] = self.sent.get(name, 0) + 1
-            log.info("notified via %s", name, extra={"notifier": name, "kind": notes[0].kind, "alerts": len(notes), "fingerprint": notes[0].record.fingerprint})
+            log.info(
+                "notified via %s",
+                name,
+                extra={
+                    "notifier": name,
+                    "kind": notes[0].kind,
+                    "alerts": len(notes),
+                    "fingerprint": notes[0].record.fingerprint,
+                },
+            )
 
     # --- sending ---
 
@@ -134,7 +151,14 @@ class Dispatcher:
                 "status": notes[0].kind,
                 "subject": subject,
                 "text": text,
-                "alerts": [{**msgspec.to_builtins(x.record), "notification": x.kind, "url": f"{ui}/alerts/{x.record.fingerprint}"} for x in notes],
+                "alerts": [
+                    {
+                        **msgspec.to_builtins(x.record),
+                        "notification": x.kind,
+                        "url": f"{ui}/alerts/{x.record.fingerprint}",
+                    }
+                    for x in notes
+                ],
             }
             await transports.send_webhook(self.http, n, payload)
 
@@ -157,7 +181,15 @@ class Dispatcher:
                 if attempt == self.attempts:
                     break
                 wait = min(max(delay, exc.retry_after or 0.0), 60.0)
-                log.warning("notification via %s failed (attempt %d/%d): %s; retrying in %.1fs", n.name, attempt, self.attempts, last, wait, extra={"notifier": n.name})
+                log.warning(
+                    "notification via %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                    n.name,
+                    attempt,
+                    self.attempts,
+                    last,
+                    wait,
+                    extra={"notifier": n.name},
+                )
                 await asyncio.sleep(wait)
                 delay *= 2
         return last
@@ -167,7 +199,17 @@ class Dispatcher:
         from libs.schemas.alerting import AlertRecord
 
         now = self.clock()
-        rec = AlertRecord(fingerprint="test", rule="test", kind="test", host="_fleet", state="firing", since=now, active_since=now, severity="info", summary=text)
+        rec = AlertRecord(
+            fingerprint="test",
+            rule="test",
+            kind="test",
+            host="_fleet",
+            state="firing",
+            since=now,
+            active_since=now,
+            severity="info",
+            summary=text,
+        )
         return await self.send(n, [Note(record=rec, kind="test")])
 
     async def idle(self, timeout: float = 30.0) -> None:

@@ -52,7 +52,10 @@ def line(n: Note, now: float, ui_url: str) -> str:
     start = r.active_since or r.since
     parts = [f"{ICON.get(n.kind, '')} {HEAD.get(n.kind, n.kind.upper())} [{r.severity}] {what}", f"where: {where(r)}"]
     if r.kind == "check":
-        parts.append(f"target: {r.labels.get('target', '-')}" + (f", last HTTP status {int(r.value)}" if r.value is not None else ""))
+        parts.append(
+            f"target: {r.labels.get('target', '-')}"
+            + (f", last HTTP status {int(r.value)}" if r.value is not None else "")
+        )
     elif r.value is not None or r.threshold is not None:
         parts.append(f"value: {_fmt(r.value)} (threshold {_fmt(r.threshold)})")
     if n.kind == "resolved":

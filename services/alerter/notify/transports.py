@@ -67,7 +67,9 @@ def _http_status(resp: httpx.Response, n: Notifier) -> None:
 async def send_telegram(client: httpx.AsyncClient, n: Notifier, subject: str, text: str) -> None:
     url = f"{n.base_url.rstrip('/')}/bot{n.bot_token}/sendMessage"
     try:
-        resp = await client.post(url, json={"chat_id": n.chat_id, "text": text[:4000], "disable_web_page_preview": True}, timeout=10)
+        resp = await client.post(
+            url, json={"chat_id": n.chat_id, "text": text[:4000], "disable_web_page_preview": True}, timeout=10
+        )
     except httpx.HTTPError as exc:
         raise Retryable(_scrub(f"{type(exc).__name__}: {exc}", n)) from None
     _http_status(resp, n)

@@ -6,7 +6,7 @@ stored as a crypt(3) hash like every other, every session opened before it ends;
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -43,7 +43,11 @@ class AccountController(Controller):
         key = f"password|{actor.user_id}"
         wait = gw.limiter.retry_after(key)
         if wait:
-            raise HTTPException(status_code=429, detail="too many wrong current passwords; try again later", headers={"Retry-After": str(int(wait) + 1)})
+            raise HTTPException(
+                status_code=429,
+                detail="too many wrong current passwords; try again later",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
         stored = await gw.pool.fetchval("SELECT password_hash FROM users WHERE id = $1", actor.user_id)
         if not await gw.hasher.verify_async(data.current_password, stored):
             gw.limiter.failed(key)
@@ -53,7 +57,10 @@ class AccountController(Controller):
             raise ClientException(detail="the new password must differ from the current one")
         # Every session opened before now ends (a thief's included); the caller gets a fresh one.
         now = time.time()
-        changes = {"password_hash": await gw.hasher.hash_async(data.new_password), "sessions_valid_after": datetime.fromtimestamp(now, timezone.utc)}
+        changes = {
+            "password_hash": await gw.hasher.hash_async(data.new_password),
+            "sessions_valid_after": datetime.fromtimestamp(now, UTC),
+        }
         row = await update_user(gw.pool, actor.username, changes)
         if row is None:  # removed between the check and the update
             raise PermissionDeniedException(detail="account not found")

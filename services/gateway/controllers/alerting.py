@@ -11,10 +11,23 @@ from litestar import Controller, delete, get, post, put
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery, JSONBody, Parameter
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from libs.schemas import Codec, DecodeError, subjects
-from libs.schemas.alerting import AlertingReply, AlertRecord, Check, ConfigDelete, ConfigList, ConfigPut, Notifier, NotifierTestSend, NotifierView, Rule, Silence
+from libs.schemas.alerting import (
+    AlertingReply,
+    AlertRecord,
+    Check,
+    ConfigDelete,
+    ConfigList,
+    ConfigPut,
+    Notifier,
+    NotifierTestSend,
+    NotifierView,
+    Rule,
+    Silence,
+)
 
 from ..authn import Actor, ActorDep
 from ..errors import errors
@@ -27,9 +40,13 @@ _ENC = msgspec.json.Encoder()
 ERRS = errors(400, 404, 409, 502, 503, 504)
 
 
-async def ask(gw: Gateway, resource: str, verb: str, body: msgspec.Struct | None = None, timeout: float = 15.0) -> AlertingReply:
+async def ask(
+    gw: Gateway, resource: str, verb: str, body: msgspec.Struct | None = None, timeout: float = 15.0
+) -> AlertingReply:
     try:
-        msg = await gw.nc.request(subjects.alerting(resource, verb), _ENC.encode(body) if body is not None else b"{}", timeout=timeout)
+        msg = await gw.nc.request(
+            subjects.alerting(resource, verb), _ENC.encode(body) if body is not None else b"{}", timeout=timeout
+        )
     except NoRespondersError:
         raise HTTPException(status_code=503, detail="no alerter answers (not running)") from None
     except NatsTimeout:
@@ -139,17 +156,28 @@ class AlertsController(Controller):
         rows = await gw.pool.fetch(
             f"""SELECT extract(epoch FROM time)::float8 AS ts, fingerprint, rule, host, state, extract(epoch FROM since)::float8 AS since,
                        severity, labels::text AS labels, value, threshold, summary
-                FROM alert_events WHERE {' AND '.join(where)} ORDER BY time DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
+                FROM alert_events WHERE {" AND ".join(where)} ORDER BY time DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}""",
             *args,
         )
         items = [
             AlertHistoryItem(
-                ts=r["ts"], fingerprint=r["fingerprint"], rule=r["rule"], host=r["host"], state=r["state"], since=r["since"],
-                severity=r["severity"], labels=msgspec.json.decode(r["labels"]), value=r["value"], threshold=r["threshold"], summary=r["summary"],
+                ts=r["ts"],
+                fingerprint=r["fingerprint"],
+                rule=r["rule"],
+                host=r["host"],
+                state=r["state"],
+                since=r["since"],
+                severity=r["severity"],
+                labels=msgspec.json.decode(r["labels"]),
+                value=r["value"],
+                threshold=r["threshold"],
+                summary=r["summary"],
             )
             for r in rows[:limit]
         ]
-        return AlertHistory(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None)
+        return AlertHistory(
+            items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None
+        )
 
 
 # Rules, checks and notifiers are the same three routes over the alerter's config API (list,
@@ -158,7 +186,9 @@ def list_route(resource: str, listing: type, summary: str) -> HTTPRouteHandler:
     async def handler(self, gw):
         return listing(items=getattr(await ask(gw, resource, "list"), resource))
 
-    return get("/", summary=summary, responses=ERRS)(typed(handler, f"list_{resource}", {"gw": GatewayDep, "return": listing}))
+    return get("/", summary=summary, responses=ERRS)(
+        typed(handler, f"list_{resource}", {"gw": GatewayDep, "return": listing})
+    )
 
 
 def put_route(resource: str, field: str, item: type, view: type, summary: str) -> HTTPRouteHandler:
@@ -175,7 +205,9 @@ def delete_route(resource: str, field: str, summary: str) -> HTTPRouteHandler:
         return await _delete(gw, resource, name, actor)
 
     annotations = {"name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": Deleted}
-    return delete("/{name:str}", summary=summary, status_code=200, responses=ERRS)(typed(handler, f"delete_{field}", annotations))
+    return delete("/{name:str}", summary=summary, status_code=200, responses=ERRS)(
+        typed(handler, f"delete_{field}", annotations)
+    )
 
 
 async def _delete(gw: Gateway, resource: str, name: str, actor: Actor) -> Deleted:
@@ -183,20 +215,38 @@ async def _delete(gw: Gateway, resource: str, name: str, actor: Actor) -> Delete
     return Deleted(deleted=name)
 
 
-def config_controller(name: str, resource: str, field: str, item: type, view: type, listing: type, summaries: tuple[str, str, str]) -> type[Controller]:
+def config_controller(
+    name: str, resource: str, field: str, item: type, view: type, listing: type, summaries: tuple[str, str, str]
+) -> type[Controller]:
     """A controller with the list, put and delete routes of one config resource."""
     routes = {
         f"list_{resource}": list_route(resource, listing, summaries[0]),
         f"put_{field}": put_route(resource, field, item, view, summaries[1]),
         f"delete_{field}": delete_route(resource, field, summaries[2]),
     }
-    return type(name, (Controller,), {"__module__": __name__, "path": f"/api/v1/{resource}", "tags": ["alerting"], **routes})
+    return type(
+        name, (Controller,), {"__module__": __name__, "path": f"/api/v1/{resource}", "tags": ["alerting"], **routes}
+    )
 
 
-RulesController = config_controller("RulesController", "rules", "rule", Rule, Rule, RuleList,
-                                    ("Alert rules (built-in and stored)", "Create or replace a rule", "Delete a stored rule"))
-ChecksController = config_controller("ChecksController", "checks", "check", Check, Check, CheckList,
-                                     ("HTTP health checks", "Create or replace a health check", "Delete a health check"))
+RulesController = config_controller(
+    "RulesController",
+    "rules",
+    "rule",
+    Rule,
+    Rule,
+    RuleList,
+    ("Alert rules (built-in and stored)", "Create or replace a rule", "Delete a stored rule"),
+)
+ChecksController = config_controller(
+    "ChecksController",
+    "checks",
+    "check",
+    Check,
+    Check,
+    CheckList,
+    ("HTTP health checks", "Create or replace a health check", "Delete a health check"),
+)
 
 
 class SilencesController(Controller):
@@ -214,12 +264,27 @@ class SilencesController(Controller):
         return await _delete(gw, "silences", silence_id, actor)
 
 
-class NotifiersController(config_controller(
-    "NotifiersBase", "notifiers", "notifier", Notifier, NotifierView, NotifierList,
-    ("Notifiers and their routes; secrets are never returned, only whether set", "Create or replace a notifier; an empty secret keeps the stored one",
-     "Delete a stored notifier"),
-)):
-    @post("/{name:str}/test", summary="Send a test message through a notifier (502 with the reason when it fails)", status_code=200, responses=ERRS)
+class NotifiersController(
+    config_controller(
+        "NotifiersBase",
+        "notifiers",
+        "notifier",
+        Notifier,
+        NotifierView,
+        NotifierList,
+        (
+            "Notifiers and their routes; secrets are never returned, only whether set",
+            "Create or replace a notifier; an empty secret keeps the stored one",
+            "Delete a stored notifier",
+        ),
+    )
+):
+    @post(
+        "/{name:str}/test",
+        summary="Send a test message through a notifier (502 with the reason when it fails)",
+        status_code=200,
+        responses=ERRS,
+    )
     async def test_send(self, name: NameParam, gw: GatewayDep, data: JSONBody[SendText | None] = None) -> SendResult:
         text = data.text if data is not None else SendText().text
         reply = await ask(gw, "notifiers", "test", NotifierTestSend(name=name, text=text[:1000]), timeout=60)

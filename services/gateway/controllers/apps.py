@@ -46,7 +46,9 @@ def app_action(method: Callable, suffix: str, verb: str, summary: str) -> HTTPRo
         return await call(gw.nc, host, f"apps.{verb}", {"actor": actor.username, "name": name}, AppReply, timeout=60)
 
     annotations = {"host": HostParam, "name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": AppReply}
-    return method("/{name:str}" + suffix, summary=summary, status_code=200, responses=CTL_ERRORS)(typed(handler, verb, annotations))
+    return method("/{name:str}" + suffix, summary=summary, status_code=200, responses=CTL_ERRORS)(
+        typed(handler, verb, annotations)
+    )
 
 
 class AppsController(Controller):
@@ -58,8 +60,15 @@ class AppsController(Controller):
         return await call(gw.nc, host, "apps.list", {"actor": actor.username}, AppListReply)
 
     @post("/", summary="Register an app (process or systemd backend)", status_code=201, responses=CTL_ERRORS)
-    async def register(self, host: HostParam, data: JSONBody[AppRegistration], gw: GatewayDep, actor: ActorDep) -> AppReply:
-        body = {"actor": actor.username, "spec": msgspec.to_builtins(data.spec), "replace": data.replace, "start": data.start}
+    async def register(
+        self, host: HostParam, data: JSONBody[AppRegistration], gw: GatewayDep, actor: ActorDep
+    ) -> AppReply:
+        body = {
+            "actor": actor.username,
+            "spec": msgspec.to_builtins(data.spec),
+            "replace": data.replace,
+            "start": data.start,
+        }
         return await call(gw.nc, host, "apps.register", body, AppReply, timeout=60)
 
     @get("/{name:str}", summary="One app's state", responses=CTL_ERRORS)
@@ -72,11 +81,29 @@ class AppsController(Controller):
     restart = app_action(post, "/restart", "restart", "Restart an app")
 
     @get("/{name:str}/logs", summary="The last lines of an app's log (journald for systemd apps)", responses=CTL_ERRORS)
-    async def logs(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 100) -> LogsReply:
+    async def logs(
+        self,
+        host: HostParam,
+        name: NameParam,
+        gw: GatewayDep,
+        actor: ActorDep,
+        lines: Annotated[int, Parameter(ge=0, le=5000)] = 100,
+    ) -> LogsReply:
         return await call(gw.nc, host, "apps.logs", {"actor": actor.username, "name": name, "lines": lines}, LogsReply)
 
-    @get("/{name:str}/logs/stream", summary="Live log lines (SSE, one event per batch); ends when the client goes", responses=CTL_ERRORS)
-    async def logs_stream(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 0) -> ServerSentEvent:
+    @get(
+        "/{name:str}/logs/stream",
+        summary="Live log lines (SSE, one event per batch); ends when the client goes",
+        responses=CTL_ERRORS,
+    )
+    async def logs_stream(
+        self,
+        host: HostParam,
+        name: NameParam,
+        gw: GatewayDep,
+        actor: ActorDep,
+        lines: Annotated[int, Parameter(ge=0, le=5000)] = 0,
+    ) -> ServerSentEvent:
         request = {"actor": actor.username, "name": name, "lines": lines, "follow": True, "lease_s": LOG_LEASE_S}
         first = await call(gw.nc, host, "apps.logs", request, LogsReply)  # 4xx here, before the stream opens
         return ServerSentEvent(self._follow(gw, host, name, request, first), event_type="logs")
@@ -98,7 +125,7 @@ class AppsController(Controller):
             while True:
                 try:
                     data = await asyncio.wait_for(queue.get(), 15.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     data = b""
                 if time.monotonic() >= renew_at:
                     # The lease keeps the host following only while someone watches.

@@ -10,8 +10,8 @@ from litestar.params import FromQuery, Parameter, QueryParameter
 
 from libs.schemas import AuditRecord
 
-from ..state import Gateway, GatewayDep
-from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+from ..state import GatewayDep
+from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 
 class AuditPage(msgspec.Struct, kw_only=True, frozen=True):
@@ -49,12 +49,32 @@ class AuditController(Controller):
                   AND ($3::text IS NULL OR host = $3) AND ($4::text IS NULL OR actor = $4)
                   AND ($5::text IS NULL OR action = $5) AND ($6::text IS NULL OR result = $6)
                 ORDER BY time DESC, id LIMIT $7 OFFSET $8""",
-            utc(f), utc(t), host, by_actor, action, result, limit + 1, offset,
+            utc(f),
+            utc(t),
+            host,
+            by_actor,
+            action,
+            result,
+            limit + 1,
+            offset,
         )
         items = [
-            AuditRecord(id=r["id"], ts=r["time"].timestamp(), host=r["host"], actor=r["actor"], action=r["action"], target=r["target"],
-                        params=msgspec.json.decode(r["params"]), result=r["result"] if r["result"] in ("ok", "error") else "error",
-                        code=r["code"], error=r["error"], duration_ms=r["duration_ms"], source=r["source"])
+            AuditRecord(
+                id=r["id"],
+                ts=r["time"].timestamp(),
+                host=r["host"],
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                params=msgspec.json.decode(r["params"]),
+                result=r["result"] if r["result"] in ("ok", "error") else "error",
+                code=r["code"],
+                error=r["error"],
+                duration_ms=r["duration_ms"],
+                source=r["source"],
+            )
             for r in rows[:limit]
         ]
-        return AuditPage(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None)
+        return AuditPage(
+            items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) > limit else None
+        )

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import FromPath, JSONBody
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.params import FromPath, JSONBody
 
 from ..authn import ActorDep
-from ..roles import LEVEL, Role
 from ..errors import errors
+from ..roles import LEVEL, Role
 from ..state import GatewayDep
 from ..tokens import new_api_token
 
@@ -74,7 +74,9 @@ class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post("/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[])
+    @post(
+        "/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[]
+    )
     async def login(self, data: JSONBody[LoginRequest], request: Request, gw: GatewayDep) -> LoginResponse:
         client = request.client.host if request.client else "?"
         key = f"{data.username}|{client}"
@@ -82,8 +84,14 @@ class AuthController(Controller):
         wait = max(gw.limiter.retry_after(key), gw.limiter.retry_after(f"*|{client}", 10 * gw.limiter.max_failures))
         if wait:
             gw.logins_limited += 1
-            raise HTTPException(status_code=429, detail="too many failed logins; try again later", headers={"Retry-After": str(int(wait) + 1)})
-        row = await gw.pool.fetchrow("SELECT id, username, password_hash, role, is_active FROM users WHERE username = $1", data.username)
+            raise HTTPException(
+                status_code=429,
+                detail="too many failed logins; try again later",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        row = await gw.pool.fetchrow(
+            "SELECT id, username, password_hash, role, is_active FROM users WHERE username = $1", data.username
+        )
         ok = await gw.hasher.verify_async(data.password, row["password_hash"] if row else None)
         if not ok:
             gw.limiter.failed(key)
@@ -111,8 +119,16 @@ class AuthController(Controller):
             actor.user_id,
         )
         return [
-            TokenInfo(id=r["id"], name=r["name"], role=r["role"], username=r["username"], created_at=r["created_at"].timestamp(),
-                      expires_at=_ts(r["expires_at"]), last_used_at=_ts(r["last_used_at"]), revoked=r["revoked_at"] is not None)
+            TokenInfo(
+                id=r["id"],
+                name=r["name"],
+                role=r["role"],
+                username=r["username"],
+                created_at=r["created_at"].timestamp(),
+                expires_at=_ts(r["expires_at"]),
+                last_used_at=_ts(r["last_used_at"]),
+                revoked=r["revoked_at"] is not None,
+            )
             for r in rows
         ]
 
@@ -122,10 +138,15 @@ class AuthController(Controller):
         if LEVEL[role] > LEVEL[actor.role]:
             raise PermissionDeniedException(detail=f"a token cannot have more than your role ({actor.role})")
         tid, token, digest = new_api_token()
-        expires = dt.datetime.fromtimestamp(time.time() + data.expires_in_s, dt.timezone.utc) if data.expires_in_s else None
+        expires = dt.datetime.fromtimestamp(time.time() + data.expires_in_s, dt.UTC) if data.expires_in_s else None
         await gw.pool.execute(
             "INSERT INTO api_tokens (id, user_id, name, token_hash, role, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            tid, actor.user_id, data.name, digest, role, expires,
+            tid,
+            actor.user_id,
+            data.name,
+            digest,
+            role,
+            expires,
         )
         return NewToken(id=tid, token=token, name=data.name, role=role, expires_at=_ts(expires))
 
@@ -133,7 +154,9 @@ class AuthController(Controller):
     async def revoke_token(self, token_id: FromPath[str], actor: ActorDep, gw: GatewayDep) -> None:
         done = await gw.pool.fetchval(
             "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND ($2 OR user_id = $3) RETURNING id",
-            token_id, actor.role == "admin", actor.user_id,
+            token_id,
+            actor.role == "admin",
+            actor.user_id,
         )
         if done is None:
             raise NotFoundException(detail="no such token")

@@ -21,7 +21,7 @@ OffsetParam = Annotated[int, Parameter(ge=0, le=1_000_000)]
 
 
 def utc(ts: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 def time_range(from_: float | None, to: float | None, default_span: float = 3600.0) -> tuple[float, float]:

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar.exceptions import HTTPException
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from libs.schemas import subjects
 
@@ -22,9 +23,13 @@ async def call(nc, host: str, verb: str, body: dict[str, Any], reply_type: type[
     try:
         msg = await nc.request(subjects.ctl(host, verb), _ENC.encode(body), timeout=timeout)
     except NoRespondersError:
-        raise HTTPException(status_code=503, detail=f"no commander answers for host {host!r} (not running, or the host is unknown)") from None
+        raise HTTPException(
+            status_code=503, detail=f"no commander answers for host {host!r} (not running, or the host is unknown)"
+        ) from None
     except NatsTimeout:
-        raise HTTPException(status_code=504, detail=f"the commander of host {host!r} did not answer within {timeout:g}s") from None
+        raise HTTPException(
+            status_code=504, detail=f"the commander of host {host!r} did not answer within {timeout:g}s"
+        ) from None
     hdr = msg.headers or {}
     code = hdr.get("Nats-Service-Error-Code")
     if code:
@@ -32,8 +37,12 @@ async def call(nc, host: str, verb: str, body: dict[str, Any], reply_type: type[
             status = HTTP_OF.get(int(code), 502)
         except ValueError:
             status = 502
-        raise HTTPException(status_code=status, detail=hdr.get("Nats-Service-Error", "the commander refused the request"))
+        raise HTTPException(
+            status_code=status, detail=hdr.get("Nats-Service-Error", "the commander refused the request")
+        )
     try:
         return msgspec.json.decode(msg.data, type=reply_type)
     except msgspec.DecodeError as exc:
-        raise HTTPException(status_code=502, detail=f"the commander of host {host!r} answered something malformed: {exc}") from None
+        raise HTTPException(
+            status_code=502, detail=f"the commander of host {host!r} answered something malformed: {exc}"
+        ) from None

@@ -8,8 +8,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromQuery, Parameter
 
-from ..state import Gateway, GatewayDep
-from .common import FromParam, HOST_PATTERN, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
+from ..state import GatewayDep
+from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
 
 Kind = Literal["app", "health", "alert", "replica"]
 # kind -> (table, host column or None)

@@ -10,15 +10,36 @@ from litestar import Controller, get
 from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
-from ..state import Gateway, GatewayDep
+from ..state import GatewayDep
 from .common import FromParam, HostParam, TimeParam, table_exists, time_range, utc
 
 # Columns present in the raw table and in both rollups (same names, see the History schema).
 FIELDS = (
-    "cpu_percent", "mem_percent", "mem_used", "swap_percent", "load1", "load5", "load15", "disk_max_percent",
-    "disk_read_bps", "disk_write_bps", "net_bytes_sent", "net_bytes_recv", "gpu_util_percent", "gpu_mem_used", "procs_total",
+    "cpu_percent",
+    "mem_percent",
+    "mem_used",
+    "swap_percent",
+    "load1",
+    "load5",
+    "load15",
+    "disk_max_percent",
+    "disk_read_bps",
+    "disk_write_bps",
+    "net_bytes_sent",
+    "net_bytes_recv",
+    "gpu_util_percent",
+    "gpu_mem_used",
+    "procs_total",
 )
-DEFAULT_FIELDS = ("cpu_percent", "mem_percent", "load1", "disk_max_percent", "net_bytes_recv", "net_bytes_sent", "gpu_util_percent")
+DEFAULT_FIELDS = (
+    "cpu_percent",
+    "mem_percent",
+    "load1",
+    "disk_max_percent",
+    "net_bytes_recv",
+    "net_bytes_sent",
+    "gpu_util_percent",
+)
 # (table, resolution s, longest range it serves)
 TIERS = (("metrics", 5.0, 6 * 3600.0), ("metrics_1m", 60.0, 7 * 86400.0), ("metrics_1h", 3600.0, float("inf")))
 
@@ -53,7 +74,9 @@ class HistoryController(Controller):
         from_: FromParam = None,
         to: TimeParam = None,
         step: Annotated[float | None, Parameter(ge=1, le=86400 * 30, description="seconds per point")] = None,
-        fields: Annotated[str | None, Parameter(max_length=500, description="comma-separated: " + ",".join(FIELDS))] = None,
+        fields: Annotated[
+            str | None, Parameter(max_length=500, description="comma-separated: " + ",".join(FIELDS))
+        ] = None,
         max_points: Annotated[int | None, Parameter(ge=1, le=10_000)] = None,
     ) -> History:
         f, t = time_range(from_, to)
@@ -73,7 +96,11 @@ class HistoryController(Controller):
             f"""SELECT floor(extract(epoch FROM time) / $4) * $4 AS b, {cols}
                   FROM {table} WHERE host = $1 AND time >= $2 AND time <= $3
                  GROUP BY 1 ORDER BY 1 LIMIT $5""",
-            host, utc(f), utc(t), width, cap + 1,
+            host,
+            utc(f),
+            utc(t),
+            width,
+            cap + 1,
         )
         rows = rows[-cap:]
         times = [float(r[0]) for r in rows]

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Annotated, Literal
 
 import msgspec
 import nats.errors
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromQuery, JSONBody, Parameter
-from typing import Annotated, Literal
 
 from libs.schemas import Codec, DecodeError, MetricFrame
 from libs.schemas import subjects as s
 
+from ..authn import ActorDep
 from ..directory import HostView
 from ..errors import errors
 from ..state import GatewayDep
 from .common import HostParam
 from .registration import AgentCredentials, HostRegistration, register_host
-from ..authn import ActorDep
 
 _frame_codec = Codec(MetricFrame)
 
@@ -33,11 +32,20 @@ class HostsController(Controller):
     path = "/api/v1/hosts"
     tags = ["hosts"]
 
-    @post("/", summary="Register a host: its agents' NATS credentials, shown once (controllers/registration.py)", status_code=201, responses=errors(409))
+    @post(
+        "/",
+        summary="Register a host: its agents' NATS credentials, shown once (controllers/registration.py)",
+        status_code=201,
+        responses=errors(409),
+    )
     async def register(self, data: JSONBody[HostRegistration], gw: GatewayDep, actor: ActorDep) -> AgentCredentials:
         return await register_host(data, gw, actor)
 
-    @get("/", summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)", media_type=MediaType.JSON)
+    @get(
+        "/",
+        summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)",
+        media_type=MediaType.JSON,
+    )
     async def list_hosts(
         self,
         request: Request,
@@ -59,16 +67,25 @@ class HostsController(Controller):
             raise NotFoundException(detail=f"no host {host!r} known")
         return HostDetail(host=view, frame=gw.directory.hosts[host].frame)
 
-    @get("/{host:str}/sample", summary="A fresh frame asked from the host's collector now", responses=errors(404, 502, 504))
+    @get(
+        "/{host:str}/sample",
+        summary="A fresh frame asked from the host's collector now",
+        responses=errors(404, 502, 504),
+    )
     async def sample(self, host: HostParam, gw: GatewayDep) -> MetricFrame:
         if host not in gw.directory.hosts:
             raise NotFoundException(detail=f"no host {host!r} known")
         t = gw.config.sample_timeout_s
         try:
             msg = await gw.nc.request(s.sample(host), b"", timeout=t)
-        except (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
-            raise HTTPException(status_code=504, detail=f"host {host!r} did not answer within {t:g} s (collector not running or host offline)") from None
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            raise HTTPException(
+                status_code=504,
+                detail=f"host {host!r} did not answer within {t:g} s (collector not running or host offline)",
+            ) from None
         try:
             return _frame_codec.decode(msg.data)
         except DecodeError as exc:
-            raise HTTPException(status_code=502, detail=f"host {host!r} answered with a malformed frame: {exc.reason} at {exc.path}") from None
+            raise HTTPException(
+                status_code=502, detail=f"host {host!r} answered with a malformed frame: {exc.reason} at {exc.path}"
+            ) from None

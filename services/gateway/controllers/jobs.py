@@ -37,16 +37,27 @@ class JobsController(Controller):
     tags = ["jobs"]
 
     @get("/", summary="Jobs of a host, newest first", responses=CTL_ERRORS)
-    async def list_jobs(self, host: HostParam, gw: GatewayDep, actor: ActorDep, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100) -> JobListReply:
+    async def list_jobs(
+        self, host: HostParam, gw: GatewayDep, actor: ActorDep, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
+    ) -> JobListReply:
         return await call(gw.nc, host, "jobs.list", {"actor": actor.username, "limit": limit}, JobListReply)
 
     @post("/", summary="Run a one-shot command (argv, never a shell)", status_code=201, responses=CTL_ERRORS)
     async def run(self, host: HostParam, data: JSONBody[JobSubmission], gw: GatewayDep, actor: ActorDep) -> JobReply:
         return await call(gw.nc, host, "jobs.run", {"actor": actor.username, **msgspec.to_builtins(data)}, JobReply)
 
-    @post("/cleanup", summary="Delete finished jobs (and their logs) older than older_than_s", status_code=200, responses=CTL_ERRORS)
-    async def cleanup(self, host: HostParam, data: JSONBody[JobCleanup], gw: GatewayDep, actor: ActorDep) -> JobCleanupReply:
-        return await call(gw.nc, host, "jobs.cleanup", {"actor": actor.username, "older_than_s": data.older_than_s}, JobCleanupReply)
+    @post(
+        "/cleanup",
+        summary="Delete finished jobs (and their logs) older than older_than_s",
+        status_code=200,
+        responses=CTL_ERRORS,
+    )
+    async def cleanup(
+        self, host: HostParam, data: JSONBody[JobCleanup], gw: GatewayDep, actor: ActorDep
+    ) -> JobCleanupReply:
+        return await call(
+            gw.nc, host, "jobs.cleanup", {"actor": actor.username, "older_than_s": data.older_than_s}, JobCleanupReply
+        )
 
     @get("/{job_id:str}", summary="One job", responses=CTL_ERRORS)
     async def get_job(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
@@ -56,10 +67,21 @@ class JobsController(Controller):
     async def stop(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
         return await call(gw.nc, host, "jobs.stop", {"actor": actor.username, "id": job_id}, JobReply)
 
-    @post("/{job_id:str}/restart", summary="Run a job's command again (a new job)", status_code=201, responses=CTL_ERRORS)
+    @post(
+        "/{job_id:str}/restart", summary="Run a job's command again (a new job)", status_code=201, responses=CTL_ERRORS
+    )
     async def restart(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
         return await call(gw.nc, host, "jobs.restart", {"actor": actor.username, "id": job_id}, JobReply)
 
     @get("/{job_id:str}/logs", summary="The last lines of a job's output", responses=CTL_ERRORS)
-    async def logs(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep, lines: Annotated[int, Parameter(ge=0, le=5000)] = 200) -> JobLogsReply:
-        return await call(gw.nc, host, "jobs.logs", {"actor": actor.username, "id": job_id, "lines": lines}, JobLogsReply)
+    async def logs(
+        self,
+        host: HostParam,
+        job_id: JobIdParam,
+        gw: GatewayDep,
+        actor: ActorDep,
+        lines: Annotated[int, Parameter(ge=0, le=5000)] = 200,
+    ) -> JobLogsReply:
+        return await call(
+            gw.nc, host, "jobs.logs", {"actor": actor.username, "id": job_id, "lines": lines}, JobLogsReply
+        )

@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.exceptions import ClientException
 from litestar.params import FromQuery, Parameter
 
-from ..state import Gateway, GatewayDep
+from ..state import GatewayDep
 from .common import FromParam, HostParam, LimitParam, TimeParam, table_exists, time_range, utc
 
 
@@ -62,22 +62,40 @@ class ProcessesController(Controller):
         self,
         host: HostParam,
         gw: GatewayDep,
-        sort: FromQuery[Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"]] = "cpu_percent",
+        sort: FromQuery[
+            Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"]
+        ] = "cpu_percent",
         order: FromQuery[Literal["asc", "desc"]] = "desc",
         limit: LimitParam = 500,
     ) -> ProcList:
         await _need_tables(gw)
         async with gw.pool.acquire() as conn:
-            ts = await conn.fetchval("SELECT max(time) FROM proc_samples WHERE host = $1 AND time > now() - interval '1 day'", host)
+            ts = await conn.fetchval(
+                "SELECT max(time) FROM proc_samples WHERE host = $1 AND time > now() - interval '1 day'", host
+            )
             if ts is None:
                 return ProcList(host=host, ts=None, total=0, procs=[])
             rows = await conn.fetch(
-                f"SELECT * FROM proc_samples WHERE host = $1 AND time = $2 ORDER BY {sort} {order}, pid LIMIT $3", host, ts, limit
+                f"SELECT * FROM proc_samples WHERE host = $1 AND time = $2 ORDER BY {sort} {order}, pid LIMIT $3",
+                host,
+                ts,
+                limit,
             )
         procs = [
-            Proc(pid=r["pid"], ppid=r["ppid"], name=r["name"], user=r["username"], cmdline=r["cmdline"], status=r["status"],
-                 cpu_percent=r["cpu_percent"], rss=r["rss"], mem_percent=r["mem_percent"], threads=r["threads"],
-                 create_time=r["create_time"].timestamp() if r["create_time"] else None, gpu_mem=r["gpu_mem"])
+            Proc(
+                pid=r["pid"],
+                ppid=r["ppid"],
+                name=r["name"],
+                user=r["username"],
+                cmdline=r["cmdline"],
+                status=r["status"],
+                cpu_percent=r["cpu_percent"],
+                rss=r["rss"],
+                mem_percent=r["mem_percent"],
+                threads=r["threads"],
+                create_time=r["create_time"].timestamp() if r["create_time"] else None,
+                gpu_mem=r["gpu_mem"],
+            )
             for r in rows
         ]
         total = rows[0]["procs_total"] if rows else 0
@@ -102,10 +120,19 @@ class ProcessesController(Controller):
                       avg(rss)::float8 AS rss, avg(mem_percent)::float8 AS mem, max(name) AS name
                  FROM proc_samples WHERE host = $1 AND pid = $2 AND time >= $3 AND time <= $4
                 GROUP BY 1 ORDER BY 1 LIMIT $6""",
-            host, pid, utc(f), utc(t), width, cap,
+            host,
+            pid,
+            utc(f),
+            utc(t),
+            width,
+            cap,
         )
         return ProcHistory(
-            host=host, pid=pid, name=rows[-1]["name"] if rows else "",
-            times=[float(r["b"]) for r in rows], cpu_percent=[r["cpu"] for r in rows],
-            rss=[int(r["rss"]) for r in rows], mem_percent=[r["mem"] for r in rows],
+            host=host,
+            pid=pid,
+            name=rows[-1]["name"] if rows else "",
+            times=[float(r["b"]) for r in rows],
+            cpu_percent=[r["cpu"] for r in rows],
+            rss=[int(r["rss"]) for r in rows],
+            mem_percent=[r["mem"] for r in rows],
         )

@@ -18,14 +18,12 @@ from litestar.exceptions import HTTPException, NotFoundException
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for
-
 from libs.schemas import subjects
 from libs.schemas.ids import check_host_id
 from libs.schemas.registration import AGENT_RECORD, AgentRecord, hash_secret
 from libs.schemas.streams import AGENTS_BUCKET
 
 from ..authn import Actor, ActorDep
-from ..errors import errors
 from ..state import Gateway, GatewayDep
 from .common import HostParam
 
@@ -33,7 +31,9 @@ AGENT_PREFIX = "agent-"
 
 
 class HostRegistration(msgspec.Struct, kw_only=True, frozen=True):
-    host: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="host id (hostname with dots as '-')")]
+    host: Annotated[
+        str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="host id (hostname with dots as '-')")
+    ]
     labels: dict[str, str] = {}
 
 
@@ -65,11 +65,19 @@ async def register_host(data: HostRegistration, gw: Gateway, actor: Actor) -> Ag
     host = check_host_id(data.host)
     kv = await _bucket(gw, create=True)
     password = secrets.token_urlsafe(32)
-    record = AgentRecord(host=host, secret_sha256=hash_secret(password), created_at=time.time(), created_by=actor.username, labels=dict(data.labels))
+    record = AgentRecord(
+        host=host,
+        secret_sha256=hash_secret(password),
+        created_at=time.time(),
+        created_by=actor.username,
+        labels=dict(data.labels),
+    )
     try:
         await kv.create(host, AGENT_RECORD.encode(record))
     except KeyWrongLastSequenceError:
-        raise HTTPException(status_code=409, detail=f"host {host!r} is already registered; remove it first to issue new credentials") from None
+        raise HTTPException(
+            status_code=409, detail=f"host {host!r} is already registered; remove it first to issue new credentials"
+        ) from None
     user = f"{AGENT_PREFIX}{host}"
     inbox = subjects.inbox_prefix(host)
     env = f"FLEETWATCH_NATS_USER={user}\nFLEETWATCH_NATS_PASSWORD={password}\nFLEETWATCH_NATS_INBOX_PREFIX={inbox}\nFLEETWATCH_HOST_ID={host}\n"
@@ -80,7 +88,11 @@ class RegistrationController(Controller):
     path = "/api/v1/hosts"
     tags = ["hosts"]
 
-    @delete("/{host:str}/registration", summary="Revoke a registered host: its agents are cut off within the callout TTL", status_code=204)
+    @delete(
+        "/{host:str}/registration",
+        summary="Revoke a registered host: its agents are cut off within the callout TTL",
+        status_code=204,
+    )
     async def revoke(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> None:
         kv = await _bucket(gw)
         entry = None

@@ -12,7 +12,8 @@ import msgspec
 from litestar import Controller, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromQuery, Parameter
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from libs.schemas import Codec, DecodeError, ReplicationStatus, subjects
 from libs.schemas.replication import SyncRequest
@@ -59,8 +60,16 @@ class ReplicationList(msgspec.Struct, kw_only=True, frozen=True):
 
 def _status(r) -> ReplicationStatus:
     return ReplicationStatus(
-        host=r["host"], ts=r["ts"], ok=r["ok"], trigger=r["trigger"], added=r["added"], updated=r["updated"],
-        removed=r["removed"], total=r["total"], duration_ms=r["duration_ms"], error=r["error"],
+        host=r["host"],
+        ts=r["ts"],
+        ok=r["ok"],
+        trigger=r["trigger"],
+        added=r["added"],
+        updated=r["updated"],
+        removed=r["removed"],
+        total=r["total"],
+        duration_ms=r["duration_ms"],
+        error=r["error"],
     )
 
 
@@ -97,13 +106,19 @@ class ReplicationController(Controller):
         try:
             msg = await gw.nc.request(subject, body, timeout=timeout)
         except NoRespondersError:
-            raise HTTPException(status_code=503, detail=f"no replicator answers for host {host!r} (not running, or the host is unknown)") from None
+            raise HTTPException(
+                status_code=503, detail=f"no replicator answers for host {host!r} (not running, or the host is unknown)"
+            ) from None
         except NatsTimeout:
-            raise HTTPException(status_code=504, detail=f"the replicator of host {host!r} did not finish a sync within {timeout:g}s") from None
+            raise HTTPException(
+                status_code=504, detail=f"the replicator of host {host!r} did not finish a sync within {timeout:g}s"
+            ) from None
         try:
             status = _STATUS.decode(msg.data)
         except DecodeError as exc:
-            raise HTTPException(status_code=502, detail=f"the replicator of host {host!r} answered something malformed: {exc}") from None
+            raise HTTPException(
+                status_code=502, detail=f"the replicator of host {host!r} answered something malformed: {exc}"
+            ) from None
         # A sync that ran and failed (central database unreachable...) is still this request's
         # answer: 200 with ok=false and the reason, as GET .../replication would show it.
         return Response(status, status_code=200)

@@ -17,6 +17,10 @@ class ScanController(Controller):
     path = "/api/v1/hosts/{host:str}/scan"
     tags = ["apps"]
 
-    @get("/", summary="Running Node.js/Python processes no app manages (pid, cmdline, cwd, user, ports)", responses=errors(403, 502, 503, 504))
+    @get(
+        "/",
+        summary="Running Node.js/Python processes no app manages (pid, cmdline, cwd, user, ports)",
+        responses=errors(403, 502, 503, 504),
+    )
     async def scan(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> ScanReply:
         return await call(gw.nc, host, "procs.scan", {"actor": actor.username}, ScanReply)

@@ -13,14 +13,19 @@ from litestar import Controller, Request, Response, WebSocket, get, websocket
 from litestar.exceptions import ClientException, HTTPException, WebSocketDisconnect
 from litestar.params import HeaderParameter, Parameter
 
-from ..hub import KINDS, Client, Hub, HubFull
 from ..errors import errors
-from ..state import Gateway, GatewayDep
+from ..hub import KINDS, Client, Hub, HubFull
+from ..state import GatewayDep
 
 log = logging.getLogger("fleetwatch.gateway.stream")
 
-HostsParam = Annotated[str | None, Parameter(max_length=10_000, pattern=r"^[A-Za-z0-9_,-]*$", description="comma-separated host ids")]
-KindsParam = Annotated[str | None, Parameter(max_length=200, description="comma-separated: " + ",".join(KINDS) + " (default: all but procs)")]
+HostsParam = Annotated[
+    str | None, Parameter(max_length=10_000, pattern=r"^[A-Za-z0-9_,-]*$", description="comma-separated host ids")
+]
+KindsParam = Annotated[
+    str | None,
+    Parameter(max_length=200, description="comma-separated: " + ",".join(KINDS) + " (default: all but procs)"),
+]
 HEARTBEAT = b": heartbeat\n\n"
 
 
@@ -42,12 +47,20 @@ class SSEStream:
         self.client = client
 
     async def __call__(self, scope, receive, send) -> None:
-        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         tasks: list[asyncio.Task] = []
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
-            tasks = [asyncio.ensure_future(self._write(send)), asyncio.ensure_future(self._watch(receive)), asyncio.ensure_future(self.client.dropped.wait())]
+            tasks = [
+                asyncio.ensure_future(self._write(send)),
+                asyncio.ensure_future(self._watch(receive)),
+                asyncio.ensure_future(self.client.dropped.wait()),
+            ]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.hub.remove(self.client)
@@ -106,7 +119,9 @@ class StreamController(Controller):
         try:
             client = gw.hub.add(hs, ks, last_event_id)
         except HubFull:
-            raise HTTPException(status_code=503, detail="too many live connections; retry later", headers={"Retry-After": "5"}) from None
+            raise HTTPException(
+                status_code=503, detail="too many live connections; retry later", headers={"Retry-After": "5"}
+            ) from None
         return SSEResponse(SSEStream(gw.hub, client))
 
     @websocket("/ws")
@@ -123,8 +138,17 @@ class StreamController(Controller):
             if "websocket.http.response" in (socket.scope.get("extensions") or {}):
                 # Refuse the upgrade with a real 503, like the SSE route.
                 body = b'{"status_code":503,"detail":"too many live connections; retry later"}'
-                await socket.send({"type": "websocket.http.response.start", "status": 503,
-                                   "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5"), (b"content-length", str(len(body)).encode())]})
+                await socket.send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"retry-after", b"5"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await socket.send({"type": "websocket.http.response.body", "body": body})
             else:
                 await socket.close(code=1013, reason="too many live connections")
@@ -146,7 +170,11 @@ class StreamController(Controller):
                 while True:
                     await socket.receive_data("text")
 
-        tasks = [asyncio.ensure_future(write()), asyncio.ensure_future(read()), asyncio.ensure_future(client.dropped.wait())]
+        tasks = [
+            asyncio.ensure_future(write()),
+            asyncio.ensure_future(read()),
+            asyncio.ensure_future(client.dropped.wait()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -6,9 +6,9 @@ import asyncio
 
 from litestar import Controller, MediaType, Response, get
 
-from ..promstats import exposition
 from ..errors import errors
-from ..state import Gateway, GatewayDep
+from ..promstats import exposition
+from ..state import GatewayDep
 
 FALLBACK_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>fleetwatch</title></head>
 <body><h1>fleetwatch gateway</h1><p>The web UI is not built yet. The API is documented at
@@ -28,12 +28,18 @@ class SystemController(Controller):
         nats_ok = gw.nc.is_connected
         try:
             db_ok = await asyncio.wait_for(gw.pool.fetchval("SELECT 1"), 2.0) == 1
-        except (OSError, asyncio.TimeoutError, Exception):  # any failure means not ready
+        except (TimeoutError, OSError, Exception):  # any failure means not ready
             db_ok = False
         ok = nats_ok and db_ok
-        return Response({"status": "ok" if ok else "unavailable", "nats": nats_ok, "db": db_ok}, status_code=200 if ok else 503)
+        return Response(
+            {"status": "ok" if ok else "unavailable", "nats": nats_ok, "db": db_ok}, status_code=200 if ok else 503
+        )
 
-    @get("/metrics", media_type=MediaType.TEXT, summary="Prometheus text exposition of the fleet, the gateway and every service ($SRV.STATS)")
+    @get(
+        "/metrics",
+        media_type=MediaType.TEXT,
+        summary="Prometheus text exposition of the fleet, the gateway and every service ($SRV.STATS)",
+    )
     async def metrics(self, gw: GatewayDep) -> Response[str]:
         services = await gw.services.text() if gw.services is not None else ""
         return Response(exposition(gw) + services, media_type="text/plain; version=0.0.4; charset=utf-8")

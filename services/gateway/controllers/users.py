@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
 import msgspec
 from litestar import Controller, delete, get, patch, post
-from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from ..authn import ActorDep
-from ..roles import Role
 from ..errors import errors
+from ..roles import Role
 from ..state import GatewayDep
-from ..userstore import Conflict, UserOut, announce, create_user, update_user, user_out, PUBLIC_COLUMNS
+from ..userstore import PUBLIC_COLUMNS, Conflict, UserOut, announce, create_user, update_user, user_out
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="POSIX login name")]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
@@ -51,7 +51,10 @@ class UsersController(Controller):
 
     @get("/", summary="Every user (no password hashes, ever)")
     async def list_users(self, gw: GatewayDep, active: FromQuery[bool | None] = None) -> list[UserOut]:
-        rows = await gw.pool.fetch(f"SELECT {PUBLIC_COLUMNS} FROM users WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY username", active)
+        rows = await gw.pool.fetch(
+            f"SELECT {PUBLIC_COLUMNS} FROM users WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY username",
+            active,
+        )
         return [user_out(r) for r in rows]
 
     @post("/", summary="Create a user (uid/gid allocated when not given)", responses=errors(409))
@@ -59,11 +62,21 @@ class UsersController(Controller):
         pw_hash = await gw.hasher.hash_async(data.password) if data.password else "!"
         try:
             row = await create_user(
-                gw.pool, username=data.username, password_hash=pw_hash, role=data.role, email=data.email, shell=data.shell,
-                home=data.home or "", system_uid=data.system_uid, system_gid=data.system_gid, is_active=data.is_active,
+                gw.pool,
+                username=data.username,
+                password_hash=pw_hash,
+                role=data.role,
+                email=data.email,
+                shell=data.shell,
+                home=data.home or "",
+                system_uid=data.system_uid,
+                system_gid=data.system_gid,
+                is_active=data.is_active,
             )
         except (Conflict, asyncpg.UniqueViolationError) as exc:
-            raise ClientException(status_code=409, detail=str(exc) if isinstance(exc, Conflict) else "username or uid is taken") from None
+            raise ClientException(
+                status_code=409, detail=str(exc) if isinstance(exc, Conflict) else "username or uid is taken"
+            ) from None
         await announce(gw.nc, "created", row["username"], row["id"])
         return user_out(row)
 
@@ -75,8 +88,12 @@ class UsersController(Controller):
         return user_out(row)
 
     @patch("/{username:str}", summary="Change a user (password, role, shell, home, email, active)")
-    async def update(self, username: FromPath[str], data: JSONBody[UserUpdate], gw: GatewayDep, actor: ActorDep) -> UserOut:
-        if username == actor.username and (data.is_active is False or (data.role is not None and data.role != actor.role)):
+    async def update(
+        self, username: FromPath[str], data: JSONBody[UserUpdate], gw: GatewayDep, actor: ActorDep
+    ) -> UserOut:
+        if username == actor.username and (
+            data.is_active is False or (data.role is not None and data.role != actor.role)
+        ):
             # An admin locking themselves out (possibly the last admin) is never what was meant.
             raise ClientException(detail="you cannot deactivate yourself or change your own role")
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None and k != "password"}
@@ -84,7 +101,7 @@ class UsersController(Controller):
             changes["password_hash"] = await gw.hasher.hash_async(data.password)
             # A reset ends every session opened with the old password (API tokens stay: they are
             # revoked one by one).
-            changes["sessions_valid_after"] = datetime.now(timezone.utc)
+            changes["sessions_valid_after"] = datetime.now(UTC)
         if not changes:
             raise ClientException(detail="nothing to change")
         before = await gw.pool.fetchrow("SELECT id, is_active FROM users WHERE username = $1", username)

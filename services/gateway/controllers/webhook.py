@@ -54,7 +54,17 @@ VERBS: dict[str, type] = {
 
 class WebhookCommand(msgspec.Struct, kw_only=True, frozen=True):
     host: str
-    verb: Literal["apps.list", "apps.status", "apps.start", "apps.stop", "apps.restart", "jobs.run", "jobs.get", "jobs.list", "jobs.stop"]
+    verb: Literal[
+        "apps.list",
+        "apps.status",
+        "apps.start",
+        "apps.stop",
+        "apps.restart",
+        "jobs.run",
+        "jobs.get",
+        "jobs.list",
+        "jobs.stop",
+    ]
     params: dict[str, Any] = {}
     actor: str = "automation"
 
@@ -75,7 +85,10 @@ class ReplayGuard:
 
     async def first_time(self, sig: str, ts: str) -> bool:
         if self.kv is None:
-            spec = msgspec.structs.replace(WEBHOOK_REPLAY_BUCKET, ttl_s=max(WEBHOOK_REPLAY_BUCKET.ttl_s, math.ceil(2 * self.gw.config.webhook_window_s)))
+            spec = msgspec.structs.replace(
+                WEBHOOK_REPLAY_BUCKET,
+                ttl_s=max(WEBHOOK_REPLAY_BUCKET.ttl_s, math.ceil(2 * self.gw.config.webhook_window_s)),
+            )
             self.kv = await ensure_bucket(self.gw.nc.jetstream(), spec, replicas_for(await cluster_size(self.gw.nc)))
         try:
             await self.kv.create(sig.removeprefix("sha256="), ts.encode())
@@ -88,12 +101,18 @@ class WebhookController(Controller):
     path = "/api/v1/webhook"
     tags = ["webhook"]
 
-    @post("/command", summary="Signed control request from automation (HMAC-SHA256, timestamp window)", status_code=200,
-          responses=errors(400, 401, 403, 404, 409, 429, 502, 503, 504))
+    @post(
+        "/command",
+        summary="Signed control request from automation (HMAC-SHA256, timestamp window)",
+        status_code=200,
+        responses=errors(400, 401, 403, 404, 409, 429, 502, 503, 504),
+    )
     async def command(self, request: Request, gw: GatewayDep) -> dict[str, Any]:
         secret = gw.config.webhook_secret
         if not secret:
-            raise HTTPException(status_code=503, detail="the webhook is not configured (FLEETWATCH_GATEWAY_WEBHOOK_SECRET is empty)")
+            raise HTTPException(
+                status_code=503, detail="the webhook is not configured (FLEETWATCH_GATEWAY_WEBHOOK_SECRET is empty)"
+            )
         body = await request.body()
         if len(body) > MAX_BODY:
             raise HTTPException(status_code=413, detail=f"body larger than {MAX_BODY} bytes")
@@ -112,7 +131,9 @@ class WebhookController(Controller):
         try:
             first = await guard.first_time(sig, ts)
         except Exception:  # noqa: BLE001 - without the shared record a replay cannot be ruled out
-            raise HTTPException(status_code=503, detail="the replay guard (NATS KV) is not reachable; try again") from None
+            raise HTTPException(
+                status_code=503, detail="the replay guard (NATS KV) is not reachable; try again"
+            ) from None
         if not first:
             raise HTTPException(status_code=409, detail="this signed request was already received (replay)")
         try:
@@ -121,5 +142,7 @@ class WebhookController(Controller):
         except (msgspec.DecodeError, InvalidId) as exc:
             raise HTTPException(status_code=400, detail=f"bad command: {exc}") from None
         params = {k: v for k, v in cmd.params.items() if k != "actor"}
-        reply = await call(gw.nc, cmd.host, cmd.verb, {**params, "actor": f"webhook:{cmd.actor[:64]}"}, VERBS[cmd.verb], timeout=60)
+        reply = await call(
+            gw.nc, cmd.host, cmd.verb, {**params, "actor": f"webhook:{cmd.actor[:64]}"}, VERBS[cmd.verb], timeout=60
+        )
         return msgspec.to_builtins(reply)

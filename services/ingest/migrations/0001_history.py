@@ -361,7 +361,9 @@ async def choose_backend(conn: asyncpg.Connection) -> str:
         return "partitions"
     available = await _timescale_available(conn)
     if wanted == "timescaledb" and not available:
-        raise RuntimeError("storage 'timescaledb' requested but the timescaledb extension cannot be created on this server")
+        raise RuntimeError(
+            "storage 'timescaledb' requested but the timescaledb extension cannot be created on this server"
+        )
     return "timescaledb" if available else "partitions"
 
 
@@ -383,14 +385,25 @@ COMPRESS_ORDERBY = {
 async def _up_timescale(conn: asyncpg.Connection) -> None:
     await conn.execute(RAW_TABLES.replace("{partition}", ""))
     for table, orderby in COMPRESS_ORDERBY.items():
-        await conn.execute(f"SELECT create_hypertable('{table}', 'time', chunk_time_interval => INTERVAL '1 day', create_default_indexes => false)")
-        await conn.execute(f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'host', timescaledb.compress_orderby = '{orderby}')")
+        await conn.execute(
+            f"SELECT create_hypertable('{table}', 'time', chunk_time_interval => INTERVAL '1 day', create_default_indexes => false)"
+        )
+        await conn.execute(
+            f"ALTER TABLE {table} SET (timescaledb.compress, timescaledb.compress_segmentby = 'host', timescaledb.compress_orderby = '{orderby}')"
+        )
         await conn.execute(f"SELECT add_compression_policy('{table}', INTERVAL '2 days')")
         await conn.execute(f"SELECT add_retention_policy('{table}', INTERVAL '{RAW_RETENTION}')")
     # WITH NO DATA: materialising inside the migration's transaction is not allowed.
-    for name, bucket, retention, start in (("metrics_1m", "1 minute", R1M_RETENTION, "3 days"), ("metrics_1h", "1 hour", R1H_RETENTION, "7 days")):
-        await conn.execute(f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS\n{_rollup_select(bucket)}\nWITH NO DATA")
-        await conn.execute(f"SELECT add_continuous_aggregate_policy('{name}', start_offset => INTERVAL '{start}', end_offset => INTERVAL '{bucket}', schedule_interval => INTERVAL '{bucket}')")
+    for name, bucket, retention, start in (
+        ("metrics_1m", "1 minute", R1M_RETENTION, "3 days"),
+        ("metrics_1h", "1 hour", R1H_RETENTION, "7 days"),
+    ):
+        await conn.execute(
+            f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS\n{_rollup_select(bucket)}\nWITH NO DATA"
+        )
+        await conn.execute(
+            f"SELECT add_continuous_aggregate_policy('{name}', start_offset => INTERVAL '{start}', end_offset => INTERVAL '{bucket}', schedule_interval => INTERVAL '{bucket}')"
+        )
         await conn.execute(f"SELECT add_retention_policy('{name}', INTERVAL '{retention}')")
         await conn.execute(f"CREATE INDEX {name}_host_time_idx ON {name} (host, time DESC)")
 
@@ -398,7 +411,9 @@ async def _up_timescale(conn: asyncpg.Connection) -> None:
 async def _up_partitions(conn: asyncpg.Connection) -> None:
     await conn.execute(RAW_TABLES.replace("{partition}", " PARTITION BY RANGE (time)"))
     for name in ("metrics_1m", "metrics_1h"):
-        await conn.execute(f"CREATE TABLE {name} ({ROLLUP_COLUMNS}, PRIMARY KEY (host, time)) PARTITION BY RANGE (time)")
+        await conn.execute(
+            f"CREATE TABLE {name} ({ROLLUP_COLUMNS}, PRIMARY KEY (host, time)) PARTITION BY RANGE (time)"
+        )
         await conn.execute(f"CREATE INDEX {name}_time_idx ON {name} (time DESC)")
     await conn.execute(PARTITION_FUNCTIONS)
     # Yesterday to three days ahead; ingest keeps creating them (and on demand for late data).

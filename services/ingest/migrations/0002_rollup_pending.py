@@ -40,4 +40,6 @@ async def up(conn: asyncpg.Connection) -> None:
         )"""
     )
     # Appended to by every batch and emptied by every fold: vacuum it eagerly.
-    await conn.execute("ALTER TABLE rollup_pending SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)")
+    await conn.execute(
+        "ALTER TABLE rollup_pending SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)"
+    )
