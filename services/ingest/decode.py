@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from libs.schemas import (
@@ -52,7 +53,7 @@ class Decoder:
         self.raw_retention_s = raw_retention_s
         self.future_tolerance_s = future_tolerance_s
 
-    def _time(self, value: float, *, raw: bool):
+    def _time(self, value: float, *, raw: bool) -> datetime:
         if not math.isfinite(value):
             raise Rejected(f"timestamp {value!r} is not a number")
         now = time.time()

@@ -16,6 +16,7 @@ import json
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api
 
 # Statuses that end a pull request without an error: no messages (no_wait), request expired,
@@ -34,7 +35,7 @@ class Puller:
         self.wait = wait
         self._next = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = ""
-        self._sub = None
+        self._sub: Subscription | None = None
         self._msgs: list[Msg] = []
         self._done: asyncio.Future | None = None
         self._status: str | None = None

@@ -119,7 +119,7 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
     hows = [how for _, _, how in ROLLUP_SOURCES]
     host_i = columns.index("host")
     groups: dict[tuple[str, int], list] = {}
-    for rec, t in zip(records, times):
+    for rec, t in zip(records, times, strict=True):
         key = (rec[host_i], int(t // width) * width)
         g = groups.get(key)
         if g is None:  # most often the only row of its group in a batch: kept as picked
@@ -130,7 +130,7 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
             g[2] = [0 if v is None else 1 for v in g[1]]
         g[0] += 1
         acc, cnt = g[1], g[2]
-        for k, (v, how) in enumerate(zip(pick(rec), hows)):
+        for k, (v, how) in enumerate(zip(pick(rec), hows, strict=True)):
             if v is None:
                 continue
             if acc[k] is None:
@@ -144,7 +144,9 @@ def aggregate(records: list[tuple], times: list[float], width: int, columns: tup
     out = []
     for (host, b), (n, acc, cnt) in groups.items():
         if cnt is not None:
-            acc = [None if a is None else (a if how == MAX else a / c) for a, c, how in zip(acc, cnt, hows)]
+            acc = [
+                None if a is None else (a if how == MAX else a / c) for a, c, how in zip(acc, cnt, hows, strict=True)
+            ]
         start = starts.get(b)
         if start is None:
             start = starts[b] = ts(b)

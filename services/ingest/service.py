@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -104,11 +105,15 @@ class Ingest:
             ("db_retries", "retries"),
             ("errors", "errors"),
         ):
-            self.stats.counter(name, lambda f=field: sum(getattr(c.stats, f) for c in self.consumers.values()))
+            self.stats.counter(name, functools.partial(self._total, field))
         self.stats.pending(
             lambda: {c.spec.durable: c.stats.pending for c in self.consumers.values() if c.stats.pending is not None}
         )
         self.stats.queue("batches_ready", lambda: sum(c._queue.qsize() for c in self.consumers.values()))
+
+    def _total(self, field: str) -> int:
+        """One `Stats` counter summed over the consumers."""
+        return sum(getattr(c.stats, field) for c in self.consumers.values())
 
     async def start(self) -> None:
         cfg = self.config
@@ -119,31 +124,39 @@ class Ingest:
                 applied = await schema.apply(conn, cfg.storage)
                 if applied:
                     log.info("migrations applied", extra={"applied": applied})
-            self.storage = await schema.storage(conn)
-            await maintenance.run_once(conn, self.storage, cfg.events_retention_days)
+            storage = self.storage = await schema.storage(conn)
+            await maintenance.run_once(conn, storage, cfg.events_retention_days)
         finally:
             await conn.close()
-        log.info("history storage", extra={"backend": self.storage.backend})
+        log.info("history storage", extra={"backend": storage.backend})
         await ensure_jetstream(self.nc, cfg.streams, cfg.ack_wait)
         specs = consumer_specs(cfg.ack_wait)
 
-        plain = self.storage.backend == "partitions"
-        decoder = Decoder(self.storage.raw_retention_s, cfg.future_tolerance)
-        self.metrics_writer = MetricsWriter(
+        plain = storage.backend == "partitions"
+        decoder = Decoder(storage.raw_retention_s, cfg.future_tolerance)
+        metrics_writer = self.metrics_writer = MetricsWriter(
             rollups=plain, partitions=Partitions() if plain else None, last_seen_every=cfg.last_seen_every
         )
-        common = dict(batch=cfg.batch, fetch_timeout=cfg.fetch_timeout, keepalive=cfg.keepalive)
         for name in cfg.streams:
             if name == "metrics":
                 links = [Link(cfg.db.dsn, f"metrics-{i}") for i in range(cfg.metrics_writers)]
-                c = Consumer(self.nc, specs[name], decoder.metrics, self.metrics_writer.write, links, **common)
+                decode, write = decoder.metrics, metrics_writer.write
             else:
-                c = Consumer(
-                    self.nc, specs[name], decoder.events, self.events_writer.write, [Link(cfg.db.dsn, name)], **common
-                )
+                links = [Link(cfg.db.dsn, name)]
+                decode, write = decoder.events, self.events_writer.write
+            c = Consumer(
+                self.nc,
+                specs[name],
+                decode,
+                write,
+                links,
+                batch=cfg.batch,
+                fetch_timeout=cfg.fetch_timeout,
+                keepalive=cfg.keepalive,
+            )
             await c.start()
             self.consumers[name] = c
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="maintenance"))
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(storage), name="maintenance"))
         if plain:
             self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollups"))
 
@@ -192,13 +205,13 @@ class Ingest:
             if conn is not None:
                 conn.terminate()
 
-    async def _maintenance_loop(self) -> None:
+    async def _maintenance_loop(self, storage: schema.Storage) -> None:
         while True:
             await asyncio.sleep(self.config.maintenance_interval)
             try:
                 conn = await connect_db(self.config.db.dsn, stop_after=60)
                 try:
-                    await maintenance.run_once(conn, self.storage, self.config.events_retention_days)
+                    await maintenance.run_once(conn, storage, self.config.events_retention_days)
                 finally:
                     await conn.close()
             except asyncio.CancelledError:

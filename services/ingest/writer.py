@@ -19,12 +19,13 @@ DAY = 86400
 
 
 class Item(NamedTuple):
-    """A decoded message ready to store: `table` says where, `row` what (or the message)."""
+    """A decoded message ready to store: `table` says where, `row` what (or the message), `time`
+    the timestamp it carries (every decoded message has one)."""
 
     msg: Any
     table: str
     value: Any
-    time: datetime | None = None
+    time: datetime
 
 
 class Partitions:
