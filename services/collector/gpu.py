@@ -64,49 +64,47 @@ class Gpus:
     def sample(self) -> list[GpuStats]:
         if not self.available:
             return []
+        return [self._stats(i, h) for i, h in enumerate(self.handles)]
+
+    def _stats(self, i: int, h: Any) -> GpuStats:
+        # The lambdas look the NVML functions up inside `_try` too: a binding without one
+        # costs only that field.
         nv = self.nvml
-        out: list[GpuStats] = []
-        for i, h in enumerate(self.handles):
-            util = self._try(lambda: nv.nvmlDeviceGetUtilizationRates(h))
-            mem = self._try(lambda: nv.nvmlDeviceGetMemoryInfo(h))
-            temp = self._try(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
-            power = self._try(lambda: nv.nvmlDeviceGetPowerUsage(h))  # milliwatts
-            limit = self._try(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h))
-            procs = self._try(lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)) or []
-            out.append(
-                GpuStats(
-                    index=i,
-                    uuid=_text(self._try(lambda: nv.nvmlDeviceGetUUID(h)) or ""),
-                    name=_text(self._try(lambda: nv.nvmlDeviceGetName(h)) or ""),
-                    util_percent=float(util.gpu) if util is not None else None,
-                    mem_util_percent=float(util.memory) if util is not None else None,
-                    mem_used=int(mem.used) if mem is not None else None,
-                    mem_total=int(mem.total) if mem is not None else None,
-                    temperature=float(temp) if temp is not None else None,
-                    power_w=round(power / 1000.0, 2) if power is not None else None,
-                    power_limit_w=round(limit / 1000.0, 2) if limit is not None else None,
-                    processes=[GpuProcess(pid=int(p.pid), mem_used=int(p.usedGpuMemory or 0)) for p in procs],
-                )
-            )
-        return out
+        util = self._try(lambda: nv.nvmlDeviceGetUtilizationRates(h))
+        mem = self._try(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+        temp = self._try(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+        power = self._try(lambda: nv.nvmlDeviceGetPowerUsage(h))  # milliwatts
+        limit = self._try(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h))
+        procs = self._try(lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)) or []
+        return GpuStats(
+            index=i,
+            uuid=_text(self._try(lambda: nv.nvmlDeviceGetUUID(h)) or ""),
+            name=_text(self._try(lambda: nv.nvmlDeviceGetName(h)) or ""),
+            util_percent=float(util.gpu) if util is not None else None,
+            mem_util_percent=float(util.memory) if util is not None else None,
+            mem_used=int(mem.used) if mem is not None else None,
+            mem_total=int(mem.total) if mem is not None else None,
+            temperature=float(temp) if temp is not None else None,
+            power_w=round(power / 1000.0, 2) if power is not None else None,
+            power_limit_w=round(limit / 1000.0, 2) if limit is not None else None,
+            processes=[GpuProcess(pid=int(p.pid), mem_used=int(p.usedGpuMemory or 0)) for p in procs],
+        )
 
     def info(self) -> list[GpuInfo]:
         if not self.available:
             return []
+        return [self._info(i, h) for i, h in enumerate(self.handles)]
+
+    def _info(self, i: int, h: Any) -> GpuInfo:
         nv = self.nvml
-        out = []
-        for i, h in enumerate(self.handles):
-            mem = self._try(lambda: nv.nvmlDeviceGetMemoryInfo(h))
-            out.append(
-                GpuInfo(
-                    index=i,
-                    uuid=_text(self._try(lambda: nv.nvmlDeviceGetUUID(h)) or ""),
-                    name=_text(self._try(lambda: nv.nvmlDeviceGetName(h)) or ""),
-                    mem_total=int(mem.total) if mem is not None else 0,
-                    driver=self.driver,
-                )
-            )
-        return out
+        mem = self._try(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+        return GpuInfo(
+            index=i,
+            uuid=_text(self._try(lambda: nv.nvmlDeviceGetUUID(h)) or ""),
+            name=_text(self._try(lambda: nv.nvmlDeviceGetName(h)) or ""),
+            mem_total=int(mem.total) if mem is not None else 0,
+            driver=self.driver,
+        )
 
     @staticmethod
     def process_memory(stats: list[GpuStats]) -> dict[int, int]:

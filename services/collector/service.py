@@ -9,6 +9,7 @@ import logging
 import time
 
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 
 from libs.runtime import ServiceStats, deadletter, open_stats
 from libs.schemas import Codec, DecodeError, HostInfo, MetricFrame, ProcessSnapshot, subjects
@@ -90,15 +91,19 @@ class Collector:
         self.infos = Outbox(nc, "hostinfo", 2, config.publish_timeout)
         self.stats = ServiceStats()
         for box in (self.frames, self.snapshots, self.infos):
-            self.stats.counter("messages_out", lambda b=box: b.published)
-            self.stats.counter(f"{box.name}_published", lambda b=box: b.published)
-            self.stats.counter("errors", lambda b=box: b.errors)
-            self.stats.counter("dropped", lambda b=box: b.dropped)
-            self.stats.queue(box.name, lambda b=box: len(b))
+            self._report(box)
         self.stats.gauge("buffered_frames", lambda: len(self.frames))
         self._lock = asyncio.Lock()  # one sampler, used by the loop and by sample requests
         self._tasks: list[asyncio.Task] = []
-        self._sub = None
+        self._sub: Subscription | None = None
+
+    def _report(self, box: Outbox) -> None:
+        """The outbox's counters and queue length in the service stats."""
+        self.stats.counter("messages_out", lambda: box.published)
+        self.stats.counter(f"{box.name}_published", lambda: box.published)
+        self.stats.counter("errors", lambda: box.errors)
+        self.stats.counter("dropped", lambda: box.dropped)
+        self.stats.queue(box.name, lambda: len(box))
 
     async def _in_thread(self, fn, *args, **kwargs):
         async with self._lock:

@@ -101,7 +101,7 @@ class SystemSampler:
         percent, shares = (0.0, {}) if self._cpu_last is None else self._busy_share(self._cpu_last, cur)
         per_core: list[float] = []
         if self._core_last is not None and len(self._core_last) == len(cores):
-            per_core = [round(self._busy_share(a, b)[0], 2) for a, b in zip(self._core_last, cores)]
+            per_core = [round(self._busy_share(a, b)[0], 2) for a, b in zip(self._core_last, cores, strict=True)]
         self._cpu_last, self._core_last = cur, cores
         if self._calls % self.freq_every == 0:
             try:
