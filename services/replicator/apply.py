@@ -120,7 +120,7 @@ async def apply(conn, central, cache: LocalCache | None = None) -> Counts:
                     # First fill of an empty table: COPY is the fastest path and nothing can conflict.
                     await conn.copy_records_to_table("nss_users", records=d.upserts, columns=COLUMNS)
                 else:
-                    await conn.execute(_UPSERT, *[list(col) for col in zip(*d.upserts)])
+                    await conn.execute(_UPSERT, *[list(col) for col in zip(*d.upserts, strict=True)])
             if d.removed or d.upserts:
                 version = await conn.fetchval(_VERSION_QUERY)
     except BaseException:
