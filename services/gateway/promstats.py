@@ -53,7 +53,8 @@ class Histogram:
         sep = "," if labels else ""
         out = []
         acc = 0
-        for b, n in zip(self.bounds, self.counts):
+        # `counts` has one entry more than `bounds` (above every bound): it goes into +Inf below.
+        for b, n in zip(self.bounds, self.counts, strict=False):
             acc += n
             out.append(f'{name}_bucket{{{labels}{sep}le="{b}"}} {acc}')
         acc += self.counts[-1]
