@@ -26,11 +26,9 @@ from pathlib import Path
 
 import msgspec
 
-from libs.embedded import NatsServer, PostgresCluster, free_port
+from libs.embedded import NatsServer, PostgresCluster, free_port, natsconfig
 from libs.embedded.postgres import PostgresMissing, find_pg_bindir, pg_can_reach
 from libs.schemas.ids import host_id_from_hostname
-
-from . import natsconfig
 
 # Start order (honcho starts them together; services wait for their dependencies themselves).
 SERVICES = ("authcallout", "ingest", "collector", "commander", "replicator", "alerter", "gateway")

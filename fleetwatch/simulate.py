@@ -422,10 +422,9 @@ class Simulator:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from libs.embedded import natsconfig
     from libs.runtime import NatsSettings, connect, load_settings
     from libs.runtime.settings import SettingsError
-
-    from . import natsconfig
 
     try:
         base = load_settings(NatsSettings, "FLEETWATCH_NATS_")

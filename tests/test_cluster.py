@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fleetwatch import natsconfig
+from libs.embedded import natsconfig
 from libs.embedded.natscluster import NatsCluster
 from libs.runtime import connect
 from libs.runtime.jetstream import cluster_size, provision

@@ -220,7 +220,8 @@ async def test_install_with_wrong_credentials_rolls_back(ns, fresh_nats):
 
 
 async def test_install_over_tls_right_ca_answers_wrong_ca_rolls_back_at_once(ns, workdir):
-    from fleetwatch import certs, natsconfig
+    from fleetwatch import certs
+    from libs.embedded import natsconfig
     from libs.embedded import NatsServer, free_port
     from libs.runtime import NatsSettings
 

@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from fleetwatch import natsconfig
+from libs.embedded import natsconfig
 from libs.runtime import NatsSettings, connect
 from libs.runtime.jetstream import provision
 from libs.schemas import subjects

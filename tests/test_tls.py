@@ -13,7 +13,8 @@ import nats
 import pytest
 from cryptography import x509
 
-from fleetwatch import certs, natsconfig
+from fleetwatch import certs
+from libs.embedded import natsconfig
 from libs.embedded import NatsServer, free_port
 from libs.runtime import NatsSettings, connect
 from libs.runtime.natsconn import TlsVerifyError

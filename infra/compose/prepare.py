@@ -22,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from fleetwatch import certs, natsconfig  # noqa: E402
+from fleetwatch import certs  # noqa: E402
+from libs.embedded import natsconfig  # noqa: E402
 
 
 def _private(path: Path, text: str) -> None:

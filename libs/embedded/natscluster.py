@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from fleetwatch import natsconfig
+from libs.embedded import natsconfig
 from libs.runtime.settings import NatsSettings
 from libs.schemas import subjects
 

@@ -1,4 +1,4 @@
-"""`fleetwatch nats-config`: a nats-server config where each host's agents can touch only that
+"""The nats-server config (`fleetwatch nats-config`, the dev stack, the tests): a config where each host's agents can touch only that
 host's subjects, plus one identity per central service.
 
 Inventory (TOML):
@@ -32,11 +32,9 @@ running the command again keeps them and adds/removes users as the inventory cha
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
-import sys
 import tomllib
 from pathlib import Path
 
@@ -88,6 +86,23 @@ class ServerSection(msgspec.Struct, kw_only=True, frozen=True):
     # decided by the auth callout service (services/authcallout) from the hosts registered
     # through the gateway. The issuer key is generated and kept in credentials.json.
     registration: bool = False
+    # The URL clients use, written into every env file (FLEETWATCH_NATS_URL). Empty: derived
+    # from the listen addresses (0.0.0.0 becomes 127.0.0.1), right for one machine only.
+    client_url: str = ""
+
+
+def client_url(server: ServerSection, listen: str | None = None) -> str:
+    """FLEETWATCH_NATS_URL for this config: comma-separated node URLs for a cluster."""
+    if server.client_url:
+        return server.client_url
+    scheme = "tls" if server.tls_cert else "nats"
+    listens = [n.listen for n in server.nodes] if server.nodes else [listen or server.listen]
+    urls = []
+    for addr in listens:
+        host, _, port = addr.rpartition(":")
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+        urls.append(f"{scheme}://{host}:{port}")
+    return ",".join(urls)
 
 
 class Inventory(msgspec.Struct, kw_only=True, frozen=True):
@@ -245,10 +260,11 @@ def write_config(
     env_dir = out_dir / "env"
     env_dir.mkdir(exist_ok=True)
     hosts = {agent_user(h.host_id): h.host_id for h in inv.hosts}
+    url = client_url(inv.server, listen)
     for user, pw in creds.items():
         if user in (ROUTE_USER, CALLOUT_SEED):
             continue
-        lines = [f"FLEETWATCH_NATS_USER={user}", f"FLEETWATCH_NATS_PASSWORD={pw}"]
+        lines = [f"FLEETWATCH_NATS_URL={url}", f"FLEETWATCH_NATS_USER={user}", f"FLEETWATCH_NATS_PASSWORD={pw}"]
         if user in hosts:
             lines.append(f"FLEETWATCH_NATS_INBOX_PREFIX={subjects.inbox_prefix(hosts[user])}")
             lines.append(f"FLEETWATCH_HOST_ID={hosts[user]}")
@@ -256,33 +272,3 @@ def write_config(
             lines.append(f"FLEETWATCH_AUTHCALLOUT_ISSUER_SEED={creds[CALLOUT_SEED]}")
         _write_private(env_dir / f"{user}.env", "\n".join(lines) + "\n")
     return creds
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    inv = load_inventory(Path(args.inventory))
-    if args.cluster:
-        if args.cluster < 2:
-            print("error: --cluster needs at least 2 nodes", file=sys.stderr)
-            return 2
-        host, _, port = (args.listen or inv.server.listen).rpartition(":")
-        base = int(port)
-        store = args.store_dir or inv.server.store_dir or "./jetstream"
-        nodes = loopback_nodes([base + i for i in range(args.cluster)], [6222 + i for i in range(args.cluster)], store)
-        inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, nodes=nodes))
-    creds = write_config(inv, Path(args.out), store_dir=args.store_dir, listen=args.listen)
-    users = len([u for u in creds if u not in (ROUTE_USER, CALLOUT_SEED)])
-    what = f"{len(inv.server.nodes)} node configs" if inv.server.nodes else str(Path(args.out) / "nats.conf")
-    print(f"wrote {what} with {users} users ({len(inv.hosts)} host agents)")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("nats-config", help="generate the nats-server config and per-host credentials from an inventory")
-    p.add_argument("--inventory", required=True, help="inventory TOML file")
-    p.add_argument("--out", default="nats", help="output directory (default: ./nats)")
-    p.add_argument("--store-dir", default=None, help="JetStream store directory")
-    p.add_argument("--listen", default=None, help="host:port to listen on")
-    p.add_argument(
-        "--cluster", type=int, default=0, metavar="N", help="write N cluster node configs on 127.0.0.1 (nats-1.conf …)"
-    )
-    p.set_defaults(func=_cmd)

@@ -94,7 +94,7 @@ class AuthCallout:
             return  # no reply: the server refuses the connection on its own timeout
         host, reason = await self.decide(str(opts.get("user") or ""), str(opts.get("pass") or ""))
         if host:
-            # The same grants nats-config gives a static agent (fleetwatch.natsconfig.agent_permissions).
+            # The same grants nats-config gives a static agent (libs.embedded.natsconfig.agent_permissions).
             perms = {
                 "publish": {"allow": subjects.host_subjects_publish(host)},
                 "subscribe": {"allow": subjects.host_subjects_subscribe(host)},
