@@ -1,3 +1,5 @@
 """The `fleetwatch` command: operator CLI and the dev/maintenance tools."""
 
-__version__ = "0.1.0"
+from libs.runtime.version import fleetwatch_version
+
+__version__ = fleetwatch_version()

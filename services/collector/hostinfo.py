@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-import fleetwatch
+from libs.runtime.version import fleetwatch_version
 from libs.schemas.metrics import GpuInfo, HostInfo
 
 
@@ -47,6 +47,6 @@ def host_info(host: str, gpus: list[GpuInfo], labels: dict[str, str]) -> HostInf
         mem_total=psutil.virtual_memory().total,
         boot_time=psutil.boot_time(),
         gpus=gpus,
-        agent_version=getattr(fleetwatch, "__version__", ""),
+        agent_version=fleetwatch_version(),
         labels=dict(labels),
     )
