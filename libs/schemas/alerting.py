@@ -23,7 +23,7 @@ NotifierKind = Literal["telegram", "email", "webhook"]
 TlsMode = Literal["starttls", "tls", "none"]
 
 
-class Matcher(Part, kw_only=True):
+class Matcher(Part, kw_only=True, frozen=True):
     """Label matcher, as in Alertmanager: `name op value` (`=~` is a full-match regex)."""
 
     name: str
@@ -31,7 +31,7 @@ class Matcher(Part, kw_only=True):
     op: MatchOp = "="
 
 
-class Rule(Part, kw_only=True):
+class Rule(Part, kw_only=True, frozen=True):
     """`field op threshold for for_s`, resolved when the value crosses `resolve` (hysteresis).
 
     kind `metric` reads `field` from each MetricFrame (`cpu.percent`, `mem.percent`,
@@ -56,7 +56,7 @@ class Rule(Part, kw_only=True):
     enabled: bool = True
 
 
-class Check(Part, kw_only=True):
+class Check(Part, kw_only=True, frozen=True):
     """An HTTP(S) health check; defaults follow the keep-alive monitor of the seeds."""
 
     name: str = ""  # required; may come from the URL path instead of the body
@@ -74,7 +74,7 @@ class Check(Part, kw_only=True):
     enabled: bool = True
 
 
-class Silence(Part, kw_only=True):
+class Silence(Part, kw_only=True, frozen=True):
     id: str
     matchers: list[Matcher]
     starts: float
@@ -83,7 +83,7 @@ class Silence(Part, kw_only=True):
     comment: str = ""
 
 
-class NotifierBase(Part, kw_only=True):
+class NotifierBase(Part, kw_only=True, frozen=True):
     name: str = ""  # required; may come from the URL path instead of the body
     kind: NotifierKind
     enabled: bool = True
@@ -105,7 +105,7 @@ class NotifierBase(Part, kw_only=True):
     url: str = ""
 
 
-class Notifier(NotifierBase, kw_only=True):
+class Notifier(NotifierBase, kw_only=True, frozen=True):
     """Stored form, secrets included; never returned by a read."""
 
     bot_token: str = ""
@@ -113,7 +113,7 @@ class Notifier(NotifierBase, kw_only=True):
     webhook_secret: str = ""
 
 
-class NotifierView(NotifierBase, kw_only=True):
+class NotifierView(NotifierBase, kw_only=True, frozen=True):
     """What a read returns: secrets replaced by whether they are set."""
 
     bot_token_set: bool = False
@@ -121,7 +121,7 @@ class NotifierView(NotifierBase, kw_only=True):
     webhook_secret_set: bool = False
 
 
-class AlertRecord(Part, kw_only=True):
+class AlertRecord(Part, kw_only=True, frozen=True):
     """State of one alert instance (rule, host, labels) in KV `alert_state`, keyed by fingerprint."""
 
     fingerprint: str
@@ -146,7 +146,7 @@ class AlertRecord(Part, kw_only=True):
 # ---- request/reply on fleet.alerting.<resource>.<verb> ----
 
 
-class ConfigPut(Message, kw_only=True):
+class ConfigPut(Message, kw_only=True, frozen=True):
     """`rules.put` / `checks.put` / `silences.put` / `notifiers.put`: exactly one item set."""
 
     rule: Rule | None = None
@@ -156,24 +156,24 @@ class ConfigPut(Message, kw_only=True):
     actor: str = ""
 
 
-class ConfigDelete(Message, kw_only=True):
+class ConfigDelete(Message, kw_only=True, frozen=True):
     name: str
     actor: str = ""
 
 
-class ConfigList(Message, kw_only=True):
+class ConfigList(Message, kw_only=True, frozen=True):
     """Request of `<resource>.list` (and `alerts.list`); `name` narrows to one item."""
 
     name: str = ""
     include_inactive: bool = False
 
 
-class NotifierTestSend(Message, kw_only=True):
+class NotifierTestSend(Message, kw_only=True, frozen=True):
     name: str
     text: str = "fleetwatch test notification"
 
 
-class AlertingReply(Message, kw_only=True):
+class AlertingReply(Message, kw_only=True, frozen=True):
     ok: bool = True
     code: int = 200
     error: str = ""

@@ -38,19 +38,19 @@ ERROR_CODES = {
 
 
 # -- what an app runs: one variant per runtime ----------------------------------------------
-class PythonRun(Part, kw_only=True, tag="python", tag_field="runtime"):
+class PythonRun(Part, kw_only=True, frozen=True, tag="python", tag_field="runtime"):
     script: str  # absolute path of the .py file
     interpreter: str = "python3"  # path or a name found on PATH
     args: list[str] = []
 
 
-class NodeRun(Part, kw_only=True, tag="node", tag_field="runtime"):
+class NodeRun(Part, kw_only=True, frozen=True, tag="node", tag_field="runtime"):
     script: str
     interpreter: str = "node"
     args: list[str] = []
 
 
-class BinaryRun(Part, kw_only=True, tag="binary", tag_field="runtime"):
+class BinaryRun(Part, kw_only=True, frozen=True, tag="binary", tag_field="runtime"):
     argv: list[str]  # argv[0] a path or a name found on PATH; never run through a shell
 
 
@@ -60,7 +60,7 @@ RestartPolicy = Literal["always", "on-failure", "never"]
 Backend = Literal["process", "systemd"]
 
 
-class AppSpec(Part, kw_only=True):
+class AppSpec(Part, kw_only=True, frozen=True):
     name: str
     backend: Backend = "process"
     run: Run
@@ -77,7 +77,7 @@ class AppSpec(Part, kw_only=True):
     description: str = ""
 
 
-class AppInfo(Part, kw_only=True):
+class AppInfo(Part, kw_only=True, frozen=True):
     spec: AppSpec
     state: str = "stopped"
     pid: int | None = None
@@ -92,11 +92,11 @@ class AppInfo(Part, kw_only=True):
 
 
 # -- app requests ---------------------------------------------------------------------------
-class AppListRequest(Message, kw_only=True):
+class AppListRequest(Message, kw_only=True, frozen=True):
     actor: str
 
 
-class AppRegisterRequest(Message, kw_only=True):
+class AppRegisterRequest(Message, kw_only=True, frozen=True):
     actor: str
     spec: AppSpec
     replace: bool = False  # re-register an existing name with a new spec (stopped first)
@@ -106,14 +106,14 @@ class AppRegisterRequest(Message, kw_only=True):
     adopt_pid: int | None = None
 
 
-class AppRequest(Message, kw_only=True):
+class AppRequest(Message, kw_only=True, frozen=True):
     """apps.start / apps.stop / apps.restart / apps.status / apps.remove."""
 
     actor: str
     name: str
 
 
-class AppLogsRequest(Message, kw_only=True):
+class AppLogsRequest(Message, kw_only=True, frozen=True):
     actor: str
     name: str
     lines: int = 100  # tail this many lines (max 5000)
@@ -121,23 +121,23 @@ class AppLogsRequest(Message, kw_only=True):
     lease_s: float = 30.0  # renew by sending the request again before it runs out
 
 
-class AppReply(Message, kw_only=True):
+class AppReply(Message, kw_only=True, frozen=True):
     app: AppInfo
 
 
-class AppListReply(Message, kw_only=True):
+class AppListReply(Message, kw_only=True, frozen=True):
     host: str
     apps: list[AppInfo] = []
 
 
-class LogLineOut(Part, kw_only=True):
+class LogLineOut(Part, kw_only=True, frozen=True):
     ts: float
     line: str
     stream: str = "stdout"
     level: str = ""
 
 
-class LogsReply(Message, kw_only=True):
+class LogsReply(Message, kw_only=True, frozen=True):
     host: str
     name: str
     lines: list[LogLineOut] = []
@@ -149,7 +149,7 @@ class LogsReply(Message, kw_only=True):
 JobState = Literal["queued", "running", "succeeded", "failed", "timeout", "stopped"]
 
 
-class JobRunRequest(Message, kw_only=True):
+class JobRunRequest(Message, kw_only=True, frozen=True):
     actor: str
     argv: list[str]
     cwd: str = ""
@@ -158,7 +158,7 @@ class JobRunRequest(Message, kw_only=True):
     timeout_s: float = 300.0
 
 
-class JobRequest(Message, kw_only=True):
+class JobRequest(Message, kw_only=True, frozen=True):
     """jobs.get / jobs.stop / jobs.restart / jobs.logs."""
 
     actor: str
@@ -166,17 +166,17 @@ class JobRequest(Message, kw_only=True):
     lines: int = 200  # jobs.logs only
 
 
-class JobListRequest(Message, kw_only=True):
+class JobListRequest(Message, kw_only=True, frozen=True):
     actor: str
     limit: int = 100
 
 
-class JobCleanupRequest(Message, kw_only=True):
+class JobCleanupRequest(Message, kw_only=True, frozen=True):
     actor: str
     older_than_s: float = 7 * 86400.0
 
 
-class JobInfo(Part, kw_only=True):
+class JobInfo(Part, kw_only=True, frozen=True):
     id: str
     argv: list[str]
     state: JobState
@@ -192,30 +192,30 @@ class JobInfo(Part, kw_only=True):
     detail: str = ""
 
 
-class JobReply(Message, kw_only=True):
+class JobReply(Message, kw_only=True, frozen=True):
     job: JobInfo
 
 
-class JobListReply(Message, kw_only=True):
+class JobListReply(Message, kw_only=True, frozen=True):
     host: str
     jobs: list[JobInfo] = []
 
 
-class JobLogsReply(Message, kw_only=True):
+class JobLogsReply(Message, kw_only=True, frozen=True):
     id: str
     lines: list[str] = []
 
 
-class JobCleanupReply(Message, kw_only=True):
+class JobCleanupReply(Message, kw_only=True, frozen=True):
     removed: int = 0
 
 
 # -- scan -----------------------------------------------------------------------------------
-class ScanRequest(Message, kw_only=True):
+class ScanRequest(Message, kw_only=True, frozen=True):
     actor: str
 
 
-class ScannedProc(Part, kw_only=True):
+class ScannedProc(Part, kw_only=True, frozen=True):
     pid: int
     runtime: Literal["python", "node"]
     cmdline: list[str] = []
@@ -225,6 +225,6 @@ class ScannedProc(Part, kw_only=True):
     create_time: float = 0.0
 
 
-class ScanReply(Message, kw_only=True):
+class ScanReply(Message, kw_only=True, frozen=True):
     host: str
     procs: list[ScannedProc] = []

@@ -11,7 +11,7 @@ AppState = Literal[
 ]
 
 
-class AppStatus(Message, kw_only=True):
+class AppStatus(Message, kw_only=True, frozen=True):
     host: str
     app: str
     state: AppState
@@ -26,7 +26,7 @@ class AppStatus(Message, kw_only=True):
     detail: str = ""
 
 
-class HealthResult(Message, kw_only=True):
+class HealthResult(Message, kw_only=True, frozen=True):
     check: str
     target: str
     ts: float
@@ -40,7 +40,7 @@ class HealthResult(Message, kw_only=True):
 AlertState = Literal["pending", "firing", "resolved"]
 
 
-class AlertEvent(Message, kw_only=True):
+class AlertEvent(Message, kw_only=True, frozen=True):
     fingerprint: str
     rule: str
     host: str
@@ -54,7 +54,7 @@ class AlertEvent(Message, kw_only=True):
     summary: str = ""
 
 
-class AuditRecord(Message, kw_only=True):
+class AuditRecord(Message, kw_only=True, frozen=True):
     id: str
     ts: float
     host: str
@@ -72,7 +72,7 @@ class AuditRecord(Message, kw_only=True):
 UserOp = Literal["created", "updated", "deactivated", "activated", "deleted", "password"]
 
 
-class UserChange(Message, kw_only=True):
+class UserChange(Message, kw_only=True, frozen=True):
     """Announces that central users changed; never carries a secret."""
 
     ts: float
@@ -81,7 +81,7 @@ class UserChange(Message, kw_only=True):
     user_id: int | None = None
 
 
-class ReplicationStatus(Message, kw_only=True):
+class ReplicationStatus(Message, kw_only=True, frozen=True):
     host: str
     ts: float
     ok: bool
@@ -94,14 +94,14 @@ class ReplicationStatus(Message, kw_only=True):
     error: str = ""
 
 
-class LogLine(Part, kw_only=True):
+class LogLine(Part, kw_only=True, frozen=True):
     ts: float
     line: str
     stream: str = "stdout"
     level: str = ""
 
 
-class LogBatch(Message, kw_only=True):
+class LogBatch(Message, kw_only=True, frozen=True):
     host: str
     app: str
     lines: list[LogLine] = []

@@ -8,7 +8,7 @@ from .base import Message, Part
 PROCESS_HARD_CAP = 500
 
 
-class CpuStats(Part, kw_only=True):
+class CpuStats(Part, kw_only=True, frozen=True):
     percent: float
     per_core: list[float] = []
     count: int
@@ -22,21 +22,21 @@ class CpuStats(Part, kw_only=True):
     steal: float | None = None
 
 
-class MemStats(Part, kw_only=True):
+class MemStats(Part, kw_only=True, frozen=True):
     total: int
     available: int
     used: int
     percent: float
 
 
-class SwapStats(Part, kw_only=True):
+class SwapStats(Part, kw_only=True, frozen=True):
     total: int = 0
     used: int = 0
     free: int = 0
     percent: float = 0.0
 
 
-class DiskUsage(Part, kw_only=True):
+class DiskUsage(Part, kw_only=True, frozen=True):
     mount: str
     device: str = ""
     fstype: str = ""
@@ -46,7 +46,7 @@ class DiskUsage(Part, kw_only=True):
     percent: float
 
 
-class DiskIO(Part, kw_only=True):
+class DiskIO(Part, kw_only=True, frozen=True):
     """Rates per second over the last interval, summed over physical disks."""
 
     read_bps: float = 0.0
@@ -55,7 +55,7 @@ class DiskIO(Part, kw_only=True):
     write_iops: float = 0.0
 
 
-class NetRates(Part, kw_only=True):
+class NetRates(Part, kw_only=True, frozen=True):
     """Rates per second over the last interval."""
 
     bytes_sent: float = 0.0
@@ -68,16 +68,16 @@ class NetRates(Part, kw_only=True):
     dropout: float = 0.0
 
 
-class NetIface(NetRates, kw_only=True):
+class NetIface(NetRates, kw_only=True, frozen=True):
     name: str
 
 
-class GpuProcess(Part, kw_only=True):
+class GpuProcess(Part, kw_only=True, frozen=True):
     pid: int
     mem_used: int
 
 
-class GpuStats(Part, kw_only=True):
+class GpuStats(Part, kw_only=True, frozen=True):
     index: int
     uuid: str = ""
     name: str = ""
@@ -91,7 +91,7 @@ class GpuStats(Part, kw_only=True):
     processes: list[GpuProcess] = []
 
 
-class ProcCounts(Part, kw_only=True):
+class ProcCounts(Part, kw_only=True, frozen=True):
     total: int = 0
     running: int = 0
     sleeping: int = 0
@@ -101,7 +101,7 @@ class ProcCounts(Part, kw_only=True):
     other: int = 0
 
 
-class MetricFrame(Message, kw_only=True):
+class MetricFrame(Message, kw_only=True, frozen=True):
     """One sample of a host, every interval. (host, boot, seq) identifies it uniquely."""
 
     host: str
@@ -125,7 +125,7 @@ class MetricFrame(Message, kw_only=True):
         return f"{self.host}:{self.boot}:{self.seq}"
 
 
-class ProcInfo(Part, kw_only=True):
+class ProcInfo(Part, kw_only=True, frozen=True):
     pid: int
     ppid: int = 0
     name: str = ""
@@ -140,7 +140,7 @@ class ProcInfo(Part, kw_only=True):
     gpu_mem: int = 0
 
 
-class ProcessSnapshot(Message, kw_only=True):
+class ProcessSnapshot(Message, kw_only=True, frozen=True):
     host: str
     ts: float
     boot: int = 0
@@ -153,7 +153,7 @@ class ProcessSnapshot(Message, kw_only=True):
         return f"{self.host}:{self.boot}:p{self.seq}"
 
 
-class GpuInfo(Part, kw_only=True):
+class GpuInfo(Part, kw_only=True, frozen=True):
     index: int
     uuid: str = ""
     name: str = ""
@@ -161,7 +161,7 @@ class GpuInfo(Part, kw_only=True):
     driver: str = ""
 
 
-class HostInfo(Message, kw_only=True):
+class HostInfo(Message, kw_only=True, frozen=True):
     host: str
     ts: float
     hostname: str = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Message
 
 
-class SyncRequest(Message, kw_only=True):
+class SyncRequest(Message, kw_only=True, frozen=True):
     """Body of a request on `fleet.sync.<host>`: run a replication now. An empty body means the
     defaults. The reply is the ReplicationStatus of a sync that started after the request."""
 

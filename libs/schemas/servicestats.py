@@ -6,7 +6,7 @@ from __future__ import annotations
 from .base import Message
 
 
-class ServiceCounters(Message, kw_only=True):
+class ServiceCounters(Message, kw_only=True, frozen=True):
     kind: str  # the micro service name: collector, ingest, commander, ...
     instance: str  # <machine>:<pid>, stable for the life of the process
     host: str = ""  # the fleet host id of an agent; "" for central services
