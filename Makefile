@@ -47,9 +47,9 @@ system-deps-test:
 # gateway at /); each step reruns only when its inputs changed.
 UI_SRC := $(wildcard ui/src/*.ts ui/src/*.css ui/src/pages/*.ts) ui/index.html ui/vite.config.ts ui/tsconfig.json
 ui/node_modules/.installed: ui/package.json ui/package-lock.json
-	# npm ci refuses a lock written by an npm that left other platforms' optional packages out;
-	# install --no-save then installs the same locked versions without touching the lock.
-	cd ui && (npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-save --no-audit --no-fund --loglevel=error)
+	# The lock lists every platform's optional packages (rollup's native builds), so plain
+	# npm ci installs exactly the locked versions on any machine.
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ui/dist/index.html: ui/node_modules/.installed $(UI_SRC)
