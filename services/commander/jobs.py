@@ -18,6 +18,7 @@ from libs.schemas.control import JobInfo
 
 from . import logfiles
 from .errors import CtlError, conflict, not_found
+from .exits import until_gone
 
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder(JobInfo)
@@ -74,7 +75,8 @@ class JobRunner:
             raise not_found(f"no job {job_id!r} on this host")
         return job
 
-    def list(self, limit: int) -> list[JobInfo]:
+    def recent(self, limit: int) -> list[JobInfo]:
+        """The newest `limit` jobs (at most 1000), newest first."""
         infos = sorted((j.info for j in self.jobs.values()), key=lambda i: i.created, reverse=True)
         return infos[: max(0, min(limit, 1000))]
 
@@ -191,10 +193,7 @@ class JobRunner:
             os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + grace_s
-        while p.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if p.poll() is None:
+        if not await until_gone(lambda: p.poll() is None, grace_s):
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:

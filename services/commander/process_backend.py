@@ -28,6 +28,11 @@ import psutil
 
 from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
 
+from . import logfiles
+from .errors import CtlError, conflict
+from .exits import until_gone
+from .store import AppRecord
+
 
 def restart_delay(
     step: int, base_s: float, max_s: float, jitter: float, uniform: Callable[[float, float], float] = random.uniform
@@ -37,10 +42,6 @@ def restart_delay(
     delay = min(base_s * 1.5 ** min(step, 200), max_s)
     return min(max(0.0, uniform(max(0.0, delay * (1 - jitter)), min(delay * (1 + jitter), max_s))), max_s)
 
-
-from . import logfiles
-from .errors import CtlError, conflict
-from .store import AppRecord
 
 log = logging.getLogger("commander.process")
 
@@ -378,10 +379,7 @@ class ProcessBackend:
         try:
             self._set(app, "stopping")
             self._signal(app, signal.SIGTERM)
-            deadline = time.monotonic() + app.spec.stop_timeout_s
-            while self._alive(app) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self._alive(app):
+            if not await until_gone(lambda: self._alive(app), app.spec.stop_timeout_s):
                 self._signal(app, signal.SIGKILL)
                 for _ in range(100):
                     if not self._alive(app):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import psutil
 
@@ -11,7 +12,7 @@ from libs.schemas.control import ScannedProc
 MAX_RESULTS = 500
 
 
-def runtime_of(name: str, cmdline: list[str]) -> str | None:
+def runtime_of(name: str, cmdline: list[str]) -> Literal["python", "node"] | None:
     exe = os.path.basename(cmdline[0]) if cmdline else name
     for candidate in (exe, name):
         if candidate == "node" or candidate == "nodejs":

@@ -78,7 +78,7 @@ ENDPOINTS: dict[str, tuple[type, str, str, bool]] = {
     "jobs.cleanup": (JobCleanupRequest, "jobs_cleanup", "", True),
     "procs.scan": (ScanRequest, "procs_scan", "", False),
 }
-CODECS = {verb: Codec(t) for verb, (t, *_rest) in ENDPOINTS.items()}
+CODECS: dict[str, Codec[Any]] = {verb: Codec(t) for verb, (t, *_rest) in ENDPOINTS.items()}
 APP_STATUS = Codec(AppStatus)
 
 
@@ -538,6 +538,7 @@ class Commander:
             else:
                 proc = await self.systemd.follow_process(rec.spec.name, since=time.time())
                 try:
+                    assert proc.stdout is not None  # follow_process asks for a pipe; typeshed cannot tell
                     buf: list[LogLine] = []
                     last = time.monotonic()
                     while time.time() < f.until:
@@ -574,7 +575,7 @@ class Commander:
         return JobReply(job=await self.jobs.run(argv, list(r.argv), r.cwd, r.user, dict(r.env), r.timeout_s, r.actor))
 
     async def jobs_list(self, r: JobListRequest) -> JobListReply:
-        return JobListReply(host=self.host, jobs=self.jobs.list(r.limit))
+        return JobListReply(host=self.host, jobs=self.jobs.recent(r.limit))
 
     async def jobs_get(self, r: JobRequest) -> JobReply:
         return JobReply(job=self.jobs.get(r.id).info)

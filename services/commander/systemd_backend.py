@@ -164,10 +164,11 @@ class SystemdBackend:
             proc.kill()
             await proc.wait()
             raise CtlError(500, f"{tool} {' '.join(args)} did not answer within {timeout:g}s") from None
+        rc = await proc.wait()  # at once: communicate() returned at the exit
         o, e = out.decode(errors="replace"), err.decode(errors="replace")
-        if proc.returncode != 0 and any(m in e.lower() for m in DENIED_MARKERS):
+        if rc != 0 and any(m in e.lower() for m in DENIED_MARKERS):
             raise self._missing_privileges(what or f"run {tool} {args[0] if args else ''}")
-        return proc.returncode, o, e
+        return rc, o, e
 
     async def systemctl_ok(self, *args: str, what: str = "") -> str:
         rc, out, err = await self._run(self.systemctl, *args, what=what)
