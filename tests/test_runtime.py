@@ -166,7 +166,7 @@ async def test_host_credentials_cover_only_that_host(nats_stack):
 
 async def test_wrong_password_is_refused(nats_stack):
     s = nats_stack.settings("admin")
-    with pytest.raises(Exception):
+    with pytest.raises(nats.errors.AuthorizationError):
         await connect(NatsSettings(url=s.url, user="admin", password="wrong"), "bad", retry_forever=False)
 
 

@@ -62,10 +62,16 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
     # nats-py reports a failed TLS handshake here and then keeps retrying it without end.
     cert_rejected: asyncio.Future = asyncio.get_running_loop().create_future()
     user_error_cb = overrides.pop("error_cb", None)
+    # The server answers a wrong password with -ERR 'Authorization Violation' and then closes the
+    # socket; nats-py may raise (and keep as last_error) the reset that follows, so the refusal is
+    # remembered from the error callback.
+    auth_refused: list[Exception] = []
 
     async def error_cb(e: Exception) -> None:
         if _cert_rejected(e) and not cert_rejected.done():
             cert_rejected.set_result(e)
+        if isinstance(e, nats.errors.AuthorizationError) or "authorization violation" in str(e).lower():
+            auth_refused.append(e)
         log.warning("nats error: %s", e, extra={"client": name})
         if user_error_cb is not None:
             await user_error_cb(e)
@@ -132,7 +138,11 @@ async def connect(settings: NatsSettings, name: str, *, retry_forever: bool = Tr
             return nc
         except (TimeoutError, nats.errors.NoServersError, OSError, nats.errors.Error) as exc:
             last = getattr(nc, "last_error", None)
-            refused = isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(last).lower()
+            refused = (
+                bool(auth_refused)
+                or isinstance(exc, nats.errors.AuthorizationError)
+                or "authorization" in str(last).lower()
+            )
             if not retry_forever or refused:
                 raise (nats.errors.AuthorizationError() if refused else exc) from None
             log.warning(
