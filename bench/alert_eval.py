@@ -109,7 +109,7 @@ def main() -> None:
     warm = 0
     for f in hist[:HOSTS]:
         for cr in engine.metric:
-            for labels, v in cr.extract(f):
+            for labels, _v in cr.extract(f):
                 warm += 1
                 if warm % 20 == 0:
                     inst = cr.instance(f.host, labels)

@@ -270,7 +270,7 @@ async def bench() -> None:
         after = [v for t, v, _ in lag if t >= warm]
         print("round lags (s): " + " ".join(f"{v:.1f}" for _, v, _ in lag), flush=True)
         starts = sorted(state.get("starts", []))
-        slow = sorted(zip(lat, sent), reverse=True)[:8]
+        slow = sorted(zip(lat, sent, strict=True), reverse=True)[:8]
         # Where in its 5 s round each of the slowest /hosts requests went out (0: the round's start).
         print(
             "slowest /hosts ms@s-into-round: " + " ".join(f"{ms:.0f}@{phase(at, starts):.2f}" for ms, at in slow),

@@ -229,7 +229,7 @@ async def amain() -> int:
         # not the figure; the median pair is reported, and the spread printed.
         pairs: list[tuple[float, float, float, float]] = []  # (ratio, ingest frames/s, raw msgs/s, rows/s)
         raw = await raw_consume(nc, len(frames))
-        for i in range(REPEATS):
+        for _ in range(REPEATS):
             one, rows = await timed_ingest(stack, pg, nc, len(frames), 1, workdir)
             raw_after = await raw_consume(nc, len(frames))
             baseline = (raw + raw_after) / 2

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import msgspec
+import nats.js.errors
 import pytest
 
 from libs.schemas import encode, subjects
@@ -366,7 +367,7 @@ async def test_ended_alerts_are_pruned_from_kv(alerter, nc):
     assert await alerter.state.prune(t0 + 100, older_than=3600) == 0  # too recent
     assert await alerter.state.prune(t0 + 7200, older_than=3600) == 1
     kv = await nc.jetstream().key_value("alert_state")
-    with pytest.raises(Exception):
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
         await kv.get(fps[0])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -72,10 +73,10 @@ async def test_nats_stopped_30s_gap_frames_arrive_after_restart_in_order(fresh_n
     # Every frame of the run, each once, in the order taken: nothing lost across the outage.
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     assert len({f.boot for f in frames}) == 1
-    assert all(a.ts < b.ts for a, b in zip(frames, frames[1:]))
+    assert all(a.ts < b.ts for a, b in pairwise(frames))
     gap = [f for f in frames if down_at + 0.5 < f.ts < up_at - 0.5]
     assert len(gap) >= 20, f"only {len(gap)} frames from the 30 s outage"
-    assert all(f.ts - g.ts < 3 for g, f in zip(gap, gap[1:])), "sampling stalled during the outage"
+    assert all(f.ts - g.ts < 3 for g, f in pairwise(gap)), "sampling stalled during the outage"
 
 
 async def _ge(fn, n):

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+from itertools import pairwise
 
 import pytest
 
@@ -48,7 +49,7 @@ def histogram(s: dict, name: str, **labels: str) -> tuple[list[tuple[float, floa
 
 def assert_well_formed(buckets: list[tuple[float, float]], count: float) -> None:
     assert buckets and buckets[-1][0] == float("inf") and buckets[-1][1] == count
-    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), f"buckets not cumulative: {buckets}"
+    assert all(a[1] <= b[1] for a, b in pairwise(buckets)), f"buckets not cumulative: {buckets}"
 
 
 @pytest.fixture(scope="module")

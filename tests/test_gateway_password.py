@@ -61,9 +61,10 @@ async def test_user_changes_own_password(pw_gw, nats_stack):
     try:
         async with gw.async_client() as c:
             me = await new_user_session(gw, c, "dora", "first-pass-1")
-            change = lambda cur, new: c.post(
-                "/api/v1/auth/password", json={"current_password": cur, "new_password": new}, headers=me
-            )  # noqa: E731
+
+            def change(cur: str, new: str):
+                return c.post("/api/v1/auth/password", json={"current_password": cur, "new_password": new}, headers=me)
+
             r = await change("not-my-pass-1", "second-pass-2")
             assert r.status_code == 403 and "current password" in r.json()["detail"]
             r = await change("first-pass-1", "short")

@@ -224,7 +224,7 @@ async def test_every_route_every_role(gw, nats_stack):
     finally:
         await nc.close()
     assert not failures, (
-        "\n".join(failures) + "\n" + "\n".join(l for l in gw.log().splitlines() if "error" in l)[-3000:]
+        "\n".join(failures) + "\n" + "\n".join(line for line in gw.log().splitlines() if "error" in line)[-3000:]
     )
 
 

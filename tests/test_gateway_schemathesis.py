@@ -86,7 +86,7 @@ def test_openapi_document_holds_under_generated_requests(nats_stack, st_db, work
             assert r.returncode == 0, (
                 out[-6000:]
                 + "\n--- gateway log (errors) ---\n"
-                + "\n".join(l for l in gw.log().splitlines() if '"error"' in l)[-4000:]
+                + "\n".join(line for line in gw.log().splitlines() if '"error"' in line)[-4000:]
             )
             tested = re.search(r"Tested: (\d+)", out)
             assert tested and int(tested.group(1)) > 0, out[-2000:]

@@ -278,7 +278,7 @@ async def test_frames_land_once_and_aggregates_serve_history(tsdb_dsn, admin, fr
         }
         a_frames = [f for f in frames + extra if f.host == "tsdb-a"]
         assert len(m["times"]) == len(a_frames) == len(raw)
-        for t, cpu, mem in zip(m["times"], m["series"]["cpu_percent"], m["series"]["mem_used"]):
+        for t, cpu, mem in zip(m["times"], m["series"]["cpu_percent"], m["series"]["mem_used"], strict=True):
             assert cpu == pytest.approx(raw[t]["cpu"], rel=1e-5) and mem == pytest.approx(raw[t]["mem"], rel=1e-9)
         hourly = {
             r["b"]: r["cpu"]
@@ -288,7 +288,7 @@ async def test_frames_land_once_and_aggregates_serve_history(tsdb_dsn, admin, fr
             )
         }
         assert len(h["times"]) == len(hourly) >= 3
-        for t, cpu in zip(h["times"], h["series"]["cpu_percent"]):
+        for t, cpu in zip(h["times"], h["series"]["cpu_percent"], strict=True):
             assert cpu == pytest.approx(hourly[t], rel=1e-5)
         assert p.proc.poll() is None, p.logs()[-3000:]
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -203,7 +204,7 @@ async def test_central_outage_keeps_local_copy_and_retries_with_backoff(dbs, nat
         fails = [(t, s) for t, s in watch.items[n:] if not s.ok]
         retries = [t for t, s in fails if s.trigger == "retry"]
         assert 3 <= len(retries) <= 8, [s for _, s in fails]
-        gaps = [b - a for a, b in zip(retries, retries[1:])]
+        gaps = [b - a for a, b in pairwise(retries)]
         assert gaps[-1] > 0.6 and gaps[-1] > gaps[0]
         assert await local_users(dbs.local_dsn) == before
 

@@ -244,7 +244,7 @@ async def test_malformed_messages_on_every_subject(fresh_nats, pg_cluster, db_ds
         replies = await asyncio.gather(
             *(ask(subjects.ctl(HOST, verb), data) for verb, _, data in ctl_cases), return_exceptions=True
         )
-        for (verb, name, data), msg in zip(ctl_cases, replies):
+        for (verb, name, data), msg in zip(ctl_cases, replies, strict=True):
             assert not isinstance(msg, BaseException), f"commander {verb} {name}: no answer ({msg!r})"
             code, reason = ctl_reply(msg)
             if undecodable(CTL_CODECS[verb], data):

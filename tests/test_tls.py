@@ -14,8 +14,7 @@ import pytest
 from cryptography import x509
 
 from fleetwatch import certs
-from libs.embedded import natsconfig
-from libs.embedded import NatsServer, free_port
+from libs.embedded import NatsServer, free_port, natsconfig
 from libs.runtime import NatsSettings, connect
 from libs.runtime.natsconn import TlsVerifyError
 from tests.conftest import ROOT, service_env

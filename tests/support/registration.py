@@ -9,8 +9,7 @@ import sys
 
 import nats
 
-from libs.embedded import natsconfig
-from libs.embedded import NatsServer, free_port
+from libs.embedded import NatsServer, free_port, natsconfig
 from libs.runtime import NatsSettings, connect
 from tests.conftest import ROOT, service_env
 
