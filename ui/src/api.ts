@@ -4,7 +4,12 @@
 export type Role = "viewer" | "operator" | "admin";
 const LEVEL: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 
-export interface Session { token: string; username: string; role: Role; expires_at: number }
+export interface Session {
+  token: string;
+  username: string;
+  role: Role;
+  expires_at: number;
+}
 
 const KEY = "fleetwatch.session";
 let session: Session | null = load();
@@ -18,8 +23,12 @@ function load(): Session | null {
   }
 }
 
-export function current(): Session | null { return session; }
-export function can(role: Role): boolean { return !!session && LEVEL[session.role] >= LEVEL[role]; }
+export function current(): Session | null {
+  return session;
+}
+export function can(role: Role): boolean {
+  return !!session && LEVEL[session.role] >= LEVEL[role];
+}
 
 export function setSession(s: Session | null): void {
   session = s;
@@ -28,11 +37,18 @@ export function setSession(s: Session | null): void {
 }
 
 export class ApiError extends Error {
-  constructor(public status: number, public detail: string) { super(detail); }
+  constructor(
+    public status: number,
+    public detail: string,
+  ) {
+    super(detail);
+  }
 }
 
 let onUnauthorized: () => void = () => {};
-export function whenUnauthorized(f: () => void): void { onUnauthorized = f; }
+export function whenUnauthorized(f: () => void): void {
+  onUnauthorized = f;
+}
 
 function reason(body: unknown, status: number): string {
   if (body && typeof body === "object") {
@@ -47,7 +63,12 @@ function reason(body: unknown, status: number): string {
   return `HTTP ${status}`;
 }
 
-export async function api<T = any>(method: string, path: string, body?: unknown, query?: Record<string, unknown>): Promise<T> {
+export async function api<T = any>(
+  method: string,
+  path: string,
+  body?: unknown,
+  query?: Record<string, unknown>,
+): Promise<T> {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -66,7 +87,11 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
   }
   const text = await r.text();
   let data: unknown = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
   if (!r.ok) {
     if (r.status === 401 && session && path !== "/api/v1/auth/login") onUnauthorized();
     throw new ApiError(r.status, reason(data, r.status));
@@ -94,7 +119,11 @@ export class SSE {
   private delay = 1000;
   private timer: number | undefined;
 
-  constructor(private url: string, private h: SSEHandlers, private resume = true) {
+  constructor(
+    private url: string,
+    private h: SSEHandlers,
+    private resume = true,
+  ) {
     void this.connect();
   }
 
@@ -116,7 +145,11 @@ export class SSE {
       if (!r.ok || !r.body) {
         const t = await r.text().catch(() => "");
         let d = `HTTP ${r.status}`;
-        try { d = JSON.parse(t).detail || d; } catch { /* not JSON */ }
+        try {
+          d = JSON.parse(t).detail || d;
+        } catch {
+          /* not JSON */
+        }
         if (r.status === 401) onUnauthorized();
         throw new Error(d);
       }
@@ -167,8 +200,10 @@ export class SSE {
       const f = i < 0 ? line : line.slice(0, i);
       let v = i < 0 ? "" : line.slice(i + 1);
       if (v[0] === " ") v = v.slice(1);
-      if (f === "data") { data = hasData ? data + "\n" + v : v; hasData = true; }
-      else if (f === "event") kind = v;
+      if (f === "data") {
+        data = hasData ? data + "\n" + v : v;
+        hasData = true;
+      } else if (f === "event") kind = v;
       else if (f === "id") id = v;
     }
     if (id !== null) this.lastId = id;

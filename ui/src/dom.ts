@@ -2,7 +2,11 @@
 type Attrs = Record<string, unknown>;
 export type Child = Node | string | number | null | undefined | false | Child[];
 
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs?: Attrs | null, ...children: Child[]): HTMLElementTagNameMap[K] {
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs?: Attrs | null,
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   if (attrs) {
     for (const [k, v] of Object.entries(attrs)) {
@@ -39,14 +43,23 @@ export function nextId(prefix: string): string {
 /** A labelled form field: <label for> + control, so every control has an accessible name. */
 export function field(label: string, control: HTMLElement, hint?: string): HTMLElement {
   if (!control.id) control.id = nextId("f");
-  return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hint ? h("small", { class: "hint" }, hint) : null);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: control.id }, label),
+    control,
+    hint ? h("small", { class: "hint" }, hint) : null,
+  );
 }
 
 export function fmtBytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !isFinite(n)) return "–";
   const u = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
-  while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  while (Math.abs(n) >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
   return `${n.toFixed(n >= 100 || i === 0 ? 0 : 1)} ${u[i]}`;
 }
 

@@ -5,11 +5,20 @@ import { t } from "./i18n";
 export function confirmDialog(text: string, okLabel = t("confirm")): Promise<boolean> {
   return new Promise((resolve) => {
     const ok = h("button", { class: "danger", type: "submit", value: "ok" }, okLabel);
-    const dlg = h("dialog", { class: "confirm", "aria-label": t("confirmAction") },
-      h("form", { method: "dialog" },
+    const dlg = h(
+      "dialog",
+      { class: "confirm", "aria-label": t("confirmAction") },
+      h(
+        "form",
+        { method: "dialog" },
         h("p", null, text),
-        h("div", { class: "row end" }, h("button", { type: "submit", value: "cancel" }, t("cancel")), ok)));
-    dlg.addEventListener("close", () => { resolve(dlg.returnValue === "ok"); dlg.remove(); });
+        h("div", { class: "row end" }, h("button", { type: "submit", value: "cancel" }, t("cancel")), ok),
+      ),
+    );
+    dlg.addEventListener("close", () => {
+      resolve(dlg.returnValue === "ok");
+      dlg.remove();
+    });
     document.body.appendChild(dlg);
     dlg.showModal();
     ok.focus();
@@ -21,8 +30,13 @@ export function confirmDialog(text: string, okLabel = t("confirm")): Promise<boo
  * checked in the browser first. `save` answers null when done, else the server's reason, which
  * the dialog shows while it stays open. Resolves true once saved, false when cancelled.
  */
-export function passwordDialog(title: string, withCurrent: boolean, save: (current: string, next: string) => Promise<string | null>): Promise<boolean> {
-  const input = (name: string, auto: string) => h("input", { type: "password", name, required: true, maxlength: 1024, autocomplete: auto });
+export function passwordDialog(
+  title: string,
+  withCurrent: boolean,
+  save: (current: string, next: string) => Promise<string | null>,
+): Promise<boolean> {
+  const input = (name: string, auto: string) =>
+    h("input", { type: "password", name, required: true, maxlength: 1024, autocomplete: auto });
   const cur = withCurrent ? input("current-password", "current-password") : null;
   const pw = input("new-password", "new-password");
   pw.minLength = 8;
@@ -30,9 +44,16 @@ export function passwordDialog(title: string, withCurrent: boolean, save: (curre
   const err = h("p", { class: "error", role: "alert", "data-testid": "password-error" });
   const ok = h("button", { type: "submit", class: "primary" }, t("save"));
   const cancel = h("button", { type: "button" }, t("cancel"));
-  const form = h("form", { class: "grid-form" }, h("h2", null, title),
-    cur ? field(t("currentPassword"), cur) : null, field(t("newPassword"), pw, "≥ 8"), field(t("repeatPassword"), again), err,
-    h("div", { class: "row end" }, cancel, ok));
+  const form = h(
+    "form",
+    { class: "grid-form" },
+    h("h2", null, title),
+    cur ? field(t("currentPassword"), cur) : null,
+    field(t("newPassword"), pw, "≥ 8"),
+    field(t("repeatPassword"), again),
+    err,
+    h("div", { class: "row end" }, cancel, ok),
+  );
   const dlg = h("dialog", { "aria-label": title, "data-testid": "password-dialog" }, form);
   const check = () => {
     pw.setCustomValidity(cur && pw.value && pw.value === cur.value ? t("passwordSame") : "");
@@ -41,7 +62,10 @@ export function passwordDialog(title: string, withCurrent: boolean, save: (curre
   for (const el of [cur, pw, again]) el?.addEventListener("input", check);
   return new Promise((resolve) => {
     let saved = false;
-    dlg.addEventListener("close", () => { dlg.remove(); resolve(saved); });
+    dlg.addEventListener("close", () => {
+      dlg.remove();
+      resolve(saved);
+    });
     cancel.addEventListener("click", () => dlg.close());
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -51,7 +75,10 @@ export function passwordDialog(title: string, withCurrent: boolean, save: (curre
       ok.disabled = true;
       const why = await save(cur?.value ?? "", pw.value);
       ok.disabled = false;
-      if (why) { err.textContent = why; return; }
+      if (why) {
+        err.textContent = why;
+        return;
+      }
       saved = true;
       dlg.close();
     });
@@ -73,15 +100,29 @@ export function toast(text: string, kind: "ok" | "error" = "ok"): void {
 }
 
 /** A sortable table header cell; `aria-sort` tells screen readers the current order. */
-export function sortHeader(label: string, key: string, state: { key: string; desc: boolean }, onSort: (key: string) => void): HTMLElement {
+export function sortHeader(
+  label: string,
+  key: string,
+  state: { key: string; desc: boolean },
+  onSort: (key: string) => void,
+): HTMLElement {
   const active = state.key === key;
-  return h("th", { scope: "col", "aria-sort": active ? (state.desc ? "descending" : "ascending") : "none" },
-    h("button", { class: "linklike", type: "button", onclick: () => onSort(key) }, label, active ? (state.desc ? " ▾" : " ▴") : ""));
+  return h(
+    "th",
+    { scope: "col", "aria-sort": active ? (state.desc ? "descending" : "ascending") : "none" },
+    h(
+      "button",
+      { class: "linklike", type: "button", onclick: () => onSort(key) },
+      label,
+      active ? (state.desc ? " ▾" : " ▴") : "",
+    ),
+  );
 }
 
 /** Draws a sparkline of `values` (0..100) on a canvas sized by CSS. */
 export function drawSpark(canvas: HTMLCanvasElement, values: ArrayLike<number>, count: number, color: string): void {
-  const w = canvas.width, hgt = canvas.height;
+  const w = canvas.width,
+    hgt = canvas.height;
   const ctx = canvas.getContext("2d");
   if (!ctx) return;
   ctx.clearRect(0, 0, w, hgt);
@@ -96,7 +137,8 @@ export function drawSpark(canvas: HTMLCanvasElement, values: ArrayLike<number>, 
     const v = values[(start + i) % n];
     const x = (i / Math.max(pts - 1, 1)) * w; // a young series spans the whole width too
     const y = hgt - 1 - (Math.max(0, Math.min(100, v)) / 100) * (hgt - 2);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    if (i === 0) ctx.moveTo(x, y);
+    else ctx.lineTo(x, y);
   }
   ctx.stroke();
 }

@@ -10,12 +10,26 @@ const ROW_H = 44;
 const OFFLINE_AFTER_S = 30;
 
 interface Summary {
-  cpu_percent?: number; mem_percent?: number; disk_max_percent?: number | null; gpu_util_percent?: number | null;
-  load1?: number; ts?: number;
+  cpu_percent?: number;
+  mem_percent?: number;
+  disk_max_percent?: number | null;
+  gpu_util_percent?: number | null;
+  load1?: number;
+  ts?: number;
 }
 interface Row {
-  host: string; hostname: string; status: string; labels: Record<string, string>; labelText: string;
-  last: Summary | null; lastSeen: number; cpu: Float32Array; mem: Float32Array; n: number; alerts: number; version: number;
+  host: string;
+  hostname: string;
+  status: string;
+  labels: Record<string, string>;
+  labelText: string;
+  last: Summary | null;
+  lastSeen: number;
+  cpu: Float32Array;
+  mem: Float32Array;
+  n: number;
+  alerts: number;
+  version: number;
 }
 
 type SortKey = "host" | "status" | "cpu" | "mem" | "disk" | "gpu" | "alerts" | "seen";
@@ -31,8 +45,20 @@ const VALUE: Record<SortKey, (r: Row) => number | string> = {
 };
 
 function newRow(host: string): Row {
-  return { host, hostname: "", status: "offline", labels: {}, labelText: "", last: null, lastSeen: 0,
-    cpu: new Float32Array(SPARK), mem: new Float32Array(SPARK), n: 0, alerts: 0, version: 0 };
+  return {
+    host,
+    hostname: "",
+    status: "offline",
+    labels: {},
+    labelText: "",
+    last: null,
+    lastSeen: 0,
+    cpu: new Float32Array(SPARK),
+    mem: new Float32Array(SPARK),
+    n: 0,
+    alerts: 0,
+    version: 0,
+  };
 }
 
 function push(r: Row, s: Summary): void {
@@ -41,7 +67,15 @@ function push(r: Row, s: Summary): void {
   r.n++;
 }
 
-interface Slot { tr: HTMLTableRowElement; cells: HTMLElement[]; link: HTMLAnchorElement; cpuC: HTMLCanvasElement; memC: HTMLCanvasElement; host: string; version: number }
+interface Slot {
+  tr: HTMLTableRowElement;
+  cells: HTMLElement[];
+  link: HTMLAnchorElement;
+  cpuC: HTMLCanvasElement;
+  memC: HTMLCanvasElement;
+  host: string;
+  version: number;
+}
 
 export function fleetPage(root: HTMLElement): () => void {
   const rows = new Map<string, Row>();
@@ -52,7 +86,13 @@ export function fleetPage(root: HTMLElement): () => void {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   let filter = params.get("q") || "";
 
-  const filterInput = h("input", { type: "search", placeholder: t("filter"), "aria-label": t("filter"), value: filter, "data-testid": "fleet-filter" });
+  const filterInput = h("input", {
+    type: "search",
+    placeholder: t("filter"),
+    "aria-label": t("filter"),
+    value: filter,
+    "data-testid": "fleet-filter",
+  });
   const live = h("span", { class: "pill", role: "status", "data-testid": "stream-state" }, t("connecting"));
   const count = h("span", { class: "muted", "data-testid": "fleet-count" });
   const thead = h("thead");
@@ -62,19 +102,35 @@ export function fleetPage(root: HTMLElement): () => void {
   const table = h("table", { class: "fleet", "data-testid": "fleet-table", "aria-label": t("fleet") }, thead, tbody);
   root.append(
     h("div", { class: "toolbar" }, h("h1", null, t("fleet")), filterInput, count, live),
-    h("div", { class: "table-wrap" }, table));
+    h("div", { class: "table-wrap" }, table),
+  );
 
   const colors = getComputedStyle(document.documentElement);
   const cpuColor = colors.getPropertyValue("--accent").trim() || "#4ea1ff";
   const memColor = colors.getPropertyValue("--accent2").trim() || "#b48cff";
 
   function renderHead(): void {
-    const on = (k: string) => { sort.desc = sort.key === k ? !sort.desc : k !== "host"; sort.key = k as SortKey; needSort = true; renderHead(); paint(); };
-    thead.replaceChildren(h("tr", null,
-      sortHeader(t("host"), "host", sort, on), sortHeader(t("status"), "status", sort, on),
-      sortHeader(t("cpu"), "cpu", sort, on), sortHeader(t("memory"), "mem", sort, on),
-      sortHeader(t("disk"), "disk", sort, on), sortHeader(t("gpu"), "gpu", sort, on),
-      sortHeader(t("alertsCol"), "alerts", sort, on), sortHeader(t("lastSeen"), "seen", sort, on)));
+    const on = (k: string) => {
+      sort.desc = sort.key === k ? !sort.desc : k !== "host";
+      sort.key = k as SortKey;
+      needSort = true;
+      renderHead();
+      paint();
+    };
+    thead.replaceChildren(
+      h(
+        "tr",
+        null,
+        sortHeader(t("host"), "host", sort, on),
+        sortHeader(t("status"), "status", sort, on),
+        sortHeader(t("cpu"), "cpu", sort, on),
+        sortHeader(t("memory"), "mem", sort, on),
+        sortHeader(t("disk"), "disk", sort, on),
+        sortHeader(t("gpu"), "gpu", sort, on),
+        sortHeader(t("alertsCol"), "alerts", sort, on),
+        sortHeader(t("lastSeen"), "seen", sort, on),
+      ),
+    );
   }
   renderHead();
 
@@ -89,7 +145,8 @@ export function fleetPage(root: HTMLElement): () => void {
     const f = VALUE[sort.key];
     const dir = sort.desc ? -1 : 1;
     order.sort((a, b) => {
-      const x = f(a), y = f(b);
+      const x = f(a),
+        y = f(b);
       return (x < y ? -1 : x > y ? 1 : a.host < b.host ? -1 : 1) * dir;
     });
     count.textContent = `${order.length} / ${rows.size} ${t("hostsShown")}`;
@@ -102,18 +159,37 @@ export function fleetPage(root: HTMLElement): () => void {
     const link = h("a", { href: "#" }) as HTMLAnchorElement;
     const cpuC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
     const memC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
-    const cells = [h("td", { class: "hostcell" }, link), h("td"), h("td", { class: "num" }), h("td", { class: "num" }),
-      h("td", { class: "num" }), h("td", { class: "num" }), h("td", { class: "num" }), h("td", { class: "num muted" })];
-    const cpuV = h("span"), memV = h("span");
+    const cells = [
+      h("td", { class: "hostcell" }, link),
+      h("td"),
+      h("td", { class: "num" }),
+      h("td", { class: "num" }),
+      h("td", { class: "num" }),
+      h("td", { class: "num" }),
+      h("td", { class: "num" }),
+      h("td", { class: "num muted" }),
+    ];
+    const cpuV = h("span"),
+      memV = h("span");
     cells[2].append(cpuV, cpuC);
     cells[3].append(memV, memC);
     const tr = h("tr", null, ...cells);
-    const s: Slot = { tr, cells: [cells[0], cells[1], cpuV, memV, cells[4], cells[5], cells[6], cells[7]], link, cpuC, memC, host: "", version: -1 };
+    const s: Slot = {
+      tr,
+      cells: [cells[0], cells[1], cpuV, memV, cells[4], cells[5], cells[6], cells[7]],
+      link,
+      cpuC,
+      memC,
+      host: "",
+      version: -1,
+    };
     slots[i] = s;
     return s;
   }
 
-  function setText(el: HTMLElement, v: string): void { if (el.textContent !== v) el.textContent = v; }
+  function setText(el: HTMLElement, v: string): void {
+    if (el.textContent !== v) el.textContent = v;
+  }
 
   function fill(s: Slot, r: Row, now: number): void {
     if (s.host !== r.host) {
@@ -176,19 +252,31 @@ export function fleetPage(root: HTMLElement): () => void {
   function schedule(): void {
     if (scheduled) return;
     scheduled = true;
-    requestAnimationFrame(() => { scheduled = false; paint(); });
+    requestAnimationFrame(() => {
+      scheduled = false;
+      paint();
+    });
   }
 
   function ingestHosts(list: any[]): void {
     for (const v of list) {
       let r = rows.get(v.host);
-      if (!r) { r = newRow(v.host); rows.set(v.host, r); }
+      if (!r) {
+        r = newRow(v.host);
+        rows.set(v.host, r);
+      }
       r.hostname = v.hostname || "";
       r.labels = v.labels || {};
-      r.labelText = Object.entries(r.labels).map(([k, x]) => `${k}=${x}`).join(" ").toLowerCase();
+      r.labelText = Object.entries(r.labels)
+        .map(([k, x]) => `${k}=${x}`)
+        .join(" ")
+        .toLowerCase();
       r.status = v.status;
       if (v.last_seen) r.lastSeen = Math.max(r.lastSeen, v.last_seen);
-      if (v.last && !r.last) { r.last = v.last; push(r, v.last); }
+      if (v.last && !r.last) {
+        r.last = v.last;
+        push(r, v.last);
+      }
       r.version++;
     }
     needSort = true;
@@ -196,34 +284,58 @@ export function fleetPage(root: HTMLElement): () => void {
 
   function recount(): void {
     for (const r of rows.values()) r.alerts = 0;
-    for (const host of firing.values()) { const r = rows.get(host); if (r) r.alerts++; }
+    for (const host of firing.values()) {
+      const r = rows.get(host);
+      if (r) r.alerts++;
+    }
     for (const r of rows.values()) r.version++;
     if (sort.key === "alerts") needSort = true;
   }
 
   let closed = false;
   const refresh = async () => {
-    try { ingestHosts(await api<any[]>("GET", "/api/v1/hosts")); schedule(); } catch { /* the stream state shows trouble */ }
+    try {
+      ingestHosts(await api<any[]>("GET", "/api/v1/hosts"));
+      schedule();
+    } catch {
+      /* the stream state shows trouble */
+    }
   };
   void refresh().then(() => {
     if (closed) return;
-    api<any>("GET", "/api/v1/alerts").then((res) => {
-      for (const a of (Array.isArray(res) ? res : res?.items ?? res?.alerts ?? [])) if (a.state === "firing") firing.set(a.fingerprint, a.host);
-      recount(); schedule();
-    }).catch(() => { /* alerting not reachable: counts come from the stream */ });
+    api<any>("GET", "/api/v1/alerts")
+      .then((res) => {
+        for (const a of Array.isArray(res) ? res : (res?.items ?? res?.alerts ?? []))
+          if (a.state === "firing") firing.set(a.fingerprint, a.host);
+        recount();
+        schedule();
+      })
+      .catch(() => {
+        /* alerting not reachable: counts come from the stream */
+      });
   });
 
   const sse = new SSE("/api/v1/stream?kinds=frame,host,alert", {
-    onState(state) { live.textContent = state === "open" ? "● " + t("live") : t("retrying"); live.className = `pill ${state === "open" ? "ok" : "warn"}`; },
+    onState(state) {
+      live.textContent = state === "open" ? "● " + t("live") : t("retrying");
+      live.className = `pill ${state === "open" ? "ok" : "warn"}`;
+    },
     onEvent(kind, data) {
       const ev = JSON.parse(data);
       if (kind === "frame") {
         const s = ev.data as Summary;
         let r = rows.get(ev.host);
-        if (!r) { r = newRow(ev.host); rows.set(ev.host, r); needSort = true; }
+        if (!r) {
+          r = newRow(ev.host);
+          rows.set(ev.host, r);
+          needSort = true;
+        }
         r.last = s;
         r.lastSeen = s.ts ?? ev.ts;
-        if (r.status !== "online") { r.status = "online"; if (sort.key === "status") needSort = true; }
+        if (r.status !== "online") {
+          r.status = "online";
+          if (sort.key === "status") needSort = true;
+        }
         push(r, s);
         r.version++;
         if (sort.key !== "host" && sort.key !== "alerts") needSort = true;
@@ -231,7 +343,8 @@ export function fleetPage(root: HTMLElement): () => void {
         ingestHosts([{ ...ev.data, host: ev.host, status: "online" }]);
       } else if (kind === "alert") {
         const a = ev.data;
-        if (a.state === "firing") firing.set(a.fingerprint, a.host); else firing.delete(a.fingerprint);
+        if (a.state === "firing") firing.set(a.fingerprint, a.host);
+        else firing.delete(a.fingerprint);
         recount();
       }
     },
@@ -243,7 +356,11 @@ export function fleetPage(root: HTMLElement): () => void {
   const onScroll = () => schedule();
   window.addEventListener("scroll", onScroll, { passive: true });
   window.addEventListener("resize", onScroll);
-  filterInput.addEventListener("input", () => { filter = filterInput.value; needSort = true; schedule(); });
+  filterInput.addEventListener("input", () => {
+    filter = filterInput.value;
+    needSort = true;
+    schedule();
+  });
 
   return () => {
     closed = true;

@@ -7,8 +7,15 @@ export function loginPage(root: HTMLElement, [next]: string[]): void {
   const pass = h("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
   const err = h("p", { class: "error", role: "alert" });
   const btn = h("button", { type: "submit", class: "primary" }, t("login"));
-  const form = h("form", { class: "card login", "aria-label": t("login") },
-    h("h1", null, "◉ fleetwatch"), field(t("username"), user), field(t("password"), pass), err, btn);
+  const form = h(
+    "form",
+    { class: "card login", "aria-label": t("login") },
+    h("h1", null, "◉ fleetwatch"),
+    field(t("username"), user),
+    field(t("password"), pass),
+    err,
+    btn,
+  );
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     err.textContent = "";
