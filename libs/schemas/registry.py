@@ -56,12 +56,18 @@ def _normalise(node: Any) -> Any:
     msgspec copies docstrings into `description`; 0.23 dedents them, earlier releases kept the
     indentation of continuation lines. `inspect.cleandoc` gives the same text from either, so the
     committed files (and their staleness test) do not change with the library's formatting.
+    Checked against msgspec 0.19 (the oldest pyproject allows) and the locked release.
     """
     if isinstance(node, dict):
-        return {
+        out = {
             k: inspect.cleandoc(v) if k in ("description", "title") and isinstance(v, str) else _normalise(v)
             for k, v in node.items()
         }
+        # The order of anyOf's alternatives means nothing, and releases list Optional's two
+        # (the type and null) in different orders: keep them sorted.
+        if isinstance(out.get("anyOf"), list):
+            out["anyOf"] = sorted(out["anyOf"], key=lambda alt: json.dumps(alt, sort_keys=True))
+        return out
     if isinstance(node, list):
         return [_normalise(v) for v in node]
     return node
