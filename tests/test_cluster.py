@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from libs.embedded import natsconfig
+from libs.embedded import NatsServer, free_port, natsconfig
 from libs.embedded.natscluster import NatsCluster
-from libs.runtime import connect
+from libs.runtime import NatsSettings, connect
 from libs.runtime.jetstream import cluster_size, provision
 from libs.schemas import subjects
 from libs.schemas.streams import BUCKETS, STREAMS
@@ -129,7 +129,9 @@ def test_nats_config_cli_writes_cluster_configs(tmp_path):
         assert "agent-web-1" in users and natsconfig.ROUTE_USER not in users
     # The route secret is no client identity: no env file for it.
     assert not (out / "env" / f"{natsconfig.ROUTE_USER}.env").exists()
-    assert (out / "env" / "agent-web-1.env").exists()
+    # Each env file is enough to connect: it names every node.
+    env = (out / "env" / "agent-web-1.env").read_text().splitlines()
+    assert "FLEETWATCH_NATS_URL=nats://127.0.0.1:14222,nats://127.0.0.1:14223,nats://127.0.0.1:14224" in env
 
 
 def test_single_server_config_unchanged_by_cluster_support(tmp_path):
@@ -138,3 +140,36 @@ def test_single_server_config_unchanged_by_cluster_support(tmp_path):
     cfg = json.loads((tmp_path / "nats.conf").read_text())
     assert "cluster" not in cfg and cfg["listen"] == "127.0.0.1:4999"
     assert natsconfig.ROUTE_USER not in json.loads((tmp_path / "credentials.json").read_text())
+    assert "FLEETWATCH_NATS_URL=nats://127.0.0.1:4999" in (tmp_path / "env" / "agent-web-1.env").read_text()
+
+
+async def test_env_file_alone_connects_and_names_the_client_url(tmp_path):
+    """Sourcing one env file is enough: its URL, user and password reach the server it was written
+    for; an inventory's client_url (what remote hosts dial) replaces the derived one."""
+    port = free_port()
+    inv = natsconfig.Inventory(
+        server=natsconfig.ServerSection(listen=f"0.0.0.0:{port}"), hosts=[natsconfig.InventoryHost(id="web-1")]
+    )
+    natsconfig.write_config(inv, tmp_path / "nats", store_dir=str(tmp_path / "js"))
+    env = dict(line.split("=", 1) for line in (tmp_path / "nats" / "env" / "agent-web-1.env").read_text().splitlines())
+    assert env["FLEETWATCH_NATS_URL"] == f"nats://127.0.0.1:{port}"
+    server = NatsServer(tmp_path / "nats" / "nats.conf", port)
+    server.start()
+    try:
+        settings = NatsSettings(
+            url=env["FLEETWATCH_NATS_URL"],
+            user=env["FLEETWATCH_NATS_USER"],
+            password=env["FLEETWATCH_NATS_PASSWORD"],
+            inbox_prefix=env["FLEETWATCH_NATS_INBOX_PREFIX"],
+        )
+        nc = await connect(settings, "env-file", retry_forever=False)
+        await nc.close()
+    finally:
+        server.stop()
+    remote = natsconfig.Inventory(
+        server=natsconfig.ServerSection(client_url="tls://nats.example:4222"), hosts=inv.hosts
+    )
+    natsconfig.write_config(remote, tmp_path / "remote")
+    assert (
+        "FLEETWATCH_NATS_URL=tls://nats.example:4222" in (tmp_path / "remote" / "env" / "agent-web-1.env").read_text()
+    )
