@@ -41,6 +41,11 @@ async def open_pool(stack: contextlib.AsyncExitStack, settings: DbSettings, **kw
     return pool
 
 
+def _migration_files(directory: Path) -> list[Path]:
+    """The `NNNN_name.sql` / `NNNN_name.py` files of `directory`, in version order."""
+    return sorted(p for p in Path(directory).iterdir() if p.suffix in (".sql", ".py") and p.name[:4].isdigit())
+
+
 def _lock_key(component: str) -> int:
     return int.from_bytes(hashlib.sha1(f"fleetwatch-migrate:{component}".encode()).digest()[:8], "big", signed=True)
 
@@ -69,16 +74,18 @@ async def migrate(pool_or_conn, component: str, directory: Path) -> list[str]:
                 r["version"]
                 for r in await conn.fetch("SELECT version FROM schema_migrations WHERE component=$1", component)
             }
-            files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".sql", ".py") and p.name[:4].isdigit())
+            files = await asyncio.to_thread(_migration_files, directory)
             for f in files:
                 version = int(f.name.split("_", 1)[0])
                 if version in done:
                     continue
                 async with conn.transaction():
                     if f.suffix == ".sql":
-                        await conn.execute(f.read_text())
+                        await conn.execute(await asyncio.to_thread(f.read_text))
                     else:
                         spec = importlib.util.spec_from_file_location(f"_migration_{component}_{version}", f)
+                        if spec is None or spec.loader is None:  # only for a suffix no loader knows
+                            raise RuntimeError(f"cannot load migration {f}")
                         mod = importlib.util.module_from_spec(spec)
                         spec.loader.exec_module(mod)
                         await mod.up(conn)

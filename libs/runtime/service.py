@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+import msgspec
 from nats.aio.client import Client as NATS
 
 from . import natsconn
@@ -22,7 +23,7 @@ from .logs import register_secrets_from, setup_logging
 from .settings import LogSettings, NatsSettings, SettingsError, load_settings
 from .stats import ServiceStats, StatsService
 
-C = TypeVar("C")
+C = TypeVar("C", bound=msgspec.Struct)  # a settings class, see load_settings
 
 
 class Service(Protocol):

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-T = TypeVar("T")
+# A settings class is a Struct: its fields and their types are read from msgspec.structs.fields.
+T = TypeVar("T", bound=msgspec.Struct)
 
 ROOT_PREFIX = "FLEETWATCH_"
 

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import nats.micro
@@ -36,6 +36,9 @@ VERSION = "0.1.0"
 
 Number = int | float
 
+# Which ServiceCounters field a read value goes into.
+Area = Literal["counters", "gauges", "queues", "consumer_pending"]
+
 
 def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -46,7 +49,7 @@ class ServiceStats:
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
-        self._reads: list[tuple[str, str, Callable[[], Any]]] = []
+        self._reads: list[tuple[Area, str, Callable[[], Any]]] = []
         self.started = time.time()
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -68,7 +71,10 @@ class ServiceStats:
         self._reads.append(("consumer_pending", "", read))
 
     def snapshot(self, kind: str, instance: str, host: str = "") -> ServiceCounters:
-        out: dict[str, dict] = {"counters": dict(self.counters), "gauges": {}, "queues": {}, "consumer_pending": {}}
+        counters: dict[str, int] = dict(self.counters)
+        gauges: dict[str, float] = {}
+        queues: dict[str, int] = {}
+        pending: dict[str, int] = {}
         for area, name, read in self._reads:
             try:
                 value = read()
@@ -78,14 +84,24 @@ class ServiceStats:
             if value is None:
                 continue
             if area == "consumer_pending":
-                out[area].update({str(k): int(v) for k, v in value.items()})
+                pending.update({str(k): int(v) for k, v in value.items()})
             elif area == "counters":
-                out[area][name] = out[area].get(name, 0) + int(value)
+                counters[name] = counters.get(name, 0) + int(value)
+            elif area == "gauges":
+                gauges[name] = value
             else:
-                out[area][name] = value
+                queues[name] = value
         now = time.time()
         return ServiceCounters(
-            kind=kind, instance=instance, host=host, ts=now, uptime_s=round(now - self.started, 3), **out
+            kind=kind,
+            instance=instance,
+            host=host,
+            ts=now,
+            uptime_s=round(now - self.started, 3),
+            counters=counters,
+            gauges=gauges,
+            consumer_pending=pending,
+            queues=queues,
         )
 
 
