@@ -3,14 +3,13 @@ the fault bench start. The configs come from `fleetwatch nats-config` (one file 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from libs.embedded import natsconfig
 from libs.runtime.settings import NatsSettings
 from libs.schemas import subjects
 
-from .natsserver import NatsServer, find_nats_server, free_port, wait_port
+from .natsserver import NatsServer, free_port, wait_port
 
 
 class NatsCluster:
@@ -57,13 +56,9 @@ class NatsCluster:
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
         # Start all before waiting: each node keeps retrying its routes until the others listen.
-        for n in self.nodes:
-            out = open(n.log_file, "ab")
-            n.proc = subprocess.Popen(
-                [find_nats_server(), "-c", str(n.config)], stdout=out, stderr=out, start_new_session=True
-            )
-        for n in self.nodes:
-            wait_port("127.0.0.1", n.port, timeout, n.proc)
+        procs = [n.launch() for n in self.nodes]
+        for n, proc in zip(self.nodes, procs, strict=True):
+            wait_port("127.0.0.1", n.port, timeout, proc)
         return self
 
     def restart(self, index: int) -> None:

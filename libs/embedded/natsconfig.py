@@ -131,7 +131,7 @@ def agent_permissions(host: str) -> dict:
 def build_config(
     inv: Inventory, creds: dict[str, str], *, store_dir: str | None = None, listen: str | None = None
 ) -> dict:
-    users = []
+    users: list[dict] = []  # a user with permissions is a nested mapping
     for name in CENTRAL_USERS:
         users.append({"user": name, "password": creds[name]})
     for h in inv.hosts:

@@ -55,12 +55,17 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> None:
+    def launch(self) -> subprocess.Popen:
+        """Start the process without waiting for it to listen (a cluster starts every node first)."""
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [find_nats_server(), "-c", str(self.config)], stdout=out, stderr=out, start_new_session=True
         )
-        wait_port("127.0.0.1", self.port, timeout, self.proc)
+        return self.proc
+
+    def start(self, timeout: float = 15.0) -> None:
+        proc = self.launch()
+        wait_port("127.0.0.1", self.port, timeout, proc)
 
     def kill(self) -> None:
         """SIGKILL: the fault the tests inject."""
