@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Iterator
 
 import uvicorn
 import uvloop
@@ -19,11 +20,22 @@ from .app import create_app
 from .config import GatewayConfig
 
 
+class _Server(uvicorn.Server):
+    """uvicorn minus its own signal handling: `serve()` would take SIGTERM and SIGINT over for
+    its run (`capture_signals`), shutting the server down by itself and only then passing the
+    signal on. The runtime's handler stops the service instead, in its order (live streams end,
+    then the server)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class GatewayService:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.app = create_app(config)
-        self.server = uvicorn.Server(
+        self.server = _Server(
             uvicorn.Config(
                 self.app,
                 host=config.host,
@@ -37,7 +49,6 @@ class GatewayService:
                 ssl_keyfile=config.tls_key or None,
             )
         )
-        self.server.install_signal_handlers = lambda: None  # the runtime handles SIGTERM
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
