@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from .userstore import Conflict, announce, create_user
 
 log = logging.getLogger("fleetwatch.gateway")
+
+
+def _read_password(p: Path) -> str | None:
+    """The file's content, stripped; None when there is no such file."""
+    if not p.is_file():
+        return None
+    return p.read_text().strip()
 
 
 async def ensure_admin(gw) -> None:
@@ -17,10 +25,10 @@ async def ensure_admin(gw) -> None:
     if await gw.pool.fetchval("SELECT 1 FROM users WHERE role = 'admin' AND is_active LIMIT 1"):
         return
     p = Path(path)
-    if not p.is_file():
+    password = await asyncio.to_thread(_read_password, p)  # file system access off the event loop
+    if password is None:
         log.warning("admin password file not found; no admin created", extra={"file": str(p)})
         return
-    password = p.read_text().strip()
     if not password:
         log.warning("admin password file is empty; no admin created", extra={"file": str(p)})
         return
