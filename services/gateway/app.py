@@ -14,6 +14,7 @@ from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
@@ -87,7 +88,7 @@ def provide_actor(request: Request) -> Actor:
 
 def stats_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         t0 = time.perf_counter()
@@ -201,13 +202,15 @@ def document_common_errors(app: Litestar) -> None:
     handler: 401/403 where a role is needed, 503 when NATS or the database is away, 504 where
     the route asks a host's agent and it does not answer."""
     from litestar.openapi.spec import OpenAPIMediaType as OAMediaType
-    from litestar.openapi.spec import OpenAPIResponse, Reference, Schema
+    from litestar.openapi.spec import OpenAPIResponse, OpenAPIType, Reference, Schema
 
     from .errors import DESCRIPTIONS
 
     schema = app.openapi_schema
     comps = schema.components.schemas if schema.components and schema.components.schemas else {}
-    body_schema = Reference(ref="#/components/schemas/ErrorBody") if "ErrorBody" in comps else Schema(type="object")
+    body_schema = (
+        Reference(ref="#/components/schemas/ErrorBody") if "ErrorBody" in comps else Schema(type=OpenAPIType.OBJECT)
+    )
     for path, item in (schema.paths or {}).items():
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(item, method, None)

@@ -84,7 +84,7 @@ class Directory:
         self.version = 0
         self._sorted: list[str] = []
         self._cache: dict[tuple, Body] = {}
-        self._building: dict[tuple, asyncio.Future] = {}
+        self._building: dict[tuple, asyncio.Future[Body]] = {}
 
     def _entry(self, host: str) -> Entry:
         e = self.hosts.get(host)
@@ -168,8 +168,9 @@ class Directory:
             e = self.hosts.get(host)
             if e is None:
                 continue
-            online = e.last_seen is not None and now - e.last_seen <= limit
-            if online:
+            online = False
+            if e.last_seen is not None and now - e.last_seen <= limit:
+                online = True
                 soonest_offline = min(soonest_offline, e.last_seen + limit)
             if status and (status == "online") != online:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
@@ -14,7 +15,7 @@ WS = "WS"
 
 
 def route_key(connection: ASGIConnection) -> str:
-    method = WS if connection.scope["type"] == "websocket" else connection.scope["method"]
+    method = WS if connection.scope["type"] == ScopeType.WEBSOCKET else connection.scope["method"]
     if method == "HEAD":
         method = "GET"
     return f"{method} {connection.scope.get('path_template') or connection.scope['path']}"

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -289,7 +289,8 @@ class Hub:
 
     async def start(self, nc) -> None:
         self._ticker = asyncio.ensure_future(self._tick())
-        handlers = [
+        # subject, codec, decoded message -> (event kind, host, event data, timestamp)
+        handlers: list[tuple[str, Codec[Any], Callable[[Any], tuple[str, str, Any, float]]]] = [
             (s.METRICS_ALL, Codec(MetricFrame), lambda m: ("frame", m.host, frame_summary(m), m.ts)),
             (s.PROCS_ALL, Codec(ProcessSnapshot), lambda m: ("procs", m.host, m, m.ts)),
             (s.HOSTS_ALL, Codec(HostInfo), lambda m: ("host", m.host, m, m.ts)),

@@ -59,8 +59,9 @@ class LoopLag:
         fd = _open_schedstat()  # opened here: the loop's own thread
         interval = self.interval_s
         w0 = _wait_ns(fd) if fd is not None else 0
+        cpu_wait = 0.0
         if fd is not None:
-            self.cpu_wait_s = 0.0
+            self.cpu_wait_s = cpu_wait
         try:
             while True:
                 t0 = time.perf_counter()
@@ -75,7 +76,8 @@ class LoopLag:
                     w1 = _wait_ns(fd)
                     waited = (w1 - w0) / 1e9
                     w0 = w1
-                    self.cpu_wait_s += waited
+                    cpu_wait += waited
+                    self.cpu_wait_s = cpu_wait
                     self.busy.observe(lag - waited if waited < lag else 0.0)
         finally:
             if fd is not None:

@@ -125,7 +125,9 @@ class ServiceScraper:
 
         up: set[Labels] = set()
         for r in replies:
-            meta = r.get("metadata") if isinstance(r.get("metadata"), dict) else {}
+            meta = r.get("metadata")
+            if not isinstance(meta, dict):
+                meta = {}
             key: Labels = (str(r["name"]), str(meta.get("instance") or r.get("id") or ""), str(meta.get("host") or ""))
             if key in up:
                 continue  # the same instance answering twice (two requests): report it once
@@ -179,14 +181,14 @@ class ServiceScraper:
                 base,
                 counters.uptime_s,
             )
-            for k, v in sorted(counters.counters.items()):
+            for k, n in sorted(counters.counters.items()):
                 name = _NAME_RE.sub("_", k)
                 add(
                     f"fleetwatch_service_{name}_total",
                     "counter",
                     f"{name.replace('_', ' ')} counted by the service",
                     base,
-                    v,
+                    n,
                 )
             for k, v in sorted(counters.gauges.items()):
                 name = _NAME_RE.sub("_", k)

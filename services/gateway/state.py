@@ -15,6 +15,7 @@ from .hub import Hub
 from .looplag import LoopLag
 from .passwords import Hasher
 from .promstats import RequestStats
+from .servicestats import ServiceScraper
 from .tokens import Signer
 
 
@@ -41,7 +42,7 @@ class Gateway:
         self.logins_ok = 0
         self.logins_failed = 0
         self.logins_limited = 0
-        self.services = None  # ServiceScraper, set once NATS is open (app lifespan)
+        self.services: ServiceScraper | None = None  # set once NATS is open (app lifespan)
 
 
 # How controllers ask for it: `gw: GatewayDep` (injected by name, see app.py).

@@ -12,6 +12,7 @@ import msgspec
 
 from libs.schemas import Codec, UserChange
 from libs.schemas import subjects as s
+from libs.schemas.events import UserOp
 
 UID_MIN = 2000
 _change_codec = Codec(UserChange)
@@ -59,7 +60,7 @@ class Conflict(Exception):
     pass
 
 
-async def announce(nc, op: str, username: str, user_id: int | None) -> None:
+async def announce(nc, op: UserOp, username: str, user_id: int | None) -> None:
     await nc.publish(
         s.USERS_CHANGED, _change_codec.encode(UserChange(ts=time.time(), op=op, username=username, user_id=user_id))
     )

@@ -145,7 +145,8 @@ class AlertsController(Controller):
         f, t = time_range(from_, to, default_span=7 * 86400.0)
         if not await table_exists(gw.pool, "alert_events"):
             return AlertHistory(items=[], limit=limit, offset=offset)
-        where, args = ["time >= $1", "time <= $2"], [utc(f), utc(t)]
+        where = ["time >= $1", "time <= $2"]
+        args: list[object] = [utc(f), utc(t)]
         if host:
             args.append(host)
             where.append(f"host = ${len(args)}")
@@ -191,12 +192,14 @@ def list_route(resource: str, listing: type, summary: str) -> HTTPRouteHandler:
     )
 
 
-def put_route(resource: str, field: str, item: type, view: type, summary: str) -> HTTPRouteHandler:
+def put_route(resource: str, field: str, body: Any, view: type, summary: str) -> HTTPRouteHandler:
+    """`body`: the request body's annotation (`JSONBody[Rule]`), written where the type is known."""
+
     async def handler(self, name, data, gw, actor):
         reply = await ask(gw, resource, "put", ConfigPut(**{field: _named(data, name)}, actor=actor.username))
         return getattr(reply, resource)[0]
 
-    annotations = {"name": NameParam, "data": JSONBody[item], "gw": GatewayDep, "actor": ActorDep, "return": view}
+    annotations = {"name": NameParam, "data": body, "gw": GatewayDep, "actor": ActorDep, "return": view}
     return put("/{name:str}", summary=summary, responses=ERRS)(typed(handler, f"put_{field}", annotations))
 
 
@@ -216,12 +219,12 @@ async def _delete(gw: Gateway, resource: str, name: str, actor: Actor) -> Delete
 
 
 def config_controller(
-    name: str, resource: str, field: str, item: type, view: type, listing: type, summaries: tuple[str, str, str]
+    name: str, resource: str, field: str, body: Any, view: type, listing: type, summaries: tuple[str, str, str]
 ) -> type[Controller]:
     """A controller with the list, put and delete routes of one config resource."""
     routes = {
         f"list_{resource}": list_route(resource, listing, summaries[0]),
-        f"put_{field}": put_route(resource, field, item, view, summaries[1]),
+        f"put_{field}": put_route(resource, field, body, view, summaries[1]),
         f"delete_{field}": delete_route(resource, field, summaries[2]),
     }
     return type(
@@ -233,7 +236,7 @@ RulesController = config_controller(
     "RulesController",
     "rules",
     "rule",
-    Rule,
+    JSONBody[Rule],
     Rule,
     RuleList,
     ("Alert rules (built-in and stored)", "Create or replace a rule", "Delete a stored rule"),
@@ -242,7 +245,7 @@ ChecksController = config_controller(
     "ChecksController",
     "checks",
     "check",
-    Check,
+    JSONBody[Check],
     Check,
     CheckList,
     ("HTTP health checks", "Create or replace a health check", "Delete a health check"),
@@ -264,21 +267,21 @@ class SilencesController(Controller):
         return await _delete(gw, "silences", silence_id, actor)
 
 
-class NotifiersController(
-    config_controller(
-        "NotifiersBase",
+class NotifiersController(Controller):
+    path = "/api/v1/notifiers"
+    tags = ["alerting"]
+    list_notifiers = list_route(
+        "notifiers", NotifierList, "Notifiers and their routes; secrets are never returned, only whether set"
+    )
+    put_notifier = put_route(
         "notifiers",
         "notifier",
-        Notifier,
+        JSONBody[Notifier],
         NotifierView,
-        NotifierList,
-        (
-            "Notifiers and their routes; secrets are never returned, only whether set",
-            "Create or replace a notifier; an empty secret keeps the stored one",
-            "Delete a stored notifier",
-        ),
+        "Create or replace a notifier; an empty secret keeps the stored one",
     )
-):
+    delete_notifier = delete_route("notifiers", "notifier", "Delete a stored notifier")
+
     @post(
         "/{name:str}/test",
         summary="Send a test message through a notifier (502 with the reason when it fails)",

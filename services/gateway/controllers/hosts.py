@@ -8,6 +8,7 @@ import msgspec
 import nats.errors
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody, Parameter
 
 from libs.schemas import Codec, DecodeError, MetricFrame
@@ -45,6 +46,12 @@ class HostsController(Controller):
         "/",
         summary="Every host: online/offline, labels, last values (at most a second old; gzip when accepted)",
         media_type=MediaType.JSON,
+        # The body is encoded by the directory (cached bytes); its schema is documented here.
+        responses={
+            200: ResponseSpec(
+                list[HostView], generate_examples=False, description="Request fulfilled, document follows"
+            )
+        },
     )
     async def list_hosts(
         self,
@@ -52,8 +59,11 @@ class HostsController(Controller):
         gw: GatewayDep,
         status: FromQuery[Literal["online", "offline"] | None] = None,
         label: Annotated[str | None, Parameter(pattern=r"^[^=]+=.*$", description="key=value", max_length=200)] = None,
-    ) -> Response[list[HostView]]:
-        lab = tuple(label.split("=", 1)) if label else None
+    ) -> Response[bytes]:
+        lab: tuple[str, str] | None = None
+        if label:
+            key, _, value = label.partition("=")  # the pattern makes sure there is one
+            lab = (key, value)
         # Thousands of hosts are megabytes of JSON: compressed once per rebuild, not per request.
         gz = "gzip" in request.headers.get("accept-encoding", "")
         body = await gw.directory.list_body(status, lab, gz)

@@ -149,7 +149,7 @@ class StreamController(Controller):
                         ],
                     }
                 )
-                await socket.send({"type": "websocket.http.response.body", "body": body})
+                await socket.send({"type": "websocket.http.response.body", "body": body, "more_body": False})
             else:
                 await socket.close(code=1013, reason="too many live connections")
             return

@@ -11,6 +11,8 @@ from litestar import Controller, delete, get, patch, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from libs.schemas.events import UserOp
+
 from ..authn import ActorDep
 from ..errors import errors
 from ..roles import Role
@@ -111,6 +113,7 @@ class UsersController(Controller):
         if row is None:
             raise NotFoundException(detail=f"no user {username!r}")
         gw.auth.forget_user(row["id"])
+        op: UserOp
         if data.is_active is not None and data.is_active != before["is_active"]:
             op = "activated" if data.is_active else "deactivated"
         elif set(changes) == {"password_hash", "sessions_valid_after"}:

@@ -23,9 +23,10 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for
-from libs.schemas import check_host_id
+from libs.schemas import Message, check_host_id
 from libs.schemas.control import AppListReply, AppReply, JobListReply, JobReply
 from libs.schemas.ids import InvalidId
 from libs.schemas.streams import WEBHOOK_REPLAY_BUCKET
@@ -39,7 +40,7 @@ SIG_HEADER = "x-fleetwatch-signature"
 MAX_BODY = 64 * 1024
 
 # What automation may do: operator-level actions, never register/remove.
-VERBS: dict[str, type] = {
+VERBS: dict[str, type[Message]] = {
     "apps.list": AppListReply,
     "apps.status": AppReply,
     "apps.start": AppReply,
@@ -81,17 +82,20 @@ class ReplayGuard:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
-        self.kv = None
+        self.kv: KeyValue | None = None
 
     async def first_time(self, sig: str, ts: str) -> bool:
-        if self.kv is None:
+        kv = self.kv
+        if kv is None:
             spec = msgspec.structs.replace(
                 WEBHOOK_REPLAY_BUCKET,
                 ttl_s=max(WEBHOOK_REPLAY_BUCKET.ttl_s, math.ceil(2 * self.gw.config.webhook_window_s)),
             )
-            self.kv = await ensure_bucket(self.gw.nc.jetstream(), spec, replicas_for(await cluster_size(self.gw.nc)))
+            kv = self.kv = await ensure_bucket(
+                self.gw.nc.jetstream(), spec, replicas_for(await cluster_size(self.gw.nc))
+            )
         try:
-            await self.kv.create(sig.removeprefix("sha256="), ts.encode())
+            await kv.create(sig.removeprefix("sha256="), ts.encode())
         except KeyWrongLastSequenceError:
             return False
         return True
