@@ -17,6 +17,7 @@ import contextlib
 import heapq
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -42,6 +43,7 @@ from libs.schemas.streams import HOSTS_BUCKET
 FRAME = Codec(MetricFrame)
 SNAPSHOT = Codec(ProcessSnapshot)
 HOSTINFO = Codec(HostInfo)
+DEFAULT_URL = "nats://127.0.0.1:4222"  # where `fleetwatch simulate` looks without a setting
 
 GiB = 1024**3
 PROC_NAMES = (
@@ -426,13 +428,16 @@ async def _main(args: argparse.Namespace) -> int:
     from libs.runtime import NatsSettings, connect, load_settings
     from libs.runtime.settings import SettingsError
 
+    # Services must be told where NATS is; this demo tool has its own default (a local server),
+    # and --url overrides both.
+    env = {"FLEETWATCH_NATS_URL": DEFAULT_URL, **os.environ}
+    if args.url:
+        env["FLEETWATCH_NATS_URL"] = args.url
     try:
-        base = load_settings(NatsSettings, "FLEETWATCH_NATS_")
+        base = load_settings(NatsSettings, "FLEETWATCH_NATS_", env)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.url:
-        base = NatsSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "url": args.url})
     if not base.user and not args.credentials:
         base = NatsSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, "user": "simulator"})
     try:
@@ -487,7 +492,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=25, help="processes per snapshot (default 25)")
     p.add_argument("--host-ids", default="", help="comma-separated host ids to simulate instead of sim-00000...")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--url", default="", help="NATS URL (default: FLEETWATCH_NATS_URL)")
+    p.add_argument("--url", default="", help=f"NATS URL (default: FLEETWATCH_NATS_URL, else {DEFAULT_URL})")
     p.add_argument(
         "--credentials",
         default="",

@@ -94,5 +94,8 @@ def service_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
     env["PYTHONPATH"] = str(ROOT)
     env["FLEETWATCH_LOG_FORMAT"] = "json"
+    # Services refuse to start without it; tests that only check settings get the old default,
+    # the others pass their stack's URL.
+    env["FLEETWATCH_NATS_URL"] = "nats://127.0.0.1:4222"
     env.update(extra)
     return env

@@ -21,8 +21,21 @@ def test_bad_setting_names_the_variable():
     from tests.support.echo_service import EchoConfig
 
     with pytest.raises(SettingsError) as ei:
-        load_settings(EchoConfig, "FLEETWATCH_ECHO_", {"FLEETWATCH_ECHO_DELAY": "soon"})
+        load_settings(
+            EchoConfig,
+            "FLEETWATCH_ECHO_",
+            {"FLEETWATCH_NATS_URL": "nats://127.0.0.1:4222", "FLEETWATCH_ECHO_DELAY": "soon"},
+        )
     assert "FLEETWATCH_ECHO_DELAY" in str(ei.value) and "float" in str(ei.value)
+
+
+def test_nats_url_must_be_set_in_the_environment():
+    """The in-code default is no default for a service: unset or empty, the loader names it."""
+    from tests.support.echo_service import EchoConfig
+
+    for env in ({}, {"FLEETWATCH_NATS_URL": " "}):
+        with pytest.raises(SettingsError, match="FLEETWATCH_NATS_URL: .*required but not set"):
+            load_settings(EchoConfig, "FLEETWATCH_ECHO_", env)
 
 
 def test_bad_setting_stops_startup_with_the_variable_name():

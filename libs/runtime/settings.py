@@ -12,7 +12,7 @@ import json
 import os
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -88,8 +88,9 @@ def load_settings(cls: type[T], prefix: str = ROOT_PREFIX, env: Mapping[str, str
             values[field.name] = load_settings(tp, sub_prefix, env)
             continue
         var = f"{prefix}{field.name.upper()}"
-        if var not in env:
-            if field.required:
+        env_required = field.name in getattr(cls, "ENV_REQUIRED", ())
+        if var not in env or (env_required and not env[var].strip()):
+            if field.required or env_required:
                 raise SettingsError(var, _type_name(tp), detail="required but not set")
             continue
         raw = env[var]
@@ -125,6 +126,11 @@ def is_secret_name(name: str) -> bool:
 
 class NatsSettings(msgspec.Struct, kw_only=True, frozen=True):
     """FLEETWATCH_NATS_*: how every service reaches NATS."""
+
+    # The loader refuses to start without FLEETWATCH_NATS_URL (or with it empty): a service that
+    # quietly dialled the default (its own loopback, e.g. inside a container) would wait forever
+    # for a server that is not there. The default stays for settings built in code.
+    ENV_REQUIRED: ClassVar[frozenset[str]] = frozenset({"url"})
 
     url: str = "nats://127.0.0.1:4222"  # comma-separated for a cluster
     user: str = ""
