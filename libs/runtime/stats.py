@@ -59,7 +59,8 @@ class ServiceStats:
         """A counter kept elsewhere (e.g. `outbox.published`), read when reported."""
         self._reads.append(("counters", name, read))
 
-    def gauge(self, name: str, read: Callable[[], Number]) -> None:
+    def gauge(self, name: str, read: Callable[[], Number | None]) -> None:
+        """A value of the moment; None when there is none yet (left out of that report)."""
         self._reads.append(("gauges", name, read))
 
     def queue(self, name: str, read: Callable[[], int]) -> None:
