@@ -11,6 +11,7 @@ import logging
 import nkeys
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from libs.runtime import ServiceStats, open_nats, open_stats
 from libs.runtime.jetstream import cluster_size, ensure_bucket, replicas_for, wait_jetstream
@@ -37,7 +38,7 @@ class AuthCallout:
         self.config = config
         self.nc = nc
         self.signer = nkeys.from_seed(config.issuer_seed.encode())
-        self.kv = None
+        self.kv: KeyValue | None = None  # bucket agents, opened by start()
         self.granted = 0
         self.refused = 0
         self.malformed = 0
@@ -68,6 +69,8 @@ class AuthCallout:
             host = check_host_id(user[len(AGENT_PREFIX) :])
         except ValueError:
             return "", "unknown user"
+        if self.kv is None:
+            raise RuntimeError("AuthCallout.decide() before start()")
         try:
             entry = await self.kv.get(host)
         except (KeyNotFoundError, NotFoundError):
