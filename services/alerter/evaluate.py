@@ -15,7 +15,7 @@ from libs.schemas.alerting import AlertRecord, Rule
 from libs.schemas.events import AppStatus, ReplicationStatus
 from libs.schemas.metrics import MetricFrame
 
-from .fields import compile_field
+from .fields import Extractor, Labels, compile_field
 from .machine import COLD, HOLD, HOT, OPS, Instance, decide
 from .matchers import host_selected
 from .store import GROUP_PREFIX, StateStore
@@ -27,12 +27,17 @@ DEFAULT_APP_STATES = ["crashed", "zombie", "failed", "fatal"]
 Commit = Callable[[Instance, int, float, "float | None"], Awaitable[None]]
 
 
+def _no_values(frame: MetricFrame) -> list[tuple[Labels, float]]:
+    """The extractor of a rule that does not read metric frames (host_down, app, replica)."""
+    return []
+
+
 class CompiledRule:
     __slots__ = ("rule", "extract", "op", "threshold", "resolve", "_instances", "_selected")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        self.extract = compile_field(rule.field) if rule.kind == "metric" else None
+        self.extract: Extractor = compile_field(rule.field) if rule.kind == "metric" else _no_values
         self.op = OPS[rule.op]
         self.threshold = rule.threshold
         self.resolve = rule.resolve if rule.op not in ("==", "!=") else None
@@ -162,7 +167,7 @@ class Engine:
         now = frame.ts
         records = self.state.records
         repeat_s, silenced = self.repeat_s, self.silenced
-        work = []
+        work: list[tuple[Instance, int, float, float | None]] = []
         n = 0
         for cr in self.metric:
             if not cr.selects(host):

@@ -86,7 +86,7 @@ def compile_field(field: str) -> Extractor:
         attr, _, label, key = _LIST_PARTS[part]
 
         def per_item(fr: MetricFrame, _a=attr, _n=name, _l=label, _k=key) -> list[tuple[Labels, float]]:
-            out = []
+            out: list[tuple[Labels, float]] = []
             for item in getattr(fr, _a):
                 v = getattr(item, _n)
                 if v is not None:

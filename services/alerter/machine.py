@@ -109,10 +109,9 @@ def decide(
     silenced: Silenced,
     failures: int = 0,
 ) -> tuple[AlertRecord, str | None] | None:
-    state = cur.state if cur is not None else "inactive"
-    if state in ("inactive", "resolved"):
+    if cur is None or cur.state in ("inactive", "resolved"):
         if obs != HOT:
-            if state == "resolved" and cur.notified == "firing":
+            if cur is not None and cur.state == "resolved" and cur.notified == "firing":
                 kind = notify_due(cur, now, repeat_s, silenced)  # a resolve held back by a silence
                 if kind:
                     return _notified(cur, kind, now, value), kind
@@ -133,7 +132,7 @@ def decide(
             summary=inst.summary,
             failures=failures,
         )
-    elif state == "pending":
+    elif cur.state == "pending":
         if obs == COLD:
             new = replace(cur, state="inactive", since=now, updated=now, value=value, failures=failures)
         elif now - cur.active_since >= inst.for_s:

@@ -32,6 +32,7 @@ class Permanent(Exception):
 
 def missing_config(n: Notifier) -> str:
     """Why this notifier cannot send, or '' when it is configured."""
+    need: list[tuple[str, str | list[str]]]
     if n.kind == "telegram":
         need = [("bot_token", n.bot_token), ("chat_id", n.chat_id)]
     elif n.kind == "email":
