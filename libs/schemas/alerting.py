@@ -8,7 +8,7 @@ whether a secret is set.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 import msgspec
 
@@ -21,6 +21,11 @@ MatchOp = Literal["=", "!=", "=~", "!~"]
 RecordState = Literal["inactive", "pending", "firing", "resolved"]
 NotifierKind = Literal["telegram", "email", "webhook"]
 TlsMode = Literal["starttls", "tls", "none"]
+
+
+def is_tls_mode(value: str) -> TypeGuard[TlsMode]:
+    """`value` names a TLS mode (settings are plain text; a Notifier holds a TlsMode)."""
+    return value in get_args(TlsMode)
 
 
 class Matcher(Part, kw_only=True, frozen=True):

@@ -7,19 +7,22 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
+from nats.aio.subscription import Subscription
 
 from libs.runtime.logs import register_secret
 from libs.schemas import Codec, DecodeError, subjects
 from libs.schemas.alerting import (
     AlertingReply,
+    Check,
     ConfigDelete,
     ConfigList,
     ConfigPut,
     Notifier,
     NotifierTestSend,
+    Rule,
     Silence,
     merge_secrets,
     notifier_view,
@@ -30,6 +33,7 @@ from .checks import validate_check
 from .evaluate import validate_rule
 from .matchers import check_matcher
 from .notify.transports import missing_config
+from .store import ConfigItem, started
 
 if TYPE_CHECKING:
     from .service import Alerter
@@ -44,6 +48,8 @@ TEST = Codec(NotifierTestSend)
 
 KIND = {"rules": "rule", "checks": "check", "silences": "silence", "notifiers": "notifier"}
 _URL = re.compile(r"^https?://[^\s]+$")
+
+Item = TypeVar("Item", Rule, Check, Silence, Notifier)
 
 
 class ApiError(Exception):
@@ -80,10 +86,25 @@ def validate_notifier(n: Notifier) -> None:
         check_matcher(m)
 
 
+def _key(item: ConfigItem) -> str:
+    """What names an item of its kind: a silence has an id instead of a name."""
+    return item.id if isinstance(item, Silence) else item.name
+
+
+def _named(items: list[Item], name: str, kind: str) -> list[Item]:
+    """All of `items`, or with `name` set the one so named (404 when there is none)."""
+    if not name:
+        return items
+    found = [i for i in items if _key(i) == name]
+    if not found:
+        raise ApiError(404, f"no {kind} named {name!r}")
+    return found
+
+
 class Api:
     def __init__(self, alerter: Alerter) -> None:
         self.a = alerter
-        self.sub = None
+        self.sub: Subscription | None = None
 
     async def start(self) -> None:
         self.sub = await self.a.nc.subscribe(subjects.ALERTING_ALL, queue="alerter", cb=self._handle)
@@ -122,36 +143,35 @@ class Api:
     async def handle(self, resource: str, verb: str, data: bytes) -> AlertingReply:
         """Also the in-process entry point (tests, the rules file)."""
         if resource == "alerts" and verb == "list":
-            req = LIST.decode(data or b"{}")
-            recs = self.a.state.active(req.include_inactive)
-            if req.name:
-                recs = [r for r in recs if r.fingerprint == req.name or r.rule == req.name]
+            query = LIST.decode(data or b"{}")
+            recs = started(self.a.state).active(query.include_inactive)
+            if query.name:
+                recs = [r for r in recs if r.fingerprint == query.name or r.rule == query.name]
             return AlertingReply(alerts=recs)
         kind = KIND.get(resource)
         if kind is None:
             raise ApiError(404, f"unknown resource {resource!r}; known: alerts, {', '.join(KIND)}")
         if verb == "list":
-            req = LIST.decode(data or b"{}")
-            return self._listing(kind, req.name)
+            return self._listing(kind, LIST.decode(data or b"{}").name)
         if verb == "put":
             item = getattr(PUT.decode(data), kind)
             if item is None:
                 raise ApiError(400, f"{resource}.put needs a {kind!r} object")
             return await self.put(kind, item)
         if verb == "delete":
-            req = DELETE.decode(data)
-            if not await self.a.config.delete(kind, req.name):
-                raise ApiError(404, f"no {kind} named {req.name!r}")
+            gone = DELETE.decode(data)
+            if not await started(self.a.config).delete(kind, gone.name):
+                raise ApiError(404, f"no {kind} named {gone.name!r}")
             return AlertingReply()
         if verb == "test" and kind == "notifier":
-            req = TEST.decode(data)
-            n = self.a.notifier(req.name)
+            test = TEST.decode(data)
+            n = self.a.notifier(test.name)
             if n is None:
-                raise ApiError(404, f"no notifier named {req.name!r}")
+                raise ApiError(404, f"no notifier named {test.name!r}")
             gap = missing_config(n)
             if gap:
                 raise ApiError(409, f"notifier {n.name} is not configured ({gap})")
-            err = await self.a.dispatcher.send_text(n, req.text)
+            err = await self.a.dispatcher.send_text(n, test.text)
             if err:
                 return AlertingReply(ok=False, code=502, error=err)
             return AlertingReply(notifiers=[notifier_view(n)])
@@ -159,39 +179,39 @@ class Api:
 
     def _listing(self, kind: str, name: str) -> AlertingReply:
         if kind == "rule":
-            items = self.a.rules()
-        elif kind == "notifier":
-            items = self.a.notifiers()
-        else:
-            items = sorted(self.a.config.items[kind].values(), key=lambda x: getattr(x, "name", getattr(x, "id", "")))
-        if name:
-            items = [i for i in items if getattr(i, "name", getattr(i, "id", None)) == name]
-            if not items:
-                raise ApiError(404, f"no {kind} named {name!r}")
+            return AlertingReply(rules=_named(self.a.rules(), name, kind))
         if kind == "notifier":
-            return AlertingReply(notifiers=[notifier_view(n) for n in items])
-        return AlertingReply(**{f"{kind}s": items})
+            return AlertingReply(notifiers=[notifier_view(n) for n in _named(self.a.notifiers(), name, kind)])
+        config = started(self.a.config)
+        if kind == "check":
+            return AlertingReply(checks=_named(sorted(config.checks.values(), key=_key), name, kind))
+        return AlertingReply(silences=_named(sorted(config.silences.values(), key=_key), name, kind))
 
-    async def put(self, kind: str, item: msgspec.Struct) -> AlertingReply:
-        if kind == "rule":
+    async def put(self, kind: str, item: ConfigItem) -> AlertingReply:
+        """Validate and store `item` as a `kind` (rule, check, silence, notifier)."""
+        if kind == "rule" and isinstance(item, Rule):
             validate_rule(item)
-            name = item.name
-        elif kind == "check":
+            await self._store(kind, item.name, item)
+            return AlertingReply(rules=[item])
+        if kind == "check" and isinstance(item, Check):
             validate_check(item)
-            name = item.name
-        elif kind == "silence":
+            await self._store(kind, item.name, item)
+            return AlertingReply(checks=[item])
+        if kind == "silence" and isinstance(item, Silence):
             if not item.id:
                 item = msgspec.structs.replace(item, id=uuid.uuid4().hex[:12])
             validate_silence(item)
-            name = item.id
-        else:
+            await self._store(kind, item.id, item)
+            return AlertingReply(silences=[item])
+        if kind == "notifier" and isinstance(item, Notifier):
             validate_notifier(item)
-            name = item.name
-            item = merge_secrets(item, self.a.config.items["notifier"].get(name))
+            item = merge_secrets(item, started(self.a.config).notifiers.get(item.name))
             for s in (item.bot_token, item.smtp_password, item.webhook_secret):
                 register_secret(s)
-        await self.a.config.put(kind, name, item)
-        log.info("alerting %s %s stored", kind, name, extra={"kind": kind, "item": name})
-        if kind == "notifier":
+            await self._store(kind, item.name, item)
             return AlertingReply(notifiers=[notifier_view(item)])
-        return AlertingReply(**{f"{kind}s": [item]})
+        raise ValueError(f"a {type(item).__name__} is not a {kind}")
+
+    async def _store(self, kind: str, name: str, item: ConfigItem) -> None:
+        await started(self.a.config).put(kind, name, item)
+        log.info("alerting %s %s stored", kind, name, extra={"kind": kind, "item": name})

@@ -18,7 +18,7 @@ from libs.runtime import ServiceStats, deadletter, open_nats, open_stats
 from libs.runtime.jetstream import ensure_bucket
 from libs.runtime.logs import register_secret
 from libs.schemas import Codec, DecodeError, subjects
-from libs.schemas.alerting import AlertRecord, Notifier, Rule
+from libs.schemas.alerting import AlertRecord, Notifier, Rule, is_tls_mode
 from libs.schemas.events import AlertEvent, AppStatus, HealthResult, ReplicationStatus
 from libs.schemas.metrics import MetricFrame
 from libs.schemas.streams import ALERT_CONFIG_BUCKET, ALERT_STATE_BUCKET
@@ -33,7 +33,7 @@ from .machine import match_labels
 from .matchers import silenced_by
 from .notify.dispatch import Dispatcher
 from .notify.templates import Note
-from .store import ConfigStore, StateStore
+from .store import ConfigStore, StateStore, started
 
 log = logging.getLogger("alerter")
 
@@ -102,7 +102,7 @@ class Alerter:
                 kind="email",
                 smtp_host=c.smtp_host,
                 smtp_port=c.smtp_port,
-                smtp_tls=c.smtp_tls if c.smtp_tls in ("starttls", "tls", "none") else "starttls",
+                smtp_tls=c.smtp_tls if is_tls_mode(c.smtp_tls) else "starttls",
                 smtp_user=c.smtp_user,
                 smtp_password=c.smtp_password,
                 smtp_ca_file=c.smtp_ca_file,
@@ -113,7 +113,7 @@ class Alerter:
         ]
 
     def notifiers(self) -> list[Notifier]:
-        stored = self.config.items["notifier"] if self.config else {}
+        stored = self.config.notifiers if self.config else {}
         out = {n.name: n for n in self.env_notifiers()}
         out.update(stored)
         return [out[k] for k in sorted(out)]
@@ -123,20 +123,20 @@ class Alerter:
 
     def rules(self) -> list[Rule]:
         out = {r.name: r for r in BUILTIN_RULES} if self.cfg.builtin_rules else {}
-        out.update(self.config.items["rule"] if self.config else {})
+        out.update(self.config.rules if self.config else {})
         return [out[k] for k in sorted(out)]
 
     def silenced(self, rec: AlertRecord, now: float) -> bool:
-        sil = self.config.items["silence"] if self.config else {}
+        sil = self.config.silences if self.config else {}
         return bool(sil) and silenced_by(list(sil.values()), match_labels(rec), now) is not None
 
     def _config_changed(self, kind: str) -> None:
         if kind == "rule" and self.engine is not None:
             self.engine.set_rules(self.rules())
         elif kind == "check" and self.prober is not None:
-            self.prober.set_checks(list(self.config.items["check"].values()))
+            self.prober.set_checks(list(started(self.config).checks.values()))
         elif kind == "notifier":
-            for n in self.config.items["notifier"].values():
+            for n in started(self.config).notifiers.values():
                 for s in (n.bot_token, n.smtp_password, n.webhook_secret):
                     register_secret(s)
 
@@ -217,17 +217,17 @@ class Alerter:
             if stored < now - 1.0:  # a frame replayed at start: it was seen back then
                 seen = stored
         try:
-            await self.engine.on_frame(frame, seen)
+            await started(self.engine).on_frame(frame, seen)
             self.stats.inc("evaluations")
         except Exception:
             self.stats.inc("errors")
             log.exception("evaluating a frame failed", extra={"host": frame.host})
 
     async def _on_app(self, msg) -> None:
-        await self._on_host_event(msg, APP, self.engine.on_app, "an app status")
+        await self._on_host_event(msg, APP, started(self.engine).on_app, "an app status")
 
     async def _on_replica(self, msg) -> None:
-        await self._on_host_event(msg, REPLICA, self.engine.on_replica, "a replication status")
+        await self._on_host_event(msg, REPLICA, started(self.engine).on_replica, "a replication status")
 
     async def _on_host_event(self, msg, codec, handle, what: str) -> None:
         """Decode a per-host event, refuse one whose host is not its subject's, then evaluate it."""
@@ -288,10 +288,10 @@ class Alerter:
             await asyncio.sleep(self.cfg.tick_s)
             try:
                 now = self.clock()
-                await self.engine.tick(now)
+                await started(self.engine).tick(now)
                 if now - last_prune > 60:
                     last_prune = now
-                    await self.state.prune(now, self.cfg.state_retention_s)
+                    await started(self.state).prune(now, self.cfg.state_retention_s)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -326,7 +326,7 @@ class Alerter:
         if self.cfg.rules_file:
             await self.load_file(self.cfg.rules_file)
         self.engine.set_rules(self.rules())
-        self.prober.set_checks(list(self.config.items["check"].values()))
+        self.prober.set_checks(list(self.config.checks.values()))
         await self.api.start()
         if consume:
             await self._subscribe(subjects.METRICS_ALL, "METRICS", self._on_frame)

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from libs.schemas import Codec
+from libs.schemas import Codec, encode
 from libs.schemas.alerting import AlertRecord, Check, Notifier, Rule, Silence
 
 log = logging.getLogger("alerter.store")
@@ -52,6 +53,16 @@ Prepare = Callable[[AlertRecord, str], Awaitable[bool]]
 
 _DEL_OPS = ("DEL", "PURGE")
 
+P = TypeVar("P")
+
+
+def started(part: P | None) -> P:
+    """A part of the alerter that its start() makes (the stores, the engine): needing one
+    before that is a bug, not a state to serve requests in."""
+    if part is None:
+        raise RuntimeError("the alerter is not started")
+    return part
+
 
 def _is_delete(entry) -> bool:
     op = getattr(entry, "operation", None)
@@ -67,7 +78,7 @@ class StateStore:
         self.leases: dict[str, tuple[Lease, int]] = {}
         self.groups: dict[str, tuple[GroupState, int]] = {}
         self._watch_task: asyncio.Task | None = None
-        self._watcher = None
+        self._watcher: KeyValue.KeyWatcher | None = None
 
     def get(self, fp: str) -> AlertRecord | None:
         return self.records.get(fp)
@@ -92,11 +103,11 @@ class StateStore:
 
     async def start(self) -> None:
         """Load every record, then follow changes made by any instance."""
-        self._watcher = await self.kv.watchall()
+        watcher = self._watcher = await self.kv.watchall()
         loaded = asyncio.Event()
 
         async def follow() -> None:
-            async for entry in self._watcher:
+            async for entry in watcher:
                 if entry is None:  # end of the initial values
                     loaded.set()
                     continue
@@ -236,45 +247,72 @@ class StateStore:
     def active(self, include_inactive: bool = False) -> list[AlertRecord]:
         recs = self.records.values()
         if not include_inactive:
-            recs = [r for r in recs if r.state in ("pending", "firing")]
-        return sorted(recs, key=lambda r: (r.state != "firing", -r.since))
+            return sorted((r for r in recs if r.state in ("pending", "firing")), key=_listing_order)
+        return sorted(recs, key=_listing_order)
+
+
+def _listing_order(r: AlertRecord) -> tuple[bool, float]:
+    """Firing first, then the most recent change first."""
+    return (r.state != "firing", -r.since)
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+ConfigItem = Rule | Check | Silence | Notifier
+
+
+class Section(dict[str, S]):
+    """The stored items of one kind by name, and the codec of their values."""
+
+    def __init__(self, type_: type[S]) -> None:
+        super().__init__()
+        self.codec = Codec(type_)
+
+    def load(self, name: str, data: bytes) -> None:
+        self[name] = self.codec.decode(data)
 
 
 class ConfigStore:
-    PREFIX = {"rule": Rule, "check": Check, "silence": Silence, "notifier": Notifier}
-
     def __init__(self, kv: KeyValue, on_change: Callable[[str], None]) -> None:
         self.kv = kv
         self.on_change = on_change
-        self.items: dict[str, dict[str, msgspec.Struct]] = {k: {} for k in self.PREFIX}
-        self._codecs = {k: Codec(t) for k, t in self.PREFIX.items()}
+        self.rules = Section(Rule)
+        self.checks = Section(Check)
+        self.silences = Section(Silence)
+        self.notifiers = Section(Notifier)
+        # kind (the key's first token) -> its section
+        self.sections: dict[str, Section[Rule] | Section[Check] | Section[Silence] | Section[Notifier]] = {
+            "rule": self.rules,
+            "check": self.checks,
+            "silence": self.silences,
+            "notifier": self.notifiers,
+        }
         self._task: asyncio.Task | None = None
-        self._watcher = None
+        self._watcher: KeyValue.KeyWatcher | None = None
 
     def _apply(self, key: str, value: bytes | None, deleted: bool) -> str | None:
         kind, _, name = key.partition(".")
-        if kind not in self.PREFIX or not name:
+        if kind not in self.sections or not name:
             return None
         if deleted or not value:
-            self.items[kind].pop(name, None)
+            self.sections[kind].pop(name, None)
             return kind
         try:
-            self.items[kind][name] = self._codecs[kind].decode(value)
+            self.sections[kind].load(name, value)
         except Exception as exc:
             log.warning("ignoring undecodable alerting config", extra={"key": key, "reason": str(exc)})
             return None
         return kind
 
     async def start(self) -> None:
-        self._watcher = await self.kv.watchall()
+        watcher = self._watcher = await self.kv.watchall()
         loaded = asyncio.Event()
 
         async def follow() -> None:
-            async for entry in self._watcher:
+            async for entry in watcher:
                 if entry is None:
                     loaded.set()
-                    for kind in self.PREFIX:
-                        self.on_change(kind)
+                    for each in self.sections:
+                        self.on_change(each)
                     continue
                 kind = self._apply(entry.key, entry.value, _is_delete(entry))
                 if kind and loaded.is_set():
@@ -293,16 +331,16 @@ class ConfigStore:
             with contextlib.suppress(BaseException):
                 await self._task
 
-    async def put(self, kind: str, name: str, item: msgspec.Struct) -> None:
+    async def put(self, kind: str, name: str, item: ConfigItem) -> None:
         key = f"{kind}.{name}"
-        data = self._codecs[kind].encode(item)
+        data = encode(item)  # what the kind's codec writes: one encoder serves every type
         await self.kv.put(key, data)
         # Visible to this instance's next read at once; the watch confirms it later.
         if self._apply(key, data, False):
             self.on_change(kind)
 
     async def delete(self, kind: str, name: str) -> bool:
-        if name not in self.items[kind]:
+        if name not in self.sections[kind]:
             with contextlib.suppress(KeyNotFoundError, NoKeysError):
                 await self.kv.get(f"{kind}.{name}")
                 await self.kv.delete(f"{kind}.{name}")
