@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NAME ?=
 
-.PHONY: run test test-latest bench schemas lint lock clean system-deps system-deps-test venv ui
+.PHONY: run test test-latest bench schemas lint lock clean system-deps system-deps-test venv ui dist
 
 # Installs come from the lock (requirements/*.txt, hashes for every file; `make lock` refreshes
 # it from pyproject.toml's ranges). The project itself is installed editable without build
@@ -56,6 +56,13 @@ ui/dist/index.html: ui/node_modules/.installed $(UI_SRC)
 	cd ui && npm run --silent build
 
 ui: ui/dist/index.html
+
+# sdist and wheel in dist/, the built UI and the agents' lock inside (tools/build_hooks.py). No
+# build isolation: the backend is the locked setuptools of the venv, nothing is fetched.
+# build/lib is emptied first so that no file deleted from the tree rides along from a past build.
+dist: $(STAMP) ui
+	rm -rf build/lib dist/fleetwatch-*
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist/
 
 run: $(STAMP) system-deps ui
 	$(BIN)/fleetwatch dev
