@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from libs.runtime import DbSettings, LogSettings, NatsSettings
+
+# Where a wheel carries the built UI (tools/build_hooks.py copies ui/dist there).
+PACKAGED_UI = Path(__file__).resolve().parent / "ui"
+
+
+def default_ui_dir() -> str:
+    """The UI the wheel carries when installed from one (whatever the working directory), else
+    the source tree's ui/dist (`make ui`), relative to the tree's root (app.ui_dir)."""
+    return str(PACKAGED_UI) if (PACKAGED_UI / "index.html").is_file() else "ui/dist"
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
@@ -46,7 +57,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     # /metrics' event loop lag: a task sleeps this long and records how late it woke (0: off).
     loop_lag_interval_s: float = 0.05
     cors_origins: list[str] = []
-    ui_dir: str = "ui/dist"
+    ui_dir: str = default_ui_dir()
     # POST /api/v1/webhook/command: HMAC-SHA256 shared secret (empty: the webhook answers 503)
     # and how far the signed timestamp may be from now.
     webhook_secret: str = ""
