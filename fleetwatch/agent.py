@@ -8,9 +8,10 @@ hardened systemd units, installed in one step and rolled back completely when it
 The credentials file is what `fleetwatch nats-config` writes to env/agent-<host>.env, or the
 `env` field of the gateway's POST /api/v1/hosts answer. Install:
 
-1. checks prerequisites (root or writable target directories, systemd answering, Python 3.11+,
+1. checks prerequisites (root or writable target directories, systemd answering,
    credentials for this host id, not installed already);
-2. makes a virtualenv under the prefix and installs fleetwatch's agent groups into it
+2. makes a virtualenv under the prefix and installs the agents into it from the lock
+   (requirements/agent.txt, hashes checked), then fleetwatch itself without dependencies
    (`--offline`: a virtualenv that uses this interpreter's packages, for hosts without an index);
 3. writes the environment file (0600), one unit per agent and the commander's sudoers line
    (when the commander runs as a non-root `--commander-user`), reloads systemd, starts them;
@@ -25,12 +26,14 @@ Everything it creates is listed in `<prefix>/install-manifest.json`; uninstall u
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import venv
 from pathlib import Path
 
@@ -39,10 +42,15 @@ from libs.schemas.ids import check_host_id
 AGENTS = ("collector", "commander", "replicator")
 UNIT_PREFIX = "fleetwatch-agent-"
 MANIFEST = "install-manifest.json"
-PIP_GROUPS = "collector,commander,replicator"
 # An agent restarted this often while the install waits will not come up by waiting longer.
 MAX_RESTARTS = 2
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+# The directory fleetwatch, libs and services are imported from: the source tree, or the
+# site-packages a wheel was installed into.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# The agents' lock: in the source tree, and copied into the package when a wheel is built
+# (tools/build_hooks.py), so an installed fleetwatch installs the same pinned, hashed files.
+SOURCE_LOCK = PACKAGE_ROOT / "requirements" / "agent.txt"
+PACKAGED_LOCK = Path(__file__).resolve().parent / "agent-requirements.txt"
 
 
 class InstallError(RuntimeError):
@@ -163,9 +171,8 @@ def _write(path: Path, text: str, j: Journal, mode: int = 0o644) -> None:
 
 
 def check_prerequisites(args: argparse.Namespace) -> dict[str, str]:
+    # (Python 3.11+ needs no check here: requires-python keeps fleetwatch off older interpreters.)
     problems = []
-    if sys.version_info < (3, 11):
-        problems.append("Python 3.11 or newer is needed")
     if not shutil.which("systemctl"):
         problems.append("systemctl not found: the agents run as systemd units")
     else:
@@ -208,19 +215,53 @@ def check_prerequisites(args: argparse.Namespace) -> dict[str, str]:
     return creds
 
 
-def make_venv(prefix: Path, j: Journal, offline: bool, source: Path) -> None:
+def agent_lock() -> Path:
+    return SOURCE_LOCK if SOURCE_LOCK.is_file() else PACKAGED_LOCK
+
+
+def default_source() -> str:
+    """What a non-offline install puts into the agents' virtualenv: this source tree; else the
+    wheel (or directory) this fleetwatch was installed from, which pip and uv record in
+    direct_url.json; else this same release from the index."""
+    if (PACKAGE_ROOT / "pyproject.toml").is_file():
+        return str(PACKAGE_ROOT)
+    try:
+        dist = importlib.metadata.distribution("fleetwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return str(PACKAGE_ROOT)
+    try:
+        url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    except ValueError:
+        url = ""
+    if url.startswith("file://"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+        if path.exists():
+            return str(path)
+    return f"fleetwatch=={dist.version}"
+
+
+def make_venv(prefix: Path, j: Journal, offline: bool, source: str | None) -> None:
     target = prefix / "venv"
     if offline:
-        # No package index reachable: a virtualenv whose packages are this interpreter's.
+        # No package index reachable: a virtualenv whose packages are this interpreter's, and
+        # fleetwatch from where it is imported now (source tree or installed wheel) unless
+        # --source names another directory.
         venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
         j.created.append(str(target))
         site = next((target / "lib").glob("python3*/site-packages"))
-        paths = [str(source)] + [p for p in sys.path if p.endswith("site-packages")]
-        (site / "fleetwatch-agent.pth").write_text("\n".join(paths) + "\n")
+        paths = [source or str(PACKAGE_ROOT)] + [p for p in sys.path if p.endswith("site-packages")]
+        (site / "fleetwatch-agent.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
         return
     venv.EnvBuilder(with_pip=True, symlinks=True).create(target)
     j.created.append(str(target))
-    _run([str(target / "bin" / "pip"), "install", "--quiet", f"{source}[{PIP_GROUPS}]"], timeout=900)
+    pip = str(target / "bin" / "pip")
+    lock = agent_lock()
+    if not lock.is_file():
+        raise InstallError(f"the agents' lock {lock} is missing (a fleetwatch built without it?)")
+    # Every dependency exactly as locked, hashes checked; then fleetwatch alone, so that nothing
+    # its metadata asks for is resolved afresh from the index.
+    _run([pip, "install", "--quiet", "--require-hashes", "-r", str(lock)], timeout=900)
+    _run([pip, "install", "--quiet", "--no-deps", source or default_source()], timeout=900)
 
 
 def agent_env(args: argparse.Namespace, creds: dict[str, str], prefix: Path) -> str:
@@ -323,7 +364,7 @@ def install(args: argparse.Namespace) -> int:
             pw = pwd.getpwnam(args.commander_user)
             os.chown(prefix / "state" / "commander", pw.pw_uid, pw.pw_gid)
         print(f"creating the virtualenv in {prefix / 'venv'}", flush=True)
-        make_venv(prefix, j, args.offline, Path(args.source))
+        make_venv(prefix, j, args.offline, args.source)
         env_file = prefix / "etc" / "agent.env"
         _write(env_file, agent_env(args, creds, prefix), j, 0o600)
         if args.commander_user != "root" and "commander" in agents:
@@ -439,7 +480,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--offline", action="store_true", help="no package index: the virtualenv uses this interpreter's packages"
     )
-    i.add_argument("--source", default=str(SOURCE_ROOT), help="fleetwatch source or wheel to install from")
+    i.add_argument(
+        "--source",
+        default=None,
+        help="fleetwatch source tree or wheel to install (default: this source tree, else the wheel fleetwatch "
+        "was installed from, else this release); with --offline, a directory holding the packages",
+    )
     i.add_argument(
         "--runtime", action="store_true", help="enable the units until reboot only (links under /run, not /etc)"
     )
