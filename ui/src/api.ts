@@ -56,18 +56,19 @@ function reason(body: unknown, status: number): string {
     let d = typeof b.detail === "string" ? b.detail : "";
     // Litestar's validation errors list the offending fields in `extra`.
     if (Array.isArray(b.extra) && b.extra.length) {
-      d += ": " + b.extra.map((e: any) => [e.key, e.message].filter(Boolean).join(" ")).join("; ");
+      const extra = b.extra as { key?: string; message?: string }[];
+      d += ": " + extra.map((e) => [e.key, e.message].filter(Boolean).join(" ")).join("; ");
     }
     if (d) return d;
   }
   return `HTTP ${status}`;
 }
 
-export async function api<T = any>(
+export async function api<T = unknown>(
   method: string,
   path: string,
   body?: unknown,
-  query?: Record<string, unknown>,
+  query?: Record<string, string | number | boolean | null | undefined>,
 ): Promise<T> {
   let url = path;
   if (query) {
@@ -86,7 +87,7 @@ export async function api<T = any>(
     throw new ApiError(0, `network error: ${(e as Error).message}`);
   }
   const text = await r.text();
-  let data: unknown = null;
+  let data: unknown;
   try {
     data = text ? JSON.parse(text) : null;
   } catch {
@@ -101,7 +102,7 @@ export async function api<T = any>(
 
 export async function login(username: string, password: string): Promise<Session> {
   const r = await api<Session>("POST", "/api/v1/auth/login", { username, password });
-  const s = { token: r.token, username: r.username, role: r.role as Role, expires_at: r.expires_at };
+  const s = { token: r.token, username: r.username, role: r.role, expires_at: r.expires_at };
   setSession(s);
   return s;
 }
@@ -139,14 +140,14 @@ export class SSE {
     const headers: Record<string, string> = { Accept: "text/event-stream" };
     if (session) headers.Authorization = `Bearer ${session.token}`;
     if (this.resume && this.lastId) headers["Last-Event-ID"] = this.lastId;
-    let why = "";
+    let why: string;
     try {
       const r = await fetch(this.url, { headers, signal: this.ctrl.signal, cache: "no-store" });
       if (!r.ok || !r.body) {
         const t = await r.text().catch(() => "");
         let d = `HTTP ${r.status}`;
         try {
-          d = JSON.parse(t).detail || d;
+          d = (JSON.parse(t) as { detail?: string }).detail || d;
         } catch {
           /* not JSON */
         }

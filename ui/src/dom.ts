@@ -1,5 +1,7 @@
 // A tiny element builder: h("button", {onclick, "aria-label": ...}, "text", child).
-type Attrs = Record<string, unknown>;
+type AttrValue = string | number | boolean | null | undefined;
+// `on*` keys take a listener and `dataset` an object of data-* values; the rest are plain values.
+type Attrs = Record<string, AttrValue | ((e: Event) => void) | Record<string, string>>;
 export type Child = Node | string | number | null | undefined | false | Child[];
 
 export function h<K extends keyof HTMLElementTagNameMap>(
@@ -11,11 +13,16 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   if (attrs) {
     for (const [k, v] of Object.entries(attrs)) {
       if (v === undefined || v === null || v === false) continue;
-      if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v as EventListener);
-      else if (k === "class") el.className = String(v);
+      if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
       else if (k === "dataset") Object.assign(el.dataset, v);
-      else if (k === "value" || k === "checked" || k === "selected" || k === "disabled") (el as any)[k] = v;
-      else el.setAttribute(k, v === true ? "" : String(v));
+      else {
+        // Only `on*` keys carry a listener and only `dataset` an object: this is a plain value.
+        const x = v as AttrValue;
+        if (k === "class") el.className = String(x);
+        else if (k === "value" || k === "checked" || k === "selected" || k === "disabled")
+          (el as unknown as Record<string, AttrValue>)[k] = x;
+        else el.setAttribute(k, x === true ? "" : String(x));
+      }
     }
   }
   append(el, children);

@@ -147,7 +147,7 @@ const en = {
   roleOperator: "Registering and removing apps needs the admin role.",
   roleRefused: "Your role does not allow this:",
 };
-type Key = keyof typeof en;
+export type Key = keyof typeof en;
 const es: Record<Key, string> = {
   app: "fleetwatch",
   fleet: "Flota",

@@ -1,5 +1,5 @@
 import "./style.css";
-import { api, ApiError, can, current, setSession, whenUnauthorized, type Session } from "./api";
+import { api, ApiError, can, current, setSession, whenUnauthorized, type Role, type Session } from "./api";
 import { clear, h } from "./dom";
 import { getLang, setLang, t } from "./i18n";
 import { alertsPage } from "./pages/alerts";
@@ -15,7 +15,7 @@ export type Cleanup = () => void;
 export type Page = (root: HTMLElement, params: string[]) => Cleanup | void;
 
 // Hash routes: the gateway serves one index.html and every view is addressable and bookmarkable.
-const ROUTES: [RegExp, Page, string?][] = [
+const ROUTES: [RegExp, Page, Role?][] = [
   [/^\/fleet$/, fleetPage],
   [/^\/host\/([^/]+)$/, hostPage],
   [/^\/logs\/([^/]+)\/([^/]+)$/, logsPage, "operator"],
@@ -164,7 +164,7 @@ function render(): void {
   for (const [re, page, role] of ROUTES) {
     const m = path.match(re);
     if (!m) continue;
-    if (role && !can(role as any)) {
+    if (role && !can(role)) {
       main.append(h("p", { class: "banner error" }, t("forbidden")));
       return;
     }

@@ -67,7 +67,7 @@ export function passwordDialog(
       resolve(saved);
     });
     cancel.addEventListener("click", () => dlg.close());
-    form.addEventListener("submit", async (e) => {
+    async function submit(e: SubmitEvent): Promise<void> {
       e.preventDefault();
       check();
       err.textContent = "";
@@ -81,7 +81,8 @@ export function passwordDialog(
       }
       saved = true;
       dlg.close();
-    });
+    }
+    form.addEventListener("submit", (e) => void submit(e));
     document.body.appendChild(dlg);
     dlg.showModal();
     (cur ?? pw).focus();

@@ -1,6 +1,7 @@
 import { api, ApiError, can, current, SSE } from "../api";
 import { clear, field, fmtAgo, fmtTime, h } from "../dom";
 import { t } from "../i18n";
+import type { AlertRecord, ConfigItem, Listing, Silence } from "../types";
 import { confirmDialog, toast } from "../widgets";
 
 // The alerting API as the gateway exposes it: one place to change if its paths move.
@@ -8,8 +9,10 @@ export const ALERTING = {
   alerts: "/api/v1/alerts",
   list: (res: string) => `/api/v1/${res}`,
   // silences are created (the alerter may pick the id); the others are put under their name
-  put: (res: string, obj: any): [string, string] =>
-    res === "silences" ? ["POST", "/api/v1/silences"] : ["PUT", `/api/v1/${res}/${encodeURIComponent(obj.name ?? "")}`],
+  put: (res: string, obj: unknown): [string, string] =>
+    res === "silences"
+      ? ["POST", "/api/v1/silences"]
+      : ["PUT", `/api/v1/${res}/${encodeURIComponent((obj as { name?: string }).name ?? "")}`],
   del: (res: string, name: string) => `/api/v1/${res}/${encodeURIComponent(name)}`,
 };
 
@@ -45,14 +48,14 @@ const TEMPLATES: Record<string, object> = {
     matchers: [],
   },
 };
-const KEY: Record<string, string> = { rules: "name", checks: "name", notifiers: "name", silences: "id" };
+const KEY: Record<string, "name" | "id"> = { rules: "name", checks: "name", notifiers: "name", silences: "id" };
 
-function items(res: any, key: string): any[] {
+function items<T>(res: Listing<T>, key: string): T[] {
   if (Array.isArray(res)) return res;
   return res?.[key] ?? res?.items ?? [];
 }
 
-function silencedBy(a: any, silences: any[]): any | undefined {
+function silencedBy(a: AlertRecord, silences: Silence[]): Silence | undefined {
   const labels: Record<string, string> = {
     ...a.labels,
     alertname: a.rule,
@@ -66,7 +69,7 @@ function silencedBy(a: any, silences: any[]): any | undefined {
     (s) =>
       s.starts <= now &&
       now < s.ends &&
-      s.matchers.every((m: any) => {
+      s.matchers.every((m) => {
         const v = labels[m.name] ?? "";
         if (m.op === "=" || !m.op) return v === m.value;
         if (m.op === "!=") return v !== m.value;
@@ -77,8 +80,8 @@ function silencedBy(a: any, silences: any[]): any | undefined {
 }
 
 export function alertsPage(root: HTMLElement): () => void {
-  let alerts: any[] = [];
-  let silences: any[] = [];
+  let alerts: AlertRecord[] = [];
+  let silences: Silence[] = [];
   const status = h("p", { class: "muted", role: "status" });
   const lists = { firing: h("tbody"), pending: h("tbody"), resolved: h("tbody") };
   const silBody = h("tbody");
@@ -199,7 +202,7 @@ export function alertsPage(root: HTMLElement): () => void {
             h(
               "tr",
               { "data-silence": s.id },
-              h("td", null, s.matchers.map((m: any) => `${m.name}${m.op || "="}${m.value}`).join(", ")),
+              h("td", null, s.matchers.map((m) => `${m.name}${m.op || "="}${m.value}`).join(", ")),
               h("td", null, fmtTime(s.starts)),
               h("td", null, fmtTime(s.ends)),
               h("td", null, s.created_by),
@@ -211,7 +214,7 @@ export function alertsPage(root: HTMLElement): () => void {
     );
   }
 
-  async function silence(a: any): Promise<void> {
+  async function silence(a: AlertRecord): Promise<void> {
     const dur = h(
       "select",
       { name: "duration" },
@@ -266,7 +269,7 @@ export function alertsPage(root: HTMLElement): () => void {
       toast(e instanceof ApiError ? e.detail : String(e), "error");
     }
   }
-  async function expire(s: any): Promise<void> {
+  async function expire(s: Silence): Promise<void> {
     if (!(await confirmDialog(`${t("remove")} ${s.id}?`))) return;
     try {
       await api("DELETE", ALERTING.del("silences", s.id));
@@ -279,8 +282,8 @@ export function alertsPage(root: HTMLElement): () => void {
   async function load(): Promise<void> {
     try {
       const [a, s] = await Promise.all([
-        api<any>("GET", ALERTING.alerts, undefined, { all: true }),
-        api<any>("GET", ALERTING.list("silences")),
+        api<Listing<AlertRecord>>("GET", ALERTING.alerts, undefined, { all: true }),
+        api<Listing<Silence>>("GET", ALERTING.list("silences")),
       ]);
       alerts = items(a, "alerts");
       silences = items(s, "silences");
@@ -291,7 +294,7 @@ export function alertsPage(root: HTMLElement): () => void {
     render();
   }
   void load();
-  for (const res of ["rules", "checks", "notifiers"]) editor(root, res);
+  for (const res of ["rules", "checks", "notifiers"] as const) editor(root, res);
 
   // Alert transitions arrive live; the list is re-read so since/value come from the alerter.
   let timer: number | undefined;
@@ -310,7 +313,7 @@ export function alertsPage(root: HTMLElement): () => void {
 }
 
 /** A list of one alerting resource with a JSON editor (the server validates and gives the reason). */
-function editor(root: HTMLElement, res: string): void {
+function editor(root: HTMLElement, res: "rules" | "checks" | "notifiers"): void {
   const body = h("tbody");
   const admin = can("operator"); // the gateway lets operators edit alerting
   const text = h("textarea", { rows: 10, spellcheck: "false", class: "mono", name: `${res}-json` });
@@ -320,7 +323,7 @@ function editor(root: HTMLElement, res: string): void {
     {
       class: "card grid-form",
       hidden: true,
-      "aria-label": `${t(res as any)} ${t("edit")}`,
+      "aria-label": `${t(res)} ${t("edit")}`,
       "data-testid": `editor-form-${res}`,
     },
     field(t("json"), text),
@@ -347,11 +350,11 @@ function editor(root: HTMLElement, res: string): void {
     h(
       "div",
       { class: "toolbar" },
-      h("h2", { id: `ed-${res}` }, t(res as any)),
+      h("h2", { id: `ed-${res}` }, t(res)),
       admin
         ? h(
             "button",
-            { type: "button", onclick: () => open(TEMPLATES[res]), "aria-label": `${t("add")}: ${t(res as any)}` },
+            { type: "button", onclick: () => open(TEMPLATES[res]), "aria-label": `${t("add")}: ${t(res)}` },
             t("add"),
           )
         : null,
@@ -359,7 +362,7 @@ function editor(root: HTMLElement, res: string): void {
     h(
       "div",
       { class: "table-wrap" },
-      h("table", { class: "data", "data-testid": `editor-${res}`, "aria-label": t(res as any) }, body),
+      h("table", { class: "data", "data-testid": `editor-${res}`, "aria-label": t(res) }, body),
     ),
     form,
   );
@@ -370,7 +373,7 @@ function editor(root: HTMLElement, res: string): void {
     form.hidden = false;
     text.focus();
   }
-  form.addEventListener("submit", async (e) => {
+  async function save(e: SubmitEvent): Promise<void> {
     e.preventDefault();
     let obj: unknown;
     try {
@@ -387,18 +390,37 @@ function editor(root: HTMLElement, res: string): void {
     } catch (x) {
       err.textContent = x instanceof ApiError ? x.detail : String(x);
     }
-  });
+  }
+  form.addEventListener("submit", (e) => void save(e));
+  async function test(it: ConfigItem): Promise<void> {
+    try {
+      await api("POST", `/api/v1/notifiers/${encodeURIComponent(it.name)}/test`, {});
+      toast(`${it.name}: ${t("done")}`);
+    } catch (x) {
+      toast(x instanceof ApiError ? x.detail : String(x), "error");
+    }
+  }
+  async function remove(key: string): Promise<void> {
+    if (!(await confirmDialog(`${t("delete")} ${key}?`, t("delete")))) return;
+    try {
+      await api("DELETE", ALERTING.del(res, key));
+      await load();
+    } catch (x) {
+      toast(x instanceof ApiError ? x.detail : String(x), "error");
+    }
+  }
   async function load(): Promise<void> {
     try {
-      const list = items(await api<any>("GET", ALERTING.list(res)), res);
+      const list = items(await api<Listing<ConfigItem>>("GET", ALERTING.list(res)), res);
       clear(
         body,
         list.length
-          ? list.map((it: any) =>
-              h(
+          ? list.map((it) => {
+              const key = it[KEY[res]] as string; // every listed item has its KEY field
+              return h(
                 "tr",
                 null,
-                h("td", null, it[KEY[res]]),
+                h("td", null, key),
                 h(
                   "td",
                   { class: "muted" },
@@ -411,7 +433,7 @@ function editor(root: HTMLElement, res: string): void {
                       { class: "actions" },
                       h(
                         "button",
-                        { type: "button", onclick: () => open(it), "aria-label": `${t("edit")} ${it[KEY[res]]}` },
+                        { type: "button", onclick: () => open(it), "aria-label": `${t("edit")} ${key}` },
                         t("edit"),
                       ),
                       res === "notifiers"
@@ -419,14 +441,7 @@ function editor(root: HTMLElement, res: string): void {
                             "button",
                             {
                               type: "button",
-                              onclick: async () => {
-                                try {
-                                  await api("POST", `/api/v1/notifiers/${encodeURIComponent(it.name)}/test`, {});
-                                  toast(`${it.name}: ${t("done")}`);
-                                } catch (x) {
-                                  toast(x instanceof ApiError ? x.detail : String(x), "error");
-                                }
-                              },
+                              onclick: () => void test(it),
                             },
                             "Test",
                           )
@@ -436,22 +451,14 @@ function editor(root: HTMLElement, res: string): void {
                         {
                           type: "button",
                           class: "danger",
-                          onclick: async () => {
-                            if (!(await confirmDialog(`${t("delete")} ${it[KEY[res]]}?`, t("delete")))) return;
-                            try {
-                              await api("DELETE", ALERTING.del(res, it[KEY[res]]));
-                              await load();
-                            } catch (x) {
-                              toast(x instanceof ApiError ? x.detail : String(x), "error");
-                            }
-                          },
+                          onclick: () => void remove(key),
                         },
                         t("delete"),
                       ),
                     )
                   : null,
-              ),
-            )
+              );
+            })
           : h("tr", null, h("td", { class: "muted" }, t("empty"))),
       );
     } catch (x) {

@@ -1,6 +1,7 @@
 import { api, ApiError } from "../api";
 import { clear, field, fmtTime, h } from "../dom";
 import { t } from "../i18n";
+import type { AuditPage } from "../types";
 
 export function auditPage(root: HTMLElement): () => void {
   const host = h("input", { name: "host", pattern: "^[A-Za-z0-9_-]*$" });
@@ -63,7 +64,7 @@ export function auditPage(root: HTMLElement): () => void {
     err.textContent = "";
     table.setAttribute("aria-busy", "true");
     try {
-      const page = await api<any>("GET", "/api/v1/audit", undefined, {
+      const page = await api<AuditPage>("GET", "/api/v1/audit", undefined, {
         host: host.value.trim(),
         actor: actor.value.trim(),
         action: action.value.trim(),

@@ -1,6 +1,7 @@
 import { api, SSE } from "../api";
 import { fmtAgo, fmtPct, h } from "../dom";
 import { t } from "../i18n";
+import type { AlertEvent, AlertRecord, HostView, Listing, StreamEvent, Summary } from "../types";
 import { drawSpark, sortHeader } from "../widgets";
 
 // The fleet page keeps every host in memory but touches the DOM only for the rows on screen,
@@ -9,14 +10,8 @@ const SPARK = 60;
 const ROW_H = 44;
 const OFFLINE_AFTER_S = 30;
 
-interface Summary {
-  cpu_percent?: number;
-  mem_percent?: number;
-  disk_max_percent?: number | null;
-  gpu_util_percent?: number | null;
-  load1?: number;
-  ts?: number;
-}
+/** A /hosts entry, or a `host` event's data (a HostInfo: no status, last_seen or last). */
+type HostUpdate = Pick<HostView, "host" | "status"> & Partial<HostView>;
 interface Row {
   host: string;
   hostname: string;
@@ -156,7 +151,7 @@ export function fleetPage(root: HTMLElement): () => void {
   const slots: Slot[] = [];
   function slot(i: number): Slot {
     if (slots[i]) return slots[i];
-    const link = h("a", { href: "#" }) as HTMLAnchorElement;
+    const link = h("a", { href: "#" });
     const cpuC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
     const memC = h("canvas", { width: 80, height: 20, "aria-hidden": "true" });
     const cells = [
@@ -258,7 +253,7 @@ export function fleetPage(root: HTMLElement): () => void {
     });
   }
 
-  function ingestHosts(list: any[]): void {
+  function ingestHosts(list: HostUpdate[]): void {
     for (const v of list) {
       let r = rows.get(v.host);
       if (!r) {
@@ -295,7 +290,7 @@ export function fleetPage(root: HTMLElement): () => void {
   let closed = false;
   const refresh = async () => {
     try {
-      ingestHosts(await api<any[]>("GET", "/api/v1/hosts"));
+      ingestHosts(await api<HostView[]>("GET", "/api/v1/hosts"));
       schedule();
     } catch {
       /* the stream state shows trouble */
@@ -303,7 +298,7 @@ export function fleetPage(root: HTMLElement): () => void {
   };
   void refresh().then(() => {
     if (closed) return;
-    api<any>("GET", "/api/v1/alerts")
+    api<Listing<AlertRecord>>("GET", "/api/v1/alerts")
       .then((res) => {
         for (const a of Array.isArray(res) ? res : (res?.items ?? res?.alerts ?? []))
           if (a.state === "firing") firing.set(a.fingerprint, a.host);
@@ -321,7 +316,7 @@ export function fleetPage(root: HTMLElement): () => void {
       live.className = `pill ${state === "open" ? "ok" : "warn"}`;
     },
     onEvent(kind, data) {
-      const ev = JSON.parse(data);
+      const ev = JSON.parse(data) as StreamEvent;
       if (kind === "frame") {
         const s = ev.data as Summary;
         let r = rows.get(ev.host);
@@ -340,9 +335,9 @@ export function fleetPage(root: HTMLElement): () => void {
         r.version++;
         if (sort.key !== "host" && sort.key !== "alerts") needSort = true;
       } else if (kind === "host") {
-        ingestHosts([{ ...ev.data, host: ev.host, status: "online" }]);
+        ingestHosts([{ ...(ev.data as Partial<HostView>), host: ev.host, status: "online" }]);
       } else if (kind === "alert") {
-        const a = ev.data;
+        const a = ev.data as AlertEvent;
         if (a.state === "firing") firing.set(a.fingerprint, a.host);
         else firing.delete(a.fingerprint);
         recount();

@@ -2,7 +2,25 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { api, ApiError, can, SSE } from "../api";
 import { clear, field, fmtBytes, fmtPct, fmtTime, h } from "../dom";
-import { t } from "../i18n";
+import { t, type Key } from "../i18n";
+import type {
+  AppInfo,
+  AppList,
+  AppReply,
+  AppStatus,
+  History,
+  HostDetail,
+  JobInfo,
+  JobList,
+  JobLogs,
+  Proc,
+  ProcList,
+  ProcSnapshot,
+  ScannedProc,
+  ScanReply,
+  StreamEvent,
+  Summary,
+} from "../types";
 import { confirmDialog, sortHeader, toast } from "../widgets";
 
 const RANGES: [string, number][] = [
@@ -15,7 +33,7 @@ const RANGES: [string, number][] = [
 
 interface ChartDef {
   id: string;
-  title: string;
+  title: Key;
   fields: string[];
   labels: string[];
   unit: "pct" | "bps";
@@ -118,7 +136,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
     toast(e instanceof ApiError ? e.detail : String(e), "error");
   }
 
-  api<any>("GET", base)
+  api<HostDetail>("GET", base)
     .then((d) => {
       const v = d.host;
       headInfo.textContent = [
@@ -196,7 +214,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
       {
         width: width(),
         height: 170,
-        title: t(def.title as any),
+        title: t(def.title),
         scales: { x: { time: true }, y: def.unit === "pct" ? { range: [0, 100] } : { auto: true } },
         axes: [axis, { ...axis, size: def.unit === "pct" ? 60 : 84, values: (u, vals) => vals.map((v) => fmt(u, v)) }],
         series: [
@@ -220,7 +238,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
     const seq = ++histSeq;
     const to = Date.now() / 1000;
     try {
-      const res = await api<any>("GET", `${base}/metrics`, undefined, {
+      const res = await api<History>("GET", `${base}/metrics`, undefined, {
         from: Math.floor(to - range),
         to: Math.ceil(to),
         fields: ALL_FIELDS.join(","),
@@ -236,7 +254,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
           p.data = data;
           p.u.setData(data as uPlot.AlignedData);
         } else {
-          const box = h("figure", { class: "chart card", "data-chart": def.id, "aria-label": t(def.title as any) });
+          const box = h("figure", { class: "chart card", "data-chart": def.id, "aria-label": t(def.title) });
           chartsBox.append(box);
           const u = makePlot(def, data);
           box.append(u.root);
@@ -258,7 +276,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
     for (const p of plots.values()) p.u.destroy();
   });
 
-  function liveFrame(s: any): void {
+  function liveFrame(s: Summary): void {
     clear(
       liveVals,
       stat(t("cpu"), fmtPct(s.cpu_percent), "live-cpu"),
@@ -269,21 +287,21 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
       stat(t("network"), `↓${fmtBytes(s.net_bytes_recv)}/s ↑${fmtBytes(s.net_bytes_sent)}/s`, "live-net"),
     );
     if (range > 3600) return; // long ranges are rollups: a raw point would not belong
-    const ts = s.ts as number;
+    const ts = s.ts;
     for (const p of plots.values()) {
       const d = p.data;
       const times = d[0] as number[];
       if (times.length && ts <= times[times.length - 1]) continue;
       times.push(ts);
-      p.def.summary.forEach((k, i) => (d[i + 1] as (number | null)[]).push(s[k] ?? null));
+      p.def.summary.forEach((k, i) => d[i + 1].push(s[k] ?? null));
       while (times.length && times[0] < ts - range) d.forEach((a) => a.shift());
       p.u.setData(d as uPlot.AlignedData);
     }
   }
 
   // ---- processes ---------------------------------------------------------------------------
-  const procSort = { key: "cpu_percent", desc: true };
-  let procs: any[] = [];
+  const procSort: { key: keyof Proc; desc: boolean } = { key: "cpu_percent", desc: true };
+  let procs: Proc[] = [];
   const procTable = h("table", { class: "data", "data-testid": "proc-table", "aria-label": t("processes") });
   const procNote = h("span", { class: "muted" });
   root.append(
@@ -301,7 +319,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
       .slice(0, 50);
     const on = (key: string) => {
       procSort.desc = procSort.key === key ? !procSort.desc : key !== "name" && key !== "user";
-      procSort.key = key;
+      procSort.key = key as keyof Proc;
       renderProcs();
     };
     clear(
@@ -340,7 +358,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
       ),
     );
   }
-  api<any>("GET", `${base}/processes`, undefined, { limit: 100 })
+  api<ProcList>("GET", `${base}/processes`, undefined, { limit: 100 })
     .then((r) => {
       procs = r.procs;
       procNote.textContent = r.total ? `${r.procs.length} / ${r.total}` : "";
@@ -375,21 +393,19 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
       h("div", { class: "table-wrap" }, appsTable),
     ),
   );
-  const apps = new Map<string, any>();
+  const apps = new Map<string, AppInfo>();
 
-  function appAction(name: string, verb: "start" | "stop" | "restart"): () => Promise<void> {
-    return async () => {
-      if (verb !== "start" && !(await confirmDialog(t(verb === "stop" ? "confirmStop" : "confirmRestart", name, host))))
-        return;
-      try {
-        const r = await api<any>("POST", `${base}/apps/${encodeURIComponent(name)}/${verb}`);
-        apps.set(name, r.app);
-        renderApps();
-        toast(`${name}: ${r.app.state}${r.app.pid ? " (PID " + r.app.pid + ")" : ""}`);
-      } catch (e) {
-        fail(e);
-      }
-    };
+  async function appAction(name: string, verb: "start" | "stop" | "restart"): Promise<void> {
+    if (verb !== "start" && !(await confirmDialog(t(verb === "stop" ? "confirmStop" : "confirmRestart", name, host))))
+      return;
+    try {
+      const r = await api<AppReply>("POST", `${base}/apps/${encodeURIComponent(name)}/${verb}`);
+      apps.set(name, r.app);
+      renderApps();
+      toast(`${name}: ${r.app.state}${r.app.pid ? " (PID " + r.app.pid + ")" : ""}`);
+    } catch (e) {
+      fail(e);
+    }
   }
   async function removeApp(name: string): Promise<void> {
     if (!(await confirmDialog(t("confirmDelete", name, host), t("delete")))) return;
@@ -427,9 +443,9 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
               ? h(
                   "td",
                   { class: "actions" },
-                  btn(t("start"), appAction(n, "start")),
-                  btn(t("stop"), appAction(n, "stop")),
-                  btn(t("restart"), appAction(n, "restart")),
+                  btn(t("start"), () => void appAction(n, "start")),
+                  btn(t("stop"), () => void appAction(n, "stop")),
+                  btn(t("restart"), () => void appAction(n, "restart")),
                   h(
                     "a",
                     {
@@ -448,7 +464,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
     appsNote.textContent = apps.size ? "" : t("empty");
   }
   const loadApps = () =>
-    api<any>("GET", `${base}/apps`)
+    api<AppList>("GET", `${base}/apps`)
       .then((r) => {
         apps.clear();
         for (const a of r.apps) apps.set(a.spec.name, a);
@@ -461,7 +477,7 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   void loadApps();
 
   // ---- register / scan / adopt (admins register, operators scan) ------------------------------
-  let prefill: ((p: any) => void) | null = null;
+  let prefill: ((p: ScannedProc) => void) | null = null;
   if (can("admin"))
     prefill = registerForm(
       root,
@@ -479,14 +495,15 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   // ---- live ----------------------------------------------------------------------------------
   const sse = new SSE(`/api/v1/stream?hosts=${encodeURIComponent(host)}&kinds=frame,procs,app`, {
     onEvent(kind, data) {
-      const ev = JSON.parse(data);
-      if (kind === "frame") liveFrame(ev.data);
+      const ev = JSON.parse(data) as StreamEvent;
+      if (kind === "frame") liveFrame(ev.data as Summary);
       else if (kind === "procs") {
-        procs = ev.data.procs || [];
-        procNote.textContent = `${procs.length} / ${ev.data.total ?? procs.length}`;
+        const snap = ev.data as ProcSnapshot;
+        procs = snap.procs || [];
+        procNote.textContent = `${procs.length} / ${snap.total ?? procs.length}`;
         renderProcs();
       } else if (kind === "app") {
-        const s = ev.data;
+        const s = ev.data as AppStatus;
         const a = apps.get(s.app);
         if (a) {
           apps.set(s.app, {
@@ -520,9 +537,9 @@ function registerForm(
   root: HTMLElement,
   base: string,
   host: string,
-  added: (a: any) => void,
+  added: (a: AppInfo) => void,
   fail: (e: unknown) => void,
-): (p: any) => void {
+): (p: ScannedProc) => void {
   const name = h("input", { name: "name", required: true, pattern: NAME_RE, maxlength: 63, autocomplete: "off" });
   const runtime = h(
     "select",
@@ -597,7 +614,7 @@ function registerForm(
     return out;
   }
   env.addEventListener("input", () => parseEnv());
-  form.addEventListener("submit", async (e) => {
+  async function submit(e: SubmitEvent): Promise<void> {
     e.preventDefault();
     err.textContent = "";
     const envs = parseEnv();
@@ -626,7 +643,7 @@ function registerForm(
       restart: restart.value,
     };
     try {
-      const r = await api<any>("POST", `${base}/apps`, { spec, start: startNow.checked });
+      const r = await api<AppReply>("POST", `${base}/apps`, { spec, start: startNow.checked });
       added(r.app);
       toast(`${spec.name} → ${host}`);
       form.reset();
@@ -635,9 +652,10 @@ function registerForm(
       err.textContent = x instanceof ApiError ? x.detail : String(x);
       fail(x);
     }
-  });
+  }
+  form.addEventListener("submit", (e) => void submit(e));
   root.append(form);
-  return (p: any) => {
+  return (p: ScannedProc) => {
     const cmd: string[] = p.cmdline || [];
     const si = cmd.findIndex((c, i) => i > 0 && !c.startsWith("-"));
     runtime.value = p.runtime;
@@ -655,13 +673,13 @@ function registerForm(
   };
 }
 
-function scanSection(root: HTMLElement, base: string, prefill: ((p: any) => void) | null): void {
+function scanSection(root: HTMLElement, base: string, prefill: ((p: ScannedProc) => void) | null): void {
   const out = h("div", { "data-testid": "scan-result" });
   const btn = h("button", { type: "button" }, t("scan"));
-  btn.addEventListener("click", async () => {
+  async function scan(): Promise<void> {
     btn.disabled = true;
     try {
-      const r = await api<any>("GET", `${base}/scan`);
+      const r = await api<ScanReply>("GET", `${base}/scan`);
       clear(
         out,
         r.procs.length
@@ -683,7 +701,7 @@ function scanSection(root: HTMLElement, base: string, prefill: ((p: any) => void
               h(
                 "tbody",
                 null,
-                r.procs.map((p: any) =>
+                r.procs.map((p) =>
                   h(
                     "tr",
                     null,
@@ -715,7 +733,8 @@ function scanSection(root: HTMLElement, base: string, prefill: ((p: any) => void
     } finally {
       btn.disabled = false;
     }
-  });
+  }
+  btn.addEventListener("click", () => void scan());
   root.append(h("section", { class: "card" }, h("h2", null, t("scan")), btn, out));
 }
 
@@ -752,14 +771,14 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
   );
   root.append(sec);
   const load = () =>
-    api<any>("GET", `${base}/jobs`)
+    api<JobList>("GET", `${base}/jobs`)
       .then((r) => {
         note.textContent = r.jobs.length ? "" : t("empty");
         clear(
           body,
           r.jobs
             .slice(0, 50)
-            .map((j: any) =>
+            .map((j) =>
               h(
                 "tr",
                 null,
@@ -773,10 +792,10 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
                       "td",
                       { class: "actions" },
                       j.state === "running"
-                        ? h("button", { type: "button", onclick: () => act(j, "stop") }, t("stop"))
+                        ? h("button", { type: "button", onclick: () => void act(j, "stop") }, t("stop"))
                         : null,
-                      h("button", { type: "button", onclick: () => act(j, "restart") }, t("run")),
-                      h("button", { type: "button", onclick: () => showLog(j) }, t("logs")),
+                      h("button", { type: "button", onclick: () => void act(j, "restart") }, t("run")),
+                      h("button", { type: "button", onclick: () => void showLog(j) }, t("logs")),
                     )
                   : null,
               ),
@@ -786,7 +805,7 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
       .catch((e) => {
         note.textContent = e instanceof ApiError ? e.detail : String(e);
       });
-  async function act(j: any, verb: string): Promise<void> {
+  async function act(j: JobInfo, verb: string): Promise<void> {
     if (verb === "stop" && !(await confirmDialog(t("confirmStop", j.argv.join(" "), "")))) return;
     try {
       await api("POST", `${base}/jobs/${j.id}/${verb}`);
@@ -795,9 +814,9 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
       fail(e);
     }
   }
-  async function showLog(j: any): Promise<void> {
+  async function showLog(j: JobInfo): Promise<void> {
     try {
-      const r = await api<any>("GET", `${base}/jobs/${j.id}/logs`, undefined, { lines: 200 });
+      const r = await api<JobLogs>("GET", `${base}/jobs/${j.id}/logs`, undefined, { lines: 200 });
       logOut.hidden = false;
       logOut.textContent = r.lines.join("\n") || t("empty");
     } catch (e) {
@@ -817,7 +836,7 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
       field(t("timeout"), timeout),
       h("div", { class: "row end" }, h("button", { type: "submit" }, t("run"))),
     );
-    form.addEventListener("submit", async (e) => {
+    async function runJob(e: SubmitEvent): Promise<void> {
       e.preventDefault();
       if (!form.reportValidity()) return;
       try {
@@ -834,7 +853,8 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
       } catch (x) {
         fail(x);
       }
-    });
+    }
+    form.addEventListener("submit", (e) => void runJob(e));
     sec.append(form);
   }
   void load();

@@ -16,7 +16,7 @@ export function loginPage(root: HTMLElement, [next]: string[]): void {
     err,
     btn,
   );
-  form.addEventListener("submit", async (e) => {
+  async function submit(e: SubmitEvent): Promise<void> {
     e.preventDefault();
     err.textContent = "";
     btn.disabled = true;
@@ -29,7 +29,8 @@ export function loginPage(root: HTMLElement, [next]: string[]): void {
     } finally {
       btn.disabled = false;
     }
-  });
+  }
+  form.addEventListener("submit", (e) => void submit(e));
   root.append(h("main", { id: "main", class: "center" }, form));
   user.focus();
 }

@@ -140,15 +140,16 @@ export function logsPage(root: HTMLElement, [host, app]: string[]): () => void {
         state.className = `pill ${s === "open" ? "ok" : "warn"}`;
         state.dataset.state = s;
         if (s === "open" && !first) {
+          // a reconnect sends the tail again
           lines.length = 0;
           redraw();
-        } // a reconnect sends the tail again
+        }
         first = false;
       },
       onEvent(kind, data) {
         if (kind !== "logs") return;
         try {
-          add(JSON.parse(data).lines || []);
+          add((JSON.parse(data) as { lines?: Line[] }).lines || []);
         } catch {
           /* not a batch */
         }

@@ -1,6 +1,7 @@
 import { api, ApiError, current } from "../api";
 import { clear, field, fmtAgo, fmtTime, h } from "../dom";
 import { t } from "../i18n";
+import type { ReplicationStatus, UserOut } from "../types";
 import { confirmDialog, passwordDialog, toast } from "../widgets";
 
 export function usersPage(root: HTMLElement): () => void {
@@ -87,7 +88,7 @@ export function usersPage(root: HTMLElement): () => void {
     ),
   );
 
-  async function patch(u: any, change: object, what: string): Promise<void> {
+  async function patch(u: UserOut, change: object, what: string): Promise<void> {
     try {
       await api("PATCH", `/api/v1/users/${encodeURIComponent(u.username)}`, change);
       toast(`${u.username}: ${what}`);
@@ -96,7 +97,7 @@ export function usersPage(root: HTMLElement): () => void {
       toast(e instanceof ApiError ? e.detail : String(e), "error");
     }
   }
-  async function resetPassword(u: any): Promise<void> {
+  async function resetPassword(u: UserOut): Promise<void> {
     // The dialog stays open with the server's reason when the reset is refused.
     const saved = await passwordDialog(`${t("resetPassword")}: ${u.username}`, false, async (_, password) => {
       try {
@@ -108,9 +109,27 @@ export function usersPage(root: HTMLElement): () => void {
     });
     if (saved) toast(`${u.username}: ${t("passwordReset")}`);
   }
+  async function deactivate(u: UserOut): Promise<void> {
+    if (await confirmDialog(`${t("deactivate")} ${u.username}?`, t("deactivate"))) {
+      try {
+        await api("DELETE", `/api/v1/users/${encodeURIComponent(u.username)}`);
+        await load();
+      } catch (e) {
+        toast(e instanceof ApiError ? e.detail : String(e), "error");
+      }
+    }
+  }
+  async function syncHost(r: ReplicationStatus): Promise<void> {
+    try {
+      await api("POST", `/api/v1/hosts/${encodeURIComponent(r.host)}/replication/sync`);
+      toast(t("sync") + ": " + r.host);
+    } catch (e) {
+      toast(e instanceof ApiError ? e.detail : String(e), "error");
+    }
+  }
   async function load(): Promise<void> {
     try {
-      const users = await api<any[]>("GET", "/api/v1/users");
+      const users = await api<UserOut[]>("GET", "/api/v1/users");
       const me = current()?.username;
       clear(
         body,
@@ -145,16 +164,7 @@ export function usersPage(root: HTMLElement): () => void {
                         type: "button",
                         class: "danger",
                         "aria-label": `${t("deactivate")} ${u.username}`,
-                        onclick: async () => {
-                          if (await confirmDialog(`${t("deactivate")} ${u.username}?`, t("deactivate"))) {
-                            try {
-                              await api("DELETE", `/api/v1/users/${encodeURIComponent(u.username)}`);
-                              await load();
-                            } catch (e) {
-                              toast(e instanceof ApiError ? e.detail : String(e), "error");
-                            }
-                          }
-                        },
+                        onclick: () => void deactivate(u),
                       },
                       t("deactivate"),
                     )
@@ -171,8 +181,9 @@ export function usersPage(root: HTMLElement): () => void {
       err.textContent = e instanceof ApiError ? e.detail : String(e);
     }
     try {
-      const rep = await api<any>("GET", "/api/v1/replication");
-      const list: any[] = rep.items ?? rep;
+      // The gateway answers {items: [...]}; a bare list is read too.
+      const rep = await api<{ items?: ReplicationStatus[] }>("GET", "/api/v1/replication");
+      const list = rep.items ?? (rep as ReplicationStatus[]);
       clear(
         repBody,
         list.length
@@ -198,14 +209,7 @@ export function usersPage(root: HTMLElement): () => void {
                     "button",
                     {
                       type: "button",
-                      onclick: async () => {
-                        try {
-                          await api("POST", `/api/v1/hosts/${encodeURIComponent(r.host)}/replication/sync`);
-                          toast(t("sync") + ": " + r.host);
-                        } catch (e) {
-                          toast(e instanceof ApiError ? e.detail : String(e), "error");
-                        }
-                      },
+                      onclick: () => void syncHost(r),
                     },
                     t("sync"),
                   ),
@@ -218,7 +222,7 @@ export function usersPage(root: HTMLElement): () => void {
       clear(repBody, h("tr", null, h("td", { colspan: 8 }, e instanceof ApiError ? e.detail : String(e))));
     }
   }
-  form.addEventListener("submit", async (e) => {
+  async function submit(e: SubmitEvent): Promise<void> {
     e.preventDefault();
     err.textContent = "";
     if (!form.reportValidity()) return;
@@ -235,7 +239,8 @@ export function usersPage(root: HTMLElement): () => void {
     } catch (x) {
       err.textContent = x instanceof ApiError ? x.detail : String(x);
     }
-  });
+  }
+  form.addEventListener("submit", (e) => void submit(e));
   void load();
   return () => {};
 }
