@@ -57,6 +57,11 @@ ui/dist/index.html: ui/node_modules/.installed $(UI_SRC)
 
 ui: ui/dist/index.html
 
+# The UI's lint: ESLint (typescript-eslint, type-aware on src/), prettier --check and tsc.
+.PHONY: ui-lint
+ui-lint: ui/node_modules/.installed
+	cd ui && npm run --silent lint
+
 # sdist and wheel in dist/, the built UI and the agents' lock inside (tools/build_hooks.py). No
 # build isolation: the backend is the locked setuptools of the venv, nothing is fetched.
 # build/lib is emptied first so that no file deleted from the tree rides along from a past build.
