@@ -1,12 +1,14 @@
 # fleetwatch authcallout — central: admits hosts registered through the gateway (NATS auth callout).
 # Build from the repository root:  docker build -f infra/docker/authcallout.Dockerfile -t fleetwatch/authcallout .
-# Only the core dependencies and the "authcallout" group of pyproject.toml are installed.
+# Installs requirements/authcallout.txt only: the locked core dependencies plus the "authcallout" group of
+# pyproject.toml (`make lock` writes it), every file checked against its hash.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml infra/docker/requirements.py /src/
+COPY requirements/authcallout.txt /src/
+# --no-deps: the lock already is the whole closure, so pip resolves nothing and a package
+# missing from it fails the build instead of coming in unpinned.
 RUN python -m venv /opt/venv \
- && python /src/requirements.py authcallout > /src/requirements.txt \
- && /opt/venv/bin/pip install -r /src/requirements.txt
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /src/authcallout.txt
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 fleetwatch \

@@ -1,12 +1,14 @@
 # fleetwatch commander — per host: control micro service (apps, jobs, logs); the systemd backend needs the host's systemd, so hosts usually run it as a unit (fleetwatch agent install).
 # Build from the repository root:  docker build -f infra/docker/commander.Dockerfile -t fleetwatch/commander .
-# Only the core dependencies and the "commander" group of pyproject.toml are installed.
+# Installs requirements/commander.txt only: the locked core dependencies plus the "commander" group of
+# pyproject.toml (`make lock` writes it), every file checked against its hash.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml infra/docker/requirements.py /src/
+COPY requirements/commander.txt /src/
+# --no-deps: the lock already is the whole closure, so pip resolves nothing and a package
+# missing from it fails the build instead of coming in unpinned.
 RUN python -m venv /opt/venv \
- && python /src/requirements.py commander > /src/requirements.txt \
- && /opt/venv/bin/pip install -r /src/requirements.txt
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /src/commander.txt
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 fleetwatch \
