@@ -14,7 +14,7 @@ import pytest
 
 from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
 from libs.schemas.control import LogsReply
-from tests.conftest import service_env
+from tests.conftest import ROOT, service_env
 from tests.support.commander import (
     AS_NOBODY,
     Collector,
@@ -257,6 +257,8 @@ def test_namespace_is_isolated_from_the_machine(ns, tmp_path_factory):
     marker.write_text("x")
     assert ns.run(["test", "-e", str(marker)], check=False).returncode != 0
     assert marker.exists()
+    # ...except the code the tests run, bound back at its own path (a checkout under /tmp).
+    assert ns.run(["test", "-f", str(ROOT / "services" / "commander" / "__main__.py")], check=False).returncode == 0
     assert ns.run(["findmnt", "-n", "-o", "FSTYPE", "/tmp"]).stdout.strip() == "tmpfs"
     assert ns.run(["findmnt", "-n", "-o", "FSTYPE", "/run"]).stdout.strip() == "tmpfs"
     # its PID 1 is systemd, and the machine's processes are invisible

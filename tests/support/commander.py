@@ -16,6 +16,7 @@ import psutil
 
 from libs.schemas import subjects
 from libs.schemas.control import AppReply
+from tests.support.systemd_ns import reachable_prefix
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -133,7 +134,10 @@ async def remove_apps(nc, host: str, names: list[str]) -> None:
 
 
 # argv prefix that runs a commander as `nobody`: one that may not write units nor drive systemctl.
-AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+# The checkout (a `mktemp -d` folder is 0700) or the interpreter (pyenv under /root) may be out of
+# nobody's reach: reachable_prefix() lays them open in a private mount namespace of its own, so the
+# commander still runs as nobody, from this very code, and nothing on the machine changes mode.
+AS_NOBODY = [*reachable_prefix(), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 
 
 class CommanderProcess:

@@ -5,7 +5,9 @@ install tests). Safety, in order of what could hurt the machine:
 
 - Inside the namespace, private tmpfs are mounted on /tmp, /run, /var/tmp, /var/log/journal and
   /var/lib/systemd BEFORE systemd starts, so systemd-tmpfiles and the journal never touch the
-  machine's own directories.
+  machine's own directories. Only the code this test run executes (the checkout, the virtualenv,
+  the interpreter: `code_paths()`) is bound back at its own path when it lives under one of them
+  (a checkout in a `mktemp -d` folder), and units, whose PrivateTmp= hides /tmp, get it too.
 - systemd boots `basic.target` only (never multi-user.target, where PostgreSQL and friends are
   enabled), with `container=` set, and units that act on the whole kernel or on persistent state
   (sysctl, modules, swap, timers, udev, sysusers, tmpfiles, clock sync...) are masked by symlinks in
@@ -26,9 +28,11 @@ Use:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -83,6 +87,75 @@ MASKED = [
 ]
 
 PRIVATE_TMPFS = ["/tmp", "/run", "/var/tmp", "/var/log/journal", "/var/lib/systemd"]
+# What systemd's PrivateTmp=yes replaces in a unit's view of the namespace.
+UNIT_PRIVATE_TMP = ["/tmp", "/var/tmp"]
+# The drop-in that lends every fleetwatch unit (fleetwatch-<app>, fleetwatch-agent-*: systemd's
+# prefix drop-ins) the code paths its PrivateTmp= hides; the units themselves stay as written.
+CODE_DROPIN = "/run/systemd/system/fleetwatch-.service.d/50-test-code-paths.conf"
+
+
+def code_paths() -> list[str]:
+    """The directories a Python process started by this test run reads code from: the checkout,
+    the virtualenv, the interpreter's installation, and every directory on sys.path; real paths,
+    outermost only (one inside another comes along with it)."""
+    root = Path(__file__).resolve().parents[2]
+    found = {root, sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *filter(None, sys.path)}
+    found.add(os.path.dirname(os.path.realpath(sys.executable)))
+    dirs = sorted({os.path.realpath(p) for p in found if os.path.isdir(p)})
+    return [d for d in dirs if not any(_under(d, o) for o in dirs)]
+
+
+def _under(path: str, top: str) -> bool:
+    """`path` lies strictly inside `top`."""
+    return path != top and path.startswith(top.rstrip("/") + "/")
+
+
+def _overmount_keeping(mounts: list[tuple[str, str]], keep: list[str]) -> list[str]:
+    """sh lines that mount each (directory, tmpfs options) of `mounts`, then bind every `keep`
+    path they would hide back at its own path, on directories mkdir makes 0755. Each kept path
+    is held open (fd 3..9) before the tmpfs covers it: its only name left afterwards is
+    /proc/self/fd/N, which mount must not canonicalize (that name now resolves into the tmpfs)."""
+    hidden = [k for k in keep if any(_under(k, d) for d, _ in mounts)]
+    if len(hidden) > 7:
+        raise RuntimeError(f"more code paths to keep than sh has spare fds: {hidden}")
+    held = list(enumerate(hidden, start=3))
+    lines = [f"exec {fd}<{shlex.quote(k)}" for fd, k in held]
+    for d, opts in mounts:
+        lines.append(f"mkdir -p {shlex.quote(d)} && mount -t tmpfs -o {opts} tmpfs {shlex.quote(d)}")
+    for fd, k in held:
+        q = shlex.quote(k)
+        lines.append(f"mkdir -p {q} && mount --no-canonicalize --rbind /proc/self/fd/{fd} {q}")
+    lines += [f"exec {fd}<&-" for fd, _ in held]
+    return lines
+
+
+def _search_blocker(path: str) -> str | None:
+    """The outermost ancestor of `path` that other users may not search (no o+x), if any."""
+    parts = Path(path).parts
+    for i in range(2, len(parts)):
+        d = os.path.join(*parts[:i])
+        try:
+            if not os.stat(d).st_mode & 0o001:
+                return d
+        except OSError:
+            return None
+    return None
+
+
+def reachable_prefix(paths: list[str] | None = None) -> list[str]:
+    """argv prefix that runs the rest in a private mount namespace where every code path (default
+    `code_paths()`) is reachable by any user, for a process dropped to another user (`nobody`):
+    a checkout in a `mktemp -d` folder (0700), an interpreter under /root, are otherwise out of
+    its reach. The outermost ancestor others cannot search is covered by a 0755 tmpfs and the
+    code path bound back on it; nothing on the machine changes mode. [] when nothing is in the way
+    (or when this is not root, who alone could switch users anyway)."""
+    keep = code_paths() if paths is None else paths
+    blockers = sorted({b for b in map(_search_blocker, keep) if b})
+    blockers = [b for b in blockers if not any(_under(b, o) for o in blockers)]
+    if not blockers or os.geteuid() != 0 or not shutil.which("unshare"):
+        return []
+    lines = ["set -e", *_overmount_keeping([(b, "mode=0755,size=1m") for b in blockers], keep), 'exec "$@"']
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(lines), "sh"]
 
 
 def available() -> str:
@@ -106,13 +179,13 @@ def _unified_root() -> Path | None:
     return None
 
 
-def _inner_script(masked: list[str]) -> str:
+def _inner_script(masked: list[str], keep: list[str]) -> str:
     lines = [
         "set -e",
         "mount --make-rprivate /",
+        # The private tmpfs hide the machine's /tmp, but not the code the tests run inside.
+        *_overmount_keeping([(d, "mode=1777") for d in PRIVATE_TMPFS], keep),
     ]
-    for d in PRIVATE_TMPFS:
-        lines.append(f"mkdir -p {d} && mount -t tmpfs -o mode=1777 tmpfs {d}")
     lines += [
         "chmod 755 /run",
         # /sys read-only keeps udev-like units off the machine's devices; cgroup2 is remounted
@@ -124,6 +197,15 @@ def _inner_script(masked: list[str]) -> str:
     ]
     for u in masked:
         lines.append(f"ln -sf /dev/null /run/systemd/system/{u}")
+    lent = [k for k in keep if any(_under(k, d) for d in UNIT_PRIVATE_TMP)]
+    if lent:
+        # "-": a path gone from the namespace does not fail the unit. Read-only, like the code
+        # a unit runs from any other location under ProtectSystem=.
+        binds = " ".join('"-' + k.replace("\\", "\\\\").replace('"', '\\"') + '"' for k in lent)
+        lines += [
+            f"mkdir -p {shlex.quote(os.path.dirname(CODE_DROPIN))}",
+            f"printf '%s\\n' '[Service]' {shlex.quote('BindReadOnlyPaths=' + binds)} > {shlex.quote(CODE_DROPIN)}",
+        ]
     lines.append(
         f"exec env -i container=fleetwatch-test PATH=/usr/sbin:/usr/bin:/sbin:/bin {SYSTEMD} --unit=basic.target --log-target=console --show-status=no"
     )
@@ -136,6 +218,7 @@ class SystemdNamespace:
     ) -> None:
         self.boot_timeout = boot_timeout
         self.masked = MASKED + list(extra_masked or [])
+        self.keep = code_paths()
         self.log_path = log_path
         self.cgroup: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -171,7 +254,7 @@ class SystemdNamespace:
                 "--mount-proc",
                 "sh",
                 "-c",
-                _inner_script(self.masked),
+                _inner_script(self.masked, self.keep),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
