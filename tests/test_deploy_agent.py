@@ -221,8 +221,7 @@ async def test_install_with_wrong_credentials_rolls_back(ns, fresh_nats):
 
 async def test_install_over_tls_right_ca_answers_wrong_ca_rolls_back_at_once(ns, workdir):
     from fleetwatch import certs
-    from libs.embedded import natsconfig
-    from libs.embedded import NatsServer, free_port
+    from libs.embedded import NatsServer, free_port, natsconfig
     from libs.runtime import NatsSettings
 
     root = workdir / f"agent-tls-{uuid.uuid4().hex[:6]}"
