@@ -26,52 +26,35 @@ Everything it creates is listed in `<prefix>/install-manifest.json`; uninstall u
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
-import venv
 from pathlib import Path
 
 from libs.schemas.ids import check_host_id
+
+from .agentfiles import (
+    InstallError,
+    Journal,
+    make_venv,
+    mkdir_logged,
+    read_env_file,
+    run_checked,
+    write_new,
+)
 
 AGENTS = ("collector", "commander", "replicator")
 UNIT_PREFIX = "fleetwatch-agent-"
 MANIFEST = "install-manifest.json"
 # An agent restarted this often while the install waits will not come up by waiting longer.
 MAX_RESTARTS = 2
-# The directory fleetwatch, libs and services are imported from: the source tree, or the
-# site-packages a wheel was installed into.
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# The agents' lock: in the source tree, and copied into the package when a wheel is built
-# (tools/build_hooks.py), so an installed fleetwatch installs the same pinned, hashed files.
-SOURCE_LOCK = PACKAGE_ROOT / "requirements" / "agent.txt"
-PACKAGED_LOCK = Path(__file__).resolve().parent / "agent-requirements.txt"
-
-
-class InstallError(RuntimeError):
-    pass
 
 
 def unit_name(agent: str) -> str:
     return f"{UNIT_PREFIX}{agent}.service"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.replace("_", "").isalnum():
-            raise InstallError(f"{path}:{n}: not KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def render_unit(
@@ -131,45 +114,6 @@ def sudoers_text(user: str) -> str:
     return f"# fleetwatch commander: drive systemd units (written by fleetwatch agent install)\n{user} ALL=(root) NOPASSWD: {sc}, {jc}\n"
 
 
-class Journal:
-    """What install changed, in order, so that a failure undoes exactly that."""
-
-    def __init__(self) -> None:
-        self.created: list[str] = []  # files and directories, in creation order
-        self.units: list[str] = []  # units started/enabled
-
-    def to_json(self) -> dict:
-        return {"created": self.created, "units": self.units}
-
-
-def _run(argv: list[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise InstallError(f"{' '.join(argv)} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[:500]}")
-    return r
-
-
-def _mkdir(path: Path, j: Journal, mode: int = 0o755) -> None:
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(mode=mode)
-        j.created.append(str(d))
-
-
-def _write(path: Path, text: str, j: Journal, mode: int = 0o644) -> None:
-    if path.exists():
-        raise InstallError(f"{path} exists already (another install?); uninstall first")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    j.created.append(str(path))
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-
-
 def check_prerequisites(args: argparse.Namespace) -> dict[str, str]:
     # (Python 3.11+ needs no check here: requires-python keeps fleetwatch off older interpreters.)
     problems = []
@@ -213,55 +157,6 @@ def check_prerequisites(args: argparse.Namespace) -> dict[str, str]:
     if problems:
         raise InstallError("prerequisites not met:\n  - " + "\n  - ".join(problems))
     return creds
-
-
-def agent_lock() -> Path:
-    return SOURCE_LOCK if SOURCE_LOCK.is_file() else PACKAGED_LOCK
-
-
-def default_source() -> str:
-    """What a non-offline install puts into the agents' virtualenv: this source tree; else the
-    wheel (or directory) this fleetwatch was installed from, which pip and uv record in
-    direct_url.json; else this same release from the index."""
-    if (PACKAGE_ROOT / "pyproject.toml").is_file():
-        return str(PACKAGE_ROOT)
-    try:
-        dist = importlib.metadata.distribution("fleetwatch")
-    except importlib.metadata.PackageNotFoundError:
-        return str(PACKAGE_ROOT)
-    try:
-        url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
-    except ValueError:
-        url = ""
-    if url.startswith("file://"):
-        path = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
-        if path.exists():
-            return str(path)
-    return f"fleetwatch=={dist.version}"
-
-
-def make_venv(prefix: Path, j: Journal, offline: bool, source: str | None) -> None:
-    target = prefix / "venv"
-    if offline:
-        # No package index reachable: a virtualenv whose packages are this interpreter's, and
-        # fleetwatch from where it is imported now (source tree or installed wheel) unless
-        # --source names another directory.
-        venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
-        j.created.append(str(target))
-        site = next((target / "lib").glob("python3*/site-packages"))
-        paths = [source or str(PACKAGE_ROOT)] + [p for p in sys.path if p.endswith("site-packages")]
-        (site / "fleetwatch-agent.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
-        return
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(target)
-    j.created.append(str(target))
-    pip = str(target / "bin" / "pip")
-    lock = agent_lock()
-    if not lock.is_file():
-        raise InstallError(f"the agents' lock {lock} is missing (a fleetwatch built without it?)")
-    # Every dependency exactly as locked, hashes checked; then fleetwatch alone, so that nothing
-    # its metadata asks for is resolved afresh from the index.
-    _run([pip, "install", "--quiet", "--require-hashes", "-r", str(lock)], timeout=900)
-    _run([pip, "install", "--quiet", "--no-deps", source or default_source()], timeout=900)
 
 
 def agent_env(args: argparse.Namespace, creds: dict[str, str], prefix: Path) -> str:
@@ -355,9 +250,9 @@ def install(args: argparse.Namespace) -> int:
         raise InstallError(f"unknown components {unknown}; choose from {', '.join(AGENTS)}")
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 1))
     try:
-        _mkdir(prefix, j)
-        _mkdir(prefix / "etc", j, 0o750)
-        _mkdir(prefix / "state" / "commander", j, 0o750)
+        mkdir_logged(prefix, j)
+        mkdir_logged(prefix / "etc", j, 0o750)
+        mkdir_logged(prefix / "state" / "commander", j, 0o750)
         if args.commander_user != "root":
             import pwd
 
@@ -366,14 +261,14 @@ def install(args: argparse.Namespace) -> int:
         print(f"creating the virtualenv in {prefix / 'venv'}", flush=True)
         make_venv(prefix, j, args.offline, args.source)
         env_file = prefix / "etc" / "agent.env"
-        _write(env_file, agent_env(args, creds, prefix), j, 0o600)
+        write_new(env_file, agent_env(args, creds, prefix), j, 0o600)
         if args.commander_user != "root" and "commander" in agents:
             sudoers = Path(args.sudoers_dir) / "fleetwatch-agent"
-            _write(sudoers, sudoers_text(args.commander_user), j, 0o440)
+            write_new(sudoers, sudoers_text(args.commander_user), j, 0o440)
             if shutil.which("visudo"):
-                _run(["visudo", "-cf", str(sudoers)])
+                run_checked(["visudo", "-cf", str(sudoers)])
         for a in agents:
-            _write(
+            write_new(
                 unit_dir / unit_name(a),
                 render_unit(
                     a,
@@ -386,10 +281,10 @@ def install(args: argparse.Namespace) -> int:
                 ),
                 j,
             )
-        _run(["systemctl", "daemon-reload"])
+        run_checked(["systemctl", "daemon-reload"])
         for a in agents:
             j.units.append(unit_name(a))
-            _run(["systemctl", "enable", "--now", *(["--runtime"] if args.runtime else []), unit_name(a)])
+            run_checked(["systemctl", "enable", "--now", *(["--runtime"] if args.runtime else []), unit_name(a)])
         print(f"waiting up to {args.timeout:g} s for the agents to answer on NATS", flush=True)
         late, crashing = wait_ready([unit_name(a) for a in agents], args.timeout, since)
         if late:
@@ -405,7 +300,7 @@ def install(args: argparse.Namespace) -> int:
             raise InstallError(
                 f"not connected to NATS ({why}): {', '.join(late)} (check --server, --credentials and --tls-ca; `journalctl -u {late[0]}`)"
             )
-        _write(
+        write_new(
             prefix / MANIFEST,
             json.dumps(
                 {**j.to_json(), "unit_dir": str(unit_dir), "runtime": args.runtime, "host": args.host_id}, indent=2

@@ -127,7 +127,7 @@ def test_cli_answers_from_the_wheel(venv, base):
 PROBE = """
 import json
 import fleetwatch, libs, services.collector, services.gateway
-from fleetwatch.agent import PACKAGE_ROOT, agent_lock, default_source
+from fleetwatch.agentfiles import PACKAGE_ROOT, agent_lock, default_source
 from services.gateway.app import MIGRATIONS, create_app, ui_dir
 from services.gateway.config import GatewayConfig
 from services.ingest.schema import MIGRATIONS as INGEST
