@@ -1,8 +1,14 @@
 """`fleetwatch dev` (what `make run` calls): the whole system on this machine.
 
 State lives under `.fleetwatch/`: ports, NATS config and credentials, the JetStream store, the
-PostgreSQL cluster and the generated admin password. A second run reuses all of it. honcho runs
-every process with prefixed output; Ctrl-C stops them all.
+PostgreSQL cluster and the generated admin password. A second run reuses all of it.
+
+`fleetwatch.supervise` runs every process with prefixed output, nats-server and PostgreSQL
+included: one that exits unexpectedly (a crash, `kill -9`) is started again after a backoff
+while the others keep running; only Ctrl-C (or SIGTERM) stops them all. A port saved in
+`stack.json` that another program took since is checked before anything starts: the internal
+ones (NATS, PostgreSQL) move to a free port, the gateway's (the user's URL) stops the start
+with a sentence naming the program.
 
 NATS runs as in production: the inventory's hosts log in as static users, and a host an admin
 registers through the gateway (`POST /api/v1/hosts`) is let in by the authcallout service.
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -19,31 +26,48 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import msgspec
 
-from libs.embedded import NatsServer, PostgresCluster, free_port, natsconfig
+from libs.embedded import PostgresCluster, find_nats_server, free_port, natsconfig
 from libs.embedded.postgres import PostgresMissing, find_pg_bindir, pg_can_reach
 from libs.schemas.ids import host_id_from_hostname
 
-# Start order (honcho starts them together; services wait for their dependencies themselves).
+from .portcheck import port_free, port_owner
+from .supervise import ProcessSpec, Supervisor, SupervisorConfig
+
+# Start order (started one after another without waiting; services wait for their dependencies
+# themselves). Stopped in the reverse order.
 SERVICES = ("authcallout", "ingest", "collector", "commander", "replicator", "alerter", "gateway")
 AGENTS = {"collector", "commander", "replicator"}
 CENTRAL_DB = "fleetwatch"
 LOCAL_DB = "fleetwatch_local"  # the replicator's per-host copy; same cluster on one machine
 
+# stack.json key -> (name in messages, preferred port, whether a taken one may move). NATS and
+# PostgreSQL are reached only through what each start writes (the env files, the services'
+# settings, stack.json), so a free port does as well. The gateway's is the operator's: a
+# bookmark, the URL a `fleetwatch login` saved; moving it would break those silently.
+PORTS: dict[str, tuple[str, int, bool]] = {
+    "nats_port": ("nats", 4222, True),
+    "pg_port": ("postgres", 15432, True),
+    "gateway_port": ("gateway", 8080, False),
+}
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+
+class DevError(Exception):
+    """Why `fleetwatch dev` cannot start: one line on stderr, exit status 1."""
+
+
+def _shown(path: Path) -> str:
+    """A path as the operator typed it: relative to the current directory when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class DevState:
@@ -58,7 +82,7 @@ class DevState:
 
     def port(self, name: str, preferred: int) -> int:
         if name not in self.data:
-            self.data[name] = preferred if _port_free(preferred) else free_port()
+            self.data[name] = preferred if port_free(preferred) else free_port()
             self.save()
         return self.data[name]
 
@@ -95,6 +119,59 @@ class DevState:
         return alt
 
 
+def lock_state(state: DevState) -> IO[str]:
+    """Hold `dev.lock` for as long as this process runs: a second `fleetwatch dev` on the same
+    directory would fight the first over its ports and share its database and JetStream store.
+    The file is not inherited (close-on-exec), so only this process holds the lock."""
+    f = open(state.root / "dev.lock", "a+")  # held until the process exits
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise DevError(
+            f"another `fleetwatch dev` (pid {pid}) is running on {_shown(state.root)}; stop it first (Ctrl-C there)"
+        ) from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def check_ports(state: DevState) -> None:
+    """Every port of stack.json must be free for this start. A taken internal one is replaced by
+    a free port (saved, and said); a taken gateway port, or one held by a leftover of an earlier
+    run of this same stack, is a DevError naming the program and what to do."""
+    ours = {str(state.root), str((state.root / "pg").resolve())}
+    for key, (label, _preferred, movable) in PORTS.items():
+        port = state.data[key]
+        if port_free(port):
+            continue
+        owner = port_owner(port)
+        if owner.pid is not None and any(owner.mentions(d) for d in ours):
+            # Moving ports here would start a second stack on the same data.
+            raise DevError(
+                f"port {port} ({label}) is in use by {owner}, left over from an earlier `fleetwatch dev` "
+                f"of {_shown(state.root)}; stop it (kill {owner.pid}) and run again"
+            )
+        if not movable:
+            raise DevError(
+                f"port {port} ({label}) is in use by {owner}; stop it or delete "
+                f"{_shown(state.file)} to choose new ports"
+            )
+        taken = {v for k, v in state.data.items() if k in PORTS}
+        new = free_port()
+        while new in taken:
+            new = free_port()
+        state.data[key] = new
+        state.save()
+        print(
+            f"port {port} ({label}) is in use by {owner}; using port {new} instead (saved in {_shown(state.file)})",
+            flush=True,
+        )
+
+
 def ensure_postgres_installed() -> None:
     """`make run` installs Debian's postgresql first (infra/scripts/system-deps.sh); say what is missing otherwise."""
     try:
@@ -107,9 +184,10 @@ def ensure_postgres_installed() -> None:
 def prepare(state: DevState, callout_ttl: float = 30.0) -> dict:
     """Write configs, initialise the database cluster; returns what the processes need."""
     host = state.host_id
-    nats_port = state.port("nats_port", 4222)
-    pg_port = state.port("pg_port", 15432)
-    gw_port = state.port("gateway_port", 8080)
+    for key, (_label, preferred, _movable) in PORTS.items():
+        state.port(key, preferred)
+    check_ports(state)  # before the config that names them is written
+    nats_port, pg_port, gw_port = (state.data[k] for k in PORTS)
     inv_path = state.root / "inventory.toml"
     if not inv_path.exists():
         inv_path.write_text(f'# hosts whose agents may connect to the dev NATS server\n[[hosts]]\nid = "{host}"\n')
@@ -172,46 +250,40 @@ def available_services() -> list[str]:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from honcho.manager import Manager
-    from honcho.printer import Printer
-
     state = DevState(Path(args.state_dir).resolve())
-    ctx = prepare(state, args.callout_ttl)
+    try:
+        lock = lock_state(state)
+        ctx = prepare(state, args.callout_ttl)
+    except DevError as exc:
+        print(f"fleetwatch: {exc}", file=sys.stderr)
+        return 1
     state.secret("admin-password")
     py = sys.executable
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-    m = Manager(Printer(sys.stdout))
-    m.add_process("nats", f"{py} -m fleetwatch _serve-nats --state-dir {state.root}", env=base_env)
-    m.add_process("postgres", f"{py} -m fleetwatch _serve-pg --state-dir {state.root}", env=base_env)
+    pg: PostgresCluster = ctx["pg"]
+    # The servers run directly (no wrapper process): the supervisor sees their own exit, and
+    # sends each the signal that stops it quickly.
+    procs = [
+        ProcessSpec(name="nats", argv=[find_nats_server(), "-c", str(state.root / "nats" / "nats.conf")], env=base_env),
+        ProcessSpec(name="postgres", argv=pg.command(), env=base_env, stop_signal=signal.SIGINT),
+    ]
     for s in available_services():
-        m.add_process(s, f"{py} -m services.{s}", env={**base_env, **service_env(state, ctx, s)})
-    m.add_process("setup", f"{py} -m fleetwatch _setup --state-dir {state.root}", env=base_env)
-    m.loop()
-    return m.returncode or 0
-
-
-def _forward(proc: subprocess.Popen, sig_map: dict[int, int]) -> int:
-    """Run a server in its own session and translate our stop signal (honcho sends SIGTERM)."""
-    for ours, theirs in sig_map.items():
-        signal.signal(ours, lambda *_a, t=theirs: proc.poll() is None and proc.send_signal(t))
-    return proc.wait()
-
-
-def _cmd_serve_nats(args: argparse.Namespace) -> int:
-    state = DevState(Path(args.state_dir))
-    srv = NatsServer(state.root / "nats" / "nats.conf", state.data["nats_port"])
-    from libs.embedded.natsserver import find_nats_server
-
-    proc = subprocess.Popen([find_nats_server(), "-c", str(srv.config)], start_new_session=True)
-    return _forward(proc, {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGTERM})
-
-
-def _cmd_serve_pg(args: argparse.Namespace) -> int:
-    state = DevState(Path(args.state_dir))
-    pg = PostgresCluster(state.pg_dir(), state.data["pg_port"], password_file=state.root / "pg-password")
-    proc = subprocess.Popen(pg.command(), start_new_session=True)
-    # SIGTERM would be PostgreSQL's "smart" shutdown, which waits for every client; SIGINT is "fast".
-    return _forward(proc, {signal.SIGTERM: signal.SIGINT, signal.SIGINT: signal.SIGINT})
+        procs.append(
+            ProcessSpec(name=s, argv=[py, "-m", f"services.{s}"], env={**base_env, **service_env(state, ctx, s)})
+        )
+    # Provisioning is a one-shot job: run again (after a backoff) only if it failed.
+    procs.append(
+        ProcessSpec(
+            name="setup",
+            argv=[py, "-m", "fleetwatch", "_setup", "--state-dir", str(state.root)],
+            env=base_env,
+            restart="on-failure",
+        )
+    )
+    try:
+        return Supervisor(SupervisorConfig(processes=procs)).run()
+    finally:
+        lock.close()
 
 
 async def _setup(state: DevState) -> None:
@@ -262,7 +334,11 @@ def _gateway_ready(port: int, timeout: float) -> bool:
 def _cmd_setup(args: argparse.Namespace) -> int:
     state = DevState(Path(args.state_dir))
     t0 = time.monotonic()
-    asyncio.run(_setup(state))
+    try:
+        asyncio.run(_setup(state))
+    except Exception as exc:  # the supervisor runs it again; one line says why
+        print(f"setup failed: {type(exc).__name__}: {exc}", flush=True)
+        return 1
     port = state.data["gateway_port"]
     has_gateway = "gateway" in available_services()
     if has_gateway and not _gateway_ready(port, 60):
@@ -276,11 +352,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         f"  NATS:        nats://127.0.0.1:{state.data['nats_port']} (credentials in {state.root / 'nats'})", flush=True
     )
     print(f"  login:       admin / {pw}   (stored in {state.root / 'admin-password'})", flush=True)
-    print("  Ctrl-C stops everything.", flush=True)
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
-    while not stop["flag"]:
-        time.sleep(0.5)
+    print("  Ctrl-C stops everything; a process that exits on its own is started again.", flush=True)
     return 0
 
 
@@ -295,7 +367,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds a registered host's login lasts; a revoked host is cut off within this",
     )
     p.set_defaults(func=_cmd_dev)
-    for name, fn in (("_serve-nats", _cmd_serve_nats), ("_serve-pg", _cmd_serve_pg), ("_setup", _cmd_setup)):
-        q = sub.add_parser(name)
-        q.add_argument("--state-dir", default=".fleetwatch")
-        q.set_defaults(func=fn)
+    q = sub.add_parser("_setup")
+    q.add_argument("--state-dir", default=".fleetwatch")
+    q.set_defaults(func=_cmd_setup)

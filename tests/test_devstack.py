@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -196,3 +197,185 @@ def test_make_run_ready_reuse_and_clean_stop(workdir):
     finally:
         survivors = _ctrl_c(proc)
     assert not survivors, f"left behind after Ctrl-C: {_names(survivors)}"
+
+
+# -- a supervisor, not a house of cards ------------------------------------------------------
+
+
+def _listener() -> socket.socket:
+    """Another program's listening socket, on a free port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def _me() -> str:
+    return f"{psutil.Process().name()} (pid {os.getpid()})"
+
+
+def _supervised(proc: subprocess.Popen) -> dict[str, int]:
+    """name -> pid of each process the dev stack runs (the supervisor's direct children)."""
+    out: dict[str, int] = {}
+    for child in psutil.Process(proc.pid).children():
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "-m" in cmd and cmd[cmd.index("-m") + 1].startswith("services."):
+            out[cmd[cmd.index("-m") + 1].removeprefix("services.")] = child.pid
+        elif cmd and Path(cmd[0]).name == "nats-server":
+            out["nats"] = child.pid
+        elif cmd and Path(cmd[0]).name == "postgres":
+            out["postgres"] = child.pid
+    return out
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def _healthz(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_taken_gateway_port_is_named_and_nothing_starts(workdir):
+    """The gateway's port is the operator's (bookmarks, saved logins): taken, the start stops with
+    one line naming the program and what to do, before any server starts."""
+    state = workdir / "devstack-gwport" / ".fleetwatch"
+    state.mkdir(parents=True)
+    blocker = _listener()
+    port = blocker.getsockname()[1]
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        ports = {"nats_port": a.getsockname()[1], "pg_port": b.getsockname()[1], "gateway_port": port}
+    (state / "stack.json").write_text(json.dumps(ports))
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "fleetwatch", "dev", "--state-dir", str(state)],
+            cwd=ROOT,
+            env=service_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        blocker.close()
+    assert r.returncode == 1, r
+    assert r.stderr.strip().splitlines() == [
+        f"fleetwatch: port {port} (gateway) is in use by {_me()}; "
+        f"stop it or delete {state / 'stack.json'} to choose new ports"
+    ], r.stderr
+    assert "started" not in r.stdout and not (state / "nats" / "nats.conf").exists()
+    assert json.loads((state / "stack.json").read_text())["gateway_port"] == port  # kept for when it is free
+
+
+@pytest.fixture(scope="module")
+def taken_nats_stack(workdir):
+    """`fleetwatch dev` whose saved NATS port another program took: it moves to a free one.
+    Yields (proc, output lines, state dir, the taken port); Ctrl-C at the end must leave nothing."""
+    state = workdir / "devstack-supervised" / ".fleetwatch"
+    state.mkdir(parents=True)
+    blocker = _listener()
+    taken = blocker.getsockname()[1]
+    (state / "stack.json").write_text(json.dumps({"nats_port": taken}))
+    proc = _start(state)
+    try:
+        _, lines = _wait_ready(proc, 90)
+        yield proc, lines, state, taken
+    finally:
+        survivors = _ctrl_c(proc)
+        blocker.close()
+    assert proc.returncode == 0, proc.returncode
+    assert not survivors, f"left behind after Ctrl-C: {_names(survivors)}"
+
+
+def test_a_taken_nats_port_moves_to_a_free_one_and_the_env_files_follow(taken_nats_stack):
+    proc, lines, state, taken = taken_nats_stack
+    new = json.loads((state / "stack.json").read_text())["nats_port"]
+    assert new != taken
+    assert (
+        f"port {taken} (nats) is in use by {_me()}; using port {new} instead (saved in {state / 'stack.json'})"
+    ) in lines
+    url = f"nats://127.0.0.1:{new}"
+    assert f"  NATS:        {url} (credentials in {state / 'nats'})" in [ln.split("| ", 1)[-1] for ln in lines]
+    # Sourcing one env file is enough to reach the stack.
+    env_file = (state / "nats" / "env" / "simulator.env").read_text().splitlines()
+    assert f"FLEETWATCH_NATS_URL={url}" in env_file
+    r = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"set -a; . {state / 'nats' / 'env' / 'simulator.env'}; set +a; "
+            f"exec {sys.executable} -m fleetwatch simulate --hosts 2 --rounds 1 --interval 0.2",
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in service_env().items() if not k.startswith("FLEETWATCH_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "round 1:" in r.stdout, r
+    # A second `fleetwatch dev` on the same directory would share its data: refused in one line.
+    r = subprocess.run(
+        [sys.executable, "-m", "fleetwatch", "dev", "--state-dir", str(state)],
+        cwd=ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"fleetwatch: another `fleetwatch dev` (pid {proc.pid}) is running on {state}; stop it first (Ctrl-C there)"
+    ), r
+
+
+def test_a_sigkilled_service_is_back_within_10s_and_the_others_never_stop(taken_nats_stack):
+    proc, lines, state, _ = taken_nats_stack
+    gw_port = json.loads((state / "stack.json").read_text())["gateway_port"]
+    before = _supervised(proc)
+    assert {"nats", "postgres", "gateway", "alerter", "ingest"} <= set(before), before
+    for victim in ("gateway", "alerter"):
+        os.kill(before[victim], signal.SIGKILL)
+        t0 = time.monotonic()
+        new = _wait(lambda v=victim: (p := _supervised(proc).get(v)) != before[v] and p, 10, f"{victim} back")
+        if victim == "gateway":
+            _wait(lambda: _healthz(gw_port), 10 - (time.monotonic() - t0), "gateway /healthz answers again")
+        assert time.monotonic() - t0 < 10
+        assert any(
+            ln.endswith(f"supervisor  | {victim} exited (code -9, SIGKILL); restarting in 1.0s (restart 1)")
+            for ln in lines
+        ), lines[-40:]
+        now = _supervised(proc)
+        assert now[victim] == new
+        others = {k: v for k, v in before.items() if k not in ("gateway", "alerter")}
+        assert {k: now.get(k) for k in others} == others, "another process was restarted"
+        before[victim] = new
+
+    # nats-server is supervised the same way: back on its port, and the services reconnect to it
+    # instead of being restarted.
+    os.kill(before["nats"], signal.SIGKILL)
+    _wait(lambda: (p := _supervised(proc).get("nats")) not in (None, before["nats"]) and p, 10, "nats back")
+    now = _supervised(proc)
+    assert {k: now.get(k) for k in before if k != "nats"} == {k: v for k, v in before.items() if k != "nats"}
+
+    async def reach() -> None:
+        creds = json.loads((state / "nats" / "credentials.json").read_text())
+        url = f"nats://127.0.0.1:{json.loads((state / 'stack.json').read_text())['nats_port']}"
+        nc = await connect(
+            NatsSettings(url=url, user="admin", password=creds["admin"]), "devstack-check", retry_forever=False
+        )
+        await nc.close()
+
+    asyncio.run(reach())
+    assert _healthz(gw_port)
