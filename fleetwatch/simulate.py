@@ -22,6 +22,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from libs.schemas import Codec, HostInfo, MetricFrame, ProcessSnapshot, subjects
 from libs.schemas.metrics import (
@@ -39,6 +40,11 @@ from libs.schemas.metrics import (
     SwapStats,
 )
 from libs.schemas.streams import HOSTS_BUCKET
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+    from libs.runtime import NatsSettings
 
 FRAME = Codec(MetricFrame)
 SNAPSHOT = Codec(ProcessSnapshot)
@@ -112,7 +118,9 @@ class _Host:
                 free=t - int(t * u),
                 percent=round(100 * u, 1),
             )
-            for m, d, t, u in zip(("/", "/data"), ("/dev/nvme0n1p2", "/dev/nvme1n1"), self.disk_total, self.disk_used)
+            for m, d, t, u in zip(
+                ("/", "/data"), ("/dev/nvme0n1p2", "/dev/nvme1n1"), self.disk_total, self.disk_used, strict=True
+            )
         ]
         recv, sent = self.net, self.net * r.uniform(0.2, 1.2)
         net = NetRates(
@@ -423,9 +431,69 @@ class Simulator:
             next_t += self.interval
 
 
-async def _main(args: argparse.Namespace) -> int:
+class _Unreachable(Exception):
+    """Why the simulator cannot go on: one line on stderr, exit status 1."""
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"fleetwatch: error: {message}", file=sys.stderr)
+    return code
+
+
+async def _probe(url: str) -> str:
+    """The operating system's reason a TCP connection to a NATS URL fails ("connection refused"):
+    nats-py only says that no server was available."""
+    from urllib.parse import urlsplit
+
+    from .cli.reach import os_reason
+
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    try:
+        async with asyncio.timeout(3):
+            _, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222)
+    except (OSError, TimeoutError) as exc:
+        return os_reason(exc)
+    writer.close()
+    return "no NATS server answered"
+
+
+async def _connect(settings: NatsSettings, name: str) -> NatsClient:
+    """`connect` once, its failure turned into a sentence: nothing retried, no traceback."""
+    import logging
+
+    import nats
+
+    from libs.runtime import connect
+    from libs.runtime.natsconn import TlsVerifyError
+
+    from .cli.reach import unreachable
+
+    # The runtime logs every failed attempt; the one line below says it all.
+    log = logging.getLogger("fleetwatch.nats")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        return await connect(settings, name, retry_forever=False)
+    except TlsVerifyError as exc:
+        raise _Unreachable(str(exc)) from None
+    except nats.errors.AuthorizationError:
+        raise _Unreachable(
+            f"NATS at {settings.url} refused the login of {settings.user or 'an anonymous user'}: set "
+            "FLEETWATCH_NATS_USER and FLEETWATCH_NATS_PASSWORD (for `make run`'s NATS: "
+            "`set -a; . .fleetwatch/nats/env/simulator.env; set +a`)"
+        ) from None
+    except (TimeoutError, OSError, nats.errors.Error):
+        servers = settings.servers or [settings.url]
+        raise _Unreachable(
+            unreachable("NATS", settings.url, await _probe(servers[0]), "--url or FLEETWATCH_NATS_URL")
+        ) from None
+    finally:
+        log.setLevel(level)
+
+
+async def _main(args: argparse.Namespace, creds: dict[str, str]) -> int:
     from libs.embedded import natsconfig
-    from libs.runtime import NatsSettings, connect, load_settings
+    from libs.runtime import NatsSettings, load_settings
     from libs.runtime.settings import SettingsError
 
     # Services must be told where NATS is; this demo tool has its own default (a local server),
@@ -446,22 +514,28 @@ async def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an id that is not a subject token
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    shared = await connect(base, "simulator", retry_forever=False)
-    conns: dict[str, object] = dict.fromkeys(sim.host_ids, shared)
-    extra = []
-    if args.credentials:
-        creds = json.loads(open(args.credentials).read())
+    conns: dict[str, object] = {}
+    opened: list[NatsClient] = []
+    try:
+        shared = await _connect(base, "simulator")
+        opened.append(shared)
+        conns = dict.fromkeys(sim.host_ids, shared)
         for h in sim.host_ids:
             user = natsconfig.agent_user(h)
             if user in creds:
-                c = await connect(
-                    NatsSettings(url=base.url, user=user, password=creds[user], inbox_prefix=subjects.inbox_prefix(h)),
+                c = await _connect(
+                    NatsSettings(
+                        **{
+                            **{f: getattr(base, f) for f in base.__struct_fields__},
+                            "user": user,
+                            "password": creds[user],
+                            "inbox_prefix": subjects.inbox_prefix(h),
+                        }
+                    ),
                     f"sim-{h}",
-                    retry_forever=False,
                 )
                 conns[h] = c
-                extra.append(c)
-    try:
+                opened.append(c)
         await sim.publish_infos(shared)
         started = time.monotonic()
 
@@ -469,9 +543,15 @@ async def _main(args: argparse.Namespace) -> int:
             print(f"round {r}: {n} messages, {sim.published} total, {time.monotonic() - started:.0f}s", flush=True)
 
         await sim.run(conns, rounds=args.rounds, on_round=report)
+    except _Unreachable as exc:
+        return _fail(str(exc))
+    except (RuntimeError, TimeoutError) as exc:
+        # NATS went away mid-run for longer than the publishes' retries (or a stream refused them).
+        return _fail(f"publishing to NATS at {base.url} failed: {exc or type(exc).__name__}")
     finally:
-        for c in [shared, *extra]:
-            await c.close()
+        for c in opened:
+            with contextlib.suppress(Exception):
+                await c.close()
     return 0
 
 
@@ -479,7 +559,14 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.hosts < 1 or args.interval <= 0 or not math.isfinite(args.interval):
         print("error: --hosts must be >= 1 and --interval > 0", file=sys.stderr)
         return 2
-    return asyncio.run(_main(args))
+    creds: dict[str, str] = {}
+    if args.credentials:
+        try:
+            with open(args.credentials) as f:
+                creds = json.load(f)
+        except (OSError, ValueError) as exc:
+            return _fail(f"cannot read the credentials file {args.credentials}: {exc}", 2)
+    return asyncio.run(_main(args, creds))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -811,3 +811,101 @@ def test_big_tables_are_laid_out_without_rich(capsys):
     assert {ln.index("online") for ln in lines[1:]} == {6}  # one column, one position
     small = output.table(("HOST",), [("h1",)])
     assert not isinstance(small, output.PlainTable)
+
+
+# -- nothing listening: one line, no traceback --------------------------------------------------
+
+# One invocation of every fleet command (all of them talk to the gateway but `logout` and
+# `completion`); a new command must be added here.
+GATEWAY_COMMANDS = {
+    "login": ["login", "-u", "admin", "--password-stdin"],
+    "whoami": ["whoami"],
+    "tokens": ["tokens"],
+    "hosts": ["hosts"],
+    "top": ["top", "h1"],
+    "apps": ["apps", "h1", "logs", "web", "-f"],
+    "jobs": ["jobs", "h1"],
+    "alerts": ["alerts"],
+    "silence": ["silence"],
+    "checks": ["checks"],
+    "rules": ["rules"],
+    "users": ["users"],
+    "sync": ["sync", "h1"],
+    "audit": ["audit"],
+}
+OFFLINE_COMMANDS = {"logout", "completion"}
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound for a moment to find it, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_clean_line(r: subprocess.CompletedProcess) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and r.stdout == "", r
+    return lines[0]
+
+
+def test_every_fleet_command_says_in_one_line_that_the_gateway_is_unreachable(tmp_path):
+    import argparse
+
+    from fleetwatch import cli
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli.register(sub)
+    assert set(sub.choices) == set(GATEWAY_COMMANDS) | OFFLINE_COMMANDS
+    url = f"http://127.0.0.1:{_closed_port()}"
+    env = service_env(XDG_CONFIG_HOME=str(tmp_path), FLEETWATCH_URL=url, FLEETWATCH_TOKEN="a-token")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "fleetwatch", *argv],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, argv in GATEWAY_COMMANDS.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate("a-password\n", timeout=60)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        assert r.returncode == 1, (name, r)
+        assert _one_clean_line(r) == (
+            f"fleetwatch: error: cannot reach the gateway at {url} (connection refused); "
+            "is `make run` up? (set --url or FLEETWATCH_URL to use another)"
+        ), name
+
+
+def test_simulate_says_in_one_line_that_nats_is_unreachable_or_refuses_it(nats_stack):
+    def simulate(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "fleetwatch", "simulate", "--hosts", "1", "--rounds", "1", *args],
+            cwd=ROOT,
+            env=service_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    url = f"nats://127.0.0.1:{_closed_port()}"
+    r = simulate("--url", url)
+    assert r.returncode == 1 and _one_clean_line(r) == (
+        f"fleetwatch: error: cannot reach NATS at {url} (connection refused); "
+        "is `make run` up? (set --url or FLEETWATCH_NATS_URL to use another)"
+    )
+    r = simulate(FLEETWATCH_NATS_URL=url)  # the setting, as an env file gives it
+    assert r.returncode == 1 and f"cannot reach NATS at {url} (connection refused)" in _one_clean_line(r)
+    r = simulate(FLEETWATCH_NATS_URL=nats_stack.url, FLEETWATCH_NATS_USER="simulator", FLEETWATCH_NATS_PASSWORD="wrong")
+    assert r.returncode == 1
+    line = _one_clean_line(r)
+    assert line.startswith(f"fleetwatch: error: NATS at {nats_stack.url} refused the login of simulator"), line
+    assert "FLEETWATCH_NATS_PASSWORD" in line and "simulator.env" in line
+    r = simulate("--credentials", str(ROOT / "no-such-file.json"))
+    assert r.returncode == 2 and "cannot read the credentials file" in _one_clean_line(r)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from .. import __version__
+from .reach import os_reason, unreachable
 
 # What each status means to someone at a terminal; the gateway's detail follows it.
 STATUS_TEXT = {
@@ -97,7 +98,9 @@ class Client:
                 raise CliError(
                     f"the certificate of {self.url} is not trusted ({exc}): give its CA with `fleetwatch login --ca-file` or FLEETWATCH_CA_FILE"
                 ) from None
-            raise CliError(f"cannot reach the gateway at {self.url}: {exc} (set --url or FLEETWATCH_URL)") from None
+            raise CliError(unreachable("the gateway", self.url, os_reason(exc), "--url or FLEETWATCH_URL")) from None
+        except httpx.ConnectTimeout:
+            raise CliError(unreachable("the gateway", self.url, "timed out", "--url or FLEETWATCH_URL")) from None
         except httpx.TimeoutException:
             raise CliError(f"the gateway at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
