@@ -1,5 +1,8 @@
 """A host's apps (commander): list, register, remove, start/stop/restart, status, logs (tail and
-live SSE follow). Each call carries the authenticated user as the actor of the host's audit."""
+live SSE follow). Each call carries the authenticated user as the actor of the host's audit.
+
+Below admin every answer is masked (masking.for_actor): an app's env (`DATABASE_URL=postgres://
+app:pw@…`) and secret-looking argv values are an admin's, not its operators' or viewers'."""
 
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from litestar.response import ServerSentEvent
 from libs.runtime import deadletter
 from libs.schemas import Codec, DecodeError, LogBatch, LogLine, subjects
 from libs.schemas.control import AppListReply, AppReply, AppSpec, LogsReply
+from libs.schemas.secrets import mask_deep
 
 from ..authn import ActorDep
 from ..errors import errors
+from ..masking import for_actor, sees_secrets
 from ..state import Gateway, GatewayDep
 from .common import HostParam, typed
 from .ctlclient import call
@@ -43,7 +48,8 @@ def app_action(method: Callable, suffix: str, verb: str, summary: str) -> HTTPRo
     """`apps.<verb>` of one app: the same request and reply for remove/start/stop/restart."""
 
     async def handler(self, host, name, gw, actor):
-        return await call(gw.nc, host, f"apps.{verb}", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+        reply = await call(gw.nc, host, f"apps.{verb}", {"actor": actor.username, "name": name}, AppReply, timeout=60)
+        return for_actor(reply, actor)
 
     annotations = {"host": HostParam, "name": NameParam, "gw": GatewayDep, "actor": ActorDep, "return": AppReply}
     return method("/{name:str}" + suffix, summary=summary, status_code=200, responses=CTL_ERRORS)(
@@ -57,7 +63,7 @@ class AppsController(Controller):
 
     @get("/", summary="Apps registered on a host, with their state", responses=CTL_ERRORS)
     async def list_apps(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> AppListReply:
-        return await call(gw.nc, host, "apps.list", {"actor": actor.username}, AppListReply)
+        return for_actor(await call(gw.nc, host, "apps.list", {"actor": actor.username}, AppListReply), actor)
 
     @post("/", summary="Register an app (process or systemd backend)", status_code=201, responses=CTL_ERRORS)
     async def register(
@@ -69,11 +75,13 @@ class AppsController(Controller):
             "replace": data.replace,
             "start": data.start,
         }
-        return await call(gw.nc, host, "apps.register", body, AppReply, timeout=60)
+        return for_actor(await call(gw.nc, host, "apps.register", body, AppReply, timeout=60), actor)
 
     @get("/{name:str}", summary="One app's state", responses=CTL_ERRORS)
     async def status(self, host: HostParam, name: NameParam, gw: GatewayDep, actor: ActorDep) -> AppReply:
-        return await call(gw.nc, host, "apps.status", {"actor": actor.username, "name": name}, AppReply)
+        return for_actor(
+            await call(gw.nc, host, "apps.status", {"actor": actor.username, "name": name}, AppReply), actor
+        )
 
     remove = app_action(delete, "", "remove", "Stop and unregister an app")
     start = app_action(post, "/start", "start", "Start an app")
@@ -89,7 +97,8 @@ class AppsController(Controller):
         actor: ActorDep,
         lines: Annotated[int, Parameter(ge=0, le=5000)] = 100,
     ) -> LogsReply:
-        return await call(gw.nc, host, "apps.logs", {"actor": actor.username, "name": name, "lines": lines}, LogsReply)
+        request = {"actor": actor.username, "name": name, "lines": lines}
+        return for_actor(await call(gw.nc, host, "apps.logs", request, LogsReply), actor)
 
     @get(
         "/{name:str}/logs/stream",
@@ -106,10 +115,16 @@ class AppsController(Controller):
     ) -> ServerSentEvent:
         request = {"actor": actor.username, "name": name, "lines": lines, "follow": True, "lease_s": LOG_LEASE_S}
         first = await call(gw.nc, host, "apps.logs", request, LogsReply)  # 4xx here, before the stream opens
-        return ServerSentEvent(self._follow(gw, host, name, request, first), event_type="logs")
+        clear = sees_secrets(actor)
+        return ServerSentEvent(self._follow(gw, host, name, request, first, clear), event_type="logs")
 
     @staticmethod
-    async def _follow(gw: Gateway, host: str, name: str, request: dict, first: LogsReply) -> AsyncIterator[str]:
+    async def _follow(
+        gw: Gateway, host: str, name: str, request: dict, first: LogsReply, clear: bool
+    ) -> AsyncIterator[str]:
+        def shown(batch: LogBatch) -> LogBatch:
+            return batch if clear else msgspec.convert(mask_deep(msgspec.to_builtins(batch)), LogBatch)
+
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
 
         async def on_batch(msg) -> None:
@@ -121,7 +136,7 @@ class AppsController(Controller):
         try:
             if first.lines:
                 tail = [LogLine(ts=ln.ts, line=ln.line, stream=ln.stream, level=ln.level) for ln in first.lines]
-                yield msgspec.json.encode(LogBatch(host=host, app=name, lines=tail)).decode()
+                yield msgspec.json.encode(shown(LogBatch(host=host, app=name, lines=tail))).decode()
             while True:
                 try:
                     data = await asyncio.wait_for(queue.get(), 15.0)
@@ -138,7 +153,7 @@ class AppsController(Controller):
                     except DecodeError as exc:  # nobody else reads log batches: quarantine, not drop
                         await deadletter.send(gw.nc, "gateway", subjects.logs(host, name), data, exc)
                         continue
-                    yield msgspec.json.encode(batch).decode()
+                    yield msgspec.json.encode(shown(batch)).decode()
                 else:
                     yield ""  # heartbeat (an empty data event keeps proxies from closing the stream)
         finally:

@@ -1,4 +1,7 @@
-"""Who did what: the audit log, filtered, newest first, paged."""
+"""Who did what: the audit log, filtered, newest first, paged.
+
+Records are masked before they are stored (libs/runtime/audit.py); rows stored before that was
+so are masked again on the way out, for every role: what audit shows is the same for all."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from litestar import Controller, get
 from litestar.params import FromQuery, Parameter, QueryParameter
 
 from libs.schemas import AuditRecord
+from libs.schemas.secrets import mask_deep, mask_text
 
 from ..state import GatewayDep
 from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam, table_exists, time_range, utc
@@ -66,10 +70,10 @@ class AuditController(Controller):
                 actor=r["actor"],
                 action=r["action"],
                 target=r["target"],
-                params=msgspec.json.decode(r["params"]),
+                params=mask_deep(msgspec.json.decode(r["params"])),
                 result=r["result"] if r["result"] in ("ok", "error") else "error",
                 code=r["code"],
-                error=r["error"],
+                error=mask_text(r["error"]),
                 duration_ms=r["duration_ms"],
                 source=r["source"],
             )

@@ -1,4 +1,7 @@
-"""A host's ad-hoc jobs (commander): run, list, get, stop, restart, logs, cleanup."""
+"""A host's ad-hoc jobs (commander): run, list, get, stop, restart, logs, cleanup.
+
+Every answer that shows a command line or output is masked below admin (masking.for_actor): a
+job's argv may hold an admin's credentials (`--password=…`), which its viewers must not read."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from libs.schemas.control import JobCleanupReply, JobListReply, JobLogsReply, Jo
 
 from ..authn import ActorDep
 from ..errors import errors
+from ..masking import for_actor
 from ..state import GatewayDep
 from .common import HostParam
 from .ctlclient import call
@@ -40,11 +44,13 @@ class JobsController(Controller):
     async def list_jobs(
         self, host: HostParam, gw: GatewayDep, actor: ActorDep, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
     ) -> JobListReply:
-        return await call(gw.nc, host, "jobs.list", {"actor": actor.username, "limit": limit}, JobListReply)
+        reply = await call(gw.nc, host, "jobs.list", {"actor": actor.username, "limit": limit}, JobListReply)
+        return for_actor(reply, actor)
 
     @post("/", summary="Run a one-shot command (argv, never a shell)", status_code=201, responses=CTL_ERRORS)
     async def run(self, host: HostParam, data: JSONBody[JobSubmission], gw: GatewayDep, actor: ActorDep) -> JobReply:
-        return await call(gw.nc, host, "jobs.run", {"actor": actor.username, **msgspec.to_builtins(data)}, JobReply)
+        reply = await call(gw.nc, host, "jobs.run", {"actor": actor.username, **msgspec.to_builtins(data)}, JobReply)
+        return for_actor(reply, actor)
 
     @post(
         "/cleanup",
@@ -61,17 +67,18 @@ class JobsController(Controller):
 
     @get("/{job_id:str}", summary="One job", responses=CTL_ERRORS)
     async def get_job(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
-        return await call(gw.nc, host, "jobs.get", {"actor": actor.username, "id": job_id}, JobReply)
+        return for_actor(await call(gw.nc, host, "jobs.get", {"actor": actor.username, "id": job_id}, JobReply), actor)
 
     @post("/{job_id:str}/stop", summary="Stop a running job", status_code=200, responses=CTL_ERRORS)
     async def stop(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
-        return await call(gw.nc, host, "jobs.stop", {"actor": actor.username, "id": job_id}, JobReply)
+        return for_actor(await call(gw.nc, host, "jobs.stop", {"actor": actor.username, "id": job_id}, JobReply), actor)
 
     @post(
         "/{job_id:str}/restart", summary="Run a job's command again (a new job)", status_code=201, responses=CTL_ERRORS
     )
     async def restart(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
-        return await call(gw.nc, host, "jobs.restart", {"actor": actor.username, "id": job_id}, JobReply)
+        reply = await call(gw.nc, host, "jobs.restart", {"actor": actor.username, "id": job_id}, JobReply)
+        return for_actor(reply, actor)
 
     @get("/{job_id:str}/logs", summary="The last lines of a job's output", responses=CTL_ERRORS)
     async def logs(
@@ -82,6 +89,7 @@ class JobsController(Controller):
         actor: ActorDep,
         lines: Annotated[int, Parameter(ge=0, le=5000)] = 200,
     ) -> JobLogsReply:
-        return await call(
+        reply = await call(
             gw.nc, host, "jobs.logs", {"actor": actor.username, "id": job_id, "lines": lines}, JobLogsReply
         )
+        return for_actor(reply, actor)

@@ -1,4 +1,7 @@
-"""A host's latest process snapshot, and one process's CPU and memory over time."""
+"""A host's latest process snapshot, and one process's CPU and memory over time.
+
+Command lines are masked below admin (the collector masks them before they leave the host;
+rows stored before it did are masked here)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ from litestar import Controller, get
 from litestar.exceptions import ClientException
 from litestar.params import FromQuery, Parameter
 
+from libs.schemas.secrets import mask_text
+
+from ..authn import ActorDep
+from ..masking import sees_secrets
 from ..state import GatewayDep
 from .common import FromParam, HostParam, LimitParam, TimeParam, table_exists, time_range, utc
 
@@ -62,6 +69,7 @@ class ProcessesController(Controller):
         self,
         host: HostParam,
         gw: GatewayDep,
+        actor: ActorDep,
         sort: FromQuery[
             Literal["cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem"]
         ] = "cpu_percent",
@@ -81,13 +89,14 @@ class ProcessesController(Controller):
                 ts,
                 limit,
             )
+        clear = sees_secrets(actor)
         procs = [
             Proc(
                 pid=r["pid"],
                 ppid=r["ppid"],
                 name=r["name"],
                 user=r["username"],
-                cmdline=r["cmdline"],
+                cmdline=r["cmdline"] if clear else mask_text(r["cmdline"]),
                 status=r["status"],
                 cpu_percent=r["cpu_percent"],
                 rss=r["rss"],

@@ -1,4 +1,5 @@
-"""Unmanaged Node.js and Python processes on a host, to adopt as apps."""
+"""Unmanaged Node.js and Python processes on a host, to adopt as apps. Their command lines are
+masked below admin: a process started by hand may carry `--password=…` or a DSN."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from libs.schemas.control import ScanReply
 
 from ..authn import ActorDep
 from ..errors import errors
+from ..masking import for_actor
 from ..state import GatewayDep
 from .common import HostParam
 from .ctlclient import call
@@ -23,4 +25,4 @@ class ScanController(Controller):
         responses=errors(403, 502, 503, 504),
     )
     async def scan(self, host: HostParam, gw: GatewayDep, actor: ActorDep) -> ScanReply:
-        return await call(gw.nc, host, "procs.scan", {"actor": actor.username}, ScanReply)
+        return for_actor(await call(gw.nc, host, "procs.scan", {"actor": actor.username}, ScanReply), actor)
