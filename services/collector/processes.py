@@ -16,6 +16,7 @@ import time
 import psutil
 
 from libs.schemas.metrics import PROCESS_HARD_CAP, ProcCounts, ProcInfo
+from libs.schemas.secrets import mask_argv
 
 # /proc/<pid>/stat state letters -> psutil's status names
 _LETTER = {
@@ -178,7 +179,9 @@ class ProcessTable:
                     try:
                         threads = t.threads or p.num_threads()
                         user = self._user(p)
-                        cmd = " ".join(p.cmdline())
+                        # Masked here, before the line leaves the host: viewers read process
+                        # tables, and a `--password=…` must not reach them nor the history.
+                        cmd = " ".join(mask_argv(p.cmdline()))
                     except psutil.ZombieProcess:
                         threads, user, cmd = 0, "", ""
             except (psutil.NoSuchProcess, psutil.AccessDenied):
