@@ -1,6 +1,10 @@
 """Live events over SSE (`/api/v1/stream`) and WebSocket (`/api/v1/ws`): the same events, the same
 filters (`hosts`, `kinds`), a bounded queue per client, heartbeats, Last-Event-ID replay, and a
-connection cap answered with 503."""
+connection cap answered with 503.
+
+`user` events (who was created, renamed, deactivated) are what GET /api/v1/users shows, so they
+go only to the roles that route admits: asked for by anyone else they are refused (403), and
+left out of the default set."""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ import logging
 from typing import Annotated
 
 from litestar import Controller, Request, Response, WebSocket, get, websocket
-from litestar.exceptions import ClientException, HTTPException, WebSocketDisconnect
+from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException, WebSocketDisconnect
 from litestar.params import HeaderParameter, Parameter
 
+from ..authn import Actor, ActorDep
 from ..errors import errors
-from ..hub import KINDS, Client, Hub, HubFull
+from ..hub import DEFAULT_KINDS, KINDS, Client, Hub, HubFull
+from ..roles import allows
 from ..state import GatewayDep
 
 log = logging.getLogger("fleetwatch.gateway.stream")
@@ -36,6 +42,23 @@ def parse_filters(hosts: str | None, kinds: str | None) -> tuple[list[str] | Non
     if bad:
         raise ClientException(detail=f"unknown kind(s) {bad}; known: {', '.join(KINDS)}")
     return hs, ks
+
+
+def permitted_kinds(ks: list[str] | None, actor: Actor) -> list[str] | None:
+    """The kinds `actor` may follow: `user` only for who may list users (the route table says
+    who), refused when asked for by anyone else, dropped from the default set for them."""
+    from ..routes import ROUTE_ROLES  # the table imports this module
+
+    need = ROUTE_ROLES["GET /api/v1/users"] or "viewer"
+    if allows(actor.role, need):
+        return ks
+    if ks is None:
+        return sorted(DEFAULT_KINDS - {"user"})
+    if "user" in ks:
+        raise PermissionDeniedException(
+            detail=f"kind user needs role {need} or higher, as GET /api/v1/users does (you have {actor.role})"
+        )
+    return ks
 
 
 class SSEStream:
@@ -105,17 +128,19 @@ class StreamController(Controller):
         "/stream",
         summary="Server-sent events: frames (per-host summaries), procs (on request), host, app, health, alert, replica, user",
         media_type="text/event-stream",
-        responses=errors(503),
+        responses=errors(403, 503),
     )
     async def stream(
         self,
         request: Request,
         gw: GatewayDep,
+        actor: ActorDep,
         hosts: HostsParam = None,
         kinds: KindsParam = None,
         last_event_id: Annotated[int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)] = None,
     ) -> SSEResponse:
         hs, ks = parse_filters(hosts, kinds)
+        ks = permitted_kinds(ks, actor)
         try:
             client = gw.hub.add(hs, ks, last_event_id)
         except HubFull:
@@ -128,7 +153,8 @@ class StreamController(Controller):
     async def ws(self, socket: WebSocket, gw: GatewayDep, hosts: HostsParam = None, kinds: KindsParam = None) -> None:
         try:
             hs, ks = parse_filters(hosts, kinds)
-        except ClientException as exc:
+            ks = permitted_kinds(ks, socket.state.actor)  # set by the role guard, as for HTTP
+        except (ClientException, PermissionDeniedException) as exc:
             await socket.close(code=1008, reason=str(exc.detail)[:120])
             return
         try:
