@@ -1,18 +1,18 @@
 """Alerting configuration (rules, checks, silences, notifiers), alert state, and the
 request/reply types the alerter answers on `fleet.alerting.<resource>.<verb>`.
 
-Notifier secrets (bot token, SMTP password, webhook secret) are write-only: they travel in
-`NotifierPut`, are stored for the alerter, and every read returns `NotifierView`, which only says
-whether a secret is set.
+Notifier secrets (bot token, SMTP password, webhook secret) are write-only: they travel in a
+`ConfigPut`, are stored for the alerter, and every read returns `NotifierView`, which only says
+whether a secret is set. A stored secret is bound to its destination and to the role that set
+it (`secrets_role`): see services/alerter/notify/binding.py.
 """
 
 from __future__ import annotations
 
 from typing import Literal, TypeGuard, get_args
 
-import msgspec
-
 from .base import Message, Part
+from .secrets import mask_url
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 RuleKind = Literal["metric", "host_down", "app", "replica"]
@@ -21,6 +21,7 @@ MatchOp = Literal["=", "!=", "=~", "!~"]
 RecordState = Literal["inactive", "pending", "firing", "resolved"]
 NotifierKind = Literal["telegram", "email", "webhook"]
 TlsMode = Literal["starttls", "tls", "none"]
+RoleName = Literal["viewer", "operator", "admin"]
 
 
 def is_tls_mode(value: str) -> TypeGuard[TlsMode]:
@@ -116,14 +117,20 @@ class Notifier(NotifierBase, kw_only=True, frozen=True):
     bot_token: str = ""
     smtp_password: str = ""
     webhook_secret: str = ""
+    # Who set the stored secrets; only that role or a higher one may move or replace them. Set
+    # by the alerter from the request's role (a body's value is ignored); a record stored
+    # before this existed, the environment's and the rules file's count as an admin's.
+    secrets_role: RoleName = "admin"
 
 
 class NotifierView(NotifierBase, kw_only=True, frozen=True):
-    """What a read returns: secrets replaced by whether they are set."""
+    """What a read returns: secrets replaced by whether they are set, URLs with their
+    credentials masked."""
 
     bot_token_set: bool = False
     smtp_password_set: bool = False
     webhook_secret_set: bool = False
+    secrets_role: RoleName = "admin"
 
 
 class AlertRecord(Part, kw_only=True, frozen=True):
@@ -159,6 +166,9 @@ class ConfigPut(Message, kw_only=True, frozen=True):
     silence: Silence | None = None
     notifier: Notifier | None = None
     actor: str = ""
+    # The actor's role: what it may do to a notifier's secrets. Empty from a caller on NATS
+    # itself (rules file, tests, tools with service credentials), which counts as an admin.
+    role: Literal["", "viewer", "operator", "admin"] = ""
 
 
 class ConfigDelete(Message, kw_only=True, frozen=True):
@@ -192,20 +202,9 @@ class AlertingReply(Message, kw_only=True, frozen=True):
 def notifier_view(n: Notifier) -> NotifierView:
     fields = {f: getattr(n, f) for f in NotifierBase.__struct_fields__}
     return NotifierView(
-        **fields,
+        **{**fields, "base_url": mask_url(n.base_url), "url": mask_url(n.url)},
         bot_token_set=bool(n.bot_token),
         smtp_password_set=bool(n.smtp_password),
         webhook_secret_set=bool(n.webhook_secret),
-    )
-
-
-def merge_secrets(new: Notifier, old: Notifier | None) -> Notifier:
-    """An edit that leaves a secret empty keeps the stored one (secrets are never read back)."""
-    if old is None:
-        return new
-    return msgspec.structs.replace(
-        new,
-        bot_token=new.bot_token or old.bot_token,
-        smtp_password=new.smtp_password or old.smtp_password,
-        webhook_secret=new.webhook_secret or old.webhook_secret,
+        secrets_role=n.secrets_role,
     )

@@ -1,6 +1,7 @@
 """Request/reply on `fleet.alerting.<resource>.<verb>` (queue group `alerter`: one instance
 answers). Resources: rules, checks, silences, notifiers (list/put/delete, notifiers also test),
-alerts (list). Notifier secrets are accepted on put and never returned."""
+alerts (list). Notifier secrets are accepted on put and never returned, and stay bound to where
+they are sent and to who set them (notify/binding.py)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from libs.schemas.alerting import (
     ConfigPut,
     Notifier,
     NotifierTestSend,
+    RoleName,
     Rule,
     Silence,
-    merge_secrets,
     notifier_view,
 )
 from libs.schemas.ids import InvalidId, check_name
@@ -32,6 +33,7 @@ from libs.schemas.ids import InvalidId, check_name
 from .checks import validate_check
 from .evaluate import validate_rule
 from .matchers import check_matcher
+from .notify.binding import BindingError, bind
 from .notify.transports import missing_config
 from .store import ConfigItem, started
 
@@ -154,10 +156,11 @@ class Api:
         if verb == "list":
             return self._listing(kind, LIST.decode(data or b"{}").name)
         if verb == "put":
-            item = getattr(PUT.decode(data), kind)
+            put = PUT.decode(data)
+            item = getattr(put, kind)
             if item is None:
                 raise ApiError(400, f"{resource}.put needs a {kind!r} object")
-            return await self.put(kind, item)
+            return await self.put(kind, item, put.role or "admin")
         if verb == "delete":
             gone = DELETE.decode(data)
             if not await started(self.a.config).delete(kind, gone.name):
@@ -187,8 +190,9 @@ class Api:
             return AlertingReply(checks=_named(sorted(config.checks.values(), key=_key), name, kind))
         return AlertingReply(silences=_named(sorted(config.silences.values(), key=_key), name, kind))
 
-    async def put(self, kind: str, item: ConfigItem) -> AlertingReply:
-        """Validate and store `item` as a `kind` (rule, check, silence, notifier)."""
+    async def put(self, kind: str, item: ConfigItem, role: RoleName = "admin") -> AlertingReply:
+        """Validate and store `item` as a `kind` (rule, check, silence, notifier) for a caller
+        of `role` (the rules file and in-process callers are an admin's)."""
         if kind == "rule" and isinstance(item, Rule):
             validate_rule(item)
             await self._store(kind, item.name, item)
@@ -205,7 +209,11 @@ class Api:
             return AlertingReply(silences=[item])
         if kind == "notifier" and isinstance(item, Notifier):
             validate_notifier(item)
-            item = merge_secrets(item, started(self.a.config).notifiers.get(item.name))
+            # The notifier in effect, the environment's included: its secrets are as bound.
+            try:
+                item = bind(item, self.a.notifier(item.name), role)
+            except BindingError as exc:
+                raise ApiError(exc.code, str(exc)) from None
             for s in (item.bot_token, item.smtp_password, item.webhook_secret):
                 register_secret(s)
             await self._store(kind, item.name, item)

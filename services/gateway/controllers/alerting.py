@@ -1,10 +1,14 @@
 """Alerting: active alerts (from the alerter) and their history (ingest's `alert_events`), and
 rules, checks, silences and notifiers edited at run time through the alerter's request/reply API
-(`fleet.alerting.<resource>.<verb>`). Notifier secrets are accepted and never returned."""
+(`fleet.alerting.<resource>.<verb>`). Notifier secrets are accepted and never returned.
+
+Every put carries the caller's role: the alerter binds a notifier's secrets to their destination
+and to the role that set them, and answers 403/409 with the reason when an operator would move
+an admin's secret or a destination changes without the secret given again."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from litestar import Controller, delete, get, post, put
@@ -25,6 +29,7 @@ from libs.schemas.alerting import (
     Notifier,
     NotifierTestSend,
     NotifierView,
+    RoleName,
     Rule,
     Silence,
 )
@@ -37,7 +42,7 @@ from .common import HOST_PATTERN, FromParam, LimitParam, OffsetParam, TimeParam,
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="name")]
 _REPLY = Codec(AlertingReply)
 _ENC = msgspec.json.Encoder()
-ERRS = errors(400, 404, 409, 502, 503, 504)
+ERRS = errors(400, 403, 404, 409, 502, 503, 504)
 
 
 async def ask(
@@ -112,6 +117,11 @@ class SendResult(msgspec.Struct, kw_only=True, frozen=True):
 
 class SendText(msgspec.Struct, kw_only=True, frozen=True):
     text: str = "fleetwatch test notification"
+
+
+def _role(actor: Actor) -> RoleName:
+    """The caller's role as the alerter reads it (the role guard admitted only known roles)."""
+    return cast(RoleName, actor.role)
 
 
 def _named(obj: Any, name: str, field: str = "name") -> Any:
@@ -196,7 +206,8 @@ def put_route(resource: str, field: str, body: Any, view: type, summary: str) ->
     """`body`: the request body's annotation (`JSONBody[Rule]`), written where the type is known."""
 
     async def handler(self, name, data, gw, actor):
-        reply = await ask(gw, resource, "put", ConfigPut(**{field: _named(data, name)}, actor=actor.username))
+        put = ConfigPut(**{field: _named(data, name)}, actor=actor.username, role=_role(actor))
+        reply = await ask(gw, resource, "put", put)
         return getattr(reply, resource)[0]
 
     annotations = {"name": NameParam, "data": body, "gw": GatewayDep, "actor": ActorDep, "return": view}
@@ -260,7 +271,8 @@ class SilencesController(Controller):
     @post("/", summary="Create a silence (id chosen by the alerter when empty)", status_code=201, responses=ERRS)
     async def create_silence(self, data: JSONBody[Silence], gw: GatewayDep, actor: ActorDep) -> Silence:
         data = msgspec.structs.replace(data, created_by=actor.username)
-        return (await ask(gw, "silences", "put", ConfigPut(silence=data, actor=actor.username))).silences[0]
+        put = ConfigPut(silence=data, actor=actor.username, role=_role(actor))
+        return (await ask(gw, "silences", "put", put)).silences[0]
 
     @delete("/{silence_id:str}", summary="Expire (delete) a silence", status_code=200, responses=ERRS)
     async def delete_silence(self, silence_id: NameParam, gw: GatewayDep, actor: ActorDep) -> Deleted:
@@ -278,7 +290,8 @@ class NotifiersController(Controller):
         "notifier",
         JSONBody[Notifier],
         NotifierView,
-        "Create or replace a notifier; an empty secret keeps the stored one",
+        "Create or replace a notifier; an empty secret keeps the stored one while the destination "
+        "stays; moving it needs the secret again and the role that set it",
     )
     delete_notifier = delete_route("notifiers", "notifier", "Delete a stored notifier")
 
