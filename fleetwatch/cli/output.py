@@ -50,7 +50,7 @@ class PlainTable:
         def line(cells: Sequence[str]) -> str:
             out = [
                 (v.rjust(w) if columns[i] in right else (v if i == last else v.ljust(w)))
-                for i, (v, w) in enumerate(zip(cells, widths))
+                for i, (v, w) in enumerate(zip(cells, widths, strict=False))
             ]
             return "  ".join(out).rstrip()
 
