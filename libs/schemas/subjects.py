@@ -16,7 +16,10 @@ ALERTS_ALL = "fleet.alerts.*.*"
 AUDIT_ALL = "fleet.audit.*"
 REPLICA_ALL = "fleet.replica.*"
 USERS_CHANGED = "fleet.users.changed"
+# Dead letters of central services (`fleet.deadletter.<service>`) and of host agents
+# (`fleet.deadletter.<kind>.<host>`): two streams, so an agent's quarantine has its own limits.
 DEADLETTER_ALL = "fleet.deadletter.*"
+AGENT_DEADLETTER_ALL = "fleet.deadletter.*.*"
 # Alerting configuration and state, request/reply: fleet.alerting.<resource>.<verb>.
 ALERTING_ALL = "fleet.alerting.>"
 
@@ -79,18 +82,26 @@ def sync(host: str) -> str:
     return f"fleet.sync.{check_host_id(host)}"
 
 
-def deadletter(service: str) -> str:
-    return f"fleet.deadletter.{check_name(service, 'service name')}"
+def deadletter(service: str, host: str = "") -> str:
+    """`fleet.deadletter.<service>` for a central service; `fleet.deadletter.<kind>.<host>` for a
+    host agent, the only dead-letter subject its permissions let it publish on."""
+    base = f"fleet.deadletter.{check_name(service, 'service name')}"
+    return f"{base}.{check_host_id(host)}" if host else base
 
 
 # The micro services that run on every host under the host's own NATS identity.
 AGENT_KINDS = ("collector", "commander", "replicator")
+# The central services' micro names: only central identities may subscribe to their
+# `$SRV.<verb>.<kind>` subjects, so a reply to a request there comes from one of them.
+CENTRAL_KINDS = ("ingest", "alerter", "gateway", "authcallout")
 SRV_VERBS = ("PING", "INFO", "STATS")
 
 
 def service_stats(kind: str, instance: str) -> str:
-    """Request -> that service instance's ServiceCounters (its micro `stats` endpoint); the
-    instance token is the host id of an agent, the micro service id of a central service."""
+    """Request -> that service instance's micro STATS (its `stats` endpoint, ServiceCounters in
+    the endpoint's data); the instance token is the host id of an agent, the micro service id of
+    a central service. Only that host's agents may subscribe to an agent's subject, so whatever
+    answers there speaks for that host (the gateway's scrape attributes rows by it)."""
     return f"fleet.svc.{check_name(kind, 'service kind')}.{check_name(instance, 'instance')}"
 
 
@@ -120,8 +131,10 @@ def host_subjects_publish(host: str) -> list[str]:
         f"fleet.replica.{h}",
         f"fleet.logs.{h}.>",
         f"$KV.fleet_hosts.{h}",
-        # Write-only quarantine: agents report messages they could not decode.
-        "fleet.deadletter.>",
+        # Write-only quarantine of what an agent could not decode, on its own host's subjects
+        # only (AGENT_DEADLETTER stream: small messages, a bounded count per subject); never a
+        # central service's dead-letter subject.
+        *(deadletter(kind, h) for kind in AGENT_KINDS),
     ]
 
 

@@ -15,7 +15,7 @@ class IngestConfig(msgspec.Struct, kw_only=True, frozen=True):
     batch: int = 2000  # messages per fetch (and per transaction)
     fetch_timeout: float = 0.25  # the longest a fetch waits for a full batch (a live trickle comes in this often)
     metrics_writers: int = 3  # concurrent transactions for METRICS, each on its own connection
-    streams: list[str] = msgspec.field(default_factory=lambda: ["metrics", "events", "audit"])
+    streams: list[str] = msgspec.field(default_factory=lambda: ["metrics", "events", "central", "audit"])
     keepalive: float = 10.0  # seconds between "still working" signals while the DB is away
     # Seconds JetStream waits for an ack before redelivering (to any process); ingest sets its
     # consumers to it at start. Longer than keepalive, so a held batch is never handed over.
@@ -36,6 +36,6 @@ class IngestConfig(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError("rollup_every must be > 0")
         if not 0 < self.keepalive < self.ack_wait:
             raise ValueError("keepalive must be > 0 and shorter than ack_wait")
-        unknown = set(self.streams) - {"metrics", "events", "audit"}
+        unknown = set(self.streams) - {"metrics", "events", "central", "audit"}
         if unknown:
             raise ValueError(f"unknown streams {sorted(unknown)}")

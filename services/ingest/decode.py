@@ -29,8 +29,8 @@ FRAME = Codec(MetricFrame)
 SNAPSHOT = Codec(ProcessSnapshot)
 HOSTINFO = Codec(HostInfo)
 
-# EVENTS subjects: second token -> (codec, table, row function, attribute that must match the
-# host token of the subject, if any).
+# EVENTS, CENTRAL and AUDIT subjects: second token -> (codec, table, row function, attribute that
+# must match the host token of the subject, if any: what a host publishes speaks for that host only).
 EVENT_KINDS: dict[str, tuple[Codec, str, Callable[[Any], tuple], str | None]] = {
     "apps": (Codec(AppStatus), "app_events", rows.app_row, "host"),
     "health": (Codec(HealthResult), "health_results", rows.health_row, None),

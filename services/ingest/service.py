@@ -25,8 +25,23 @@ from .writer import EventsWriter, MetricsWriter, Partitions
 
 log = logging.getLogger("fleetwatch.ingest")
 
-OWN_STREAMS = (streams.METRICS, streams.EVENTS, streams.AUDIT, streams.DEADLETTER)
-OWN_CONSUMERS = {"metrics": streams.INGEST_METRICS, "events": streams.INGEST_EVENTS, "audit": streams.INGEST_AUDIT}
+# In provisioning order (EVENTS hands its old subjects to CENTRAL). Ingest never relies on
+# JetStream's dedupe for correctness: a second copy of a message (a publisher's retry, another
+# publisher's id) lands on the tables' primary keys and ON CONFLICT DO NOTHING.
+OWN_STREAMS = (
+    streams.METRICS,
+    streams.EVENTS,
+    streams.CENTRAL,
+    streams.AUDIT,
+    streams.DEADLETTER,
+    streams.AGENT_DEADLETTER,
+)
+OWN_CONSUMERS = {
+    "metrics": streams.INGEST_METRICS,
+    "events": streams.INGEST_EVENTS,
+    "central": streams.INGEST_CENTRAL,
+    "audit": streams.INGEST_AUDIT,
+}
 
 
 async def connect_db(dsn: str, stop_after: float | None = None) -> asyncpg.Connection:
