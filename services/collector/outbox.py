@@ -4,7 +4,8 @@ Sampling never waits for NATS: it only appends here. One sender publishes the he
 JetStream (waiting for the stream's ack), so frames reach the stream in the order they were
 taken, and the head is removed only once stored. While NATS is unreachable the queue grows up to
 `capacity`; then the oldest entry is dropped and counted. `Nats-Msg-Id` makes a retry of a
-publish whose ack was lost harmless (the server deduplicates it).
+publish whose ack was lost harmless (the server deduplicates it); the ids are the collector's
+(unguessable, see Collector.msg_id), and ingest's primary keys would absorb a second copy anyway.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 
 from nats.aio.client import Client as NATS
@@ -86,6 +87,11 @@ class Collector:
         self.nc = nc
         self.host = config.host.host_id
         self.sampler = Sampler(config, self.host, gpus)
+        # JetStream's duplicate window spans the whole stream, so a Nats-Msg-Id any viewer could
+        # work out (host, boot and seq are on /api/v1/hosts) lets another host's agent publish
+        # it first and have this host's message dropped as a duplicate. The ids carry a secret
+        # of this process instead: a retry after a lost ack still dedupes, nobody else can aim.
+        self.id_key = secrets.token_hex(16)
         self.frames = Outbox(nc, "frames", config.buffer_frames, config.publish_timeout)
         self.snapshots = Outbox(nc, "snapshots", config.snapshot_buffer, config.publish_timeout)
         self.infos = Outbox(nc, "hostinfo", 2, config.publish_timeout)
@@ -96,6 +102,10 @@ class Collector:
         self._lock = asyncio.Lock()  # one sampler, used by the loop and by sample requests
         self._tasks: list[asyncio.Task] = []
         self._sub: Subscription | None = None
+
+    def msg_id(self, what: str) -> str:
+        """`<host>:<secret>:<what>`: unique per message of this process, unguessable to others."""
+        return f"{self.host}:{self.id_key}:{what}"
 
     def _report(self, box: Outbox) -> None:
         """The outbox's counters and queue length in the service stats."""
@@ -145,10 +155,10 @@ class Collector:
             try:
                 frame = await self._in_thread(self.sampler.frame, with_memory=snap)
                 self.stats.inc("frames_sampled")
-                self.frames.put(subjects.metrics(self.host), FRAME.encode(frame), frame.msg_id)
+                self.frames.put(subjects.metrics(self.host), FRAME.encode(frame), self.msg_id(f"f{frame.seq}"))
                 if snap:
                     s = await self._in_thread(self.sampler.snapshot)
-                    self.snapshots.put(subjects.procs(self.host), SNAPSHOT.encode(s), s.msg_id)
+                    self.snapshots.put(subjects.procs(self.host), SNAPSHOT.encode(s), self.msg_id(f"p{s.seq}"))
             except Exception:  # a sampling failure costs one frame, never the service
                 self.stats.inc("errors")
                 log.exception("sampling failed")
@@ -159,7 +169,7 @@ class Collector:
             try:
                 info = await self._in_thread(self.sampler.info)
                 data = HOSTINFO.encode(info)
-                mid = f"{self.host}:{self.sampler.boot}:h{int(info.ts)}"
+                mid = self.msg_id(f"h{int(info.ts)}")
                 self.infos.put(subjects.hosts(self.host), data, mid)
                 self.infos.put(kv_subject, data, mid + ":kv")
             except Exception:
@@ -178,7 +188,11 @@ class Collector:
             except DecodeError as exc:
                 self.stats.inc("dead_letters")
                 await deadletter.refuse(
-                    self.nc, "collector", msg, f"a sample request body must be empty or a JSON object: {exc}"
+                    self.nc,
+                    "collector",
+                    msg,
+                    f"a sample request body must be empty or a JSON object: {exc}",
+                    host=self.host,
                 )
                 return
         try:
