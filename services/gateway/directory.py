@@ -73,6 +73,16 @@ class Entry:
 _enc = msgspec.json.Encoder()
 _frames = Codec(MetricFrame)
 BUILD_SLICE = 1000
+# How far ahead of this clock a kept timestamp may be and still hold back what arrives later.
+AHEAD_S = 60.0
+
+
+def _newer(ts: float, kept: float) -> bool:
+    """Whether a message stamped `ts` replaces one stamped `kept`: the later stamp wins, so a late
+    copy of an older frame does not, but a kept stamp far ahead of this clock (a clock that was
+    wrong, or a host's own `ts=1e308`) holds nothing back: arrival order wins over it. A stamp
+    that is not a number never replaces anything (the hub refuses those before they get here)."""
+    return math.isfinite(ts) and (ts >= kept or kept > time.time() + AHEAD_S)
 
 
 class Directory:
@@ -96,7 +106,7 @@ class Directory:
         """A frame arrived (`summary`: its frame_summary, `raw`: its encoding, when the caller
         already has them)."""
         e = self._entry(f.host)
-        if e.raw is None or f.ts >= e.ts:
+        if _newer(f.ts, e.ts if e.raw is not None else -math.inf):
             e.raw = _frames.encode(f) if raw is None else raw
             e.ts = f.ts
             e.disks = tuple([(d.mount, d.percent) for d in f.disks])
@@ -108,7 +118,7 @@ class Directory:
 
     def info(self, h: HostInfo) -> None:
         e = self._entry(h.host)
-        if e.info is None or h.ts >= e.info.ts:
+        if _newer(h.ts, e.info.ts if e.info is not None else -math.inf):
             e.info = h
             e.frag = None
             self.version += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,7 @@ from libs.schemas import (
     UserChange,
 )
 from libs.schemas import subjects as s
+from libs.schemas.subjects import token
 
 from .summary import frame_summary
 
@@ -36,8 +38,26 @@ KINDS = ("frame", "procs", "host", "app", "health", "alert", "replica", "user")
 DEFAULT_KINDS = frozenset(k for k in KINDS if k != "procs")
 # Longest a burst of NATS messages holds the event loop before requests get a turn.
 YIELD_S = 0.002
+# A timestamp further ahead than this is refused, as ingest refuses to store it (its default
+# FLEETWATCH_INGEST_FUTURE_TOLERANCE): `ts=1e308` would otherwise pin a host's live entry.
+FUTURE_TOLERANCE_S = 86400.0
 
 _enc = msgspec.json.Encoder()
+
+
+# subject, codec, decoded message -> (event kind, host, event data, timestamp), and whether the
+# subject's host token binds the body's `host` (what a host agent publishes; the alerter's
+# fleet.alerts.<host>.<rule> is central and names `_fleet` for fleet-wide alerts).
+HANDLERS: list[tuple[str, Codec[Any], Callable[[Any], tuple[str, str, Any, float]], bool]] = [
+    (s.METRICS_ALL, Codec(MetricFrame), lambda m: ("frame", m.host, frame_summary(m), m.ts), True),
+    (s.PROCS_ALL, Codec(ProcessSnapshot), lambda m: ("procs", m.host, m, m.ts), True),
+    (s.HOSTS_ALL, Codec(HostInfo), lambda m: ("host", m.host, m, m.ts), True),
+    (s.APPS_ALL, Codec(AppStatus), lambda m: ("app", m.host, m, m.ts), True),
+    (s.HEALTH_ALL, Codec(HealthResult), lambda m: ("health", "", m, m.ts), False),
+    (s.ALERTS_ALL, Codec(AlertEvent), lambda m: ("alert", m.host, m, m.ts), False),
+    (s.REPLICA_ALL, Codec(ReplicationStatus), lambda m: ("replica", m.host, m, m.ts), True),
+    (s.USERS_CHANGED, Codec(UserChange), lambda m: ("user", "", m, m.ts), False),
+]
 
 
 class Event:
@@ -166,6 +186,9 @@ class Hub:
         self.dropped = 0
         self.rejected = 0
         self.decode_errors = 0
+        # Messages refused: a body naming another host than its subject's (a host agent speaks
+        # for its own host only), or a timestamp that is not a number or far in the future.
+        self.refused = 0
         self._subs: list = []
         self._dirty: set[Group] = set()
         self._ticker: asyncio.Task | None = None
@@ -289,21 +312,26 @@ class Hub:
 
     async def start(self, nc) -> None:
         self._ticker = asyncio.ensure_future(self._tick())
-        # subject, codec, decoded message -> (event kind, host, event data, timestamp)
-        handlers: list[tuple[str, Codec[Any], Callable[[Any], tuple[str, str, Any, float]]]] = [
-            (s.METRICS_ALL, Codec(MetricFrame), lambda m: ("frame", m.host, frame_summary(m), m.ts)),
-            (s.PROCS_ALL, Codec(ProcessSnapshot), lambda m: ("procs", m.host, m, m.ts)),
-            (s.HOSTS_ALL, Codec(HostInfo), lambda m: ("host", m.host, m, m.ts)),
-            (s.APPS_ALL, Codec(AppStatus), lambda m: ("app", m.host, m, m.ts)),
-            (s.HEALTH_ALL, Codec(HealthResult), lambda m: ("health", "", m, m.ts)),
-            (s.ALERTS_ALL, Codec(AlertEvent), lambda m: ("alert", m.host, m, m.ts)),
-            (s.REPLICA_ALL, Codec(ReplicationStatus), lambda m: ("replica", m.host, m, m.ts)),
-            (s.USERS_CHANGED, Codec(UserChange), lambda m: ("user", "", m, m.ts)),
-        ]
-        for subject, codec, convert in handlers:
-            self._subs.append(await nc.subscribe(subject, cb=self._handler(codec, convert), pending_msgs_limit=200_000))
+        for subject, codec, convert, bound in HANDLERS:
+            self._subs.append(
+                await nc.subscribe(subject, cb=self._handler(codec, convert, bound), pending_msgs_limit=200_000)
+            )
 
-    def _handler(self, codec: Codec, convert):
+    def accept(self, subject: str, host: str, ts: float, bound: bool) -> bool:
+        """Whether a decoded message may change what the gateway shows. On a host's subject
+        (`bound`) the host is the subject's, whatever the body says; a timestamp must be a
+        number and not far ahead (a newer one wins in the directory)."""
+        if bound and host != token(subject, 2):
+            reason = "host in the body is not the subject's"
+        elif not math.isfinite(ts) or ts > time.time() + FUTURE_TOLERANCE_S:
+            reason = "timestamp not a number or far in the future"
+        else:
+            return True
+        self.refused += 1
+        log.debug("message refused", extra={"subject": subject, "reason": reason})
+        return False
+
+    def _handler(self, codec: Codec, convert, bound: bool = False):
         async def handle(msg) -> None:
             try:
                 obj = codec.decode(msg.data)
@@ -311,6 +339,8 @@ class Hub:
                 # Ingest dead-letters what the streams carry; the gateway only skips and counts.
                 self.decode_errors += 1
                 log.debug("undecodable message skipped", extra={"subject": msg.subject, "reason": str(exc)})
+                return
+            if not self.accept(msg.subject, obj.host if bound else "", obj.ts, bound):
                 return
             kind, host, data, ts = convert(obj)
             for cb in self._listeners.get(kind, ()):
