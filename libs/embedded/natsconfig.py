@@ -45,6 +45,10 @@ from libs.schemas.ids import check_host_id, host_id_from_hostname
 
 # Central services: one identity each, so one can be revoked without touching the others.
 CENTRAL_USERS = ("admin", "ingest", "alerter", "gateway", "simulator")
+# Control requests (`fleet.ctl.<host>.*`) carry the caller's role, which the host's commander
+# believes (services/commander/policy.py): only the gateway, which authenticated that caller, and
+# the break-glass `admin` may send them. Every other central identity is denied the publish.
+CTL_SENDERS = ("admin", "gateway")
 # With registration on: the auth callout service's own login, and its issuer seed (no user).
 CALLOUT_USER = "authcallout"
 CALLOUT_SEED = "_callout_issuer_seed"
@@ -133,7 +137,10 @@ def build_config(
 ) -> dict:
     users: list[dict] = []  # a user with permissions is a nested mapping
     for name in CENTRAL_USERS:
-        users.append({"user": name, "password": creds[name]})
+        user: dict = {"user": name, "password": creds[name]}
+        if name not in CTL_SENDERS:
+            user["permissions"] = {"publish": {"deny": ["fleet.ctl.>"]}}
+        users.append(user)
     for h in inv.hosts:
         u = agent_user(h.host_id)
         users.append({"user": u, "password": creds[u], "permissions": agent_permissions(h.host_id)})
@@ -243,6 +250,7 @@ def write_config(
 ) -> dict[str, str]:
     """Write nats.conf, credentials.json and one env file per identity; returns the credentials."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)  # every file here is a credential: a job's unprivileged user lists none
     creds_path = out_dir / "credentials.json"
     existing = json.loads(creds_path.read_text()) if creds_path.exists() else {}
     creds = ensure_credentials(inv, existing)
@@ -259,6 +267,7 @@ def write_config(
     _write_private(creds_path, json.dumps(creds, indent=2) + "\n")
     env_dir = out_dir / "env"
     env_dir.mkdir(exist_ok=True)
+    os.chmod(env_dir, 0o700)
     hosts = {agent_user(h.host_id): h.host_id for h in inv.hosts}
     url = client_url(inv.server, listen)
     for user, pw in creds.items():

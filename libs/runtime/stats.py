@@ -2,8 +2,11 @@
 
 Every service registers a micro service named for its kind (`ingest`, `collector`, ...), so
 `$SRV.PING|INFO|STATS[.<kind>]` answer for it. Its counters travel the micro way: in the
-`data` of its `stats` endpoint (ServiceCounters), which also answers a direct request on
-`fleet.svc.<kind>.<instance>`. The gateway gathers them for `/metrics`.
+`data` of its `stats` endpoint (ServiceCounters). That endpoint also answers a direct request on
+`fleet.svc.<kind>.<instance>` with the same document `$SRV.STATS` gives for this instance. An
+agent's instance token is its host, and only that host's agents may subscribe there, so the
+gateway gathers agents from those subjects (anyone on the fleet can answer `$SRV.STATS.<agent
+kind>`, in any name) and central services from `$SRV.STATS.<kind>`, for `/metrics`.
 
 Counters a service already keeps elsewhere (an outbox's `published`) are read by callbacks at
 report time instead of being counted twice; a callback that fails is left out of that report.
@@ -158,7 +161,13 @@ class StatsService:
         return svc
 
     async def _answer(self, req: Request) -> None:
-        await req.respond(COUNTERS.encode(self.report()))
+        # The micro STATS document of this instance (endpoint stats included, the counters in
+        # the stats endpoint's data): what the gateway renders, asked where only this answers.
+        svc = self.service
+        if svc is None:
+            await req.respond(b"{}")
+            return
+        await req.respond(msgspec.json.encode(svc.stats().to_dict()))
 
     async def stop(self) -> None:
         svc, self.service = self.service, None

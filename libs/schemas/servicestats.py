@@ -1,5 +1,6 @@
 """What each service reports about itself in `$SRV.STATS` (NATS micro): the `data` of its
-`stats` endpoint, and the reply of a request on that endpoint's subject (fleet.svc.<kind>.<id>)."""
+`stats` endpoint, which a request on that endpoint's subject (fleet.svc.<kind>.<id>) answers
+with the instance's whole micro STATS document."""
 
 from __future__ import annotations
 

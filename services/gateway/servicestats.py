@@ -1,10 +1,18 @@
-"""The services' own counters on `/metrics`: one `$SRV.STATS` scatter-gather over NATS, cached.
+"""The services' own counters on `/metrics`: a scatter-gather over NATS, cached.
 
 Every fleetwatch service answers NATS micro discovery (libs.runtime.stats); its counters ride
-in the `data` of its `stats` endpoint. A scrape publishes one `$SRV.STATS` request (or one per
-kind when `metrics_services` names them), collects whatever answers within a short window, and
-keeps the rendered text for `metrics_cache_s`, so a burst of scrapes costs NATS one request.
-An instance seen earlier that stops answering reads `fleetwatch_service_up 0` until forgotten.
+in the `data` of its `stats` endpoint. A host agent may be compromised, and every agent may
+answer `$SRV.STATS` and `$SRV.STATS.<agent kind>` under any name it likes, so a reply is only
+believed for what the subject it answered proves:
+
+- central services: one `$SRV.STATS.<kind>` per central kind (`metrics_services`' when set);
+  no agent may subscribe there, and a reply naming another kind is left out;
+- agents: one request per known host and agent kind on `fleet.svc.<kind>.<host>`, which only
+  that host's agents may subscribe to; the row is that kind on that host, whatever the body says.
+
+Replies come back on `<inbox>.c.<kind>` / `<inbox>.a.<kind>.<host>`, the asked subject's key. The
+rendered text is kept for `metrics_cache_s`, so a burst of scrapes costs NATS one gather. An
+instance seen earlier that stops answering reads `fleetwatch_service_up 0` until forgotten.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -21,6 +29,8 @@ from nats.aio.client import Client as NATS
 
 from libs.runtime import ServiceStats
 from libs.runtime.stats import STATS_ENDPOINT
+from libs.schemas import subjects
+from libs.schemas.ids import InvalidId
 from libs.schemas.servicestats import ServiceCounters
 
 from .promstats import _esc, _num
@@ -47,6 +57,8 @@ def gateway_stats(gw) -> ServiceStats:
     s.counter(
         "decode_errors", lambda: gw.hub.decode_errors
     )  # skipped, not dead-lettered: ingest quarantines what the streams carry
+    s.counter("refused_messages", lambda: gw.hub.refused)  # another host's name, a far-off ts
+    s.counter("refused_stats_replies", lambda: gw.services.refused if gw.services else 0)
     s.counter("logins", lambda: gw.logins_ok)
     s.counter("login_failures", lambda: gw.logins_failed)
     s.gauge("stream_clients", lambda: len(gw.hub.clients))
@@ -62,14 +74,17 @@ class ServiceScraper:
         window_s: float = 0.3,
         cache_s: float = 2.0,
         kinds: tuple[str, ...] = (),
+        hosts: Callable[[], Iterable[str]] = tuple,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nc = nc
         self.window_s = window_s
         self.cache_s = cache_s
         self.kinds = kinds
+        self.hosts = hosts  # the hosts whose agents are asked (the gateway's directory)
         self.clock = clock
         self.scrapes = 0
+        self.refused = 0  # replies that named another kind than the subject they answered
         self._text = ""
         self._at = float("-inf")
         self._lock = asyncio.Lock()
@@ -93,6 +108,8 @@ class ServiceScraper:
             return []
         self.scrapes += 1
         replies: list[dict] = []
+        inbox = self.nc.new_inbox()
+        cut = len(inbox) + 1
 
         async def collect(msg) -> None:
             if len(replies) >= MAX_REPLIES:
@@ -102,18 +119,45 @@ class ServiceScraper:
             except (msgspec.DecodeError, RecursionError):  # a reply nested past the depth limit
                 return
             if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-                replies.append(obj)
+                r = self.attribute(msg.subject[cut:].split("."), obj)
+                if r is not None:
+                    replies.append(r)
 
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, cb=collect)
+        sub = await self.nc.subscribe(f"{inbox}.>", cb=collect)
         try:
-            for subject in [f"$SRV.STATS.{k}" for k in self.kinds] or ["$SRV.STATS"]:
-                await self.nc.publish(subject, b"", reply=inbox)
+            kinds = self.kinds or subjects.CENTRAL_KINDS + subjects.AGENT_KINDS
+            for k in kinds:
+                if k not in subjects.AGENT_KINDS:
+                    await self.nc.publish(f"$SRV.STATS.{k}", b"", reply=f"{inbox}.c.{k}")
+            agents = [k for k in kinds if k in subjects.AGENT_KINDS]
+            for i, host in enumerate(list(self.hosts()) if agents else ()):
+                if i and i % 1000 == 0:
+                    await asyncio.sleep(0)  # a large fleet's requests do not hold the loop
+                for k in agents:
+                    try:
+                        subject = subjects.service_stats(k, host)
+                    except InvalidId:
+                        break
+                    await self.nc.publish(subject, b"", reply=f"{inbox}.a.{k}.{host}")
             await self.nc.flush()
             await asyncio.sleep(self.window_s)  # a scatter-gather has no last reply to wait for
         finally:
             await sub.unsubscribe()
         return replies
+
+    def attribute(self, key: list[str], r: dict) -> dict | None:
+        """The reply as it may be rendered, given the key of the subject it answered."""
+        if len(key) == 2 and key[0] == "c":
+            if r["name"] != key[1]:
+                self.refused += 1
+                return None
+            return r
+        if len(key) == 3 and key[0] == "a":
+            meta = r.get("metadata")
+            instance = meta.get("instance") if isinstance(meta, dict) else None
+            # The agent names its own instance (within its own rows); kind and host are the asked ones.
+            return {**r, "name": key[1], "metadata": {"instance": str(instance or "")[:200], "host": key[2]}}
+        return None
 
     def render(self, replies: list[dict]) -> str:
         now = self.clock()
