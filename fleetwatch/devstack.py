@@ -90,9 +90,12 @@ class DevState:
         self.file.write_text(json.dumps(self.data, indent=2) + "\n")
 
     def secret(self, name: str) -> str:
+        """A generated secret in a file created 0600: the commander's jobs run as another user
+        (services/commander/policy.py), which must never read the gateway's key, not even once."""
         p = self.root / name
         if not p.exists():
-            p.write_text(secrets.token_urlsafe(18) + "\n")
+            with os.fdopen(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(secrets.token_urlsafe(18) + "\n")
         os.chmod(p, 0o600)
         return p.read_text().strip()
 
@@ -194,6 +197,9 @@ def prepare(state: DevState, callout_ttl: float = 30.0) -> dict:
     inv = natsconfig.load_inventory(inv_path)
     # Registration on, whatever an older state dir's inventory says (the same nats.conf as production).
     inv = msgspec.structs.replace(inv, server=msgspec.structs.replace(inv.server, registration=True))
+    # JetStream keeps the audit trail and the registered hosts' hashed secrets: the server's only.
+    (state.root / "jetstream").mkdir(mode=0o700, exist_ok=True)
+    os.chmod(state.root / "jetstream", 0o700)
     creds = natsconfig.write_config(
         inv, state.root / "nats", store_dir=str(state.root / "jetstream"), listen=f"127.0.0.1:{nats_port}"
     )

@@ -242,7 +242,7 @@ async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
 
 async def test_malformed_request_is_400_and_dead_lettered(cmd, nc):
     js = nc.jetstream()
-    psub = await js.pull_subscribe("fleet.deadletter.commander", durable=None)
+    psub = await js.pull_subscribe(subjects.deadletter("commander", HOST), durable=None)  # the host's own
     msg = await nc.request(subjects.ctl(HOST, "apps.start"), b'{"actor": "eve", "name": 42}', timeout=10)
     assert msg.headers["Nats-Service-Error-Code"] == "400"
     assert "$.name" in msg.headers["Nats-Service-Error"]
@@ -327,6 +327,7 @@ async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
         "jobs.run",
         {
             "actor": "carol",
+            "role": "admin",  # inline code: an admin's (tests/test_trust_policy.py)
             "argv": [sys.executable, "-c", "print('hello from job'); import sys; sys.exit(4)"],
             "timeout_s": 30,
         },
@@ -357,7 +358,7 @@ async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
             break
         await asyncio.sleep(0.05)
     assert s.state == "timeout" and not pid_alive(slow.pid)
-    again = (await ctl(nc, HOST, "jobs.restart", {"actor": "carol", "id": job_id}, JobReply)).job
+    again = (await ctl(nc, HOST, "jobs.restart", {"actor": "carol", "role": "admin", "id": job_id}, JobReply)).job
     assert again.id != job_id and again.argv == j.argv
 
     listing = await ctl(nc, HOST, "jobs.list", {"actor": "carol"}, JobListReply)

@@ -66,7 +66,10 @@ def _wait_ready(proc: subprocess.Popen, timeout: float) -> tuple[float, list[str
 
 
 def _ctrl_c(proc: subprocess.Popen) -> list[int]:
-    family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    try:
+        family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:  # it exited already: let the test's own failure show
+        return []
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(40)
     deadline = time.monotonic() + 10
@@ -241,6 +244,12 @@ def _wait(pred, timeout: float, what: str):
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
+def _tail(lines: list[str], what: object) -> str:
+    """An assertion's message: what differed, and the supervisor's lines and the stack's last output."""
+    ours = [ln for ln in lines if "supervisor  |" in ln]
+    return f"{what}\nsupervisor:\n" + "\n".join(ours) + "\nlast output:\n" + "\n".join(lines[-80:])
+
+
 def _healthz(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
@@ -344,7 +353,7 @@ def test_a_sigkilled_service_is_back_within_10s_and_the_others_never_stop(taken_
     proc, lines, state, _ = taken_nats_stack
     gw_port = json.loads((state / "stack.json").read_text())["gateway_port"]
     before = _supervised(proc)
-    assert {"nats", "postgres", "gateway", "alerter", "ingest"} <= set(before), before
+    assert {"nats", "postgres", "gateway", "alerter", "ingest"} <= set(before), _tail(lines, before)
     for victim in ("gateway", "alerter"):
         os.kill(before[victim], signal.SIGKILL)
         t0 = time.monotonic()
@@ -359,7 +368,7 @@ def test_a_sigkilled_service_is_back_within_10s_and_the_others_never_stop(taken_
         now = _supervised(proc)
         assert now[victim] == new
         others = {k: v for k, v in before.items() if k not in ("gateway", "alerter")}
-        assert {k: now.get(k) for k in others} == others, "another process was restarted"
+        assert {k: now.get(k) for k in others} == others, _tail(lines, "another process was restarted")
         before[victim] = new
 
     # nats-server is supervised the same way: back on its port, and the services reconnect to it
@@ -367,7 +376,8 @@ def test_a_sigkilled_service_is_back_within_10s_and_the_others_never_stop(taken_
     os.kill(before["nats"], signal.SIGKILL)
     _wait(lambda: (p := _supervised(proc).get("nats")) not in (None, before["nats"]) and p, 10, "nats back")
     now = _supervised(proc)
-    assert {k: now.get(k) for k in before if k != "nats"} == {k: v for k, v in before.items() if k != "nats"}
+    kept = {k: v for k, v in before.items() if k != "nats"}
+    assert {k: now.get(k) for k in kept} == kept, _tail(lines, "a service was restarted with nats")
 
     async def reach() -> None:
         creds = json.loads((state / "nats" / "credentials.json").read_text())

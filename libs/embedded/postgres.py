@@ -88,6 +88,14 @@ def _as_pg_user() -> list[str]:
     return ["setpriv", f"--reuid={PG_USER}", f"--regid={PG_USER}", "--init-groups", "--"]
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Created 0600, never readable by others even for a moment (a job's user may be watching)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
 def _chown_pg(path: Path) -> None:
     if os.geteuid() == 0:
         pw = pwd.getpwnam(PG_USER)
@@ -144,12 +152,10 @@ class PostgresCluster:
         os.chmod(self.data_dir, 0o700)
         _chown_pg(self.data_dir)
         if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            os.chmod(self.password_file, 0o600)
+            _write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
         # initdb reads the password from a file the postgres account can read; it is removed after.
         pwfile = self.data_dir.parent / f".initpw-{os.getpid()}"
-        pwfile.write_text(self.password + "\n")
-        os.chmod(pwfile, 0o600)
+        _write_private(pwfile, self.password + "\n")
         _chown_pg(pwfile)
         try:
             subprocess.run(

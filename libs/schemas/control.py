@@ -7,6 +7,8 @@ its token's name; the commander copies it into the AuditRecord. Errors are NATS 
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal
 
 from .base import Message, Part
@@ -35,6 +37,105 @@ ERROR_CODES = {
     429: "too many requests",
     500: "internal error",
 }
+
+
+# -- who runs what: the run-as policy ----------------------------------------------------------
+# The gateway fills `role` with the authenticated caller's role and `policy` with the host's policy
+# (KV `fleet_policy`) in jobs.run, jobs.restart and apps.register. Only the gateway (and the NATS
+# `admin` identity) may publish on fleet.ctl.*, so the commander takes both as the gateway's word.
+# A request without a role gets an operator's rules; one without a policy, the host's default.
+Role = Literal["", "viewer", "operator", "admin"]
+
+# Base names of programs that run code they are given (shells, interpreters) or run another
+# program (wrappers): as a plain `executables` entry they would let an operator run anything, so
+# they may only be allowlisted as an argv prefix naming what they run. A guard against an admin's
+# slip, matched on the name; what operators may run is the allowlist itself, matched by realpath.
+RUNS_CODE_RE = re.compile(
+    r"^(?:[a-z]{0,4}sh|busybox|toybox|python[0-9.]*|pypy[0-9.]*|perl[0-9.]*|ruby[0-9.]*|irb|node(?:js)?|deno|bun"
+    r"|php[0-9.]*|lua(?:jit|[0-9.]*)|tclsh[0-9.]*|wish[0-9.]*|expect|[gmn]?awk|sed|env|sudo|su|doas|runuser"
+    r"|setpriv|setsid|chroot|nsenter|unshare|xargs|find|nice|nohup|timeout|stdbuf|ionice|taskset|chrt|flock"
+    r"|strace|ltrace|gdb|script|watch|time|systemd-run|java|jshell|julia|R|Rscript|erl|escript|elixir|guile"
+    r"|sbcl|racket|vim?|nvim|emacs|ed|less|more|man|git|ssh|make|docker|podman|kubectl)$"
+)
+# Options after which an interpreter reads code from the next argument: an argv prefix that ends
+# with one would let the operator supply that code.
+INLINE_CODE_OPTIONS = frozenset({"-c", "-e", "-E", "--eval", "-p", "--print", "-r", "--command", "-x"})
+USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+MAX_POLICY_ENTRIES = 256
+
+
+class RunPolicy(Part, kw_only=True, frozen=True):
+    """Who a host's jobs and apps run as, and what an operator may run there. An admin may run
+    anything as anyone (the host's denylist still applies); an operator only what is listed."""
+
+    # Jobs and apps that name no user run as this one; "" = the host's own default
+    # (FLEETWATCH_COMMANDER_RUN_AS, `nobody` unless its owner chose another). Never root.
+    run_as: str = ""
+    # Absolute paths an operator may run with any arguments; the host resolves argv[0] and each
+    # entry with realpath and compares those (a copy or a symlink of a shell is not /usr/bin/ls).
+    executables: list[str] = []
+    # argv an operator's command must start with exactly (the first an absolute path): how an
+    # interpreter is allowed, with the script it runs, e.g. ["/usr/bin/python3", "/opt/report.py"].
+    argv_prefixes: list[list[str]] = []
+    # Users besides run_as an operator may name; never root (nor any uid 0 on the host).
+    operator_users: list[str] = []
+
+
+# What an operator may run where no policy is stored (the commander's default, which its owner may
+# change): programs that only report, under both the merged (/usr/bin) and the classic (/bin)
+# layouts. Run as an unprivileged user, they read what any local account may read.
+DEFAULT_OPERATOR_EXECUTABLES: tuple[str, ...] = tuple(
+    f"{d}/{name}"
+    for name in "true false echo sleep id whoami uptime date uname hostname df du free nproc ls stat cat head tail wc ps".split()
+    for d in ("/usr/bin", "/bin")
+)
+DEFAULT_RUN_POLICY = RunPolicy(executables=list(DEFAULT_OPERATOR_EXECUTABLES))
+
+
+def _path_problem(path: str, what: str) -> str:
+    if not path.startswith("/") or any(ord(c) < 32 for c in path):
+        return f"{what} {path!r} must be an absolute path without control characters"
+    if os.path.normpath(path) != path:
+        return f"{what} {path!r} must be a normalised path (no '.', '..' or '//')"
+    return ""
+
+
+def policy_problems(p: RunPolicy) -> list[str]:
+    """Why a policy is not acceptable (empty: it is). What only the host can tell (does a user or a
+    file exist, is it uid 0 there) the commander checks when it applies the policy."""
+    out: list[str] = []
+    if len(p.executables) + len(p.argv_prefixes) + len(p.operator_users) > MAX_POLICY_ENTRIES:
+        out.append(f"at most {MAX_POLICY_ENTRIES} entries in all")
+    for name, what in [(p.run_as, "run_as"), *((u, "operator user") for u in p.operator_users)]:
+        if name == "" and what == "run_as":
+            continue
+        if not USER_RE.match(name):
+            out.append(f"{what} {name!r} is not a user name ([a-z_][a-z0-9_.-]*, at most 32 characters)")
+        elif name == "root":
+            out.append(f"{what} may not be root: operators never run as root, and nothing runs as root by default")
+    for exe in p.executables:
+        problem = _path_problem(exe, "executable")
+        if problem:
+            out.append(problem)
+        elif RUNS_CODE_RE.match(os.path.basename(exe)):
+            out.append(
+                f"executable {exe!r} runs whatever code or program it is given: allowlist it in "
+                f"argv_prefixes with what it runs (e.g. [{exe!r}, '/opt/tools/report.py'])"
+            )
+    for prefix in p.argv_prefixes:
+        if not prefix:
+            out.append("an argv prefix is empty")
+            continue
+        problem = _path_problem(prefix[0], "argv prefix program")
+        if problem:
+            out.append(problem)
+        elif RUNS_CODE_RE.match(os.path.basename(prefix[0])) and len(prefix) < 2:
+            out.append(f"argv prefix {prefix!r} names an interpreter or wrapper alone: add what it runs")
+        elif prefix[-1] in INLINE_CODE_OPTIONS:
+            out.append(f"argv prefix {prefix!r} ends with {prefix[-1]!r}: the operator would supply the code")
+        if any("\x00" in a or len(a) > 4096 for a in prefix):
+            out.append(f"argv prefix {prefix[:2]!r}... has an argument with a NUL byte or over 4096 characters")
+    return out
 
 
 # -- what an app runs: one variant per runtime ----------------------------------------------
@@ -104,6 +205,8 @@ class AppRegisterRequest(Message, kw_only=True, frozen=True):
     # process backend: take over this running process (one procs.scan found) instead of starting
     # a new one; its command line must be the spec's argv.
     adopt_pid: int | None = None
+    role: Role = ""  # the caller's, set by the gateway (see RunPolicy)
+    policy: RunPolicy | None = None
 
 
 class AppRequest(Message, kw_only=True, frozen=True):
@@ -153,9 +256,11 @@ class JobRunRequest(Message, kw_only=True, frozen=True):
     actor: str
     argv: list[str]
     cwd: str = ""
-    user: str = ""
+    user: str = ""  # empty: the policy's run_as
     env: dict[str, str] = {}
     timeout_s: float = 300.0
+    role: Role = ""  # the caller's, set by the gateway (see RunPolicy)
+    policy: RunPolicy | None = None
 
 
 class JobRequest(Message, kw_only=True, frozen=True):
@@ -164,6 +269,9 @@ class JobRequest(Message, kw_only=True, frozen=True):
     actor: str
     id: str
     lines: int = 200  # jobs.logs only
+    # jobs.restart runs the command again under the rules of whoever asks now, not the first caller's.
+    role: Role = ""
+    policy: RunPolicy | None = None
 
 
 class JobListRequest(Message, kw_only=True, frozen=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from libs.runtime import HostSettings, LogSettings, NatsSettings
+from libs.schemas.control import DEFAULT_OPERATOR_EXECUTABLES
 
 # Commands no app or job may run, whatever its arguments (matched on the executable's base name).
 DEFAULT_DENYLIST = [
@@ -66,6 +67,13 @@ class CommanderConfig(msgspec.Struct, kw_only=True, frozen=True):
     denylist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_DENYLIST))
     allowlist: list[str] = []  # non-empty: only these executables (base names or full paths)
     rate_per_app_s: float = 1.0  # at most one operation per app per this many seconds
+    # The run-as policy where the gateway sends none (services/commander/policy.py): jobs and apps
+    # that name no user run as run_as, which must not be root; operators may run these programs
+    # (realpath'd) with any arguments, or commands starting with one of these argv prefixes.
+    run_as: str = "nobody"
+    operator_executables: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_OPERATOR_EXECUTABLES))
+    operator_argv_prefixes: list[list[str]] = []
+    operator_users: list[str] = []
     # jobs
     job_concurrency: int = 4
     job_max_timeout_s: float = 3600.0

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -23,6 +24,25 @@ from .exits import until_gone
 _ENC = msgspec.json.Encoder()
 _DEC = msgspec.json.Decoder(JobInfo)
 FINISHED = ("succeeded", "failed", "timeout", "stopped")
+# A listing shows each job's command line shortened to this (jobs.get has it whole): one reply
+# carries up to 1000 jobs and must stay within the server's max_payload, or every viewer's
+# /jobs fails until the big jobs are cleaned up.
+LIST_ARGS = 32
+LIST_ARG_CHARS = 256
+
+
+def brief(info: JobInfo) -> JobInfo:
+    """`info` with a long argv cut down for a listing; the cut is said in the argv itself."""
+    argv = info.argv
+    if len(argv) <= LIST_ARGS and all(len(a) <= LIST_ARG_CHARS for a in argv):
+        return info
+    shown = [
+        a if len(a) <= LIST_ARG_CHARS else f"{a[:LIST_ARG_CHARS]}…(+{len(a) - LIST_ARG_CHARS} chars)" for a in argv
+    ]
+    shown = shown[:LIST_ARGS]
+    if len(argv) > LIST_ARGS:
+        shown.append(f"…(+{len(argv) - LIST_ARGS} more arguments)")
+    return msgspec.structs.replace(info, argv=shown)
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -75,10 +95,21 @@ class JobRunner:
             raise not_found(f"no job {job_id!r} on this host")
         return job
 
-    def recent(self, limit: int) -> list[JobInfo]:
-        """The newest `limit` jobs (at most 1000), newest first."""
+    def recent(self, limit: int, max_bytes: int | None = None) -> list[JobInfo]:
+        """The newest `limit` jobs (at most 1000), newest first, argv shortened (`brief`); with
+        `max_bytes`, only as many as encode within it (older ones are left out). The commander
+        passes half the server's max_payload: a reply over it would never arrive."""
         infos = sorted((j.info for j in self.jobs.values()), key=lambda i: i.created, reverse=True)
-        return infos[: max(0, min(limit, 1000))]
+        out: list[JobInfo] = []
+        size = 0
+        for info in infos[: max(0, min(limit, 1000))]:
+            shown = brief(info)
+            if max_bytes is not None:
+                size += len(_ENC.encode(shown)) + 1
+                if size > max_bytes:
+                    break
+            out.append(shown)
+        return out
 
     async def run(
         self,
@@ -209,13 +240,16 @@ class JobRunner:
             await asyncio.wait_for(asyncio.shield(job.task), 15)
         return job.info
 
-    async def restart(self, job_id: str, actor: str) -> JobInfo:
+    async def restart(self, job_id: str, actor: str, check: Callable[..., tuple[list[str], str]]) -> JobInfo:
+        """Run a job's command again; `check(argv, cwd, user, env)` applies the rules of whoever
+        asks now (an operator must not rerun, as root, what an admin once ran)."""
         job = self.get(job_id)
-        if job.info.state == "running":
-            await self.stop(job_id)
         if not job.argv or not job.timeout_s:
             raise conflict(f"job {job_id} ran before the commander restarted; run it again with jobs.run")
-        return await self.run(job.argv, job.info.argv, job.info.cwd, job.info.user, job.env, job.timeout_s, actor)
+        argv, user = check(list(job.info.argv), job.info.cwd, job.info.user, dict(job.env))
+        if job.info.state == "running":
+            await self.stop(job_id)
+        return await self.run(argv, job.info.argv, job.info.cwd, user, job.env, job.timeout_s, actor)
 
     def logs(self, job_id: str, lines: int) -> list[str]:
         self.get(job_id)

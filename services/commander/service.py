@@ -49,11 +49,11 @@ from . import logfiles, scan
 from .config import CommanderConfig
 from .errors import CtlError, bad, conflict, not_found
 from .jobs import JobRunner
+from .policy import RunAs
 from .process_backend import ProcApp, ProcessBackend
 from .ratelimit import RateLimiter
 from .store import AppRecord, Store
 from .systemd_backend import SystemdBackend
-from .validate import Validator
 
 log = logging.getLogger("commander")
 VERSION = "0.1.0"
@@ -105,7 +105,7 @@ class Commander:
         self.js = nc.jetstream()
         self.host = host
         self.store = Store(Path(config.state_dir))
-        self.validator = Validator(config.denylist, config.allowlist)
+        self.run_as = RunAs(config)  # who jobs and apps run as, and what an operator may run
         self.limiter = RateLimiter(config.rate_per_app_s)
         self.records: dict[str, AppRecord] = {}
         self.argv: dict[str, list[str]] = {}
@@ -152,7 +152,7 @@ class Commander:
             self.records = {}
         for name, rec in self.records.items():
             try:
-                self.argv[name] = self.validator.argv_of(rec.spec)
+                self.argv[name] = self.run_as.argv_of(rec)
             except CtlError as exc:
                 log.error("registered app %s is no longer valid: %s", name, exc.message, extra={"app": name})
                 self.argv[name] = []
@@ -221,7 +221,7 @@ class Commander:
                 raise bad(f"malformed {verb} request: {exc.reason} (at {exc.path})") from None
             actor = r.actor
             target = _target(r, target_field)
-            params = {k: v for k, v in msgspec.to_builtins(r).items() if k not in ("actor", "v")}
+            params = {k: v for k, v in msgspec.to_builtins(r).items() if k not in ("actor", "v", "policy")}
             if not actor:
                 raise bad("actor is required: the user or automation on whose behalf this runs")
             if mutating and target:
@@ -387,8 +387,7 @@ class Commander:
         return AppListReply(host=self.host, apps=[await self._info(rec) for rec in self.records.values()])
 
     async def apps_register(self, r: AppRegisterRequest) -> AppReply:
-        spec = r.spec
-        argv = self.validator.check_spec(spec)
+        spec, argv = self.run_as.app(r.role, r.policy, r.spec, r.adopt_pid)
         if r.adopt_pid is not None and spec.backend != "process":
             raise bad("adopt_pid works with the process backend only (systemd owns its units' processes)")
         old = self.records.get(spec.name)
@@ -571,11 +570,11 @@ class Commander:
 
     # -- jobs ------------------------------------------------------------------------------
     async def jobs_run(self, r: JobRunRequest) -> JobReply:
-        argv = self.validator.check_job(r.argv, r.cwd, r.user, r.env)
-        return JobReply(job=await self.jobs.run(argv, list(r.argv), r.cwd, r.user, dict(r.env), r.timeout_s, r.actor))
+        argv, user = self.run_as.job(r.role, r.policy, r.argv, r.cwd, r.user, r.env)
+        return JobReply(job=await self.jobs.run(argv, list(r.argv), r.cwd, user, dict(r.env), r.timeout_s, r.actor))
 
     async def jobs_list(self, r: JobListRequest) -> JobListReply:
-        return JobListReply(host=self.host, jobs=self.jobs.recent(r.limit))
+        return JobListReply(host=self.host, jobs=self.jobs.recent(r.limit, self.nc.max_payload // 2))
 
     async def jobs_get(self, r: JobRequest) -> JobReply:
         return JobReply(job=self.jobs.get(r.id).info)
@@ -584,7 +583,7 @@ class Commander:
         return JobReply(job=await self.jobs.stop(r.id))
 
     async def jobs_restart(self, r: JobRequest) -> JobReply:
-        return JobReply(job=await self.jobs.restart(r.id, r.actor))
+        return JobReply(job=await self.jobs.restart(r.id, r.actor, lambda *a: self.run_as.job(r.role, r.policy, *a)))
 
     async def jobs_logs(self, r: JobRequest) -> JobLogsReply:
         if not 0 <= r.lines <= logfiles.MAX_TAIL:

@@ -15,6 +15,11 @@ from .errors import bad, forbidden
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_ARGS = 256
 MAX_ARG_LEN = 8192
+# Whole command line and whole environment, in UTF-8 bytes (each string plus its terminator, as
+# execve counts them). Per-argument limits alone let 256 x 8 KiB = 2 MiB through, and every
+# listing, status and audit record that carries the argv then carries that.
+MAX_ARGV_BYTES = 128 * 1024
+MAX_ENV_BYTES = 64 * 1024
 
 
 class Validator:
@@ -51,6 +56,15 @@ class Validator:
         for a in args:
             if len(a) > MAX_ARG_LEN or "\x00" in a:
                 raise bad("an argument is too long or contains a NUL byte")
+
+    @staticmethod
+    def check_sizes(argv: list[str], env: dict[str, str]) -> None:
+        size = sum(len(a.encode()) + 1 for a in argv)
+        if size > MAX_ARGV_BYTES:
+            raise bad(f"the command line is {size} bytes; at most {MAX_ARGV_BYTES} are accepted")
+        size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+        if size > MAX_ENV_BYTES:
+            raise bad(f"the environment is {size} bytes; at most {MAX_ENV_BYTES} are accepted")
 
     @staticmethod
     def check_user(user: str) -> None:
@@ -98,6 +112,7 @@ class Validator:
             exe = self.resolve_executable(run.interpreter, spec.cwd, path)
             self.check_command(exe, run.interpreter)
             self.check_args(run.args)
+            self.check_sizes([exe, full, *run.args], spec.env)
             return [exe, full, *run.args]
         assert isinstance(run, BinaryRun)
         if not run.argv:
@@ -105,6 +120,7 @@ class Validator:
         exe = self.resolve_executable(run.argv[0], spec.cwd, path)
         self.check_command(exe, run.argv[0])
         self.check_args(run.argv[1:])
+        self.check_sizes(run.argv, spec.env)
         return [exe, *run.argv[1:]]
 
     def check_spec(self, spec: AppSpec) -> list[str]:
@@ -120,6 +136,8 @@ class Validator:
     def check_job(self, argv: list[str], cwd: str, user: str, env: dict[str, str]) -> list[str]:
         if not argv:
             raise bad("argv is empty")
+        # Before anything looks at the strings: cheap, and the refusal names the real problem.
+        self.check_sizes(argv, env)
         self.check_cwd(cwd)
         self.check_user(user)
         self.check_env(env)

@@ -18,6 +18,7 @@ from .controllers import (
     history,
     hosts,
     jobs,
+    policy,
     processes,
     registration,
     replication,
@@ -41,6 +42,7 @@ CONTROLLERS = [
     stream.StreamController,
     apps.AppsController,
     jobs.JobsController,
+    policy.PolicyController,
     scan.ScanController,
     webhook.WebhookController,
     replication.ReplicationController,
@@ -99,6 +101,13 @@ ROUTE_ROLES: dict[str, str | None] = {
     "POST /api/v1/hosts/{host}/jobs/{job_id}/restart": "operator",
     "GET /api/v1/hosts/{host}/jobs/{job_id}/logs": "operator",
     "GET /api/v1/hosts/{host}/scan": "operator",
+    # the run-as policy of jobs and apps (who they run as, what operators may run): admins only
+    "GET /api/v1/policy": "admin",
+    "PUT /api/v1/policy": "admin",
+    "DELETE /api/v1/policy": "admin",
+    "GET /api/v1/hosts/{host}/policy": "admin",
+    "PUT /api/v1/hosts/{host}/policy": "admin",
+    "DELETE /api/v1/hosts/{host}/policy": "admin",
     # authenticated by its HMAC signature, not a token
     "POST /api/v1/webhook/command": None,
     # replicator: anyone may see how replication went; running one is an operator's action

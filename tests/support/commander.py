@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -107,9 +108,11 @@ async def app_op(nc, host: str, verb: str, name: str, actor: str = "alice"):
     return (await past_rate_limit(nc, host, verb, {"actor": actor, "name": name}, AppReply)).app
 
 
-async def register_app(nc, host: str, spec: dict, actor: str = "alice", **body):
-    """apps.register past the rate limit; returns the AppInfo."""
-    return (await past_rate_limit(nc, host, "apps.register", {"actor": actor, "spec": spec, **body}, AppReply)).app
+async def register_app(nc, host: str, spec: dict, actor: str = "alice", role: str = "admin", **body):
+    """apps.register past the rate limit, as the gateway sends it for an admin (the only role that
+    may register: tests/test_trust_policy.py checks what an operator may); returns the AppInfo."""
+    body = {"actor": actor, "role": role, "spec": spec, **body}
+    return (await past_rate_limit(nc, host, "apps.register", body, AppReply)).app
 
 
 async def app_status(nc, host: str, name: str):
@@ -155,6 +158,8 @@ class CommanderProcess:
         self.env["FLEETWATCH_COMMANDER_STATE_DIR"] = str(state_dir)
         self.env.setdefault("FLEETWATCH_COMMANDER_RECONCILE_INTERVAL_S", "0.5")
         self.env.setdefault("FLEETWATCH_LOG_LEVEL", "INFO")
+        if os.geteuid() != 0:  # it cannot switch to `nobody`: its jobs and apps run as itself
+            self.env.setdefault("FLEETWATCH_COMMANDER_RUN_AS", pwd.getpwuid(os.geteuid()).pw_name)
         for k, v in settings.items():
             self.env[f"FLEETWATCH_COMMANDER_{k.upper()}"] = v
         self.state_dir = state_dir

@@ -29,6 +29,7 @@ from ..masking import for_actor, sees_secrets
 from ..state import Gateway, GatewayDep
 from .common import HostParam, typed
 from .ctlclient import call
+from .policy import run_as_fields
 
 NameParam = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64, description="app name")]
 LOG_LEASE_S = 30.0
@@ -74,6 +75,7 @@ class AppsController(Controller):
             "spec": msgspec.to_builtins(data.spec),
             "replace": data.replace,
             "start": data.start,
+            **await run_as_fields(gw, host, actor.role),
         }
         return for_actor(await call(gw.nc, host, "apps.register", body, AppReply, timeout=60), actor)
 

@@ -19,6 +19,7 @@ from ..masking import for_actor
 from ..state import GatewayDep
 from .common import HostParam
 from .ctlclient import call
+from .policy import run_as_fields
 
 JobIdParam = Annotated[str, Parameter(pattern=r"^job_\d{8}_\d{6}_[0-9a-f]{6}$", max_length=40, description="job id")]
 CTL_ERRORS = errors(400, 403, 404, 409, 429, 502, 503, 504)
@@ -49,7 +50,8 @@ class JobsController(Controller):
 
     @post("/", summary="Run a one-shot command (argv, never a shell)", status_code=201, responses=CTL_ERRORS)
     async def run(self, host: HostParam, data: JSONBody[JobSubmission], gw: GatewayDep, actor: ActorDep) -> JobReply:
-        reply = await call(gw.nc, host, "jobs.run", {"actor": actor.username, **msgspec.to_builtins(data)}, JobReply)
+        body = {"actor": actor.username, **msgspec.to_builtins(data), **await run_as_fields(gw, host, actor.role)}
+        reply = await call(gw.nc, host, "jobs.run", body, JobReply)
         return for_actor(reply, actor)
 
     @post(
@@ -77,7 +79,8 @@ class JobsController(Controller):
         "/{job_id:str}/restart", summary="Run a job's command again (a new job)", status_code=201, responses=CTL_ERRORS
     )
     async def restart(self, host: HostParam, job_id: JobIdParam, gw: GatewayDep, actor: ActorDep) -> JobReply:
-        reply = await call(gw.nc, host, "jobs.restart", {"actor": actor.username, "id": job_id}, JobReply)
+        body = {"actor": actor.username, "id": job_id, **await run_as_fields(gw, host, actor.role)}
+        reply = await call(gw.nc, host, "jobs.restart", body, JobReply)
         return for_actor(reply, actor)
 
     @get("/{job_id:str}/logs", summary="The last lines of a job's output", responses=CTL_ERRORS)
