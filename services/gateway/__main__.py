@@ -41,7 +41,12 @@ class GatewayService:
                 host=config.host,
                 port=config.port,
                 log_config=None,  # our JSON logging, set up by the runtime
-                access_log=False,  # query strings may carry live-stream tokens
+                access_log=False,  # off; were it on, hardening's filter masks query secrets
+                # X-Forwarded-* only from the configured proxies. uvicorn's default trusts
+                # loopback (and $FORWARDED_ALLOW_IPS), so a client on the gateway's own host, or
+                # anything a local proxy passes through, could pick its own address.
+                proxy_headers=bool(config.forwarded_allow_ips),
+                forwarded_allow_ips=list(config.forwarded_allow_ips),
                 lifespan="on",
                 timeout_graceful_shutdown=3,
                 ws_max_size=1 << 20,

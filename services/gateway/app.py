@@ -31,6 +31,7 @@ from .config import GatewayConfig
 from .directory import seed_from_db
 from .errors import ErrorBody
 from .guard import OPENAPI_PATH, role_guard
+from .hardening import UNSTORABLE_TEXT, install_log_masking, refuse_control_chars, security_headers, unstorable_text
 from .routes import CONTROLLERS, ROUTE_ROLES
 from .servicestats import ServiceScraper, gateway_stats
 from .state import Gateway
@@ -67,7 +68,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await seed_from_db(gw.directory, pool)
         stack.push_async_callback(gw.hub.stop)
         gw.services = ServiceScraper(
-            nc, window_s=config.metrics_window_s, cache_s=config.metrics_cache_s, kinds=tuple(config.metrics_services)
+            nc,
+            window_s=config.metrics_window_s,
+            cache_s=config.metrics_cache_s,
+            kinds=tuple(config.metrics_services),
+            hosts=gw.directory.hosts.keys,  # agents are asked host by host (servicestats.py)
         )
         await open_stats(stack, nc, "gateway", gateway_stats(gw), description="fleetwatch REST, live stream and web UI")
         gw.loop_lag.start()
@@ -129,7 +134,11 @@ def body_too_deep(request: Request, exc: RecursionError) -> Response:
 
 async def log_exception(exc: Exception, scope: Scope) -> None:
     # Client errors are answered with their reason; anything else is a bug worth a traceback.
-    if (isinstance(exc, HTTPException) and exc.status_code < 500) or _too_deep(scope, exc):
+    if (
+        (isinstance(exc, HTTPException) and exc.status_code < 500)
+        or _too_deep(scope, exc)
+        or isinstance(exc, UNSTORABLE_TEXT)
+    ):
         return
     log.error("request failed", exc_info=exc, extra={"route": scope.get("path_template") or scope.get("path", "")})
 
@@ -157,6 +166,7 @@ def check_route_table(app: Litestar) -> None:
 
 
 def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Litestar:
+    install_log_masking()  # before any server logs a URL
     handlers: list = list(CONTROLLERS)
     assets = ui_dir(settings) / "assets"
     if assets.is_dir():
@@ -169,7 +179,8 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
         lifespan=[lifespan] if lifespan_enabled else [],
-        middleware=[stats_middleware],
+        middleware=[stats_middleware, refuse_control_chars],
+        before_send=[security_headers],
         state=State({"config": settings}),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -188,7 +199,7 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
             security=[{"bearer": []}],
         ),
         after_exception=[log_exception],
-        exception_handlers={RecursionError: body_too_deep},
+        exception_handlers={RecursionError: body_too_deep, **dict.fromkeys(UNSTORABLE_TEXT, unstorable_text)},
         logging_config=None,
         debug=False,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Hashable
 
 import asyncpg
 import msgspec
@@ -120,9 +121,9 @@ class LoginLimiter:
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
-        self._fails: dict[str, list[float]] = {}
+        self._fails: dict[Hashable, list[float]] = {}
 
-    def retry_after(self, key: str, limit: int | None = None) -> float:
+    def retry_after(self, key: Hashable, limit: int | None = None) -> float:
         now = time.monotonic()
         fails = [t for t in self._fails.get(key, ()) if t > now - self.window_s]
         if fails:
@@ -133,10 +134,10 @@ class LoginLimiter:
             return 0.0
         return max(0.1, fails[-(limit or self.max_failures)] + self.window_s - now)
 
-    def failed(self, key: str) -> None:
+    def failed(self, key: Hashable) -> None:
         if len(self._fails) > 50_000:
             self._fails.clear()
         self._fails.setdefault(key, []).append(time.monotonic())
 
-    def succeeded(self, key: str) -> None:
+    def succeeded(self, key: Hashable) -> None:
         self._fails.pop(key, None)

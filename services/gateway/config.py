@@ -24,6 +24,10 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     log: LogSettings = LogSettings()
     host: str = "127.0.0.1"
     port: int = 8080
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR
+    # networks, "*" for any). Empty: none, the TCP peer is the client. Anyone who can reach the
+    # port could otherwise claim any address and dodge the per-client login limit.
+    forwarded_allow_ips: list[str] = []
     # HTTPS: certificate and key files (`fleetwatch certs` writes gateway.crt/.key); empty: plain HTTP.
     tls_cert: str = ""
     tls_key: str = ""
@@ -33,7 +37,8 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     session_ttl_s: float = 12 * 3600
     # sha512-crypt rounds for new hashes (pam_unix verifies any count; glibc's default is 5000).
     hash_rounds: int = 100_000
-    # Failed logins allowed per (username, client) within login_window_s before 429.
+    # Failed logins allowed per (username, client) within login_window_s before 429; a client
+    # over all accounts may fail 10x, and an account from all clients 4x as many.
     login_max_failures: int = 5
     login_window_s: float = 60.0
     # How long a resolved token's user (role, active) is trusted before the DB is asked again.

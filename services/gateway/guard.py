@@ -12,6 +12,18 @@ from .roles import allows
 OPENAPI_PATH = "/api/docs"
 UI_ASSETS = "/assets"  # the built web UI (ui/dist/assets), served without a token
 WS = "WS"
+# Every token the gateway issues is URL-safe base64 and `._` (a few hundred characters at most).
+MAX_TOKEN = 4096
+
+
+def token_problem(token: str) -> str:
+    """Why a presented token cannot be one of ours ('' when it could be). Checked before any
+    lookup: hmac.compare_digest refuses non-ASCII text with TypeError and PostgreSQL a NUL."""
+    if len(token) > MAX_TOKEN:
+        return f"malformed token (longer than {MAX_TOKEN} characters)"
+    if not all("!" <= c <= "~" for c in token):
+        return "malformed token (printable ASCII only)"
+    return ""
 
 
 def route_key(connection: ASGIConnection) -> str:
@@ -45,6 +57,8 @@ async def role_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if need is None:
         return
     token = bearer(connection)
+    if token and (why := token_problem(token)):
+        raise NotAuthorizedException(detail=why)
     actor = await connection.app.state.gateway.auth.resolve(token) if token else None
     if actor is None:
         raise NotAuthorizedException(

@@ -23,10 +23,12 @@ class Hasher:
         return self._ctx.hash(password)
 
     def verify(self, password: str, stored: str | None) -> bool:
-        if not stored or stored.startswith(("!", "*")):
-            self._ctx.verify(password, self._dummy)
-            return False
+        # A password crypt(3) cannot take (a NUL) is False either way, for a real hash or the
+        # dummy alike: raising for only one of them would tell which accounts exist.
         try:
+            if not stored or stored.startswith(("!", "*")):
+                self._ctx.verify(password, self._dummy)
+                return False
             return self._ctx.verify(password, stored)
         except (ValueError, TypeError):
             return False

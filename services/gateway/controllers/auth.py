@@ -17,10 +17,35 @@ from ..roles import LEVEL, Role
 from ..state import GatewayDep
 from ..tokens import new_api_token
 
+MAX_USERNAME = 64
+MAX_PASSWORD = 1024
+# Besides (account, client): a client over all accounts (password spraying) and an account over
+# all clients (one account guessed at from many addresses) may fail this many times
+# login_max_failures within the window.
+SPRAY_FACTOR = 10
+ACCOUNT_FACTOR = 4
+
 
 class LoginRequest(msgspec.Struct, kw_only=True, frozen=True):
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    # Lengths and characters are checked by the handler, not the decoder: a malformed login must
+    # be answered and counted like any failed one (msgspec's 400 would be neither counted nor,
+    # for a NUL, reached: the database and crypt(3) refuse it with a 500).
+    username: Annotated[str, msgspec.Meta(description=f"1-{MAX_USERNAME} characters, no control characters")]
+    password: Annotated[str, msgspec.Meta(description=f"1-{MAX_PASSWORD} characters, no NUL")]
+
+
+def login_problem(username: str, password: str) -> str:
+    """Why a login cannot be right whoever the account is ('' when it might be). Decided from the
+    request alone, so it answers the same for an account that exists and one that does not."""
+    if not 1 <= len(username) <= MAX_USERNAME:
+        return f"the username must be 1-{MAX_USERNAME} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in username):
+        return "the username contains a control character"
+    if not 1 <= len(password) <= MAX_PASSWORD:
+        return f"the password must be 1-{MAX_PASSWORD} characters"
+    if "\x00" in password:
+        return "the password contains a NUL character"
+    return ""
 
 
 class LoginResponse(msgspec.Struct, kw_only=True, frozen=True):
@@ -39,7 +64,7 @@ class Me(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class TokenRequest(msgspec.Struct, kw_only=True, frozen=True):
-    name: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    name: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
     # Defaults to the caller's role; never more than it.
     role: Role | None = None
     expires_in_s: Annotated[int, msgspec.Meta(gt=0, le=10 * 365 * 86400)] | None = None
@@ -75,13 +100,24 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post(
-        "/login", summary="Password login; returns a signed session token", responses=errors(401, 403, 429), security=[]
+        "/login",
+        summary="Password login; returns a signed session token",
+        responses=errors(400, 401, 403, 429),
+        security=[],
     )
     async def login(self, data: JSONBody[LoginRequest], request: Request, gw: GatewayDep) -> LoginResponse:
+        # The TCP peer, or what a configured proxy (forwarded_allow_ips) says the client is: a
+        # client's own X-Forwarded-For is not believed, so rotating it changes nothing.
         client = request.client.host if request.client else "?"
-        key = f"{data.username}|{client}"
-        # Per account and client, and per client over all accounts (password spraying).
-        wait = max(gw.limiter.retry_after(key), gw.limiter.retry_after(f"*|{client}", 10 * gw.limiter.max_failures))
+        username = data.username[:MAX_USERNAME]  # a malformed one is still counted, bounded
+        limits = gw.limiter
+        # Tuples: no username can spell another kind of key.
+        keys = (("login", username, client), ("client", client), ("account", username))
+        wait = max(
+            limits.retry_after(keys[0]),
+            limits.retry_after(keys[1], SPRAY_FACTOR * limits.max_failures),
+            limits.retry_after(keys[2], ACCOUNT_FACTOR * limits.max_failures),
+        )
         if wait:
             gw.logins_limited += 1
             raise HTTPException(
@@ -89,19 +125,26 @@ class AuthController(Controller):
                 detail="too many failed logins; try again later",
                 headers={"Retry-After": str(int(wait) + 1)},
             )
+        why = login_problem(data.username, data.password)
+        if why:
+            for k in keys:
+                limits.failed(k)
+            gw.logins_failed += 1
+            raise HTTPException(status_code=400, detail=f"malformed login: {why}")
         row = await gw.pool.fetchrow(
             "SELECT id, username, password_hash, role, is_active FROM users WHERE username = $1", data.username
         )
         ok = await gw.hasher.verify_async(data.password, row["password_hash"] if row else None)
         if not ok:
-            gw.limiter.failed(key)
-            gw.limiter.failed(f"*|{client}")
+            for k in keys:
+                limits.failed(k)
             gw.logins_failed += 1
             raise HTTPException(status_code=401, detail="wrong username or password")
         if not row["is_active"]:
             gw.logins_failed += 1
             raise HTTPException(status_code=403, detail="account is deactivated")
-        gw.limiter.succeeded(key)
+        # The account-wide count stays: the owner signing in must not reset an attacker's budget.
+        limits.succeeded(keys[0])
         gw.logins_ok += 1
         token, exp = gw.signer.issue(row["id"], row["username"], gw.config.session_ttl_s)
         return LoginResponse(token=token, expires_at=exp, username=row["username"], role=row["role"])

@@ -20,9 +20,20 @@ from ..state import GatewayDep
 from ..userstore import PUBLIC_COLUMNS, Conflict, UserOut, announce, create_user, update_user, user_out
 
 Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="POSIX login name")]
-Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+# At least 8 characters, not all of them blank (8 spaces is no password), and no NUL: crypt(3)
+# cannot hash one (and pam_unix on the hosts could never match it). The lookahead keeps the
+# check linear in the length.
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8,
+        max_length=1024,
+        pattern=r"^(?=[^\x00]*$)\s*\S",
+        description="8-1024 characters, not only whitespace, no NUL",
+    ),
+]
 AbsPath = Annotated[str, msgspec.Meta(pattern=r"^/[^\x00\n:]*$", max_length=255)]
-Email = Annotated[str, msgspec.Meta(pattern=r"^([^@\s]+@[^@\s]+)?$", max_length=254)]
+Email = Annotated[str, msgspec.Meta(pattern=r"^([^@\s\x00]+@[^@\s\x00]+)?$", max_length=254)]
 Id = Annotated[int, msgspec.Meta(ge=1000, le=4_000_000_000 // 2)]
 
 

@@ -34,6 +34,7 @@ from libs.schemas.streams import WEBHOOK_REPLAY_BUCKET
 from ..errors import errors
 from ..state import Gateway, GatewayDep
 from .ctlclient import call
+from .policy import run_as_fields
 
 TS_HEADER = "x-fleetwatch-timestamp"
 SIG_HEADER = "x-fleetwatch-signature"
@@ -123,13 +124,21 @@ class WebhookController(Controller):
         ts = request.headers.get(TS_HEADER, "")
         sig = request.headers.get(SIG_HEADER, "")
         try:
-            ts_f = float(ts)
+            ts_f = float(ts) if ts.isascii() else math.nan
         except ValueError:
-            raise NotAuthorizedException(detail=f"missing or malformed {TS_HEADER} header") from None
+            ts_f = math.nan
+        # float() also reads "nan" and "inf": NaN compares False with everything, so without
+        # this a "nan" timestamp would pass the window check below forever (replayable once the
+        # replay record expires).
+        if not math.isfinite(ts_f):
+            raise NotAuthorizedException(
+                detail=f"missing or malformed {TS_HEADER} header (unix seconds, a finite number)"
+            )
         window = gw.config.webhook_window_s
         if abs(time.time() - ts_f) > window:
             raise NotAuthorizedException(detail=f"timestamp outside the {window:g}s window (check the sender's clock)")
-        if not sig or not hmac.compare_digest(sig, sign(secret, ts, body)):
+        # hmac.compare_digest raises TypeError for non-ASCII text (headers arrive as latin-1).
+        if not sig or not sig.isascii() or not hmac.compare_digest(sig, sign(secret, ts, body)):
             raise NotAuthorizedException(detail="bad signature")
         guard: ReplayGuard = request.app.state.setdefault("webhook_replay", ReplayGuard(gw))
         try:
@@ -145,8 +154,13 @@ class WebhookController(Controller):
             check_host_id(cmd.host)
         except (msgspec.DecodeError, InvalidId) as exc:
             raise HTTPException(status_code=400, detail=f"bad command: {exc}") from None
-        params = {k: v for k, v in cmd.params.items() if k != "actor"}
+        # Who asks is the gateway's to say: automation acts as an operator, whatever it sends.
+        params = {k: v for k, v in cmd.params.items() if k not in ("actor", "role", "policy")}
+        if cmd.verb == "jobs.run":
+            params.update(await run_as_fields(gw, cmd.host, "operator"))
+        # The actor lands in audit records and their table: printable characters only.
+        actor = "".join(c for c in cmd.actor[:64] if c.isprintable())
         reply = await call(
-            gw.nc, cmd.host, cmd.verb, {**params, "actor": f"webhook:{cmd.actor[:64]}"}, VERBS[cmd.verb], timeout=60
+            gw.nc, cmd.host, cmd.verb, {**params, "actor": f"webhook:{actor}"}, VERBS[cmd.verb], timeout=60
         )
         return msgspec.to_builtins(reply)
