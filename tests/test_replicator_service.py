@@ -58,7 +58,7 @@ async def test_event_manual_and_no_secrets(dbs_bare, nats_stack, nc, workdir):
     async def on_dead(msg) -> None:
         dead.append(msg)
 
-    dl_sub = await nc.subscribe(subjects.deadletter("replicator"), cb=on_dead)
+    dl_sub = await nc.subscribe(subjects.deadletter("replicator", HOST), cb=on_dead)
     audits: list = []
 
     async def on_audit(msg) -> None:

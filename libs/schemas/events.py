@@ -92,6 +92,9 @@ class ReplicationStatus(Message, kw_only=True, frozen=True):
     total: int = 0
     duration_ms: float = 0.0
     error: str = ""
+    # Central users this sync did not replicate, "name: reason" (a clash with a local account of
+    # the host, an invalid field...); at most 50, then one "+N more" entry.
+    skipped: list[str] = []
 
 
 class LogLine(Part, kw_only=True, frozen=True):

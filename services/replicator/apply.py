@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .source import COLUMNS, invalid_reason
+from .source import COLUMNS, LocalAccounts, invalid_reason
 
 _COLS = ", ".join(COLUMNS)
 _LOCAL_QUERY = f"SELECT {_COLS} FROM nss_users"
@@ -72,18 +72,24 @@ class Diff(msgspec.Struct, kw_only=True):
     skipped: list[tuple[str, str]]
 
 
-def diff(central, local: dict[int, tuple]) -> Diff:
+def diff(central, local: dict[int, tuple], accounts: LocalAccounts | None = None) -> Diff:
     """Compare central rows (tuples or Records in COLUMNS order) with the local ones by id.
 
     A central row that fails the checks counts as absent, so an account made invalid centrally
-    leaves the host rather than lingering in its old form.
+    leaves the host rather than lingering in its old form; so does one that clashes with the
+    host's own `accounts` (or a reserved name or id), however long it has been replicated.
     """
+    accounts = accounts if accounts is not None else LocalAccounts()
     seen: set[int] = set()
     upserts: list[tuple] = []
     skipped: list[tuple[str, str]] = []
     added = 0
     for row in central:
         rid = row[0]
+        clash = accounts.collision(row[1], row[6], row[7])
+        if clash:
+            skipped.append((str(row[1])[:64], clash))
+            continue
         old = local.get(rid)
         if old is not None and old == row:
             seen.add(rid)  # unchanged: it passed the checks when it was written
@@ -100,8 +106,9 @@ def diff(central, local: dict[int, tuple]) -> Diff:
     return Diff(upserts=upserts, removed=removed, added=added, total=len(seen), skipped=skipped)
 
 
-async def apply(conn, central, cache: LocalCache | None = None) -> Counts:
-    """Bring `nss_users` (on `conn`) to exactly the valid rows of `central`, atomically."""
+async def apply(conn, central, cache: LocalCache | None = None, accounts: LocalAccounts | None = None) -> Counts:
+    """Bring `nss_users` (on `conn`) to exactly the valid rows of `central` that clash with none
+    of the host's `accounts`, atomically."""
     cache = cache if cache is not None else LocalCache()
     try:
         async with conn.transaction():
@@ -111,7 +118,7 @@ async def apply(conn, central, cache: LocalCache | None = None) -> Counts:
                 cache.version = None
                 cache.rows = {r[0]: tuple(r) for r in await conn.fetch(_LOCAL_QUERY)}
             local = cache.rows
-            d = diff(central, local)
+            d = diff(central, local, accounts)
             # Deletes first: a name or uid freed by a removed account may be taken by a new one.
             if d.removed:
                 await conn.execute("DELETE FROM nss_users WHERE id = ANY($1::bigint[])", d.removed)

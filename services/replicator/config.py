@@ -19,3 +19,7 @@ class ReplicatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     retry_min: float = 1.0  # first retry after a failed sync; doubles up to retry_max
     retry_max: float = 60.0
     central_timeout: float = 10.0  # connect + query timeout against the central database
+    # The host's own accounts: central users with one of their names or uids are not replicated
+    # (they are reported in the status). In a container, mount the host's file and point here;
+    # empty: no local check (reserved names and ids are still refused).
+    local_passwd: str = "/etc/passwd"

@@ -22,7 +22,7 @@ from libs.schemas.replication import SyncRequest
 
 from . import apply as applier
 from .config import ReplicatorConfig
-from .source import fetch_active_users
+from .source import LocalAccounts, fetch_active_users
 
 log = logging.getLogger("replicator")
 
@@ -35,6 +35,14 @@ SYNC_REQUEST = Codec(SyncRequest)
 _PRIORITY = {"manual": 4, "event": 3, "start": 2, "retry": 1, "schedule": 0}
 # Anything shaped like a crypt(3) hash ($id$...): driver errors can quote a failing row.
 _HASHLIKE = re.compile(r"\$[A-Za-z0-9]{1,6}\$[^\s'\"(),]+")
+MAX_SKIPPED = 50  # skipped users named in a status or log line
+
+
+def skipped_list(skipped: list[tuple[str, str]]) -> list[str]:
+    out = [f"{name}: {why}" for name, why in skipped[:MAX_SKIPPED]]
+    if len(skipped) > MAX_SKIPPED:
+        out.append(f"+{len(skipped) - MAX_SKIPPED} more")
+    return out
 
 
 def describe(exc: BaseException) -> str:
@@ -168,15 +176,14 @@ class ReplicatorService:
         t0 = time.perf_counter()
         try:
             central = await fetch_active_users(self.config.central_dsn, self.config.central_timeout)
+            # Read each time: the host's accounts change without telling us.
+            accounts = LocalAccounts.read(self.config.local_passwd)
             async with self.pool.acquire() as conn:
-                counts = await applier.apply(conn, central, self._cache)
+                counts = await applier.apply(conn, central, self._cache, accounts)
             if counts.skipped:
                 log.warning(
                     "skipped central users that cannot be host accounts",
-                    extra={
-                        "skipped": [f"{name}: {why}" for name, why in counts.skipped[:50]],
-                        "count": len(counts.skipped),
-                    },
+                    extra={"skipped": skipped_list(counts.skipped), "count": len(counts.skipped)},
                 )
         except Exception as exc:  # noqa: BLE001 - any failure is reported, retried, never fatal
             status = ReplicationStatus(
@@ -205,6 +212,7 @@ class ReplicatorService:
                 removed=counts.removed,
                 total=counts.total,
                 duration_ms=(time.perf_counter() - t0) * 1000,
+                skipped=skipped_list(counts.skipped),
             )
             self.failures = 0
             self._cancel_retry()

@@ -4,6 +4,7 @@ become login accounts on a host."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import asyncpg
 
@@ -35,6 +36,59 @@ USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # passwd and shadow are colon/newline separated: a field holding either would forge entries.
 _BAD_FIELD = re.compile(r"[:\n\r\x00]")
 MIN_ID = 1000  # never replicate a system or root account
+# nobody/nogroup, and (uint16)-1 and (uint32)-1/-2, which chown(2) and setuid(2) read as "no id".
+RESERVED_IDS = frozenset({65534, 65535, 4294967294, 4294967295})
+# Names a central account must never take, whether or not this host's passwd lists them (a
+# container's may be minimal): a login named `root` or `daemon` would shadow or confuse them.
+RESERVED_NAMES = frozenset({"root", "daemon", "bin", "sys", "adm", "nobody", "nogroup", "sudo", "wheel"})
+
+
+class LocalAccounts:
+    """The host's own accounts, read from its passwd file (not through NSS, which would also
+    answer with the accounts we replicated). A central account with one of these names or uids
+    would be a second entry for the same name or uid: NSS serves the local one first, so the
+    central user would log in as a local account (its files, its sudo rights) or not at all."""
+
+    __slots__ = ("names", "path", "uids")
+
+    def __init__(self, path: str = "", names: dict[str, int] | None = None, uids: dict[int, str] | None = None):
+        self.path = path
+        self.names = names or {}
+        self.uids = uids or {}
+
+    @classmethod
+    def read(cls, path: str) -> LocalAccounts:
+        """Parse a passwd(5) file; an empty path means no local accounts are checked. A file that
+        cannot be read raises: syncing without knowing the local accounts could shadow them."""
+        accounts = cls(path)
+        if not path:
+            return accounts
+        for line in Path(path).read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            # Blank, comment, and NIS compat (+/-) lines name nobody in particular.
+            if len(fields) < 3 or not fields[0] or fields[0][0] in "#+-":
+                continue
+            accounts.names.setdefault(fields[0], -1)
+            try:
+                uid = int(fields[2])
+            except ValueError:
+                continue
+            accounts.names[fields[0]] = uid
+            accounts.uids.setdefault(uid, fields[0])
+        return accounts
+
+    def collision(self, username: str, uid: int | None, gid: int | None) -> str:
+        """Why this central account would clash with a local or reserved one ('' when it would
+        not). Asked on every sync, of unchanged rows too: the host's accounts change on their own."""
+        if username in RESERVED_NAMES:
+            return f"name {username!r} is reserved for a system account"
+        if uid in RESERVED_IDS or gid in RESERVED_IDS:
+            return "uid/gid is a reserved id (nobody, or -1 in 16 or 32 bits)"
+        if username in self.names:
+            return f"name {username!r} is a local account of this host"
+        if uid is not None and uid in self.uids:
+            return f"uid {uid} is this host's local account {self.uids[uid]!r}"
+        return ""
 
 
 def invalid_reason(row: tuple) -> str:
