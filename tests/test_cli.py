@@ -22,7 +22,7 @@ from fleetwatch.simulate import Simulator
 from libs.schemas.alerting import Rule
 from tests.conftest import ROOT, service_env
 from tests.support.alerting import reset_alerting, start_alerter, stop_alerter
-from tests.support.commander import CommanderProcess
+from tests.support.commander import APP_PYTHON, CommanderProcess
 from tests.support.gateway import create_database, drop_database, running_gateway
 from tests.support.pipeline import start_ingest, wait_until
 
@@ -288,7 +288,7 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
         "--python",
         str(d / "app.py"),
         "--interpreter",
-        sys.executable,
+        APP_PYTHON,
         "--start",
         role="admin",
     )
@@ -389,7 +389,7 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
         str(d / "web2.env"),
         "--json",
         "--",
-        sys.executable,
+        APP_PYTHON,
         str(d / "app.py"),
         role="admin",
     )
@@ -398,7 +398,7 @@ async def test_apps_restart_is_audited_with_the_cli_user_and_viewer_refused(stac
     spec = r.json()["app"]["spec"]
     assert spec["env"] == {"API_TOKEN": "***", "MODE": "fast"} and spec["run"] == {
         "runtime": "binary",
-        "argv": [sys.executable, str(d / "app.py")],
+        "argv": [APP_PYTHON, str(d / "app.py")],
     }
     assert "tok-cli-123" not in r.out + r.err
     assert (await cli("apps", HOST, "remove", "web2", role="operator")).rc == 1  # removing is an admin's
@@ -463,10 +463,10 @@ async def test_jobs_run_wait_and_list(stack):
         "run",
         "--wait",
         "--",
-        sys.executable,
+        APP_PYTHON,
         "-c",
         "import sys; print('bad'); sys.exit(3)",
-        role="operator",
+        role="admin",  # inline code is an admin's (tests/test_trust_policy.py)
     )
     assert r.rc == 1 and "bad" in r.out and "failed" in r.out, r
     listing = await cli("jobs", HOST, "--json", role="viewer")

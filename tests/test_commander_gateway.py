@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 
 import asyncpg
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import service_env
-from tests.support.commander import CommanderProcess, signed_webhook
+from tests.support.commander import APP_PYTHON, CommanderProcess, signed_webhook
 from tests.support.gateway import create_database, drop_database, running_gateway
 from tests.support.pipeline import start_ingest
 
@@ -80,7 +79,7 @@ async def test_operator_restart_is_audited_with_their_name_and_viewer_is_refused
     ):
         spec = {
             "name": "web",
-            "run": {"runtime": "python", "script": str(d / "app.py"), "interpreter": sys.executable},
+            "run": {"runtime": "python", "script": str(d / "app.py"), "interpreter": APP_PYTHON},
             "env": {"SECRET_KEY": "sk-abc-123"},
         }
         r = await admin.post(base, json={"spec": spec, "start": True})

@@ -20,6 +20,7 @@ from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
 from libs.schemas.control import AppListReply, AppReply, JobListReply, JobLogsReply, JobReply, LogsReply, ScanReply
 from tests.conftest import service_env
 from tests.support.commander import (
+    APP_PYTHON,
     Collector,
     CommanderProcess,
     CtlFailed,
@@ -75,7 +76,7 @@ async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
     _, started = cmd
     name = f"lifecycle-{runtime}"
     run = (
-        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}
+        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": APP_PYTHON}
         if runtime == "python"
         else {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
     )
@@ -105,7 +106,7 @@ async def test_app_start_stop_restart(cmd, nc, appdir, runtime):
 
 def run_of(runtime: str, appdir) -> dict:
     if runtime == "python":
-        return {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable}
+        return {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": APP_PYTHON}
     return {"runtime": "node", "script": str(appdir / "app.js"), "interpreter": NODE}
 
 
@@ -137,7 +138,7 @@ async def test_quick_failures_end_in_fatal(cmd, nc, appdir):
         nc,
         started,
         name,
-        {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": sys.executable},
+        {"runtime": "python", "script": str(appdir / "fail.py"), "interpreter": APP_PYTHON},
         restart="always",
         max_retries=2,
         backoff_s=0.2,
@@ -208,7 +209,7 @@ async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
         nc,
         started,
         "limited",
-        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+        {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": APP_PYTHON},
         env={"API_TOKEN": "tok-secret-123"},
     )
     await asyncio.sleep(1.05)  # mallory's start must pass at her first try: every try is audited
@@ -290,7 +291,7 @@ async def test_children_are_readopted_after_commander_restart(nats_stack, nc, wo
             "host-b",
             {
                 "name": "survivor",
-                "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+                "run": {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": APP_PYTHON},
                 "restart": "always",
             },
             start=True,
@@ -328,7 +329,7 @@ async def test_jobs_run_timeout_stop_logs_cleanup(cmd, nc, appdir):
         {
             "actor": "carol",
             "role": "admin",  # inline code: an admin's (tests/test_trust_policy.py)
-            "argv": [sys.executable, "-c", "print('hello from job'); import sys; sys.exit(4)"],
+            "argv": [APP_PYTHON, "-c", "print('hello from job'); import sys; sys.exit(4)"],
             "timeout_s": 30,
         },
         JobReply,
@@ -393,7 +394,7 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
             nc,
             started,
             "managed-one",
-            {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": sys.executable},
+            {"runtime": "python", "script": str(appdir / "app.py"), "interpreter": APP_PYTHON},
         )
         managed = await app_op(nc, HOST, "apps.start", "managed-one")
         deadline = time.monotonic() + 10
@@ -416,7 +417,8 @@ async def test_scan_finds_unmanaged_python_with_its_port(cmd, nc, appdir):
                 "apps.register",
                 {
                     "actor": "alice",
-                    "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [sys.executable, "-V"]}},
+                    "role": "admin",  # adopting a process of another user (root) is an admin's
+                    "spec": {"name": "adopted", "run": {"runtime": "binary", "argv": [APP_PYTHON, "-V"]}},
                     "adopt_pid": server.pid,
                 },
             )
@@ -491,7 +493,7 @@ async def test_after_a_reboot_only_start_on_boot_apps_start(nats_stack, nc, work
 
     state = workdir / "commander-state-reboot"
     state.mkdir()
-    run = PythonRun(script=str(appdir / "app.py"), interpreter=sys.executable)
+    run = PythonRun(script=str(appdir / "app.py"), interpreter=APP_PYTHON)
     apps = {
         "boots": AppRecord(
             spec=AppSpec(name="boots", run=run, start_on_boot=True), desired="running", pid=999999, create_time=1.0

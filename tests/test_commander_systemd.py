@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from libs.schemas import AppStatus, AuditRecord, LogBatch, subjects
 from libs.schemas.control import LogsReply
 from tests.conftest import ROOT, service_env
 from tests.support.commander import (
+    APP_PYTHON,
     AS_NOBODY,
     Collector,
     CommanderProcess,
@@ -74,7 +74,7 @@ def ns_alive(ns, pid) -> bool:
 
 
 def py_run(script="app.py"):
-    return {"runtime": "python", "script": f"{APPS}/{script}", "interpreter": sys.executable}
+    return {"runtime": "python", "script": f"{APPS}/{script}", "interpreter": APP_PYTHON}
 
 
 @pytest.mark.parametrize("runtime", ["python", "node"])
@@ -165,7 +165,7 @@ async def test_systemd_zombie_when_process_runs_outside_its_stopped_unit(sd, nc,
     async with Collector(nc, subjects.apps(HOST), AppStatus) as events:
         # A stray copy of the app, started by hand: the unit is inactive but the program runs.
         stray = subprocess.Popen(
-            ns.enter([sys.executable, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ns.enter([APP_PYTHON, f"{APPS}/app.py"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             z = await events.wait_for(lambda e: e.app == name and e.state == "zombie")
@@ -226,6 +226,7 @@ async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, n
                     "apps.register",
                     {
                         "actor": "alice",
+                        "role": "admin",  # registering is an admin's: the refusal tested is systemd's
                         "spec": {
                             "name": "sd-priv",
                             "backend": "systemd",

@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from libs.runtime import connect
 from libs.schemas import Codec, MetricFrame
 from libs.schemas import subjects as s
+from libs.schemas.control import DEFAULT_OPERATOR_EXECUTABLES
 from libs.schemas.metrics import CpuStats, MemStats
 from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
@@ -30,6 +31,9 @@ from tests.support.gateway import apply_ingest_schema, create_database, drop_dat
 pytestmark = pytest.mark.timeout(240)
 
 HOST = "host-a"
+# A stored policy equal to the commander's default: whatever order the matrix runs in, the jobs
+# of later tests meet the same rules.
+SAME_AS_DEFAULT = {"executables": list(DEFAULT_OPERATOR_EXECUTABLES)}
 PATH_VALUES = {"host": HOST, "username": "target1", "pid": "1", "token_id": "none"}
 _n = itertools.count()
 
@@ -50,6 +54,13 @@ async def _new_user(gw, c: httpx.AsyncClient) -> str:
     r = await c.post("/api/v1/users", json={"username": name}, headers=gw.headers("admin"))
     assert r.status_code == 201, r.text
     return name
+
+
+async def _policy_to_delete(gw, c: httpx.AsyncClient, path: str):
+    """A stored policy at `path` (put as admin), so that the DELETE has something to remove."""
+    r = await c.put(path, json=SAME_AS_DEFAULT, headers=gw.headers("admin"))
+    assert r.status_code == 200, r.text
+    return "DELETE", path, None
 
 
 async def _new_registration(gw, c: httpx.AsyncClient) -> str:
@@ -102,6 +113,13 @@ EXAMPLES = {
     ),
     # Agent registration (tests/test_deploy_registration.py runs the auth callout against it).
     "POST /api/v1/hosts": lambda gw, c, role: _const("POST", "/api/v1/hosts", {"host": f"reg{next(_n)}"}),
+    # The run-as policy: admins only (tests/test_trust_policy.py checks what it does).
+    "PUT /api/v1/policy": lambda gw, c, role: _const("PUT", "/api/v1/policy", SAME_AS_DEFAULT),
+    "PUT /api/v1/hosts/{host}/policy": lambda gw, c, role: _const(
+        "PUT", f"/api/v1/hosts/{HOST}/policy", SAME_AS_DEFAULT
+    ),
+    "DELETE /api/v1/policy": lambda gw, c, role: _policy_to_delete(gw, c, "/api/v1/policy"),
+    "DELETE /api/v1/hosts/{host}/policy": lambda gw, c, role: _policy_to_delete(gw, c, f"/api/v1/hosts/{HOST}/policy"),
     "DELETE /api/v1/hosts/{host}/registration": lambda gw, c, role: _path(
         "DELETE", "/api/v1/hosts/{}/registration", _new_registration(gw, c) if role else _const_val("reg0")
     ),

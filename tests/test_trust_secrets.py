@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import uuid
 
 import asyncpg
@@ -37,7 +36,7 @@ from tests.support.alerting import (
     start_alerter,
     stop_alerter,
 )
-from tests.support.commander import CommanderProcess
+from tests.support.commander import APP_PYTHON, CommanderProcess
 from tests.support.gateway import create_database, drop_database, running_gateway, sse_events
 from tests.support.pipeline import start_ingest
 
@@ -209,13 +208,13 @@ async def seed(gw, smtp, cert, bot) -> dict:
         assert r.status_code == 200, r.text
         run = {
             "runtime": "binary",
-            "argv": [sys.executable, "-c", "import time; time.sleep(600)", f"--db-password={DB_PW}"],
+            "argv": [APP_PYTHON, "-c", "import time; time.sleep(600)", f"--db-password={DB_PW}"],
         }
         spec = {"name": "db-app", "run": run, "env": {"DATABASE_URL": f"postgres://app:{DB_PW}@db.internal:5432/app"}}
         r = await c.post(f"/api/v1/hosts/{HOST}/apps", json={"spec": spec, "start": True})
         assert r.status_code == 201, r.text
         argv = [
-            sys.executable,
+            APP_PYTHON,
             "-c",
             "import time; time.sleep(120)",
             f"--password={JOB_PW}",

@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import service_env
 from tests.support.browser import COMMANDER_HOST, browser, login, shot, ui_stack
-from tests.support.commander import AS_NOBODY, CommanderProcess
+from tests.support.commander import APP_PYTHON, AS_NOBODY, CommanderProcess
 
 pytestmark = pytest.mark.timeout(300)
 HOSTS = 24
@@ -32,7 +31,7 @@ async def stack(nats_stack, pg_cluster, workdir):
         # The app the tests restart and follow, registered the way an admin would.
         spec = {
             "name": "web",
-            "run": {"runtime": "python", "script": str(st.dir / "app.py"), "interpreter": sys.executable},
+            "run": {"runtime": "python", "script": str(st.dir / "app.py"), "interpreter": APP_PYTHON},
             "restart": "on-failure",
         }
         r = httpx.post(
@@ -126,7 +125,9 @@ async def test_host_chart_draws_history(ctx, stack):
     charts = page.locator(".charts")
     # 60 historical frames 5 s apart (5 minutes) were published before the browser opened.
     await page.locator('[data-chart="cpu"] canvas').first.wait_for(timeout=20000)
-    await page.wait_for_function("Number(document.querySelector('.charts').dataset.points || 0) >= 30", timeout=20000)
+    await page.wait_for_function(
+        "() => Number(document.querySelector('.charts').dataset.points || 0) >= 30", timeout=20000
+    )
     assert await charts.get_attribute("data-tier") == "metrics"
     # The canvas really has a line on it: count painted pixels.
     painted = await page.evaluate("""() => {
@@ -139,7 +140,7 @@ async def test_host_chart_draws_history(ctx, stack):
         assert await page.locator(f'[data-chart="{name}"]').count() == 1
     # Live values and the process table come from the stream.
     await page.wait_for_function(
-        "document.querySelector('[data-testid=live-cpu]')?.textContent.endsWith('%')", timeout=15000
+        "() => document.querySelector('[data-testid=live-cpu]')?.textContent.endsWith('%')", timeout=15000
     )
     await page.get_by_test_id("proc-table").locator("tbody tr").first.wait_for(timeout=15000)
     # Another range asks the history API again.
@@ -156,7 +157,7 @@ async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
     row = page.get_by_test_id("apps-table").locator('tr[data-app="web"]')
     pid_cell = row.get_by_test_id("app-pid")
     await page.wait_for_function(
-        "/^\\d+$/.test(document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent || '')",
+        "() => /^\\d+$/.test(document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent || '')",
         timeout=20000,
     )
     old = await pid_cell.inner_text()
@@ -165,7 +166,7 @@ async def test_restart_app_shows_new_pid_and_audit_names_user(ctx, stack):
     assert "Restart web" in await dialog.inner_text()
     await dialog.get_by_role("button", name="Confirm").click()
     await page.wait_for_function(
-        f"(() => {{ const t = document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent; return /^\\d+$/.test(t) && t !== '{old}'; }})()",
+        f"() => {{ const t = document.querySelector('tr[data-app=web] [data-testid=app-pid]')?.textContent; return /^\\d+$/.test(t) && t !== '{old}'; }}",
         timeout=20000,
     )
     new = await pid_cell.inner_text()
@@ -204,7 +205,7 @@ async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
 
     seen = last_n(await view.inner_text())
     await page.wait_for_function(
-        f"Math.max(...[...document.querySelectorAll('[data-testid=log-view] .ll')].map(e => +(e.textContent.match(/ui line (\\d+)/)||[0,0])[1])) > {seen}",
+        f"() => Math.max(...[...document.querySelectorAll('[data-testid=log-view] .ll')].map(e => +(e.textContent.match(/ui line (\\d+)/)||[0,0])[1])) > {seen}",
         timeout=15000,
     )
     # Paused: new lines are held back, then shown on resume.
@@ -214,7 +215,7 @@ async def test_follow_logs_new_line_appears_pause_and_filter(ctx, stack):
     assert await view.locator(".ll").count() == held
     await page.get_by_test_id("logs-pause").click()
     await page.wait_for_function(
-        f"document.querySelectorAll('[data-testid=log-view] .ll').length > {held}", timeout=10000
+        f"() => document.querySelectorAll('[data-testid=log-view] .ll').length > {held}", timeout=10000
     )
     # Level filter and search.
     await page.get_by_test_id("logs-level").select_option("warning")

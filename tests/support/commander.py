@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -71,6 +72,27 @@ class Collector:
                     return it
             await asyncio.sleep(0.05)
         raise AssertionError(f"nothing matched in {len(self.items)} items: {self.items[-6:]}")
+
+
+def _runnable_by_others(path: str) -> bool:
+    """Whether an account that owns nothing here may execute `path` (o+x on it and every directory above)."""
+    real = Path(os.path.realpath(path))
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in (real, *real.parents))
+
+
+def app_python() -> str:
+    """An interpreter for the apps and jobs the tests run. As root the commander runs them as
+    `nobody` (services/commander/policy.py), which often may not enter the venv's home (a 0700
+    /root); they need only the standard library, so the system's python3 serves then."""
+    if os.geteuid() != 0 or _runnable_by_others(sys.executable):
+        return sys.executable
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(cand) and _runnable_by_others(cand):
+            return cand
+    raise RuntimeError("no python3 the commander's app user may execute; install Debian's python3")
+
+
+APP_PYTHON = app_python()
 
 
 def write_apps(d: Path, py_line: str, node_line: str) -> Path:

@@ -32,6 +32,7 @@ from ..state import Gateway, GatewayDep
 from .common import HostParam
 
 FLEET_KEY = "fleet.default"  # a dot: never a host id
+AUDIT_RETRY_S = 4.0
 AUDIT_HOST = "_fleet"  # audit subject token of fleet-wide changes
 
 
@@ -111,7 +112,8 @@ async def _audit(gw: Gateway, actor: Actor, host: str, action: str, params: dict
         params=params,
         source="gateway",
     )
-    await audit.record(gw.nc.jetstream(), rec)
+    # A few seconds, not the default's retries: the admin is waiting for this answer.
+    await audit.record(gw.nc.jetstream(), rec, retry_s=AUDIT_RETRY_S)
 
 
 async def _store(gw: Gateway, actor: Actor, host: str, policy: RunPolicy) -> PolicyView:
