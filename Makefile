@@ -13,7 +13,7 @@ NAME ?=
 # isolation, so even its build backend is the locked setuptools. INSTALL=latest (what
 # `make test-latest` uses) ignores the lock and takes the newest release of everything.
 INSTALL ?= locked
-LOCK_GROUPS := collector ingest commander replicator alerter gateway authcallout agent
+LOCK_GROUPS := collector ingest commander replicator alerter gateway authcallout agent cli
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command "make lock"
 

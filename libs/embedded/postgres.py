@@ -182,7 +182,7 @@ class PostgresCluster:
             pwfile.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
-        """The foreground server command (what honcho runs in `make run`)."""
+        """The foreground server command (what `make run` supervises)."""
         args = _as_pg_user() + [
             str(self.bindir / "postgres"),
             "-D",

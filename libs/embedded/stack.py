@@ -1,5 +1,5 @@
 """A NATS server with fleetwatch's generated auth, and a PostgreSQL cluster, in one directory:
-what the tests and benchmarks start (the dev stack uses the same pieces through honcho)."""
+what the tests and benchmarks start (the dev stack uses the same pieces under fleetwatch.supervise)."""
 
 from __future__ import annotations
 

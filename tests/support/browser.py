@@ -53,18 +53,8 @@ def build_ui() -> None:
         return
     ui = ROOT / "ui"
     if not (ui / "node_modules" / ".installed").exists():
-        if (
-            subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ui, timeout=600, capture_output=True
-            ).returncode
-            != 0
-        ):
-            subprocess.run(
-                ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=ui,
-                check=True,
-                timeout=600,
-            )
+        # From the lock only, as `make ui` does: a lock npm ci cannot install is a failure here.
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ui, check=True, timeout=600)
         (ui / "node_modules" / ".installed").touch()
     subprocess.run(["npm", "run", "--silent", "build"], cwd=ui, check=True, timeout=600)
 
