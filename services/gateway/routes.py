@@ -146,4 +146,6 @@ ROUTE_ROLES: dict[str, str | None] = {
     "GET /prometheus/api/v1/metadata": "viewer",
     "GET /prometheus/api/v1/status/buildinfo": "viewer",
     "GET /prometheus/federate": "viewer",
+    # writing needs an operator's API token, and its hosts listed in remote_write_allow
+    "POST /prometheus/api/v1/write": "operator",
 }

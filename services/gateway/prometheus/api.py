@@ -13,10 +13,11 @@ from decimal import Decimal
 
 import asyncpg
 import msgspec
-from litestar import Controller, MediaType, Request, Response, get, route
+from litestar import Controller, MediaType, Request, Response, get, post, route
 
 from libs.runtime.version import fleetwatch_version
 
+from ..authn import ActorDep
 from ..state import GatewayDep
 from .catalog import METRICS, Window, fetch, load_hosts
 from .engine import Evaluator, Scalar, Vector, steps
@@ -284,6 +285,11 @@ class PrometheusController(Controller):
             {"version": "2.42.0", "revision": "fleetwatch-" + fleetwatch_version(), "branch": "", "buildUser": "",
              "buildDate": "", "goVersion": "", "application": "fleetwatch"}
         )  # fmt: skip
+
+    @post("/api/v1/write", summary="Remote-write 1.0 receiver (snappy protobuf); hosts per token", status_code=204)
+    async def write(self, request: Request, gw: GatewayDep, actor: ActorDep) -> None:
+        body = await request.body()
+        await gw.remote.receive(body, request.headers.get("content-encoding", ""), actor)
 
     @get("/federate", summary="Latest value of every series matching match[], Prometheus text format")
     async def federate(self, request: Request, gw: GatewayDep) -> Response:

@@ -118,11 +118,10 @@ async def fetch(
     out: list[Series] = []
     table, res = tier(w)
     lm = label_matchers(sel)
-    # Host-level matchers are decided from the host table before any sample is read.
-    host_m = [m for m in lm if m.name not in ("mount", "gpu")]
-    wanted = sorted(
-        h for h, labs in hosts.items() if all(m.matches({"host": h, **labs}.get(m.name, "")) for m in host_m)
-    )
+    # `host` matchers pick the hosts before any sample is read; every other label (a host's,
+    # a series' own) is matched per series below.
+    host_m = [m for m in lm if m.name == "host"]
+    wanted = sorted(h for h in hosts if all(m.matches(h) for m in host_m))
     if not wanted:
         return out, res
     for metric in metrics_for(sel):
@@ -158,7 +157,40 @@ async def fetch(
             if cur is not None and samples:
                 cur[1].append(r["t"])
                 cur[2].append(r["v"])
+    out += await fetch_remote(pool, hosts, sel, w, wanted, samples)
     return out, res
+
+
+async def fetch_remote(pool, hosts, sel: Selector, w: Window, wanted: list[str], samples: bool) -> list[Series]:
+    """Series the remote-write receiver stored (prom_series / prom_samples): raw samples at any step."""
+    names = [m for m in sel.matchers if m.name == "__name__"]
+    exact = [m.value for m in names if m.op == "="]
+    if exact and exact[0] in METRICS:
+        return []
+    rows = await pool.fetch(
+        "SELECT id, host, name, labels::text AS labels FROM prom_series WHERE host = ANY($1::text[])"
+        + (" AND name = $2" if exact else ""),
+        wanted,
+        *exact[:1],
+    )
+    found: dict[int, Series] = {}
+    for r in rows:
+        labels = {**hosts.get(r["host"], {}), **_json(r["labels"]), "__name__": r["name"], "host": r["host"]}
+        if all(m.matches(labels.get(m.name, "")) for m in sel.matchers):
+            found[r["id"]] = (labels, [], [])
+    if samples and found:
+        for r in await pool.fetch(
+            """SELECT series_id, extract(epoch FROM time)::float8 AS t, value FROM prom_samples
+                WHERE series_id = ANY($1::bigint[]) AND time >= $2 AND time <= $3 ORDER BY series_id, time""",
+            list(found),
+            utc(w.start),
+            utc(w.end),
+        ):
+            s = found[r["series_id"]]
+            s[1].append(r["t"])
+            s[2].append(r["value"])
+        return [s for s in found.values() if s[1]]
+    return list(found.values())
 
 
 async def load_hosts(pool) -> dict[str, dict[str, str]]:
