@@ -114,6 +114,10 @@ remote_write:
             assert r.status_code == 200 and len(res) == 1 and float(res[0]["value"][1]) >= 0, r.text
             r = await c.get("/prometheus/api/v1/label/host/values", params={"match[]": "node_load1"})
             assert r.json()["data"] == ["ext-node1"]
+            r = await c.get("/prometheus/api/v1/label/__name__/values")
+            assert {"node_load1", "fleetwatch_load1"} <= set(r.json()["data"])
+            r = await c.get("/prometheus/api/v1/labels")
+            assert {"job", "instance", "host", "__name__"} <= set(r.json()["data"])
     finally:
         agent.stop()
         ne.stop()

@@ -213,7 +213,7 @@ async def _labels(ctx: Context, p: dict[str, list[str]]) -> Response[bytes]:
     start, end = window_of(p)
     sels = matches(p, False)
     if not sels:
-        sels = [parse_selector('{__name__=~"fleetwatch_.+"}')]
+        sels = [parse_selector('{__name__=~".+"}')]
     names = {k for labels in await series_matching(ctx, sels, start, end) for k in labels}
     return answer(sorted(names))
 
@@ -224,9 +224,10 @@ async def _label_values(ctx: Context, p: dict[str, list[str]], name: str) -> Res
     start, end = window_of(p)
     sels = matches(p, False)
     if not sels and name == "__name__":
-        return answer(sorted(METRICS))
+        remote = await ctx.pool.fetch("SELECT DISTINCT name FROM prom_series")
+        return answer(sorted(set(METRICS) | {r["name"] for r in remote}))
     if not sels:
-        sels = [parse_selector('{__name__=~"fleetwatch_.+"}')]
+        sels = [parse_selector('{__name__=~".+"}')]
     values = {labels[name] for labels in await series_matching(ctx, sels, start, end) if name in labels}
     return answer(sorted(values))
 
