@@ -10,10 +10,12 @@ import math
 import time
 import urllib.parse
 from decimal import Decimal
+from typing import Annotated
 
 import asyncpg
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post, route
+from litestar.params import Parameter
 
 from libs.runtime.version import fleetwatch_version
 
@@ -24,6 +26,8 @@ from .engine import Evaluator, Scalar, Vector, steps
 from .promql import LABEL_NAME, BadData, Selector, parse, parse_duration, parse_selector
 
 MAX_MATCH = 64
+# Checked by the handler (bad_data, Prometheus's answer) rather than by a pattern here (Litestar's 400).
+LabelParam = Annotated[str, Parameter(max_length=200, description="label name")]
 DEFAULT_SPAN = 3600.0  # series/labels without start/end look at the last hour
 
 
@@ -253,7 +257,9 @@ def _escape(v: str) -> str:
 class PrometheusController(Controller):
     path = "/prometheus"
     tags = ["prometheus"]
-    include_in_schema = True
+    # Not in the gateway's OpenAPI document: these routes answer in Prometheus's own envelope,
+    # documented by Prometheus and by docs/prometheus.md (what a client may send, the subset).
+    include_in_schema = False
 
     @route("/api/v1/query", http_method=["GET", "POST"], summary="PromQL instant query (subset, docs/prometheus.md)")
     async def query(self, request: Request, gw: GatewayDep) -> Response[bytes]:
@@ -272,7 +278,7 @@ class PrometheusController(Controller):
         return await run(gw, request, _labels)
 
     @get("/api/v1/label/{name:str}/values", summary="One label's values")
-    async def label_values(self, request: Request, gw: GatewayDep, name: str) -> Response[bytes]:
+    async def label_values(self, request: Request, gw: GatewayDep, name: LabelParam) -> Response[bytes]:
         return await run(gw, request, lambda ctx, p: _label_values(ctx, p, name))
 
     @get("/api/v1/metadata", summary="Type, help and unit of every fleetwatch_* series")
