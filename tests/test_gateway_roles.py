@@ -124,6 +124,20 @@ EXAMPLES = {
         "DELETE", "/api/v1/hosts/{}/registration", _new_registration(gw, c) if role else _const_val("reg0")
     ),
 }
+# The Prometheus API answers a request without its parameters with 400 bad_data: give them.
+_PROM = "/prometheus/api/v1"
+for _m in ("GET", "POST"):
+    EXAMPLES[f"{_m} {_PROM}/query"] = lambda gw, c, role, m=_m: _const(m, f"{_PROM}/query?query=1%2B1")
+    EXAMPLES[f"{_m} {_PROM}/query_range"] = lambda gw, c, role, m=_m: _const(
+        m, f"{_PROM}/query_range?query=fleetwatch_load1&start=0&end=60&step=30"
+    )
+    EXAMPLES[f"{_m} {_PROM}/series"] = lambda gw, c, role, m=_m: _const(
+        m, f"{_PROM}/series?match%5B%5D=fleetwatch_load1"
+    )
+EXAMPLES[f"GET {_PROM}/label/{{name}}/values"] = lambda gw, c, role: _const("GET", f"{_PROM}/label/host/values")
+EXAMPLES["GET /prometheus/federate"] = lambda gw, c, role: _const(
+    "GET", "/prometheus/federate?match%5B%5D=fleetwatch_load1"
+)
 
 
 # The commander's routes need a commander on HOST (started by the `gw` fixture) and fresh apps/jobs.

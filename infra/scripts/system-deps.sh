@@ -23,6 +23,10 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 # sshd accepting a replicated account (tests/test_replicator_nss.py). policy-rc.d below keeps
 # the package from starting a real sshd on install.
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+# Prometheus interop is tested with real clients: promtool and a Prometheus server (query API,
+# federation, agent-mode remote-write) scraping a real node_exporter (tests/test_prometheus_*.py).
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 fi
 for extra in ${FLEETWATCH_EXTRA_DEBS:-}; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -67,3 +67,6 @@ class GatewayConfig(msgspec.Struct, kw_only=True, frozen=True):
     # and how far the signed timestamp may be from now.
     webhook_secret: str = ""
     webhook_window_s: float = 300.0
+    # Prometheus remote-write (POST /prometheus/api/v1/write): API token id -> the hosts it may
+    # write, as `|`-separated glob patterns (e.g. `k3x9=edge-*|lab-1`). A token not listed: 403.
+    remote_write_allow: dict[str, str] = {}

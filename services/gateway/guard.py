@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -14,6 +16,15 @@ UI_ASSETS = "/assets"  # the built web UI (ui/dist/assets), served without a tok
 WS = "WS"
 # Every token the gateway issues is URL-safe base64 and `._` (a few hundred characters at most).
 MAX_TOKEN = 4096
+PROMETHEUS_PATH = "/prometheus/"
+
+
+def basic_password(value: str) -> str:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2].strip()
 
 
 def token_problem(token: str) -> str:
@@ -38,6 +49,10 @@ def bearer(connection: ASGIConnection) -> str:
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    # Prometheus clients (Grafana's data source, a scraping Prometheus) may only offer basic
+    # auth: there the API token is the password (the user name is not read).
+    if scheme.lower() == "basic" and connection.scope["path"].startswith(PROMETHEUS_PATH):
+        return basic_password(token.strip())
     # Browsers cannot set headers on EventSource/WebSocket: the live routes accept a query token.
     if connection.scope.get("path_template") in ("/api/v1/stream", "/api/v1/ws"):
         return connection.query_params.get("access_token", "")

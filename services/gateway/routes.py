@@ -28,6 +28,7 @@ from .controllers import (
     users,
     webhook,
 )
+from .prometheus import api as prometheus
 
 CONTROLLERS = [
     system.SystemController,
@@ -52,6 +53,7 @@ CONTROLLERS = [
     alerting.ChecksController,
     alerting.SilencesController,
     alerting.NotifiersController,
+    prometheus.PrometheusController,
 ]
 
 ROUTE_ROLES: dict[str, str | None] = {
@@ -130,4 +132,20 @@ ROUTE_ROLES: dict[str, str | None] = {
     "PUT /api/v1/notifiers/{name}": "operator",
     "DELETE /api/v1/notifiers/{name}": "operator",
     "POST /api/v1/notifiers/{name}/test": "operator",
+    # Prometheus interop (prometheus/): Grafana and promtool read history with a viewer's token
+    # (bearer, or basic auth with the token as password)
+    "GET /prometheus/api/v1/query": "viewer",
+    "POST /prometheus/api/v1/query": "viewer",
+    "GET /prometheus/api/v1/query_range": "viewer",
+    "POST /prometheus/api/v1/query_range": "viewer",
+    "GET /prometheus/api/v1/series": "viewer",
+    "POST /prometheus/api/v1/series": "viewer",
+    "GET /prometheus/api/v1/labels": "viewer",
+    "POST /prometheus/api/v1/labels": "viewer",
+    "GET /prometheus/api/v1/label/{name}/values": "viewer",
+    "GET /prometheus/api/v1/metadata": "viewer",
+    "GET /prometheus/api/v1/status/buildinfo": "viewer",
+    "GET /prometheus/federate": "viewer",
+    # writing needs an operator's API token, and its hosts listed in remote_write_allow
+    "POST /prometheus/api/v1/write": "operator",
 }

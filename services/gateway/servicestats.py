@@ -61,6 +61,8 @@ def gateway_stats(gw) -> ServiceStats:
     s.counter("refused_stats_replies", lambda: gw.services.refused if gw.services else 0)
     s.counter("logins", lambda: gw.logins_ok)
     s.counter("login_failures", lambda: gw.logins_failed)
+    s.counter("remote_write_samples", lambda: gw.remote.stats.samples)
+    s.counter("remote_write_rejected", lambda: sum(gw.remote.stats.rejected.values()))
     s.gauge("stream_clients", lambda: len(gw.hub.clients))
     s.gauge("hosts", lambda: len(gw.directory.hosts))
     return s

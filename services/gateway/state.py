@@ -14,6 +14,7 @@ from .directory import Directory
 from .hub import Hub
 from .looplag import LoopLag
 from .passwords import Hasher
+from .prometheus.remote import Receiver
 from .promstats import RequestStats
 from .servicestats import ServiceScraper
 from .tokens import Signer
@@ -38,6 +39,7 @@ class Gateway:
         )
         self.stats = RequestStats()
         self.loop_lag = LoopLag(config.loop_lag_interval_s)
+        self.remote = Receiver(pool, self.directory, config.remote_write_allow)
         self.started = time.time()
         self.logins_ok = 0
         self.logins_failed = 0
