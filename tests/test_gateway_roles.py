@@ -78,6 +78,17 @@ async def _new_token(gw, c: httpx.AsyncClient, role: str | None) -> str:
     return r.json()["id"]
 
 
+async def _remote_write(gw, c: httpx.AsyncClient, role: str | None):
+    """An empty remote-write batch (snappy of nothing) with an API token of the role: samples are
+    written with tokens only, never a browser session (services/gateway/prometheus/remote.py)."""
+    headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}
+    if role is not None:
+        r = await c.post("/api/v1/auth/tokens", json={"name": f"rw{next(_n)}"}, headers=gw.headers(role))
+        assert r.status_code == 201, r.text
+        headers["Authorization"] = f"Bearer {r.json()['token']}"
+    return "POST", "/prometheus/api/v1/write", RawBody(b"\x00", headers)
+
+
 async def _own_password(gw, c: httpx.AsyncClient, role: str | None):
     """The role's user changes their password from one an admin just set (admin's ends as it was)."""
     if role is None:
@@ -134,7 +145,12 @@ for _m in ("GET", "POST"):
     EXAMPLES[f"{_m} {_PROM}/series"] = lambda gw, c, role, m=_m: _const(
         m, f"{_PROM}/series?match%5B%5D=fleetwatch_load1"
     )
+    EXAMPLES[f"{_m} {_PROM}/labels"] = lambda gw, c, role, m=_m: _const(m, f"{_PROM}/labels")
 EXAMPLES[f"GET {_PROM}/label/{{name}}/values"] = lambda gw, c, role: _const("GET", f"{_PROM}/label/host/values")
+EXAMPLES["POST /prometheus/api/v1/write"] = _remote_write
+# Routes a role alone does not open: a remote-write token must also be listed in the gateway's
+# remote_write_allow (tests/test_prometheus_remote_write.py writes with one that is).
+UNCONFIGURED = {"POST /prometheus/api/v1/write": "remote_write_allow"}
 EXAMPLES["GET /prometheus/federate"] = lambda gw, c, role: _const(
     "GET", "/prometheus/federate?match%5B%5D=fleetwatch_load1"
 )
@@ -244,7 +260,12 @@ async def test_every_route_every_role(gw, nats_stack):
                     status = await _call(c, method, path, body, headers)
                     if key == "POST /api/v1/auth/password" and role:
                         gw.forget(role)  # a password change ends the session that made it
-                    if need is None or (role is not None and LEVEL[role] >= LEVEL[need]):
+                    if key in UNCONFIGURED and role is not None and LEVEL[role] >= LEVEL[need or "viewer"]:
+                        # Past the role guard, refused by its own setting (which names it).
+                        expected, ok = f"403 naming {UNCONFIGURED[key]}", status == 403
+                        again = await c.request(method, path, content=body.content, headers={**headers, **body.headers})
+                        ok = ok and UNCONFIGURED[key] in again.text
+                    elif need is None or (role is not None and LEVEL[role] >= LEVEL[need]):
                         expected = "2xx"
                         ok = 200 <= status < 300
                     elif role is None:
