@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import psutil
@@ -190,3 +191,55 @@ async def _kv_get(kv, key):
         return Codec(HostInfo).decode((await kv.get(key)).value)
     except Exception:
         return None
+
+
+async def test_snapshot_holds_every_process_and_an_idle_one_has_history(fresh_nats, db_dsn, workdir):
+    """Default settings: a snapshot stores every process (up to 500), not a top 40, so
+    `?limit=500` lists them all and an idle process (a sleeping child) has a history."""
+    from tests.support.gateway import running_gateway
+
+    admin = await connect(fresh_nats.settings("admin"), "test-collector-all", retry_forever=False)
+    await provision(admin)
+    idle = subprocess.Popen(["sleep", "600"])
+    ingest = start_ingest(fresh_nats, db_dsn, workdir / "collector-all-ingest.log")
+    coll = start_collector(fresh_nats, HOST, workdir / "collector-all.log", FLEETWATCH_COLLECTOR_PROCS_INTERVAL="1")
+    try:
+        q = "SELECT count(DISTINCT time) >= 3 FROM proc_samples WHERE host = 'local' AND pid = $1"
+        await wait_until(lambda: poll(db_dsn, q, idle.pid), 90, what=f"idle process stored ({coll.logs()[-2000:]})")
+        last = (
+            await fetch(
+                db_dsn,
+                """SELECT count(*) AS n, max(procs_total) AS total FROM proc_samples
+                    WHERE host = 'local' AND time = (SELECT max(time) FROM proc_samples WHERE host = 'local')""",
+            )
+        )[0]
+        assert last["total"] > 40 and last["n"] == min(last["total"], 500)
+        with running_gateway(fresh_nats, db_dsn, workdir / "gw-all") as gw:
+            async with gw.async_client("viewer") as c:
+                for _ in range(2):  # second read: same truthful counts
+                    r = (await c.get("/api/v1/hosts/local/processes", params={"limit": 500})).json()
+                    assert len(r["procs"]) == r["stored"] == min(r["total"], 500) and r["total"] > 40
+                    r5 = (await c.get("/api/v1/hosts/local/processes", params={"limit": 5})).json()
+                    assert len(r5["procs"]) == 5 and r5["stored"] == r["stored"]
+                h = (
+                    await c.get(f"/api/v1/hosts/local/processes/{idle.pid}/history", params={"from": time.time() - 600})
+                ).json()
+                assert h["name"] == "sleep" and len(h["times"]) >= 3 and h["tier"] == "proc_samples"
+                assert len(h["cpu_percent"]) == len(h["rss"]) == len(h["threads"]) == len(h["times"])
+                assert max(h["cpu_percent"]) < 5 and h["threads"][-1] == 1 and h["rss"][-1] > 0
+                # A coarser step: fewer, wider buckets over the same samples.
+                h2 = (
+                    await c.get(
+                        f"/api/v1/hosts/local/processes/{idle.pid}/history",
+                        params={"from": time.time() - 600, "step": 600},
+                    )
+                ).json()
+                assert h2["step"] == 600 and 1 <= len(h2["times"]) <= 2
+                bad = await c.get(f"/api/v1/hosts/local/processes/{idle.pid}/history", params={"step": 0})
+                assert bad.status_code == 400
+    finally:
+        coll.stop()
+        ingest.stop()
+        idle.kill()
+        idle.wait()
+        await admin.close()

@@ -140,7 +140,10 @@ def policy_problems(p: RunPolicy) -> list[str]:
 
 # -- what an app runs: one variant per runtime ----------------------------------------------
 class PythonRun(Part, kw_only=True, frozen=True, tag="python", tag_field="runtime"):
-    script: str  # absolute path of the .py file
+    # Exactly one of the two: a .py file (absolute, or relative to cwd), or a module run as
+    # `python -m module` (http.server, uvicorn, a package of the app's cwd).
+    script: str = ""
+    module: str = ""
     interpreter: str = "python3"  # path or a name found on PATH
     args: list[str] = []
 
@@ -331,6 +334,12 @@ class ScannedProc(Part, kw_only=True, frozen=True):
     user: str = ""
     ports: list[int] = []  # TCP ports it listens on
     create_time: float = 0.0
+    # The command split the way an app spec wants it (PythonRun/NodeRun), so adopting it
+    # registers the command that runs: interpreter, then a script or a `-m` module, then args.
+    interpreter: str = ""
+    script: str = ""
+    module: str = ""  # python only: `python -m module`
+    args: list[str] = []
 
 
 class ScanReply(Message, kw_only=True, frozen=True):

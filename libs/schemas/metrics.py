@@ -145,7 +145,7 @@ class ProcessSnapshot(Message, kw_only=True, frozen=True):
     ts: float
     boot: int = 0
     seq: int = 0
-    total: int = 0  # processes on the host, of which `procs` is the top N
+    total: int = 0  # processes on the host; `procs` holds all of them up to the cap (500)
     procs: list[ProcInfo] = []
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from libs.runtime import HostSettings, LogSettings, NatsSettings
+from libs.schemas.metrics import PROCESS_HARD_CAP
 
 
 class CollectorConfig(msgspec.Struct, kw_only=True, frozen=True):
@@ -14,7 +15,9 @@ class CollectorConfig(msgspec.Struct, kw_only=True, frozen=True):
     interval: float = 5.0  # seconds between metric frames
     procs_interval: float = 15.0  # seconds between process snapshots
     hostinfo_interval: float = 3600.0
-    top_n: int = 25  # top processes by CPU and by memory in each snapshot (hard cap 500)
+    # Processes per snapshot: every process up to this many (so an idle process has a history
+    # too), else the top N by CPU and by memory merged. Hard cap 500.
+    top_n: int = PROCESS_HARD_CAP
     cmdline_max: int = 512
     buffer_seconds: float = 3600.0  # frames kept while NATS is unreachable
     snapshot_buffer: int = 4  # process snapshots kept while NATS is unreachable (newest win)

@@ -1,9 +1,9 @@
-"""The process table: counts by state every frame, top-N snapshots.
+"""The process table: counts by state every frame, snapshots of every process (cap 500).
 
 On Linux each scan reads one file per process, /proc/<pid>/stat, which holds everything the
 frame and the ranking need (state, CPU times, RSS, parent, threads, start time); that is about
 a quarter of what psutil's per-attribute calls cost. Names, users and command lines are read
-through psutil for the top N only, with the psutil.Process objects kept between snapshots.
+through psutil for the snapshot's processes only, with the psutil.Process objects kept between snapshots.
 Elsewhere the same table is filled through psutil.
 """
 
@@ -159,14 +159,21 @@ class ProcessTable:
         return p
 
     def top(self, n: int, gpu_mem: dict[int, int] | None = None) -> list[ProcInfo]:
-        """Top n by CPU and top n by memory (merged, hard cap 500), from the last scan."""
+        """Every process when there are at most n, else the top n by CPU and the top n by
+        memory (merged, hard cap 500), from the last scan."""
         n = max(0, min(n, PROCESS_HARD_CAP))
         tracked = list(self._procs.items())
-        by_cpu = sorted(tracked, key=lambda kv: kv[1].cpu_percent, reverse=True)[:n]
-        by_mem = sorted(tracked, key=lambda kv: kv[1].rss, reverse=True)[:n]
-        chosen: dict[int, _Tracked] = dict(by_cpu)
-        for pid, t in by_mem:
-            chosen.setdefault(pid, t)
+        chosen: dict[int, _Tracked] = {}
+        if len(tracked) <= n:  # the default (n = the cap): every process, idle ones included
+            chosen = dict(tracked)
+        else:
+            by_cpu = sorted(tracked, key=lambda kv: kv[1].cpu_percent, reverse=True)[:n]
+            by_mem = sorted(tracked, key=lambda kv: kv[1].rss, reverse=True)[:n]
+            # Alternate the two rankings, so a cap reached still keeps both the busiest and
+            # the largest processes rather than only the CPU ranking.
+            for a, b in zip(by_cpu, by_mem, strict=True):
+                chosen.setdefault(*a)
+                chosen.setdefault(*b)
         gpu_mem = gpu_mem or {}
         out: list[ProcInfo] = []
         objects: dict[int, psutil.Process] = {}

@@ -13,6 +13,7 @@ from libs.schemas.ids import NAME_RE
 from .errors import bad, forbidden
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MAX_ARGS = 256
 MAX_ARG_LEN = 8192
 # Whole command line and whole environment, in UTF-8 bytes (each string plus its terminator, as
@@ -102,6 +103,16 @@ class Validator:
         """The full argv of an app after validation; argv[0] resolved to a path."""
         run = spec.run
         path = spec.env.get("PATH")
+        if isinstance(run, PythonRun) and run.module:
+            if run.script:
+                raise bad("give a script or a module, not both")
+            if not MODULE_RE.match(run.module):
+                raise bad(f"module {run.module[:100]!r} is not a dotted Python module name")
+            exe = self.resolve_executable(run.interpreter, spec.cwd, path)
+            self.check_command(exe, run.interpreter)
+            self.check_args(run.args)
+            self.check_sizes([exe, "-m", run.module, *run.args], spec.env)
+            return [exe, "-m", run.module, *run.args]
         if isinstance(run, (PythonRun, NodeRun)):
             script = run.script
             if not script:

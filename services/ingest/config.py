@@ -23,6 +23,7 @@ class IngestConfig(msgspec.Struct, kw_only=True, frozen=True):
     last_seen_every: float = 30.0  # hosts.last_seen is refreshed at most this often per host (a write per host)
     future_tolerance: float = 86400.0  # samples further in the future are dead-lettered
     maintenance_interval: float = 3600.0
+    jobs_check_interval: float = 300.0  # seconds between reads of TimescaleDB's job stats
     rollup_every: float = 5.0  # plain path: seconds between folds of rollup_pending into metrics_1m/1h
     events_retention_days: int = 90  # app_events, health_results, alert_events, replica_status
     migrate: bool = True

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from libs.runtime import ServiceStats, jetstream
 from libs.schemas import streams
 
-from . import maintenance, rollups, schema
+from . import maintenance, rollups, schema, tsjobs
 from .config import IngestConfig
 from .consumer import Consumer
 from .db import Link
@@ -124,6 +124,11 @@ class Ingest:
         self.stats.pending(
             lambda: {c.spec.durable: c.stats.pending for c in self.consumers.values() if c.stats.pending is not None}
         )
+        # TimescaleDB jobs whose last run failed (absent without TimescaleDB) and the policies
+        # ingest ran in their place: an alert rule on the gauge tells the operator.
+        self.jobs = tsjobs.JobWatch()
+        self.stats.gauge("timescale_jobs_failing", lambda: self.jobs.failing)
+        self.stats.counter("timescale_fallback_runs", lambda: self.jobs.fallback_runs)
         self.stats.queue("batches_ready", lambda: sum(c._queue.qsize() for c in self.consumers.values()))
 
     def _total(self, field: str) -> int:
@@ -141,6 +146,7 @@ class Ingest:
                     log.info("migrations applied", extra={"applied": applied})
             storage = self.storage = await schema.storage(conn)
             await maintenance.run_once(conn, storage, cfg.events_retention_days)
+            await self._check_jobs(conn)
         finally:
             await conn.close()
         log.info("history storage", extra={"backend": storage.backend})
@@ -172,6 +178,7 @@ class Ingest:
             await c.start()
             self.consumers[name] = c
         self._tasks.append(asyncio.create_task(self._maintenance_loop(storage), name="maintenance"))
+        self._tasks.append(asyncio.create_task(self._jobs_loop(), name="timescale-jobs"))
         if plain:
             self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollups"))
 
@@ -233,6 +240,26 @@ class Ingest:
                 raise
             except Exception as exc:
                 log.warning("maintenance failed: %s", exc)
+
+    async def _check_jobs(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self.jobs.check(conn)
+        except asyncpg.PostgresError as exc:  # a view that changed shape must not stop ingest
+            log.warning("TimescaleDB job check failed: %s", exc)
+
+    async def _jobs_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.jobs_check_interval)
+            try:
+                conn = await connect_db(self.config.db.dsn, stop_after=60)
+                try:
+                    await self._check_jobs(conn)
+                finally:
+                    await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("TimescaleDB job check failed: %s", exc)
 
 
 async def build(config: IngestConfig, stack: contextlib.AsyncExitStack) -> Ingest:

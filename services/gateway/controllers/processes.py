@@ -38,8 +38,11 @@ class Proc(msgspec.Struct, kw_only=True, frozen=True):
 class ProcList(msgspec.Struct, kw_only=True, frozen=True):
     host: str
     ts: float | None
-    total: int  # processes on the host (the snapshot holds the top N)
+    total: int  # processes on the host
     procs: list[Proc]
+    # Processes the snapshot holds (every process up to the collector's cap of 500), so a
+    # list reads "len(procs) of total" truthfully and `stored < total` says the cap was hit.
+    stored: int = 0
 
 
 class ProcHistory(msgspec.Struct, kw_only=True, frozen=True):
@@ -50,6 +53,9 @@ class ProcHistory(msgspec.Struct, kw_only=True, frozen=True):
     cpu_percent: list[float]
     rss: list[int]
     mem_percent: list[float]
+    threads: list[int] = []
+    tier: str = "proc_samples"  # processes have one tier: the snapshots themselves
+    step: float = 0.0  # seconds per point
 
 
 SORTS = ("cpu_percent", "rss", "mem_percent", "pid", "name", "threads", "gpu_mem")
@@ -83,6 +89,7 @@ class ProcessesController(Controller):
             )
             if ts is None:
                 return ProcList(host=host, ts=None, total=0, procs=[])
+            stored = await conn.fetchval("SELECT count(*) FROM proc_samples WHERE host = $1 AND time = $2", host, ts)
             rows = await conn.fetch(
                 f"SELECT * FROM proc_samples WHERE host = $1 AND time = $2 ORDER BY {sort} {order}, pid LIMIT $3",
                 host,
@@ -108,7 +115,7 @@ class ProcessesController(Controller):
             for r in rows
         ]
         total = rows[0]["procs_total"] if rows else 0
-        return ProcList(host=host, ts=ts.timestamp(), total=total, procs=procs)
+        return ProcList(host=host, ts=ts.timestamp(), total=total, procs=procs, stored=stored)
 
     @get("/{host:str}/processes/{pid:int}/history", summary="CPU and memory of one process over time")
     async def history(
@@ -118,17 +125,21 @@ class ProcessesController(Controller):
         gw: GatewayDep,
         from_: FromParam = None,
         to: TimeParam = None,
+        step: Annotated[float | None, Parameter(ge=1, le=86400 * 30, description="seconds per point")] = None,
         max_points: Annotated[int | None, Parameter(ge=1, le=10_000)] = None,
     ) -> ProcHistory:
         await _need_tables(gw)
         f, t = time_range(from_, to)
-        cap = max_points or gw.config.history_max_points
-        width = max((t - f) / cap, 1.0)
+        cap = min(max_points or gw.config.history_max_points, 10_000)
+        # Snapshots come every procs_interval (15 s by default): buckets never finer than 1 s,
+        # as wide as asked, and wide enough that the range fits in max_points.
+        width = max(step or 1.0, (t - f) / cap, 1.0)
         rows = await gw.pool.fetch(
             """SELECT floor(extract(epoch FROM time) / $5) * $5 AS b, avg(cpu_percent)::float8 AS cpu,
-                      avg(rss)::float8 AS rss, avg(mem_percent)::float8 AS mem, max(name) AS name
+                      avg(rss)::float8 AS rss, avg(mem_percent)::float8 AS mem,
+                      avg(threads)::float8 AS threads, max(name) AS name
                  FROM proc_samples WHERE host = $1 AND pid = $2 AND time >= $3 AND time <= $4
-                GROUP BY 1 ORDER BY 1 LIMIT $6""",
+                GROUP BY 1 ORDER BY 1 DESC LIMIT $6""",
             host,
             pid,
             utc(f),
@@ -136,6 +147,7 @@ class ProcessesController(Controller):
             width,
             cap,
         )
+        rows = rows[::-1]  # the newest `cap` buckets, oldest first
         return ProcHistory(
             host=host,
             pid=pid,
@@ -144,4 +156,6 @@ class ProcessesController(Controller):
             cpu_percent=[r["cpu"] for r in rows],
             rss=[int(r["rss"]) for r in rows],
             mem_percent=[r["mem"] for r in rows],
+            threads=[round(r["threads"]) for r in rows],
+            step=width,
         )
