@@ -350,6 +350,26 @@ async def test_source_names_the_door(fresh_nats, pg_cluster, db_dsn, workdir):
                 )
 
             assert await wait_until(hooked, 20, what="the webhook's audit record") == "webhook"
+            # A failed login is audited under the name it tried, the password nowhere.
+            r = await http.post(
+                "/api/v1/auth/login",
+                json={"username": "admin", "password": "wrong-guess-123"},
+                headers={"X-Fleetwatch-Client": "cli"},
+            )
+            assert r.status_code == 401, r.text
+
+            async def refused():
+                return (
+                    await fetch(
+                        fleet.dsn,
+                        "SELECT actor, source, result, params::text AS p FROM audit_log WHERE code = 401",
+                    )
+                    or None
+                )
+
+            rows = await wait_until(refused, 20, what="the failed login's audit record")
+            assert [(x["actor"], x["source"], x["result"]) for x in rows] == [("admin", "cli", "error")]
+            assert "wrong-guess-123" not in rows[0]["p"]
             # The audit API filters by door.
             r = await http.get("/api/v1/audit", params={"source": "cli", "limit": 500}, headers=S)
             assert r.status_code == 200 and r.json()["items"], r.text
