@@ -108,12 +108,14 @@ async def test_operator_restart_is_audited_with_their_name_and_viewer_is_refused
     rows = await audit_rows(dsn, "action = 'apps.restart' AND actor = $1 AND host = $2", operator, HOST, want=3)
     assert sorted(r["code"] for r in rows) == [200, 404, 429]
     ok = next(r for r in rows if r["code"] == 200)
-    assert ok["target"] == "web" and ok["result"] == "ok" and ok["source"] == "commander"
+    assert (
+        ok["target"] == "web" and ok["result"] == "ok" and ok["source"] == "api"
+    )  # a session without the client header
     reg = await audit_rows(dsn, "action = 'apps.register' AND actor = 'admin'")
     assert "sk-abc-123" not in reg[0]["params"] and '"***"' in reg[0]["params"]
-    # the viewer's read is audited under their name; their refused restart never reached the host
-    viewer_rows = await audit_rows(dsn, "actor = $1", gw.actor("viewer"))
-    assert [(r["action"], r["target"]) for r in viewer_rows] == [("apps.list", "")]
+    # the viewer's read changed nothing and is not audited (it came before the restarts, stored
+    # above); their refused restart never reached the host
+    assert await audit_rows(dsn, "actor = $1", gw.actor("viewer"), timeout=3) == []
 
 
 async def test_logs_tail_and_sse_stream(stack):
@@ -170,5 +172,6 @@ async def test_signed_webhook(stack):
         assert (await c.post(url, json=cmd)).status_code == 401  # unsigned
         bad = signed_webhook(SECRET, {"host": HOST, "verb": "apps.remove", "params": {"name": "web"}})
         assert (await c.post(url, content=bad.content, headers=bad.headers)).status_code == 400
-    rows = await audit_rows(dsn, "actor = 'webhook:ci-deploy'")
-    assert rows[0]["action"] == "apps.status" and rows[0]["code"] == 200
+    # apps.status is a read: not audited (a webhook's change is, as `webhook:<actor>` with source
+    # webhook: tests/test_audit_coverage.py)
+    assert await audit_rows(dsn, "actor = 'webhook:ci-deploy'", timeout=3) == []

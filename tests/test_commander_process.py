@@ -228,7 +228,7 @@ async def refusals_limit_and_secrets_are_audited(nc, started, appdir, audits):
     recs = mine()
     assert len(recs) == 8, [(a.action, a.code) for a in recs]
     assert sorted(a.code for a in recs) == [200, 400, 400, 400, 400, 400, 404, 429]
-    assert all(a.host == HOST and a.source == "commander" for a in recs)
+    assert all(a.host == HOST and a.source == "nats" for a in recs)  # no gateway named a door
     refused = [a for a in recs if a.code == 400]
     assert {a.target for a in refused} == {"v1", "v2", "v3", "v4", "v5"} and all(
         a.result == "error" and a.error for a in refused
@@ -527,7 +527,8 @@ async def test_audit_record_outlives_a_missing_stream(fresh_nats, admin, workdir
         await cp.wait_ready(admin, HOST)
         js = admin.jetstream()
         await js.delete_stream("AUDIT")
-        await ctl(admin, HOST, "apps.list", {"actor": "auditee"}, AppListReply)
+        with pytest.raises(CtlFailed):  # a change (refused: no such app) is audited, a read would not be
+            await ctl(admin, HOST, "apps.stop", {"actor": "auditee", "name": "ghost"})
         deadline = time.monotonic() + 15
         while "audit record not stored yet" not in log.read_text() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -536,7 +537,7 @@ async def test_audit_record_outlives_a_missing_stream(fresh_nats, admin, workdir
         sub = await js.subscribe(subjects.audit(HOST), ordered_consumer=True)
         try:
             first = msgspec.json.decode((await sub.next_msg(timeout=15)).data, type=AuditRecord)
-            assert (first.actor, first.action, first.result) == ("auditee", "apps.list", "ok")
+            assert (first.actor, first.action, first.result) == ("auditee", "apps.stop", "error")
             await asyncio.sleep(3)  # later tries (there must be none) would land here
             assert (await js.stream_info("AUDIT")).state.messages == 1
         finally:

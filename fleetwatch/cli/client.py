@@ -67,7 +67,11 @@ def error_message(status: int, body: Any, headers: httpx.Headers | dict) -> str:
 class Client:
     def __init__(self, url: str, token: str = "", *, timeout: float = 90.0, ca_file: str = "") -> None:
         self.url = url
-        headers = {"User-Agent": f"fleetwatch-cli/{__version__}", "Accept": "application/json"}
+        headers = {
+            "User-Agent": f"fleetwatch-cli/{__version__}",
+            "Accept": "application/json",
+            "X-Fleetwatch-Client": "cli",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         verify: ssl.SSLContext | bool = True

@@ -198,10 +198,12 @@ class AppInfo(Part, kw_only=True, frozen=True):
 # -- app requests ---------------------------------------------------------------------------
 class AppListRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
 
 
 class AppRegisterRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     spec: AppSpec
     replace: bool = False  # re-register an existing name with a new spec (stopped first)
     start: bool = False
@@ -216,11 +218,13 @@ class AppRequest(Message, kw_only=True, frozen=True):
     """apps.start / apps.stop / apps.restart / apps.status / apps.remove."""
 
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     name: str
 
 
 class AppLogsRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     name: str
     lines: int = 100  # tail this many lines (max 5000)
     follow: bool = False  # publish new lines on fleet.logs.<host>.<name> while the lease lives
@@ -257,6 +261,7 @@ JobState = Literal["queued", "running", "succeeded", "failed", "timeout", "stopp
 
 class JobRunRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     argv: list[str]
     cwd: str = ""
     user: str = ""  # empty: the policy's run_as
@@ -270,6 +275,7 @@ class JobRequest(Message, kw_only=True, frozen=True):
     """jobs.get / jobs.stop / jobs.restart / jobs.logs."""
 
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     id: str
     lines: int = 200  # jobs.logs only
     # jobs.restart runs the command again under the rules of whoever asks now, not the first caller's.
@@ -279,11 +285,13 @@ class JobRequest(Message, kw_only=True, frozen=True):
 
 class JobListRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     limit: int = 100
 
 
 class JobCleanupRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
     older_than_s: float = 7 * 86400.0
 
 
@@ -324,6 +332,7 @@ class JobCleanupReply(Message, kw_only=True, frozen=True):
 # -- scan -----------------------------------------------------------------------------------
 class ScanRequest(Message, kw_only=True, frozen=True):
     actor: str
+    source: str = ""  # the door it came through (ui, cli, api-token, webhook, api), for audit
 
 
 class ScannedProc(Part, kw_only=True, frozen=True):

@@ -66,7 +66,7 @@ class AuditRecord(Message, kw_only=True, frozen=True):
     code: int = 200
     error: str = ""
     duration_ms: float = 0.0
-    source: str = ""  # service that performed the action
+    source: str = ""  # the door: ui | cli | api-token | webhook | api (gateway), nats (a direct NATS caller)
 
 
 UserOp = Literal["created", "updated", "deactivated", "activated", "deleted", "password"]

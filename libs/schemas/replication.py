@@ -10,3 +10,4 @@ class SyncRequest(Message, kw_only=True, frozen=True):
     defaults. The reply is the ReplicationStatus of a sync that started after the request."""
 
     actor: str = ""  # who asked (the gateway's authenticated user), named in the audit record
+    source: str = ""  # the door the request came through (ui, cli, api-token, api), for audit

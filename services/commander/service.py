@@ -209,7 +209,7 @@ class Commander:
     async def _serve(self, verb: str, req: Request) -> None:
         t0 = time.perf_counter()
         req_type, method, target_field, mutating = ENDPOINTS[verb]
-        actor, target, params = "", "", {}
+        actor, target, params, source = "", "", {}, ""
         code, error, body = 200, "", b""
         try:
             try:
@@ -220,8 +220,10 @@ class Commander:
                 await deadletter.send(self.nc, "commander", req.subject, req.data, exc)
                 raise bad(f"malformed {verb} request: {exc.reason} (at {exc.path})") from None
             actor = r.actor
-            target = _target(r, target_field)
-            params = {k: v for k, v in msgspec.to_builtins(r).items() if k not in ("actor", "v", "policy")}
+            source = r.source
+            # a cleanup acts on the host's finished jobs, not one: the audit names that
+            target = _target(r, target_field) or ("jobs" if verb == "jobs.cleanup" else "")
+            params = {k: v for k, v in msgspec.to_builtins(r).items() if k not in ("actor", "v", "policy", "source")}
             if not actor:
                 raise bad("actor is required: the user or automation on whose behalf this runs")
             if mutating and target:
@@ -255,7 +257,8 @@ class Commander:
         elif code != 200:
             self.stats.inc("refused")
         self._record_stats(verb, code, error, duration)
-        await self._audit(verb, actor, target, params, code, error, duration)
+        if mutating:  # reads (lists, status, logs, scans) change nothing and are not audited
+            await self._audit(verb, actor, target, params, code, error, duration, source)
 
     def _record_stats(self, verb: str, code: int, error: str, duration_ms: float) -> None:
         """Requests are answered from tasks, so the micro library's own timing and error counts
@@ -283,7 +286,7 @@ class Commander:
         return a[:200] if isinstance(a, str) else ""
 
     async def _audit(
-        self, verb: str, actor: str, target: str, params: dict, code: int, error: str, duration_ms: float
+        self, verb: str, actor: str, target: str, params: dict, code: int, error: str, duration_ms: float, source: str
     ) -> None:
         rec = AuditRecord(
             id=uuid.uuid4().hex,
@@ -297,7 +300,8 @@ class Commander:
             code=code,
             error=error,
             duration_ms=round(duration_ms, 3),
-            source="commander",
+            # the door the gateway says the request came through; a direct NATS caller is "nats"
+            source=source[:20] or "nats",
         )
         await audit.record(self.js, rec, self.stats)
 

@@ -25,6 +25,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from libs.runtime import open_nats, open_stats
 from libs.runtime.db import migrate, open_pool
 
+from .auditing import audit_middleware
 from .authn import Actor
 from .bootstrap import ensure_admin
 from .config import GatewayConfig
@@ -179,7 +180,7 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
         lifespan=[lifespan] if lifespan_enabled else [],
-        middleware=[stats_middleware, refuse_control_chars],
+        middleware=[stats_middleware, refuse_control_chars, audit_middleware],
         before_send=[security_headers],
         state=State({"config": settings}),
         cors_config=CORSConfig(

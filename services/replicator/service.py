@@ -147,7 +147,7 @@ class ReplicatorService:
             code=200 if status.ok else 502,
             error=status.error,
             duration_ms=status.duration_ms,
-            source="replicator",
+            source=req.source[:20] or "nats",
         )
         await audit.record(self.nc.jetstream(), rec, self.stats)
 

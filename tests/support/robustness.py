@@ -31,6 +31,7 @@ class Fleet:
         self.dir.mkdir(parents=True)
         self.procs: dict[str, object] = {}
         self.gw: GatewayProcess | None = None
+        self.gateway_settings: dict[str, str] = {}  # FLEETWATCH_GATEWAY_<NAME> settings, set before start
 
     async def start(self, nc, **alerter_env: str) -> Fleet:
         conn = await asyncpg.connect(self.local_dsn)
@@ -62,7 +63,7 @@ class Fleet:
         ).start()
         # The gateway migrates the central users table the replicator reads: it starts first.
         self.gw = await asyncio.to_thread(
-            start_gateway, {**st.env("gateway"), **DEBUG}, self.dsn, d / "gateway", timeout=90
+            start_gateway, {**st.env("gateway"), **DEBUG}, self.dsn, d / "gateway", timeout=90, **self.gateway_settings
         )
         env = replicator_env(
             service_env,

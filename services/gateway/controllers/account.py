@@ -14,6 +14,7 @@ from litestar import Controller, post
 from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
 from litestar.params import JSONBody
 
+from ..auditing import note
 from ..authn import ActorDep
 from ..errors import errors
 from ..state import GatewayDep
@@ -40,6 +41,7 @@ class AccountController(Controller):
     async def change_password(self, data: JSONBody[PasswordChange], gw: GatewayDep, actor: ActorDep) -> LoginResponse:
         # A stolen session must not be able to guess its way to the password: failed checks are
         # limited like failed logins, per account.
+        note(target=actor.username)
         key = f"password|{actor.user_id}"
         wait = gw.limiter.retry_after(key)
         if wait:

@@ -34,6 +34,7 @@ from libs.schemas.alerting import (
     Silence,
 )
 
+from ..auditing import note
 from ..authn import Actor, ActorDep
 from ..errors import errors
 from ..state import Gateway, GatewayDep
@@ -272,7 +273,9 @@ class SilencesController(Controller):
     async def create_silence(self, data: JSONBody[Silence], gw: GatewayDep, actor: ActorDep) -> Silence:
         data = msgspec.structs.replace(data, created_by=actor.username)
         put = ConfigPut(silence=data, actor=actor.username, role=_role(actor))
-        return (await ask(gw, "silences", "put", put)).silences[0]
+        made = (await ask(gw, "silences", "put", put)).silences[0]
+        note(target=made.id)
+        return made
 
     @delete("/{silence_id:str}", summary="Expire (delete) a silence", status_code=200, responses=ERRS)
     async def delete_silence(self, silence_id: NameParam, gw: GatewayDep, actor: ActorDep) -> Deleted:

@@ -38,6 +38,8 @@ class AuditController(Controller):
         by_actor: Annotated[str | None, QueryParameter(name="actor", max_length=64)] = None,
         action: Annotated[str | None, Parameter(max_length=100)] = None,
         result: FromQuery[Literal["ok", "error"] | None] = None,
+        # the door: ui, cli, api-token, webhook, api (the gateway's), nats (a direct NATS caller)
+        source: Annotated[str | None, Parameter(max_length=20, pattern=r"^[a-z-]{1,20}$")] = None,
         from_: FromParam = None,
         to: TimeParam = None,
         limit: LimitParam = 100,
@@ -52,6 +54,7 @@ class AuditController(Controller):
                 WHERE time >= $1 AND time <= $2
                   AND ($3::text IS NULL OR host = $3) AND ($4::text IS NULL OR actor = $4)
                   AND ($5::text IS NULL OR action = $5) AND ($6::text IS NULL OR result = $6)
+                  AND ($9::text IS NULL OR source = $9)
                 ORDER BY time DESC, id LIMIT $7 OFFSET $8""",
             utc(f),
             utc(t),
@@ -61,6 +64,7 @@ class AuditController(Controller):
             result,
             limit + 1,
             offset,
+            source,
         )
         items = [
             AuditRecord(

@@ -11,6 +11,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
+from ..auditing import note
 from ..authn import ActorDep
 from ..errors import errors
 from ..roles import LEVEL, Role
@@ -110,6 +111,7 @@ class AuthController(Controller):
         # client's own X-Forwarded-For is not believed, so rotating it changes nothing.
         client = request.client.host if request.client else "?"
         username = data.username[:MAX_USERNAME]  # a malformed one is still counted, bounded
+        note(actor=username, target=username)  # success or failure, the attempt is audited
         limits = gw.limiter
         # Tuples: no username can spell another kind of key.
         keys = (("login", username, client), ("client", client), ("account", username))
@@ -181,6 +183,7 @@ class AuthController(Controller):
         if LEVEL[role] > LEVEL[actor.role]:
             raise PermissionDeniedException(detail=f"a token cannot have more than your role ({actor.role})")
         tid, token, digest = new_api_token()
+        note(target=tid, name=data.name, role=role)
         expires = dt.datetime.fromtimestamp(time.time() + data.expires_in_s, dt.UTC) if data.expires_in_s else None
         await gw.pool.execute(
             "INSERT INTO api_tokens (id, user_id, name, token_hash, role, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -13,6 +13,8 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from libs.schemas import subjects
 
+from ..auditing import current_source
+
 T = TypeVar("T")
 _ENC = msgspec.json.Encoder()
 # Commander codes pass through; its 500 is the host's failure, which the gateway reports as 502.
@@ -20,6 +22,8 @@ HTTP_OF = {400: 400, 403: 403, 404: 404, 409: 409, 429: 429, 500: 502}
 
 
 async def call(nc, host: str, verb: str, body: dict[str, Any], reply_type: type[T], timeout: float = 30.0) -> T:
+    # The door the change came through (ui, cli, api-token, webhook, api), for the host's audit.
+    body = {**body, "source": current_source()}
     try:
         msg = await nc.request(subjects.ctl(host, verb), _ENC.encode(body), timeout=timeout)
     except NoRespondersError:

@@ -14,6 +14,7 @@ from litestar.params import FromQuery, JSONBody, Parameter
 from libs.schemas import Codec, DecodeError, MetricFrame
 from libs.schemas import subjects as s
 
+from ..auditing import note
 from ..authn import ActorDep
 from ..directory import HostView
 from ..errors import errors
@@ -40,6 +41,7 @@ class HostsController(Controller):
         responses=errors(409),
     )
     async def register(self, data: JSONBody[HostRegistration], gw: GatewayDep, actor: ActorDep) -> AgentCredentials:
+        note(target=data.host)
         return await register_host(data, gw, actor)
 
     @get(

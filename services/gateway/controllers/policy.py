@@ -26,6 +26,7 @@ from libs.schemas import AuditRecord
 from libs.schemas.control import DEFAULT_RUN_POLICY, RunPolicy, policy_problems
 from libs.schemas.streams import POLICY_BUCKET
 
+from ..auditing import current_source
 from ..authn import Actor, ActorDep
 from ..errors import errors
 from ..state import Gateway, GatewayDep
@@ -110,7 +111,7 @@ async def _audit(gw: Gateway, actor: Actor, host: str, action: str, params: dict
         action=action,
         target=host or FLEET_KEY,
         params=params,
-        source="gateway",
+        source=current_source(),
     )
     # A few seconds, not the default's retries: the admin is waiting for this answer.
     await audit.record(gw.nc.jetstream(), rec, retry_s=AUDIT_RETRY_S)

@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from libs.schemas import Codec, DecodeError, ReplicationStatus, subjects
 from libs.schemas.replication import SyncRequest
 
+from ..auditing import current_source
 from ..authn import ActorDep
 from ..errors import errors
 from ..state import Gateway, GatewayDep
@@ -98,7 +99,7 @@ class ReplicationController(Controller):
         wait: FromQuery[bool] = True,
         timeout: Annotated[float, Parameter(gt=0, le=300, description="seconds to wait for the sync")] = 60.0,
     ) -> Response[ReplicationStatus | SyncAccepted]:
-        body = _REQUEST.encode(SyncRequest(actor=actor.username))
+        body = _REQUEST.encode(SyncRequest(actor=actor.username, source=current_source()))
         subject = subjects.sync(host)
         if not wait:
             await gw.nc.publish(subject, body)

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from libs.schemas.events import UserOp
 
+from ..auditing import note
 from ..authn import ActorDep
 from ..errors import errors
 from ..roles import Role
@@ -72,6 +73,7 @@ class UsersController(Controller):
 
     @post("/", summary="Create a user (uid/gid allocated when not given)", responses=errors(409))
     async def create(self, data: JSONBody[UserCreate], gw: GatewayDep, actor: ActorDep) -> UserOut:
+        note(target=data.username, role=data.role)
         pw_hash = await gw.hasher.hash_async(data.password) if data.password else "!"
         try:
             row = await create_user(
@@ -110,6 +112,8 @@ class UsersController(Controller):
             # An admin locking themselves out (possibly the last admin) is never what was meant.
             raise ClientException(detail="you cannot deactivate yourself or change your own role")
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None and k != "password"}
+        # What changed, never the password itself: a reset is named, its value is not.
+        note(**changes, **({"password": "(reset)"} if data.password is not None else {}))
         if data.password is not None:
             changes["password_hash"] = await gw.hasher.hash_async(data.password)
             # A reset ends every session opened with the old password (API tokens stay: they are
