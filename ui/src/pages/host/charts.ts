@@ -1,0 +1,211 @@
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { api, ApiError } from "../../api";
+import { clear, fmtBytes, fmtPct, h } from "../../dom";
+import { t, type Key } from "../../i18n";
+import type { History, Summary } from "../../types";
+import { cssVar, stat } from "./common";
+
+const RANGES: [string, number][] = [
+  ["15m", 900],
+  ["1h", 3600],
+  ["24h", 86400],
+  ["7d", 7 * 86400],
+  ["30d", 30 * 86400],
+];
+
+interface ChartDef {
+  id: string;
+  title: Key;
+  fields: string[];
+  labels: string[];
+  unit: "pct" | "bps";
+  summary: string[];
+}
+const CHARTS: ChartDef[] = [
+  { id: "cpu", title: "cpu", fields: ["cpu_percent"], labels: ["CPU %"], unit: "pct", summary: ["cpu_percent"] },
+  {
+    id: "mem",
+    title: "memory",
+    fields: ["mem_percent", "swap_percent"],
+    labels: ["RAM %", "Swap %"],
+    unit: "pct",
+    summary: ["mem_percent", "swap_percent"],
+  },
+  {
+    id: "disk",
+    title: "disk",
+    fields: ["disk_max_percent"],
+    labels: ["Disk %"],
+    unit: "pct",
+    summary: ["disk_max_percent"],
+  },
+  {
+    id: "net",
+    title: "network",
+    fields: ["net_bytes_recv", "net_bytes_sent"],
+    labels: ["Recv B/s", "Sent B/s"],
+    unit: "bps",
+    summary: ["net_bytes_recv", "net_bytes_sent"],
+  },
+  {
+    id: "gpu",
+    title: "gpu",
+    fields: ["gpu_util_percent"],
+    labels: ["GPU %"],
+    unit: "pct",
+    summary: ["gpu_util_percent"],
+  },
+];
+const ALL_FIELDS = [...new Set(CHARTS.flatMap((c) => c.fields))];
+
+/** The range picker, the history charts and the live stat cards of one host. */
+export function chartsSection(
+  root: HTMLElement,
+  base: string,
+  liveVals: HTMLElement,
+  cleanups: (() => void)[],
+): { liveFrame: (s: Summary) => void } {
+  let range = 900;
+  const rangeBox = h("div", { class: "segmented", role: "radiogroup", "aria-label": t("range") });
+  const chartsBox = h("div", { class: "charts" });
+  const plots = new Map<string, { u: uPlot; def: ChartDef; data: (number | null)[][] }>();
+  root.append(
+    h(
+      "section",
+      { "aria-labelledby": "charts-h" },
+      h("div", { class: "toolbar" }, h("h2", { id: "charts-h" }, t("range")), rangeBox),
+      chartsBox,
+    ),
+  );
+
+  function renderRanges(): void {
+    clear(
+      rangeBox,
+      RANGES.map(([label, s]) =>
+        h(
+          "button",
+          {
+            type: "button",
+            role: "radio",
+            "aria-checked": String(s === range),
+            class: s === range ? "on" : "",
+            "data-range": label,
+            onclick: () => {
+              range = s;
+              renderRanges();
+              void loadHistory();
+            },
+          },
+          label,
+        ),
+      ),
+    );
+  }
+  renderRanges();
+
+  function width(): number {
+    return Math.max(260, Math.min(chartsBox.clientWidth || 600, 1400) / (window.innerWidth > 900 ? 2 : 1) - 24);
+  }
+
+  function makePlot(def: ChartDef, data: (number | null)[][]): uPlot {
+    const colors = [cssVar("--accent", "#4ea1ff"), cssVar("--accent2", "#b48cff")];
+    const axis = {
+      stroke: cssVar("--muted", "#8a94a6"),
+      grid: { stroke: cssVar("--grid", "#2a3140"), width: 1 },
+      ticks: { stroke: cssVar("--grid", "#2a3140") },
+    };
+    const fmt =
+      def.unit === "pct"
+        ? (_: uPlot, v: number | null) => (v == null ? "–" : v.toFixed(1) + "%")
+        : (_: uPlot, v: number | null) => (v == null ? "–" : fmtBytes(v) + "/s");
+    return new uPlot(
+      {
+        width: width(),
+        height: 170,
+        title: t(def.title),
+        scales: { x: { time: true }, y: def.unit === "pct" ? { range: [0, 100] } : { auto: true } },
+        axes: [axis, { ...axis, size: def.unit === "pct" ? 60 : 84, values: (u, vals) => vals.map((v) => fmt(u, v)) }],
+        series: [
+          {},
+          ...def.labels.map((label, i) => ({
+            label,
+            stroke: colors[i],
+            width: 1.5,
+            fill: i === 0 ? colors[0] + "22" : undefined,
+            value: fmt,
+          })),
+        ],
+      },
+      data as uPlot.AlignedData,
+      undefined,
+    );
+  }
+
+  let histSeq = 0;
+  async function loadHistory(): Promise<void> {
+    const seq = ++histSeq;
+    const to = Date.now() / 1000;
+    try {
+      const res = await api<History>("GET", `${base}/metrics`, undefined, {
+        from: Math.floor(to - range),
+        to: Math.ceil(to),
+        fields: ALL_FIELDS.join(","),
+        max_points: 600,
+      });
+      if (seq !== histSeq) return;
+      chartsBox.dataset.tier = res.tier;
+      chartsBox.dataset.points = String(res.times.length);
+      for (const def of CHARTS) {
+        const data = [res.times, ...def.fields.map((f) => res.series[f] ?? res.times.map(() => null))];
+        const p = plots.get(def.id);
+        if (p) {
+          p.data = data;
+          p.u.setData(data as uPlot.AlignedData);
+        } else {
+          const box = h("figure", { class: "chart card", "data-chart": def.id, "aria-label": t(def.title) });
+          chartsBox.append(box);
+          const u = makePlot(def, data);
+          box.append(u.root);
+          plots.set(def.id, { u, def, data });
+        }
+      }
+    } catch (e) {
+      chartsBox.dataset.error = e instanceof ApiError ? e.detail : String(e);
+      if (!plots.size) clear(chartsBox, h("p", { class: "muted" }, t("noData"), ": ", chartsBox.dataset.error));
+    }
+  }
+  void loadHistory();
+  const onResize = () => {
+    for (const p of plots.values()) p.u.setSize({ width: width(), height: 170 });
+  };
+  window.addEventListener("resize", onResize);
+  cleanups.push(() => {
+    window.removeEventListener("resize", onResize);
+    for (const p of plots.values()) p.u.destroy();
+  });
+
+  function liveFrame(s: Summary): void {
+    clear(
+      liveVals,
+      stat(t("cpu"), fmtPct(s.cpu_percent), "live-cpu"),
+      stat(t("memory"), fmtPct(s.mem_percent), "live-mem"),
+      stat(t("disk"), fmtPct(s.disk_max_percent), "live-disk"),
+      stat(t("gpu"), fmtPct(s.gpu_util_percent), "live-gpu"),
+      stat(t("load"), s.load1 != null ? s.load1.toFixed(2) : "–", "live-load"),
+      stat(t("network"), `↓${fmtBytes(s.net_bytes_recv)}/s ↑${fmtBytes(s.net_bytes_sent)}/s`, "live-net"),
+    );
+    if (range > 3600) return; // long ranges are rollups: a raw point would not belong
+    const ts = s.ts;
+    for (const p of plots.values()) {
+      const d = p.data;
+      const times = d[0] as number[];
+      if (times.length && ts <= times[times.length - 1]) continue;
+      times.push(ts);
+      p.def.summary.forEach((k, i) => d[i + 1].push(s[k] ?? null));
+      while (times.length && times[0] < ts - range) d.forEach((a) => a.shift());
+      p.u.setData(d as uPlot.AlignedData);
+    }
+  }
+  return { liveFrame };
+}
