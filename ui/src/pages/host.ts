@@ -11,6 +11,8 @@ import { processesSection } from "./host/processes";
 import { registerForm } from "./host/register";
 import { scanSection } from "./host/scan";
 
+const OFFLINE_AFTER_S = 30; // as the fleet page: three missed frames
+
 export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   const cleanups: (() => void)[] = [];
   const base = `/api/v1/hosts/${encodeURIComponent(host)}`;
@@ -52,6 +54,10 @@ export function hostPage(root: HTMLElement, [host]: string[]): () => void {
   api<HostDetail>("GET", base)
     .then((d) => {
       const v = d.host;
+      // Fill the stat cards now from the directory's last frame instead of waiting for the next one;
+      // a host not heard from lately is shown offline with its values greyed and dated.
+      const fresh = v.status === "online" && v.last_seen != null && Date.now() / 1000 - v.last_seen < OFFLINE_AFTER_S;
+      if (v.last && !liveVals.childElementCount) charts.showStats(v.last, fresh ? null : (v.last_seen ?? v.last.ts));
       headInfo.textContent = [
         v.hostname,
         v.os,

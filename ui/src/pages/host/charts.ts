@@ -1,7 +1,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { api, ApiError } from "../../api";
-import { clear, fmtBytes, fmtPct, h } from "../../dom";
+import { clear, fmtAgo, fmtBytes, fmtPct, h } from "../../dom";
 import { t, type Key } from "../../i18n";
 import type { History, Summary } from "../../types";
 import { cssVar, stat } from "./common";
@@ -21,9 +21,19 @@ interface ChartDef {
   labels: string[];
   unit: "pct" | "bps";
   summary: string[];
+  /** A field whose per-bucket peak is drawn too (dashed), so an average does not hide a spike. */
+  peak?: string;
 }
 const CHARTS: ChartDef[] = [
-  { id: "cpu", title: "cpu", fields: ["cpu_percent"], labels: ["CPU %"], unit: "pct", summary: ["cpu_percent"] },
+  {
+    id: "cpu",
+    title: "cpu",
+    fields: ["cpu_percent"],
+    labels: ["CPU %"],
+    unit: "pct",
+    summary: ["cpu_percent"],
+    peak: "cpu_percent",
+  },
   {
     id: "mem",
     title: "memory",
@@ -31,6 +41,7 @@ const CHARTS: ChartDef[] = [
     labels: ["RAM %", "Swap %"],
     unit: "pct",
     summary: ["mem_percent", "swap_percent"],
+    peak: "mem_percent",
   },
   {
     id: "disk",
@@ -65,11 +76,18 @@ export function chartsSection(
   base: string,
   liveVals: HTMLElement,
   cleanups: (() => void)[],
-): { liveFrame: (s: Summary) => void } {
+): { liveFrame: (s: Summary) => void; showStats: (s: Summary, lastSeen: number | null) => void } {
   let range = 900;
   const rangeBox = h("div", { class: "segmented", role: "radiogroup", "aria-label": t("range") });
   const chartsBox = h("div", { class: "charts" });
-  const plots = new Map<string, { u: uPlot; def: ChartDef; data: (number | null)[][] }>();
+  const plots = new Map<
+    string,
+    { u: uPlot; def: ChartDef; data: (number | null)[][]; box: HTMLElement; peakOut: HTMLElement }
+  >();
+  // The x axis always spans the chosen range up to now, whatever points exist (one rollup point
+  // or a host seen for a minute must not stretch or shrink it).
+  let xEnd = Date.now() / 1000;
+  const xRange = (): uPlot.Range.MinMax => [xEnd - range, xEnd];
   root.append(
     h(
       "section",
@@ -124,7 +142,18 @@ export function chartsSection(
         width: width(),
         height: 170,
         title: t(def.title),
-        scales: { x: { time: true }, y: def.unit === "pct" ? { range: [0, 100] } : { auto: true } },
+        // The x scale's span is left on the figure (data-xmin/-xmax) for tests and tools to read.
+        hooks: {
+          setScale: [
+            (u, key) => {
+              const fig = u.root.parentElement;
+              if (key !== "x" || !fig) return;
+              fig.dataset.xmin = String(u.scales.x.min);
+              fig.dataset.xmax = String(u.scales.x.max);
+            },
+          ],
+        },
+        scales: { x: { time: true, range: xRange }, y: def.unit === "pct" ? { range: [0, 100] } : { auto: true } },
         axes: [axis, { ...axis, size: def.unit === "pct" ? 60 : 84, values: (u, vals) => vals.map((v) => fmt(u, v)) }],
         series: [
           {},
@@ -135,6 +164,9 @@ export function chartsSection(
             fill: i === 0 ? colors[0] + "22" : undefined,
             value: fmt,
           })),
+          ...(def.peak
+            ? [{ label: def.labels[0] + " max", stroke: colors[0], width: 1, dash: [4, 3], value: fmt }]
+            : []),
         ],
       },
       data as uPlot.AlignedData,
@@ -156,19 +188,29 @@ export function chartsSection(
       if (seq !== histSeq) return;
       chartsBox.dataset.tier = res.tier;
       chartsBox.dataset.points = String(res.times.length);
+      xEnd = to;
+      const none = res.times.map(() => null);
       for (const def of CHARTS) {
-        const data = [res.times, ...def.fields.map((f) => res.series[f] ?? res.times.map(() => null))];
-        const p = plots.get(def.id);
+        const data = [res.times, ...def.fields.map((f) => res.series[f] ?? none)];
+        if (def.peak) data.push(res.max?.[def.peak] ?? res.series[def.peak] ?? none);
+        let p = plots.get(def.id);
         if (p) {
           p.data = data;
           p.u.setData(data as uPlot.AlignedData);
         } else {
+          const peakOut = h("figcaption", { class: "muted", "data-testid": `chart-max-${def.id}` });
           const box = h("figure", { class: "chart card", "data-chart": def.id, "aria-label": t(def.title) });
           chartsBox.append(box);
           const u = makePlot(def, data);
-          box.append(u.root);
-          plots.set(def.id, { u, def, data });
+          box.append(u.root, peakOut);
+          p = { u, def, data, box, peakOut };
+          plots.set(def.id, p);
+          box.dataset.xmin = String(u.scales.x.min);
+          box.dataset.xmax = String(u.scales.x.max);
         }
+        // A host without GPUs reports none: no empty GPU chart.
+        if (def.id === "gpu") p.box.hidden = !data.slice(1).some((a) => a.some((v) => v != null));
+        showPeak(p);
       }
     } catch (e) {
       chartsBox.dataset.error = e instanceof ApiError ? e.detail : String(e);
@@ -185,7 +227,16 @@ export function chartsSection(
     for (const p of plots.values()) p.u.destroy();
   });
 
-  function liveFrame(s: Summary): void {
+  function showPeak(p: { def: ChartDef; data: (number | null)[][]; peakOut: HTMLElement }): void {
+    if (!p.def.peak) return;
+    const vals = p.data[p.data.length - 1].filter((v): v is number => v != null);
+    p.peakOut.textContent = vals.length ? `max ${fmtPct(Math.max(...vals))}` : "";
+  }
+
+  /** The stat cards; `lastSeen` set means the values are stale (host offline): greyed, dated. */
+  function showStats(s: Summary, lastSeen: number | null): void {
+    liveVals.classList.toggle("stale", lastSeen != null);
+    liveVals.dataset.state = lastSeen != null ? "offline" : "online";
     clear(
       liveVals,
       stat(t("cpu"), fmtPct(s.cpu_percent), "live-cpu"),
@@ -194,7 +245,18 @@ export function chartsSection(
       stat(t("gpu"), fmtPct(s.gpu_util_percent), "live-gpu"),
       stat(t("load"), s.load1 != null ? s.load1.toFixed(2) : "–", "live-load"),
       stat(t("network"), `↓${fmtBytes(s.net_bytes_recv)}/s ↑${fmtBytes(s.net_bytes_sent)}/s`, "live-net"),
+      lastSeen != null
+        ? h(
+            "p",
+            { class: "stale-note", "data-testid": "host-stale" },
+            `${t("offline")} · ${t("lastSeen")} ${fmtAgo(lastSeen)}`,
+          )
+        : null,
     );
+  }
+
+  function liveFrame(s: Summary): void {
+    showStats(s, null);
     if (range > 3600) return; // long ranges are rollups: a raw point would not belong
     const ts = s.ts;
     for (const p of plots.values()) {
@@ -203,9 +265,12 @@ export function chartsSection(
       if (times.length && ts <= times[times.length - 1]) continue;
       times.push(ts);
       p.def.summary.forEach((k, i) => d[i + 1].push(s[k] ?? null));
+      if (p.def.peak) d[d.length - 1].push(s[p.def.peak] ?? null);
+      xEnd = Math.max(xEnd, ts);
       while (times.length && times[0] < ts - range) d.forEach((a) => a.shift());
       p.u.setData(d as uPlot.AlignedData);
+      showPeak(p);
     }
   }
-  return { liveFrame };
+  return { liveFrame, showStats };
 }
