@@ -128,3 +128,20 @@ async def test_stat_cards_filled_at_load_and_stale_host_shown_offline(stack):
         assert (await page.get_by_test_id("live-cpu").text_content()).endswith("%")
         await shot(page, "host-offline")
         await page.close()
+
+
+async def test_username_pattern_compiles_in_the_browser_and_refuses_a_bad_name(stack):
+    async with browser() as ctx:
+        page = await ctx.new_page()
+        warnings: list[str] = []
+        page.on("console", lambda m: warnings.append(m.text) if "pattern" in m.text.lower() else None)
+        await login(page, stack.gw.url, "admin", stack.passwords["admin"], "/users")
+        box = page.locator('input[name="username"]')
+        await box.wait_for(timeout=10000)
+        for bad, good in (("Bad Name", "ok-name_1"), ("-x", "x-y")):
+            await box.fill(bad)
+            assert await box.evaluate("e => e.validity.patternMismatch"), bad
+            await box.fill(good)
+            assert not await box.evaluate("e => e.validity.patternMismatch"), good
+        assert warnings == []
+        await page.close()
