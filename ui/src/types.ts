@@ -47,6 +47,8 @@ export interface History {
   tier: string;
   times: number[];
   series: Record<string, (number | null)[] | undefined>;
+  /** Per-bucket peaks of the fields that keep one (cpu_percent, mem_percent). */
+  max?: Record<string, (number | null)[] | undefined>;
 }
 
 export interface Proc {

@@ -40,6 +40,9 @@ DEFAULT_FIELDS = (
     "net_bytes_sent",
     "gpu_util_percent",
 )
+# Fields whose per-bucket peak is kept too: the rollups store it as `<field>_max` (ingest's
+# ROLLUP), so a 75 % spike still shows under a 30 % hourly average.
+PEAKS = {"cpu_percent": "cpu_percent_max", "mem_percent": "mem_percent_max"}
 # (table, resolution s, longest range it serves)
 TIERS = (("metrics", 5.0, 6 * 3600.0), ("metrics_1m", 60.0, 7 * 86400.0), ("metrics_1h", 3600.0, float("inf")))
 
@@ -51,6 +54,7 @@ class History(msgspec.Struct, kw_only=True, frozen=True):
     fields: list[str]
     times: list[float]  # bucket starts, unix seconds
     series: dict[str, list[float | None]]
+    max: dict[str, list[float | None]] = {}  # per-bucket peak of the PEAKS fields asked for
     from_: float = msgspec.field(name="from")
     to: float
 
@@ -90,7 +94,9 @@ class HistoryController(Controller):
         width = max(step or res, res, span / cap)
         if not await table_exists(gw.pool, table):
             raise ClientException(status_code=503, detail="history tables not created yet (ingest has not run)")
-        cols = ", ".join(f"avg({c})::float8" for c in wanted)
+        peaks = [c for c in wanted if c in PEAKS]
+        peak_cols = [f"max({c if table == 'metrics' else PEAKS[c]})::float8" for c in peaks]
+        cols = ", ".join([f"avg({c})::float8" for c in wanted] + peak_cols)
         # Buckets aligned on multiples of the width since the epoch, so consecutive polls line up.
         rows = await gw.pool.fetch(
             f"""SELECT floor(extract(epoch FROM time) / $4) * $4 AS b, {cols}
@@ -105,4 +111,8 @@ class HistoryController(Controller):
         rows = rows[-cap:]
         times = [float(r[0]) for r in rows]
         series = {c: [r[i + 1] for r in rows] for i, c in enumerate(wanted)}
-        return History(host=host, tier=table, step=width, fields=wanted, times=times, series=series, from_=f, to=t)
+        n = len(wanted) + 1
+        peak = {c: [r[n + i] for r in rows] for i, c in enumerate(peaks)}
+        return History(
+            host=host, tier=table, step=width, fields=wanted, times=times, series=series, max=peak, from_=f, to=t
+        )

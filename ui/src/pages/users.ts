@@ -11,7 +11,9 @@ export function usersPage(root: HTMLElement): () => void {
   const username = h("input", {
     name: "username",
     required: true,
-    pattern: "^[a-z_][a-z0-9_-]{0,31}$",
+    // Browsers compile `pattern` with the `v` flag, where a bare `-` in a class is a syntax error
+    // (the pattern would be dropped with a console warning): escape it.
+    pattern: "^[a-z_][a-z0-9_\\-]{0,31}$",
     autocomplete: "off",
   });
   const password = h("input", {
