@@ -597,3 +597,21 @@ async def test_admin_resets_a_password_then_the_user_changes_it(ctx, stack):
     me = httpx.get(f"{stack.gw.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert me.status_code == 200 and me.json()["username"] == name
     await page.close()
+
+
+async def test_job_form_second_use_keeps_timeout_and_caps_it_at_the_servers_max(ctx, stack):
+    """After a run the form resets: the timeout must come back as its default, not empty (the
+    next job was refused with `timeout_s must be in (0, 3600]`), and the form offers no more than
+    the commander accepts."""
+    page = await page_as(ctx, stack, "operator", f"/host/{COMMANDER_HOST}")
+    form = page.get_by_role("form", name="Run a job")
+    timeout = form.get_by_label("Timeout")
+    await timeout.wait_for(timeout=15000)
+    assert await timeout.get_attribute("max") == "3600"
+    jobs = page.get_by_test_id("jobs-table")
+    for n in (1, 2):
+        await form.get_by_label("Command (one argument per line)").fill(f"echo\nsecond use {n}")
+        await form.get_by_role("button", name="Run").click()
+        await jobs.locator("tbody tr").filter(has_text=f"echo second use {n}").first.wait_for(timeout=15000)
+        assert await timeout.input_value() == "300"
+    await page.close()

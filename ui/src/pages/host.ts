@@ -564,6 +564,7 @@ function registerForm(
     ["on-failure", "always", "never"].map((r) => h("option", { value: r }, r)),
   );
   const startNow = h("input", { type: "checkbox", name: "start", checked: true });
+  startNow.defaultChecked = true; // form.reset() after a register restores the default, not unchecked
   const err = h("p", { class: "error", role: "alert", "data-testid": "register-error" });
   const scriptF = field(t("script"), script),
     interpF = field(t("interpreter"), interpreter),
@@ -826,7 +827,9 @@ function jobsSection(root: HTMLElement, base: string, fail: (e: unknown) => void
   if (op) {
     const argv = h("textarea", { name: "argv", rows: 2, required: true, placeholder: "/usr/bin/df\n-h" });
     const cwd = h("input", { name: "cwd", pattern: "^/.*" });
-    const timeout = h("input", { name: "timeout", type: "number", min: 1, max: 86400, value: 300 });
+    // max: the commander's default job timeout cap; defaultValue so form.reset() keeps 300, not ""
+    const timeout = h("input", { name: "timeout", type: "number", min: 1, max: 3600, value: 300 });
+    timeout.defaultValue = "300";
     const form = h(
       "form",
       { class: "card grid-form", "aria-label": t("runJob") },
