@@ -46,3 +46,22 @@ def test_public_url_comes_from_settings_then_gateway_address():
     gw = {"FLEETWATCH_GATEWAY_HOST": "0.0.0.0", "FLEETWATCH_GATEWAY_PORT": "9000"}
     assert public_url(AlerterConfig(), gw) == "http://127.0.0.1:9000"
     assert public_url(AlerterConfig(), {"FLEETWATCH_GATEWAY_HOST": "10.0.0.5"}) == "http://10.0.0.5:8080"
+
+
+def test_history_spelling_of_a_field_is_accepted():
+    from types import SimpleNamespace
+
+    from services.alerter.fields import UnknownField, compile_field, normalize
+
+    assert normalize("cpu_percent") == "cpu.percent" and normalize("disk_io_write_bps") == "disk_io.write_bps"
+    assert normalize("disk_percent") == "disk.percent" and normalize("cpu.percent") == "cpu.percent"
+    # an extractor reads attributes only: a stand-in frame with the two parts it reads
+    frame = SimpleNamespace(cpu=SimpleNamespace(percent=42.0), disk_io=SimpleNamespace(write_bps=7.0))
+    assert compile_field("cpu_percent")(frame) == [((), 42.0)]  # type: ignore[arg-type]
+    assert compile_field("disk_io_write_bps")(frame) == [((), 7.0)]  # type: ignore[arg-type]
+    try:
+        compile_field("cpu_nonsense")
+    except UnknownField:
+        pass
+    else:
+        raise AssertionError("an unknown field must be refused")
