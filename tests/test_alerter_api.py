@@ -339,6 +339,7 @@ def test_template_is_readable():
         severity="critical",
         value=95.5,
         threshold=90,
+        field="cpu.percent",
         summary="CPU hot",
     )
     assert (
@@ -349,9 +350,9 @@ def test_template_is_readable():
     assert subject == "[FIRING] CPU hot on web-1"
     assert (
         "host web-1" in text
-        and "value: 95.5 (threshold 90.0)" in text
+        and "value: 95.5% (threshold 90.0%)" in text
         and "(2m ago)" in text
-        and "https://fleet.example/alerts/abc" in text
+        and "https://fleet.example/#/alerts/abc" in text
     )
     assert json.dumps(text)  # plain text, no markup to escape
 

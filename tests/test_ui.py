@@ -271,6 +271,29 @@ async def test_silence_an_alert(ctx, stack):
     await page.close()
 
 
+async def test_alert_link_opens_that_alert_with_value_read_by_field(ctx, stack):
+    """A notification links to #/alerts/<fingerprint>: that page marks the alert, and shows the
+    value as its field reads (cpu.percent: a percent), the way the notice text does."""
+    fp = ""
+    deadline = time.monotonic() + 30
+    while not fp and time.monotonic() < deadline:
+        r = httpx.get(f"{stack.gw.url}/api/v1/alerts", headers=stack.gw.headers("viewer"), timeout=30)
+        body = r.json()
+        rows = body if isinstance(body, list) else body.get("alerts", body.get("items", []))
+        fp = next((a["fingerprint"] for a in rows if a["rule"] == "ui-cpu" and a["state"] == "firing"), "")
+        if not fp:
+            await asyncio.sleep(1)
+    assert fp, f"no firing ui-cpu alert: {r.status_code} {r.text[:300]}"
+    page = await page_as(ctx, stack, "viewer", f"/alerts/{fp}")
+    row = page.locator(f'tr[data-alert="{fp}"]')
+    await row.wait_for(timeout=15000)
+    assert await row.get_attribute("aria-current") == "true"
+    assert re.search(r"\d%", await row.locator("td.num").inner_text())
+    await page.goto(stack.gw.url + "/#/alerts/no-such-alert")
+    await page.get_by_role("status").filter(has_text="no-such-alert").wait_for(timeout=15000)
+    await page.close()
+
+
 async def test_viewer_sees_no_action_buttons_and_api_refuses(ctx, stack):
     page = await page_as(ctx, stack, "viewer", f"/host/{COMMANDER_HOST}")
     assert await page.get_by_test_id("role").text_content() == "viewer"
@@ -574,4 +597,22 @@ async def test_admin_resets_a_password_then_the_user_changes_it(ctx, stack):
     token = await page.evaluate("JSON.parse(sessionStorage.getItem('fleetwatch.session')).token")
     me = httpx.get(f"{stack.gw.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert me.status_code == 200 and me.json()["username"] == name
+    await page.close()
+
+
+async def test_job_form_second_use_keeps_timeout_and_caps_it_at_the_servers_max(ctx, stack):
+    """After a run the form resets: the timeout must come back as its default, not empty (the
+    next job was refused with `timeout_s must be in (0, 3600]`), and the form offers no more than
+    the commander accepts."""
+    page = await page_as(ctx, stack, "operator", f"/host/{COMMANDER_HOST}")
+    form = page.get_by_role("form", name="Run a job")
+    timeout = form.get_by_label("Timeout")
+    await timeout.wait_for(timeout=15000)
+    assert await timeout.get_attribute("max") == "3600"
+    jobs = page.get_by_test_id("jobs-table")
+    for n in (1, 2):
+        await form.get_by_label("Command (one argument per line)").fill(f"echo\nsecond use {n}")
+        await form.get_by_role("button", name="Run").click()
+        await jobs.locator("tbody tr").filter(has_text=f"echo second use {n}").first.wait_for(timeout=15000)
+        assert await timeout.input_value() == "300"
     await page.close()

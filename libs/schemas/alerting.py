@@ -148,6 +148,7 @@ class AlertRecord(Part, kw_only=True, frozen=True):
     labels: dict[str, str] = {}
     value: float | None = None
     threshold: float | None = None
+    field: str = ""  # the metric rule's field, so a notice can format its value (%, bytes, count)
     summary: str = ""
     failures: int = 0  # health checks: consecutive failures
     notified: str = ""  # "" | "firing" | "resolved": the last state that was notified

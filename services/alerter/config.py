@@ -4,6 +4,9 @@ environment); a notifier of the same name stored at run time replaces them."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 import msgspec
 
 from libs.runtime import LogSettings, NatsSettings
@@ -24,7 +27,9 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     state_retention_s: float = (
         7 * 86400.0
     )  # ended alerts are forgotten after this  # frames replayed at start, so a restart knows who was alive
-    ui_url: str = "http://127.0.0.1:8080"
+    # The UI address a notification links to; "" takes FLEETWATCH_PUBLIC_URL (shared with the
+    # gateway), else the gateway's listen address (FLEETWATCH_GATEWAY_HOST/PORT), see public_url().
+    ui_url: str = ""
     notify_attempts: int = 4
     notify_backoff_s: float = 0.5
     run_checks: bool = True
@@ -41,3 +46,18 @@ class AlerterConfig(msgspec.Struct, kw_only=True, frozen=True):
     mail_to: list[str] = []
     webhook_url: str = ""
     webhook_secret: str = ""
+
+
+def public_url(config: AlerterConfig, env: Mapping[str, str] | None = None) -> str:
+    """Where people reach the UI: the alerter's own setting, the deployment's public URL, or the
+    address the gateway listens on (a wildcard bind becomes loopback: it names no reachable host)."""
+    env = os.environ if env is None else env
+    if config.ui_url:
+        return config.ui_url.rstrip("/")
+    if env.get("FLEETWATCH_PUBLIC_URL"):
+        return env["FLEETWATCH_PUBLIC_URL"].rstrip("/")
+    host = env.get("FLEETWATCH_GATEWAY_HOST", "127.0.0.1")
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{env.get('FLEETWATCH_GATEWAY_PORT', '8080')}"

@@ -64,6 +64,7 @@ class CompiledRule:
                 summary=r.summary,
                 for_s=r.for_s,
                 threshold=r.threshold if r.kind == "metric" else None,
+                field=r.field if r.kind == "metric" else "",
             )
         return inst
 
@@ -270,6 +271,7 @@ class Engine:
                 severity=rec.severity,
                 summary=rec.summary,
                 threshold=rec.threshold,
+                field=rec.field,
             )
             inst.fp = fp
             await self.commit(inst, HOT if rec.state == "firing" else COLD, now, None, rec.failures)

@@ -70,8 +70,19 @@ def known_fields() -> list[str]:
     return out
 
 
+def normalize(field: str) -> str:
+    """`cpu_percent` (the history API's and charts' spelling) as `cpu.percent`; others unchanged."""
+    if "." in field or field == "uptime":
+        return field
+    for part in sorted([*_SCALAR_PARTS, *_LIST_PARTS], key=len, reverse=True):  # disk_io before disk
+        if field.startswith(part + "_"):
+            return f"{part}.{field[len(part) + 1 :]}"
+    return field
+
+
 def compile_field(field: str) -> Extractor:
-    """An extractor for `field`, or UnknownField naming the fields that exist."""
+    """An extractor for `field` (either spelling), or UnknownField naming the fields that exist."""
+    field = normalize(field)
     if field == "uptime":
         return lambda fr: [((), fr.uptime)]
     part, _, name = field.partition(".")

@@ -49,7 +49,7 @@ def fingerprint(kind: str, rule: str, host: str, labels: tuple[tuple[str, str], 
 class Instance:
     """What one alert instance is (rule × host × labels); cached, never rebuilt per frame."""
 
-    __slots__ = ("fp", "rule", "kind", "host", "labels", "severity", "summary", "for_s", "threshold")
+    __slots__ = ("fp", "rule", "kind", "host", "labels", "severity", "summary", "for_s", "threshold", "field")
 
     def __init__(
         self,
@@ -62,9 +62,11 @@ class Instance:
         summary: str = "",
         for_s: float = 0.0,
         threshold: float | None = None,
+        field: str = "",
     ) -> None:
         self.rule, self.kind, self.host, self.labels = rule, kind, host, labels
         self.severity, self.summary, self.for_s, self.threshold = severity, summary, for_s, threshold
+        self.field = field
         self.fp = fingerprint(kind, rule, host, tuple(labels.items()))
 
 
@@ -129,6 +131,7 @@ def decide(
             labels=inst.labels,
             value=value,
             threshold=inst.threshold,
+            field=inst.field,
             summary=inst.summary,
             failures=failures,
         )

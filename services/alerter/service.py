@@ -27,7 +27,7 @@ from . import rulesfile
 from .api import Api
 from .builtin import BUILTIN_RULES
 from .checks import Prober
-from .config import AlerterConfig
+from .config import AlerterConfig, public_url
 from .evaluate import Engine
 from .machine import match_labels
 from .matchers import silenced_by
@@ -64,7 +64,7 @@ class Alerter:
             notifiers=self.notifiers,
             http=self.http,
             clock=clock,
-            ui_url=config.ui_url,
+            ui_url=public_url(config),
             group_wait_s=config.group_wait_s,
             attempts=config.notify_attempts,
             backoff_s=config.notify_backoff_s,

@@ -20,6 +20,7 @@ const ROUTES: [RegExp, Page, Role?][] = [
   [/^\/host\/([^/]+)$/, hostPage],
   [/^\/logs\/([^/]+)\/([^/]+)$/, logsPage, "operator"],
   [/^\/alerts$/, alertsPage],
+  [/^\/alerts\/([^/]+)$/, alertsPage],
   [/^\/users$/, usersPage, "admin"],
   [/^\/audit$/, auditPage, "operator"],
 ];

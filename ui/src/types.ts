@@ -162,6 +162,7 @@ export interface AlertRecord {
   labels: Record<string, string>;
   value: number | null;
   threshold: number | null;
+  field?: string;
   summary: string;
 }
 

@@ -20,7 +20,7 @@ from libs.schemas.alerting import Notifier
 from ..machine import match_labels
 from ..matchers import SEVERITY_RANK, all_match
 from . import transports
-from .templates import Note, render
+from .templates import Note, alert_url, render
 
 log = logging.getLogger("alerter.notify")
 
@@ -155,7 +155,7 @@ class Dispatcher:
                     {
                         **msgspec.to_builtins(x.record),
                         "notification": x.kind,
-                        "url": f"{ui}/alerts/{x.record.fingerprint}",
+                        "url": alert_url(ui, x.record.fingerprint),
                     }
                     for x in notes
                 ],

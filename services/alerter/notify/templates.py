@@ -34,10 +34,43 @@ def _ago(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
-def _fmt(v: float | None) -> str:
+_PERCENT = ("percent", "iowait", "steal")
+_BYTES = ("bytes_", "_bps", "mem_total", "mem_used", "available", "total", "used", "free")
+
+
+def _human_bytes(v: float) -> str:
+    if abs(v) < 1024:
+        return f"{v:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        v /= 1024
+        if abs(v) < 1024:
+            return f"{v:.1f} {unit}"
+    return f"{v / 1024:.1f} TiB"
+
+
+def fmt_value(field: str, v: float | None) -> str:
+    """A value as a person reads it for its field: 87.5%, 1.5 GiB/s, 503, 2.35."""
     if v is None:
         return "-"
-    return f"{v:.1f}" if abs(v) < 1e6 else f"{v:.3g}"
+    name = field.rpartition(".")[2]
+    if any(p in name for p in _PERCENT):
+        return f"{v:.1f}%"
+    if field.startswith("gpu.mem_"):
+        return f"{v:.0f} MiB"  # NVML reports GPU memory in MiB
+    if any(p in name for p in _BYTES) and not field.startswith("procs."):
+        return _human_bytes(v) + ("/s" if name.endswith("_bps") or field.startswith(("net.", "iface.")) else "")
+    if float(v).is_integer():
+        return str(int(v))
+    return f"{v:.2f}" if abs(v) < 1e6 else f"{v:.3g}"
+
+
+def alert_url(ui_url: str, fingerprint: str) -> str:
+    """The UI's page for one alert (a hash route: the gateway serves one index.html)."""
+    return f"{ui_url.rstrip('/')}/#/alerts/{fingerprint}"
+
+
+def place_name(host: str) -> str:
+    return "fleet-wide" if host == "_fleet" else host
 
 
 def where(r: AlertRecord) -> str:
@@ -57,12 +90,12 @@ def line(n: Note, now: float, ui_url: str) -> str:
             + (f", last HTTP status {int(r.value)}" if r.value is not None else "")
         )
     elif r.value is not None or r.threshold is not None:
-        parts.append(f"value: {_fmt(r.value)} (threshold {_fmt(r.threshold)})")
+        parts.append(f"value: {fmt_value(r.field, r.value)} (threshold {fmt_value(r.field, r.threshold)})")
     if n.kind == "resolved":
         parts.append(f"since: {_when(start)}, resolved {_when(r.since)} after {_ago(r.since - start)}")
     else:
         parts.append(f"since: {_when(start)} ({_ago(now - start)} ago)")
-    parts.append(f"details: {ui_url.rstrip('/')}/alerts/{r.fingerprint}")
+    parts.append(f"details: {alert_url(ui_url, r.fingerprint)}")
     return "\n".join(parts)
 
 
@@ -77,8 +110,8 @@ def _render(notes: list[Note], now: float, ui_url: str) -> tuple[str, str]:
     r = first.record
     head = HEAD.get(first.kind, first.kind.upper())
     if len(notes) == 1:
-        subject = f"[{head}] {r.summary or r.rule} on {r.host if r.host != '_fleet' else 'fleet'}"
+        subject = f"[{head}] {r.summary or r.rule} on {place_name(r.host)}"
         return subject, line(first, now, ui_url)
-    hosts = sorted({n.record.host for n in notes})
+    hosts = sorted({place_name(n.record.host) for n in notes})
     subject = f"[{head}] {r.rule}: {len(notes)} alerts ({', '.join(hosts[:5])}{', ...' if len(hosts) > 5 else ''})"
     return subject, f"{len(notes)} alerts\n\n" + "\n\n".join(line(n, now, ui_url) for n in notes)

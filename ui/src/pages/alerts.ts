@@ -1,85 +1,16 @@
 import { api, ApiError, can, current, SSE } from "../api";
 import { clear, field, fmtAgo, fmtTime, h } from "../dom";
 import { t } from "../i18n";
-import type { AlertRecord, ConfigItem, Listing, Silence } from "../types";
+import type { AlertRecord, Listing, Silence } from "../types";
 import { confirmDialog, toast } from "../widgets";
+import { editor } from "./alertconfig";
+import { ALERTING, fmtAlertValue, items, placeName, silencedBy } from "./alertutil";
 
-// The alerting API as the gateway exposes it: one place to change if its paths move.
-export const ALERTING = {
-  alerts: "/api/v1/alerts",
-  list: (res: string) => `/api/v1/${res}`,
-  // silences are created (the alerter may pick the id); the others are put under their name
-  put: (res: string, obj: unknown): [string, string] =>
-    res === "silences"
-      ? ["POST", "/api/v1/silences"]
-      : ["PUT", `/api/v1/${res}/${encodeURIComponent((obj as { name?: string }).name ?? "")}`],
-  del: (res: string, name: string) => `/api/v1/${res}/${encodeURIComponent(name)}`,
-};
+export { ALERTING };
 
-const TEMPLATES: Record<string, object> = {
-  rules: {
-    name: "high-cpu",
-    kind: "metric",
-    field: "cpu.percent",
-    op: ">",
-    threshold: 90,
-    resolve: 80,
-    for_s: 300,
-    severity: "warning",
-    hosts: [],
-    summary: "CPU above 90 % for 5 minutes",
-  },
-  checks: {
-    name: "website",
-    url: "https://example.org/health",
-    method: "GET",
-    interval_s: 60,
-    timeout_s: 5,
-    status_min: 200,
-    status_max: 299,
-    failure_threshold: 2,
-    severity: "critical",
-  },
-  notifiers: {
-    name: "ops-webhook",
-    kind: "webhook",
-    url: "https://hooks.example.org/fleetwatch",
-    min_severity: "warning",
-    matchers: [],
-  },
-};
-const KEY: Record<string, "name" | "id"> = { rules: "name", checks: "name", notifiers: "name", silences: "id" };
-
-function items<T>(res: Listing<T>, key: string): T[] {
-  if (Array.isArray(res)) return res;
-  return res?.[key] ?? res?.items ?? [];
-}
-
-function silencedBy(a: AlertRecord, silences: Silence[]): Silence | undefined {
-  const labels: Record<string, string> = {
-    ...a.labels,
-    alertname: a.rule,
-    rule: a.rule,
-    host: a.host,
-    severity: a.severity,
-    kind: a.kind,
-  };
-  const now = Date.now() / 1000;
-  return silences.find(
-    (s) =>
-      s.starts <= now &&
-      now < s.ends &&
-      s.matchers.every((m) => {
-        const v = labels[m.name] ?? "";
-        if (m.op === "=" || !m.op) return v === m.value;
-        if (m.op === "!=") return v !== m.value;
-        const hit = new RegExp(`^(?:${m.value})$`).test(v);
-        return m.op === "=~" ? hit : !hit;
-      }),
-  );
-}
-
-export function alertsPage(root: HTMLElement): () => void {
+// #/alerts/<fingerprint> (the link in a notification) opens the list with that alert marked.
+export function alertsPage(root: HTMLElement, params: string[] = []): () => void {
+  const focus = params[0] ?? "";
   let alerts: AlertRecord[] = [];
   let silences: Silence[] = [];
   const status = h("p", { class: "muted", role: "status" });
@@ -154,14 +85,20 @@ export function alertsPage(root: HTMLElement): () => void {
               const sil = silencedBy(a, silences);
               return h(
                 "tr",
-                { "data-alert": a.fingerprint, "data-rule": a.rule, "data-host": a.host },
+                {
+                  "data-alert": a.fingerprint,
+                  "data-rule": a.rule,
+                  "data-host": a.host,
+                  class: a.fingerprint === focus ? "focus" : null,
+                  "aria-current": a.fingerprint === focus ? "true" : null,
+                },
                 h("td", null, a.rule, a.summary ? h("small", { class: "muted" }, " " + a.summary) : null),
                 h(
                   "td",
                   null,
                   a.host && a.host !== "_fleet"
                     ? h("a", { href: `#/host/${encodeURIComponent(a.host)}` }, a.host)
-                    : a.host,
+                    : placeName(a.host),
                 ),
                 h("td", null, h("span", { class: `sev sev-${a.severity}` }, a.severity)),
                 h("td", { title: fmtTime(a.since) }, fmtAgo(a.since)),
@@ -170,7 +107,7 @@ export function alertsPage(root: HTMLElement): () => void {
                   { class: "num" },
                   a.value == null
                     ? "–"
-                    : `${Number(a.value).toFixed(2)}${a.threshold != null ? ` / ${a.threshold}` : ""}`,
+                    : `${fmtAlertValue(a.field, a.value)}${a.threshold != null ? ` / ${fmtAlertValue(a.field, a.threshold)}` : ""}`,
                 ),
                 h("td", null, sil ? h("span", { class: "pill", "data-testid": "silenced" }, t("silenced")) : null),
                 op && st !== "resolved"
@@ -287,7 +224,7 @@ export function alertsPage(root: HTMLElement): () => void {
       ]);
       alerts = items(a, "alerts");
       silences = items(s, "silences");
-      status.textContent = "";
+      status.textContent = focus && !alerts.some((x) => x.fingerprint === focus) ? t("alertGone", focus) : "";
     } catch (e) {
       status.textContent = t("notAvailable", e instanceof ApiError ? e.detail : String(e));
     }
@@ -313,160 +250,3 @@ export function alertsPage(root: HTMLElement): () => void {
 }
 
 /** A list of one alerting resource with a JSON editor (the server validates and gives the reason). */
-function editor(root: HTMLElement, res: "rules" | "checks" | "notifiers"): void {
-  const body = h("tbody");
-  const admin = can("operator"); // the gateway lets operators edit alerting
-  const text = h("textarea", { rows: 10, spellcheck: "false", class: "mono", name: `${res}-json` });
-  const err = h("p", { class: "error", role: "alert" });
-  const form = h(
-    "form",
-    {
-      class: "card grid-form",
-      hidden: true,
-      "aria-label": `${t(res)} ${t("edit")}`,
-      "data-testid": `editor-form-${res}`,
-    },
-    field(t("json"), text),
-    err,
-    h(
-      "div",
-      { class: "row end" },
-      h(
-        "button",
-        {
-          type: "button",
-          onclick: () => {
-            form.hidden = true;
-          },
-        },
-        t("cancel"),
-      ),
-      h("button", { type: "submit", class: "primary" }, t("save")),
-    ),
-  );
-  const sec = h(
-    "section",
-    { "aria-labelledby": `ed-${res}` },
-    h(
-      "div",
-      { class: "toolbar" },
-      h("h2", { id: `ed-${res}` }, t(res)),
-      admin
-        ? h(
-            "button",
-            { type: "button", onclick: () => open(TEMPLATES[res]), "aria-label": `${t("add")}: ${t(res)}` },
-            t("add"),
-          )
-        : null,
-    ),
-    h(
-      "div",
-      { class: "table-wrap" },
-      h("table", { class: "data", "data-testid": `editor-${res}`, "aria-label": t(res) }, body),
-    ),
-    form,
-  );
-  root.append(sec);
-  function open(obj: object): void {
-    text.value = JSON.stringify(obj, null, 2);
-    err.textContent = "";
-    form.hidden = false;
-    text.focus();
-  }
-  async function save(e: SubmitEvent): Promise<void> {
-    e.preventDefault();
-    let obj: unknown;
-    try {
-      obj = JSON.parse(text.value);
-    } catch (x) {
-      err.textContent = `JSON: ${(x as Error).message}`;
-      return;
-    }
-    try {
-      await api(...ALERTING.put(res, obj), obj);
-      form.hidden = true;
-      toast(t("saved"));
-      await load();
-    } catch (x) {
-      err.textContent = x instanceof ApiError ? x.detail : String(x);
-    }
-  }
-  form.addEventListener("submit", (e) => void save(e));
-  async function test(it: ConfigItem): Promise<void> {
-    try {
-      await api("POST", `/api/v1/notifiers/${encodeURIComponent(it.name)}/test`, {});
-      toast(`${it.name}: ${t("done")}`);
-    } catch (x) {
-      toast(x instanceof ApiError ? x.detail : String(x), "error");
-    }
-  }
-  async function remove(key: string): Promise<void> {
-    if (!(await confirmDialog(`${t("delete")} ${key}?`, t("delete")))) return;
-    try {
-      await api("DELETE", ALERTING.del(res, key));
-      await load();
-    } catch (x) {
-      toast(x instanceof ApiError ? x.detail : String(x), "error");
-    }
-  }
-  async function load(): Promise<void> {
-    try {
-      const list = items(await api<Listing<ConfigItem>>("GET", ALERTING.list(res)), res);
-      clear(
-        body,
-        list.length
-          ? list.map((it) => {
-              const key = it[KEY[res]] as string; // every listed item has its KEY field
-              return h(
-                "tr",
-                null,
-                h("td", null, key),
-                h(
-                  "td",
-                  { class: "muted" },
-                  it.summary || it.url || (it.field && `${it.field} ${it.op} ${it.threshold}`) || it.kind || "",
-                ),
-                h("td", null, it.enabled === false ? "off" : "on"),
-                admin
-                  ? h(
-                      "td",
-                      { class: "actions" },
-                      h(
-                        "button",
-                        { type: "button", onclick: () => open(it), "aria-label": `${t("edit")} ${key}` },
-                        t("edit"),
-                      ),
-                      res === "notifiers"
-                        ? h(
-                            "button",
-                            {
-                              type: "button",
-                              onclick: () => void test(it),
-                            },
-                            "Test",
-                          )
-                        : null,
-                      h(
-                        "button",
-                        {
-                          type: "button",
-                          class: "danger",
-                          onclick: () => void remove(key),
-                        },
-                        t("delete"),
-                      ),
-                    )
-                  : null,
-              );
-            })
-          : h("tr", null, h("td", { class: "muted" }, t("empty"))),
-      );
-    } catch (x) {
-      clear(
-        body,
-        h("tr", null, h("td", { class: "muted" }, t("notAvailable", x instanceof ApiError ? x.detail : String(x)))),
-      );
-    }
-  }
-  void load();
-}

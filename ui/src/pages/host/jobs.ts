@@ -98,7 +98,9 @@ export function jobsSection(
   if (op) {
     const argv = h("textarea", { name: "argv", rows: 2, required: true, placeholder: "/usr/bin/df\n-h" });
     const cwd = h("input", { name: "cwd", pattern: "^/.*" });
-    const timeout = h("input", { name: "timeout", type: "number", min: 1, max: 86400, value: 300 });
+    // max: the commander's default job timeout cap; defaultValue so form.reset() keeps 300, not ""
+    const timeout = h("input", { name: "timeout", type: "number", min: 1, max: 3600, value: 300 });
+    timeout.defaultValue = "300";
     const form = h(
       "form",
       { class: "card grid-form", "aria-label": t("runJob") },

@@ -37,6 +37,7 @@ export function registerForm(
     ["on-failure", "always", "never"].map((r) => h("option", { value: r }, r)),
   );
   const startNow = h("input", { type: "checkbox", name: "start", checked: true });
+  startNow.defaultChecked = true; // form.reset() after a register restores the default, not unchecked
   const err = h("p", { class: "error", role: "alert", "data-testid": "register-error" });
   const scriptF = field(t("script"), script),
     interpF = field(t("interpreter"), interpreter),
