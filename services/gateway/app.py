@@ -186,7 +186,7 @@ def create_app(settings: GatewayConfig, *, lifespan_enabled: bool = True) -> Lit
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_credentials=False,
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Fleetwatch-Client"],
         )
         if settings.cors_origins
         else None,

@@ -77,7 +77,8 @@ export async function api<T = unknown>(
     const s = q.toString();
     if (s) url += "?" + s;
   }
-  const headers: Record<string, string> = {};
+  // The door audit records name (services/gateway/auditing.py); it labels, never grants.
+  const headers: Record<string, string> = { "X-Fleetwatch-Client": "ui" };
   if (session) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let r: Response;
