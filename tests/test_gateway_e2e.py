@@ -146,7 +146,10 @@ async def _scenario(gw, admin, db_dsn):
         ),
     )
     await wait_until(
-        lambda: fetchval(db_dsn, "SELECT (SELECT count(*) FROM app_events) + (SELECT count(*) FROM audit_log) = 2"),
+        lambda: fetchval(
+            db_dsn,
+            "SELECT (SELECT count(*) FROM app_events) + (SELECT count(*) FROM audit_log WHERE actor = 'operator1') = 2",
+        ),
         30,
         what="events",
     )

@@ -186,7 +186,7 @@ async def series_matching(ctx: Context, sels: list[Selector], start: float, end:
 async def _query(ctx: Context, p: dict[str, list[str]]) -> Response[bytes]:
     expr = parse(one(p, "query") or "")
     t = parse_time(one(p, "time") or str(time.time()), "time")
-    result = await Evaluator(ctx.fetch, [t], None).eval(expr)
+    result = await Evaluator(ctx.fetch, [t], None).evaluate(expr)
     if isinstance(result, Scalar):
         return answer({"resultType": "scalar", "result": [fmt_time(t), fmt_value(result.values[0])]})
     vec = [
@@ -205,7 +205,7 @@ async def _query_range(ctx: Context, p: dict[str, list[str]]) -> Response[bytes]
     start, end = parse_time(one(p, "start") or "", "start"), parse_time(one(p, "end") or "", "end")
     step = parse_step(one(p, "step") or "")
     times = steps(start, end, step)
-    return answer(matrix(await Evaluator(ctx.fetch, times, step).eval(expr), times))
+    return answer(matrix(await Evaluator(ctx.fetch, times, step).evaluate(expr), times))
 
 
 async def _series(ctx: Context, p: dict[str, list[str]]) -> Response[bytes]:

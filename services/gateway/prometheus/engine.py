@@ -120,7 +120,7 @@ class Evaluator:
     def window(self, back: float) -> Window:
         return Window(self.times[0] - back, self.times[-1], self.step)
 
-    async def eval(self, node: object) -> Vector | Scalar:
+    async def evaluate(self, node: object) -> Vector | Scalar:
         if isinstance(node, Number):
             return Scalar([node.value] * len(self.times))
         if isinstance(node, Selector):
@@ -132,7 +132,7 @@ class Evaluator:
         if isinstance(node, Aggregate):
             return await self.aggregate(node)
         if isinstance(node, Neg):
-            v = await self.eval(node.expr)
+            v = await self.evaluate(node.expr)
             if isinstance(v, Scalar):
                 return Scalar([-x for x in v.values])
             return Vector([(_drop_name(lab), [None if x is None else -x for x in xs]) for lab, xs in v.series])
@@ -192,7 +192,7 @@ class Evaluator:
         return Vector(out)
 
     async def aggregate(self, node: Aggregate) -> Vector:
-        inner = await self.eval(node.expr)
+        inner = await self.evaluate(node.expr)
         if not isinstance(inner, Vector):
             raise BadData(f"{node.op} expects an instant vector")
 
@@ -207,7 +207,7 @@ class Evaluator:
             groups.setdefault(key(labels), []).append(i)
         n = len(self.times)
         if node.op in ("topk", "bottomk"):
-            k_vals = await self.eval(node.param)
+            k_vals = await self.evaluate(node.param)
             if not isinstance(k_vals, Scalar):
                 raise BadData(f"{node.op}'s first argument must be a scalar")
             keep: list[list[float | None]] = [[None] * n for _ in inner.series]
@@ -240,7 +240,7 @@ class Evaluator:
         return Vector(out)
 
     async def binary(self, node: Binary) -> Vector | Scalar:
-        lhs, rhs = await self.eval(node.lhs), await self.eval(node.rhs)
+        lhs, rhs = await self.evaluate(node.lhs), await self.evaluate(node.rhs)
         cmp = node.op in COMPARISONS
         if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
             if cmp and not node.bool_:
