@@ -4,6 +4,7 @@ writer may not do: other hosts than its token allows, no or a lower token, bad p
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 
@@ -155,3 +156,38 @@ async def test_writer_limits_and_bad_payloads(writer):
     async with gw.async_client("viewer") as c:
         r = await c.get("/prometheus/api/v1/series", params={"match[]": '{__name__="edge_temp"}', "start": "0"})
         assert [s["host"] for s in r.json()["data"]] == ["ext-2"]
+
+
+async def test_samples_and_queries_sent_as_post_are_not_audited(writer, nc):
+    """Grafana POSTs its queries and Prometheus writes every few seconds: neither changes anything
+    a person answers for, so neither may bury the audit trail. A real change through the same
+    gateway is audited, so the subscription below does hear what is published."""
+    gw, token = writer
+    heard: list[bytes] = []
+
+    async def hear(m) -> None:
+        heard.append(m.data)
+
+    sub = await nc.subscribe("fleet.audit.>", cb=hear)
+    try:
+        now = int(time.time() * 1000)
+        body = write_request([({"__name__": "edge_hum", "host": "ext-3"}, [(now, 40.0)])])
+        h = {"Authorization": f"Bearer {token}", "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+            for _ in range(2):
+                assert (await c.post(WRITE, content=body, headers=h)).status_code == 204
+                auth = {"Authorization": h["Authorization"]}  # a form body, as Grafana sends
+                r = await c.post("/prometheus/api/v1/query", data={"query": "edge_hum"}, headers=auth)
+                assert r.status_code == 200 and r.json()["data"]["result"], r.text
+                r = await c.post("/prometheus/api/v1/series", data={"match[]": "edge_hum"}, headers=auth)
+                assert r.status_code == 200, r.text
+        async with gw.async_client("operator") as op:
+            r = await op.post("/api/v1/auth/tokens", json={"name": "audited-one"})
+            assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 10
+        while not any(b"audited-one" in d for d in heard) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert any(b"audited-one" in d for d in heard), heard
+        assert not [d for d in heard if b"prometheus" in d], heard
+    finally:
+        await sub.unsubscribe()

@@ -96,6 +96,14 @@ def note(*, target: str | None = None, actor: str | None = None, **params: Any) 
     notes.setdefault("params", {}).update(params)
 
 
+def changes(scope: Scope) -> bool:
+    """False for a handler marked `opt={"audit": False}`: a read sent as POST (Grafana's queries)
+    or data coming in (remote-write samples, counted in /metrics): neither changes anything a
+    person is accountable for, and auditing them would bury the changes under thousands of rows."""
+    handler = scope.get("route_handler")
+    return (getattr(handler, "opt", None) or {}).get("audit", True) is not False
+
+
 def _action(scope: Scope, route: str) -> str:
     handler = scope.get("route_handler")
     name = getattr(handler, "handler_name", "") or route
@@ -126,7 +134,7 @@ def audit_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             _serving.reset(token)
             _notes.reset(ntoken)
-            if route not in DOWNSTREAM:
+            if route not in DOWNSTREAM and changes(scope):
                 await _record(scope, route, status, (time.perf_counter() - t0) * 1000, notes)
 
     return middleware

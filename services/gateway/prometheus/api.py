@@ -25,6 +25,8 @@ from .catalog import METRICS, Window, fetch, load_hosts
 from .engine import Evaluator, Scalar, Vector, steps
 from .promql import LABEL_NAME, BadData, Selector, parse, parse_duration, parse_selector
 
+# Reads sent as POST and remote-written samples change nothing: not audited (auditing.changes).
+NOT_AUDITED = {"audit": False}
 MAX_MATCH = 64
 # Checked by the handler (bad_data, Prometheus's answer) rather than by a pattern here (Litestar's 400).
 LabelParam = Annotated[str, Parameter(max_length=200, description="label name")]
@@ -261,19 +263,24 @@ class PrometheusController(Controller):
     # documented by Prometheus and by docs/prometheus.md (what a client may send, the subset).
     include_in_schema = False
 
-    @route("/api/v1/query", http_method=["GET", "POST"], summary="PromQL instant query (subset, docs/prometheus.md)")
+    @route(
+        "/api/v1/query",
+        http_method=["GET", "POST"],
+        opt=NOT_AUDITED,
+        summary="PromQL instant query (subset, docs/prometheus.md)",
+    )
     async def query(self, request: Request, gw: GatewayDep) -> Response[bytes]:
         return await run(gw, request, _query)
 
-    @route("/api/v1/query_range", http_method=["GET", "POST"], summary="PromQL range query (subset)")
+    @route("/api/v1/query_range", http_method=["GET", "POST"], opt=NOT_AUDITED, summary="PromQL range query (subset)")
     async def query_range(self, request: Request, gw: GatewayDep) -> Response[bytes]:
         return await run(gw, request, _query_range)
 
-    @route("/api/v1/series", http_method=["GET", "POST"], summary="Series matching match[]")
+    @route("/api/v1/series", http_method=["GET", "POST"], opt=NOT_AUDITED, summary="Series matching match[]")
     async def series(self, request: Request, gw: GatewayDep) -> Response[bytes]:
         return await run(gw, request, _series)
 
-    @route("/api/v1/labels", http_method=["GET", "POST"], summary="Label names")
+    @route("/api/v1/labels", http_method=["GET", "POST"], opt=NOT_AUDITED, summary="Label names")
     async def labels(self, request: Request, gw: GatewayDep) -> Response[bytes]:
         return await run(gw, request, _labels)
 
@@ -293,7 +300,12 @@ class PrometheusController(Controller):
              "buildDate": "", "goVersion": "", "application": "fleetwatch"}
         )  # fmt: skip
 
-    @post("/api/v1/write", summary="Remote-write 1.0 receiver (snappy protobuf); hosts per token", status_code=204)
+    @post(
+        "/api/v1/write",
+        opt=NOT_AUDITED,
+        summary="Remote-write 1.0 receiver (snappy protobuf); hosts per token",
+        status_code=204,
+    )
     async def write(self, request: Request, gw: GatewayDep, actor: ActorDep) -> None:
         body = await request.body()
         await gw.remote.receive(body, request.headers.get("content-encoding", ""), actor)
