@@ -112,7 +112,8 @@ def test_a_killed_child_is_restarted_and_the_others_keep_running():
         assert run.pids("b") == [b1] and _alive(b1)
         a2 = run.pids("a")[1]
         assert a2 != a1 and _alive(a2)
-        assert any(re.match(r"^\d\d:\d\d:\d\d a\s+\| up$", ln) for ln in run.lines)  # prefixed output
+        # prefixed output (the child prints it after its start is logged: wait, under load)
+        run.wait_for(lambda lines: any(re.match(r"^\d\d:\d\d:\d\d a\s+\| up$", ln) for ln in lines), timeout=5)
         assert not any("\x1b[" in ln for ln in run.lines)  # no colour into a pipe
         assert run.stop() == 0
         assert not _alive(a2) and not _alive(b1)
