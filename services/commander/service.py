@@ -44,7 +44,8 @@ from .errors import bad
 from .follow import LogFollows
 from .jobs import JobRunner
 from .policy import RunAs
-from .process_backend import ProcApp, ProcessBackend
+from .procapp import ProcApp
+from .process_backend import ProcessBackend
 from .status import StatusPublisher
 from .store import Store
 from .systemd_backend import SystemdBackend
@@ -136,9 +137,6 @@ class Commander:
         while True:
             await asyncio.sleep(self.config.reconcile_interval_s)
             await self.apps.reconcile()
-
-    async def reconcile(self) -> None:
-        await self.apps.reconcile()
 
     # -- apps ------------------------------------------------------------------------------
     async def apps_list(self, r: AppListRequest) -> AppListReply:
