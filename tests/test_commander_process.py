@@ -172,6 +172,32 @@ async def test_logs_tail_and_follow_first_ten_lines(cmd, nc, appdir, runtime):
     assert [ln.line for ln in tail.lines] == want
 
 
+async def test_log_lines_keep_their_stream_and_write_time(cmd, nc, appdir):
+    """Each line of a tail and of a follow says the stream it was written on and when it was
+    written (issue 15: all were `stdout`, stamped with the time they were read)."""
+    _, started = cmd
+    script = appdir / "streams.py"
+    script.write_text(
+        "import sys, time\nprint('to out', flush=True)\nprint('to err', file=sys.stderr, flush=True)\n"
+        "time.sleep(2.5)\nprint('late err', file=sys.stderr, flush=True)\nwhile True:\n    time.sleep(0.2)\n"
+    )
+    await register(nc, started, "streams", {"runtime": "python", "script": str(script), "interpreter": APP_PYTHON})
+    began = time.time()
+    await app_op(nc, HOST, "apps.start", "streams")
+    await asyncio.sleep(1.5)
+    read_at = time.time()
+    tail = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": "streams", "lines": 10}, LogsReply)
+    by_line = {ln.line: ln for ln in tail.lines}
+    assert by_line["to out"].stream == "stdout" and by_line["to err"].stream == "stderr", tail.lines
+    for ln in tail.lines:
+        assert began - 0.5 <= ln.ts <= read_at - 1.0, (ln, began, read_at)
+    async with Collector(nc, subjects.logs(HOST, "streams"), LogBatch) as batches:
+        await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": "streams", "follow": True, "lease_s": 10}, LogsReply)
+        got = await batches.wait_for(lambda b: any(ln.line == "late err" for ln in b.lines), timeout=10)
+    late = next(ln for ln in got.lines if ln.line == "late err")
+    assert late.stream == "stderr" and began + 2.0 <= late.ts <= time.time(), late
+
+
 async def test_validation_rate_limit_and_audit_records(cmd, nc, appdir):
     _, started = cmd
     async with Collector(nc, subjects.audit(HOST), AuditRecord) as audits:

@@ -199,9 +199,15 @@ async def test_journald_tail_and_follow(sd, nc, ns, runtime):
         await batches.wait_for(lambda _: len(followed()) >= 10, timeout=20)
     got = followed()
     assert [ln.line for ln in got[:10]] == want
-    assert all(ln.level == "info" and ln.ts > time.time() - 120 for ln in got)
+    assert all(ln.level == "info" and ln.ts > time.time() - 120 and ln.stream == "journal" for ln in got)
+    await asyncio.sleep(1.0)
+    read_at = time.time()
     tail = await ctl(nc, HOST, "apps.logs", {"actor": "bob", "name": name, "lines": 200}, LogsReply)
-    assert [ln.line for ln in tail.lines if ln.line.startswith(prefix)][:10] == want
+    mine = [ln for ln in tail.lines if ln.line.startswith(prefix)][:10]
+    assert [ln.line for ln in mine] == want
+    # a tail's lines carry the time journald got them, as the followed ones do, not the read's
+    assert [ln.ts for ln in mine] == [ln.ts for ln in got[:10]] and all(ln.ts < read_at - 0.9 for ln in mine)
+    assert all(ln.stream == "journal" for ln in mine)  # journald keeps no stdout/stderr apart
 
 
 async def test_missing_privileges_answer_403_with_sudoers_line(ns, nats_stack, nc, workdir, sd_commander):

@@ -174,3 +174,11 @@ def test_job_ids():
 
     ids = {new_job_id(0) for _ in range(50)}
     assert len(ids) == 50 and all(re.fullmatch(r"job_19700101_000000_[0-9a-f]{6}", i) for i in ids)
+
+
+def test_log_lines_parse_with_time_and_stream_or_fall_back():
+    assert logfiles.parse("1733300000.250000 err boom: x y", 5.0) == (1733300000.25, "stderr", "boom: x y")
+    assert logfiles.parse("1733300000.000000 out ", 5.0) == (1733300000.0, "stdout", "")
+    # a line from before logtee (or not its format) keeps the fallback time, as stdout
+    assert logfiles.parse("plain old line", 5.0) == (5.0, "stdout", "plain old line")
+    assert logfiles.parse("12:00 err x", 5.0) == (5.0, "stdout", "12:00 err x")

@@ -1,11 +1,18 @@
 """Per-app log files: size rotation (copy + truncate, so a child writing with O_APPEND keeps
-going), tail of the last N lines, and reading what was appended since an offset."""
+going), tail of the last N lines, reading what was appended since an offset, and the lines of
+an app's log (logtee's format) with the time and stream of each."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
+
+from libs.schemas import LogLine
+from libs.schemas.control import LogLineOut
 
 MAX_TAIL = 5000
 
@@ -86,3 +93,43 @@ class Follower:
         data = self._partial + chunk
         *complete, self._partial = data.split(b"\n")
         return [c.decode("utf-8", "replace") for c in complete]
+
+
+STREAMS = {"out": "stdout", "err": "stderr"}
+
+
+def parse(raw: str, fallback_ts: float) -> tuple[float, str, str]:
+    """(ts, stream, text) of a line logtee wrote (`<unix time> <out|err> <text>`). A line that is
+    not one (a log file from before logtee) keeps `fallback_ts` and counts as stdout."""
+    ts, _, rest = raw.partition(" ")
+    tag, _, text = rest.partition(" ")
+    stream = STREAMS.get(tag)
+    if stream is not None:
+        try:
+            return float(ts), stream, text
+        except ValueError:
+            pass
+    return fallback_ts, "stdout", raw
+
+
+def tail_lines(path: Path, n: int) -> list[LogLineOut]:
+    """The last `n` lines of an app's log, with the time and stream logtee wrote them with."""
+    now = time.time()
+    out = []
+    for raw in tail(path, n):
+        ts, stream, text = parse(raw, now)
+        out.append(LogLineOut(ts=ts, line=text, stream=stream))
+    return out
+
+
+async def follow(path: Path, interval_s: float) -> AsyncGenerator[list[LogLine], None]:
+    """Lines appended to `path` from now on, a batch every `interval_s` (empty when none)."""
+    follower = Follower(path)
+    while True:
+        now = time.time()
+        batch = []
+        for raw in follower.read_new():
+            ts, stream, text = parse(raw, now)
+            batch.append(LogLine(ts=ts, line=text, stream=stream))
+        yield batch
+        await asyncio.sleep(interval_s)

@@ -1,7 +1,8 @@
 """The process backend: the commander supervises the program itself (Supervisor/PM2 semantics).
 
 - argv without a shell, own session (so stop reaches the whole process group), optional user
-  switch, stdout+stderr appended to one log file per app (rotated by size).
+  switch, stdout+stderr written by logtee to one log file per app (rotated by size), each line
+  with its time and stream (launch.py).
 - stop: SIGTERM to the group, SIGKILL after `stop_timeout_s`.
 - A run shorter than `min_uptime_s` is a quick failure; after `max_retries` quick failures in a
   row the app is FATAL and stays down until started again. Otherwise the restart waits
@@ -16,64 +17,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pwd
-import random
 import signal
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 import psutil
 
-from libs.schemas.control import AppInfo, AppSpec, NodeRun, PythonRun
+from libs.schemas import LogLine
+from libs.schemas.control import AppInfo, LogLineOut
 
-from . import logfiles
+from . import launch, logfiles
 from .errors import CtlError, conflict
 from .exits import until_gone
+from .procapp import ProcApp, restart_delay
 from .store import AppRecord
-
-
-def restart_delay(
-    step: int, base_s: float, max_s: float, jitter: float, uniform: Callable[[float, float], float] = random.uniform
-) -> float:
-    """`base_s * 1.5^step` ±`jitter`, with `max_s` a hard cap: at the cap the jitter only goes
-    down (e.g. 12-15 s for 15 s ±20 %), so programs failing together still spread out there."""
-    delay = min(base_s * 1.5 ** min(step, 200), max_s)
-    return min(max(0.0, uniform(max(0.0, delay * (1 - jitter)), min(delay * (1 + jitter), max_s))), max_s)
-
 
 log = logging.getLogger("commander.process")
 
 
-class ProcApp:
-    def __init__(self, record: AppRecord, argv: list[str], log_path: Path) -> None:
-        self.record = record
-        self.argv = argv
-        self.log_path = log_path
-        self.state = "stopped"
-        self.popen: subprocess.Popen | None = None
-        self.proc: psutil.Process | None = None
-        self.started_at = 0.0
-        self.since = time.time()
-        self.exit_code: int | None = None
-        self.quick_failures = 0
-        self.backoff_step = 0
-        self.next_start_at = 0.0
-        self.stopping = False
-        self.detail = ""
-
-    @property
-    def spec(self) -> AppSpec:
-        return self.record.spec
-
-    @property
-    def pid(self) -> int | None:
-        return self.record.pid
-
-
 class ProcessBackend:
+    """The Backend (backend.py) of apps whose spec says backend="process"."""
+
     name = "process"
+    adopts = True
 
     def __init__(
         self,
@@ -159,11 +126,56 @@ class ProcessBackend:
         self._set(app, "running", f"adopted running process {pid}")
         self.persist()
 
-    def remove(self, name: str) -> None:
-        self.apps.pop(name, None)
+    # -- Backend --------------------------------------------------------------------------
+    def _app(self, rec: AppRecord) -> ProcApp:
+        app = self.apps.get(rec.spec.name)
+        if app is None:
+            raise conflict(f"app {rec.spec.name!r} is not valid any more (its program is missing); re-register it")
+        return app
+
+    def load(self, rec: AppRecord, argv: list[str], rebooted: bool) -> None:
+        self.adopt_or_boot(self.add(rec, argv), rebooted)
+
+    async def install(self, rec: AppRecord, argv: list[str]) -> None:
+        self.add(rec, argv)
+
+    async def adopt(self, rec: AppRecord, pid: int) -> None:
+        self.adopt_running(self._app(rec), pid)
+
+    async def remove(self, rec: AppRecord) -> None:
+        app = self.apps.get(rec.spec.name)
+        if app is not None and app.state in ("running", "starting", "backoff", "stopping"):
+            app.record.desired = "stopped"
+            if app.pid:
+                await self._terminate(app)
+        self.apps.pop(rec.spec.name, None)
+
+    async def start(self, rec: AppRecord) -> None:
+        await self._start(self._app(rec))
+
+    async def stop(self, rec: AppRecord) -> None:
+        await self._stop(self._app(rec))
+
+    async def restart(self, rec: AppRecord) -> None:
+        await self._restart(self._app(rec))
+
+    async def info(self, rec: AppRecord, argv: list[str]) -> AppInfo:
+        app = self.apps.get(rec.spec.name)
+        if app is None:
+            return AppInfo(spec=rec.spec, state="unknown", detail="not valid any more; re-register it")
+        return self.describe(app)
+
+    async def tail(self, name: str, n: int) -> list[LogLineOut]:
+        return logfiles.tail_lines(self.log_path(name), n)
+
+    def follow(self, name: str, interval_s: float) -> AsyncGenerator[list[LogLine], None]:
+        return logfiles.follow(self.log_path(name), interval_s)
+
+    def managed_pids(self) -> set[int]:
+        return {a.pid for a in self.apps.values() if a.pid}
 
     # -- actions ---------------------------------------------------------------------------
-    async def start(self, app: ProcApp) -> None:
+    async def _start(self, app: ProcApp) -> None:
         if app.state in ("running", "starting"):
             raise conflict(f"app {app.spec.name!r} is already {app.state} (pid {app.pid})")
         app.record.desired = "running"
@@ -173,7 +185,7 @@ class ProcessBackend:
         self._spawn(app)
         self.persist()
 
-    async def stop(self, app: ProcApp) -> None:
+    async def _stop(self, app: ProcApp) -> None:
         if app.state in ("stopped", "fatal", "failed", "exited") and not self._alive(app):
             app.record.desired = "stopped"
             self.persist()
@@ -182,7 +194,7 @@ class ProcessBackend:
         await self._terminate(app)
         self.persist()
 
-    async def restart(self, app: ProcApp) -> None:
+    async def _restart(self, app: ProcApp) -> None:
         app.record.desired = "running"
         if self._alive(app):
             await self._terminate(app)
@@ -192,7 +204,7 @@ class ProcessBackend:
         self._spawn(app)
         self.persist()
 
-    def info(self, app: ProcApp) -> AppInfo:
+    def describe(self, app: ProcApp) -> AppInfo:
         cpu = rss = None
         if app.proc is not None and self._alive(app):
             try:
@@ -304,33 +316,13 @@ class ProcessBackend:
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, app: ProcApp) -> None:
-        spec = app.spec
-        env = self._env(spec)
-        fd = logfiles.open_for_child(app.log_path)
-        kw: dict = {}
-        if spec.user:
-            pw = pwd.getpwnam(spec.user)
-            if pw.pw_uid != os.geteuid():
-                kw.update(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
         try:
-            app.popen = subprocess.Popen(
-                app.argv,
-                cwd=spec.cwd or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                start_new_session=True,
-                close_fds=True,
-                **kw,
-            )
+            app.popen = launch.spawn(app.argv, app.spec, app.log_path)
         except OSError as exc:
             app.popen = None
             app.record.desired = "stopped"
             self._set(app, "failed", f"could not start: {exc.strerror or exc}")
             return
-        finally:
-            os.close(fd)
         try:
             app.proc = psutil.Process(app.popen.pid)
             app.record.create_time = app.proc.create_time()
@@ -343,24 +335,6 @@ class ProcessBackend:
         app.exit_code = None
         self._set(app, "starting", f"pid {app.popen.pid}")
         self.persist()
-
-    @staticmethod
-    def _env(spec: AppSpec) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-        }
-        if spec.user:
-            pw = pwd.getpwnam(spec.user)
-            env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-        else:
-            env["HOME"] = os.environ.get("HOME", "/")
-        if isinstance(spec.run, PythonRun):
-            env["PYTHONUNBUFFERED"] = "1"  # lines reach the log file as they are printed
-        if isinstance(spec.run, NodeRun):
-            env["NODE_ENV"] = "production"
-        env.update(spec.env)
-        return env
 
     def _signal(self, app: ProcApp, sig: int) -> None:
         pid = app.pid

@@ -14,13 +14,16 @@ import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import psutil
 
-from libs.schemas.control import AppInfo, AppSpec
+from libs.schemas import LogLine
+from libs.schemas.control import AppInfo, AppSpec, LogLineOut
 
-from .errors import CtlError, conflict, forbidden
+from .errors import CtlError, bad, conflict, forbidden
 from .reconcile import classify
 from .store import AppRecord
 
@@ -124,7 +127,10 @@ def sudoers_line(systemctl: str, journalctl: str) -> str:
 
 
 class SystemdBackend:
+    """The Backend (backend.py) of apps whose spec says backend="systemd"."""
+
     name = "systemd"
+    adopts = False  # systemd owns its units' processes
 
     def __init__(self, unit_dir: str, prefix: str, systemctl: str, journalctl: str, use_sudo: bool) -> None:
         self.unit_dir = Path(unit_dir)
@@ -177,7 +183,17 @@ class SystemdBackend:
         return out
 
     # -- registry --------------------------------------------------------------------------
-    async def install(self, spec: AppSpec, argv: list[str]) -> None:
+    def load(self, rec: AppRecord, argv: list[str], rebooted: bool) -> None:
+        pass  # the unit is installed and systemd runs it; nothing to take up
+
+    async def adopt(self, rec: AppRecord, pid: int) -> None:
+        raise bad("adopt_pid works with the process backend only (systemd owns its units' processes)")
+
+    def managed_pids(self) -> set[int]:
+        return {pid for pid, _ in self.last_pid.values()}
+
+    async def install(self, rec: AppRecord, argv: list[str]) -> None:
+        spec = rec.spec
         path = self.unit_dir / self.unit(spec.name)
         text = render_unit(spec, argv)
         try:
@@ -193,7 +209,8 @@ class SystemdBackend:
         if spec.start_on_boot:
             await self.systemctl_ok("enable", self.unit(spec.name), what="enable units")
 
-    async def uninstall(self, name: str) -> None:
+    async def remove(self, rec: AppRecord) -> None:
+        name = rec.spec.name
         await self._run(self.systemctl, "disable", "--now", self.unit(name), what="stop units")
         try:
             (self.unit_dir / self.unit(name)).unlink(missing_ok=True)
@@ -313,7 +330,9 @@ class SystemdBackend:
             level = "info"
         return ts, str(msg), level
 
-    async def tail(self, name: str, n: int) -> list[tuple[float, str, str]]:
+    async def tail(self, name: str, n: int) -> list[LogLineOut]:
+        if not n:
+            return []
         rc, out, err = await self._run(
             self.journalctl,
             "-u",
@@ -327,16 +346,42 @@ class SystemdBackend:
             what="read the journal",
         )
         entries = [self.parse_journal(line) for line in out.splitlines()]
-        return [e for e in entries if e]
+        # the time journald received each line (__REALTIME_TIMESTAMP); journald keeps stdout and
+        # stderr on one stream transport, so the stream is the journal
+        return [LogLineOut(ts=e[0], line=e[1], level=e[2], stream="journal") for e in entries if e]
 
-    async def follow_process(self, name: str, since: float) -> asyncio.subprocess.Process:
+    async def follow(self, name: str, interval_s: float) -> AsyncGenerator[list[LogLine], None]:
         # `--since` rather than `-n 0`: entries journald writes in the same batch as the first one
         # after attaching are otherwise skipped.
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *self._cmd(
-                self.journalctl, "-u", self.unit(name), "-f", f"--since=@{since:.6f}", "-o", "json", "--no-pager", "-q"
+                self.journalctl,
+                *("-u", self.unit(name), "-f", f"--since=@{time.time():.6f}", "-o", "json", "--no-pager", "-q"),
             ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
+        assert proc.stdout is not None  # asked for a pipe; typeshed cannot tell
+        try:
+            buf: list[LogLine] = []
+            last = time.monotonic()
+            while True:
+                try:
+                    raw = await asyncio.wait_for(proc.stdout.readline(), interval_s)
+                except TimeoutError:
+                    raw = None
+                if raw == b"":  # journalctl ended
+                    break
+                e = self.parse_journal(raw.decode("utf-8", "replace")) if raw else None
+                if e:
+                    buf.append(LogLine(ts=e[0], line=e[1], level=e[2], stream="journal"))
+                if raw is None or len(buf) >= 500 or time.monotonic() - last >= interval_s:
+                    yield buf
+                    buf, last = [], time.monotonic()
+            if buf:
+                yield buf
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
