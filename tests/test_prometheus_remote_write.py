@@ -145,6 +145,9 @@ async def test_writer_limits_and_bad_payloads(writer):
         for garbage in (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x10\x00\x00", ok[:-7], b""):
             r = await c.post(WRITE, content=garbage, headers=h)
             assert r.status_code == 400 and "decode" in r.json()["detail"], (garbage, r.text)
+        far = write_request([({"__name__": "edge_temp", "host": "ext-2"}, [(1 << 62, 1.0)])])
+        r = await c.post(WRITE, content=far, headers=h)
+        assert r.status_code == 400 and "outside" in r.json()["detail"], r.text
         r = await c.post(WRITE, content=ok, headers={**h, "Content-Encoding": "gzip"})
         assert r.status_code == 400 and "snappy" in r.json()["detail"]
         assert (await c.post(WRITE, content=ok)).status_code == 401

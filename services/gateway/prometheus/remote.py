@@ -15,6 +15,7 @@ import re
 import time
 from collections import Counter
 
+import asyncpg
 from litestar.exceptions import ClientException, PermissionDeniedException
 
 from libs.schemas import HostInfo
@@ -92,23 +93,42 @@ class Receiver:
             else:
                 rows[key] = (host, name, rest, list(points))
         ids = await self._series_ids(rows)
-        sid, times, values = [], [], []
+        # The series of one scrape share their timestamps: each is turned into a datetime once.
+        when: dict[int, dt.datetime] = {}
+        records = []
         for key, (_, _, _, points) in rows.items():
+            series_id = ids[key]
             for t, v in points:
-                sid.append(ids[key])
-                times.append(dt.datetime.fromtimestamp(t / 1000, dt.UTC))
-                values.append(v)
-        if sid:
-            await self.pool.execute(
+                d = when.get(t)
+                if d is None:
+                    d = when[t] = dt.datetime.fromtimestamp(t / 1000, dt.UTC)
+                records.append((series_id, d, v))
+        if records:
+            await self._store(records)
+        await self._hosts_seen({h for h, _, _, _ in rows.values()})
+        st.samples += len(records)
+        return len(records)
+
+    async def _store(self, records: list[tuple[int, dt.datetime, float]]) -> None:
+        """COPY, the fastest way in; a batch Prometheus sends again (it retries what it could not
+        confirm) hits the primary key, and then the same rows go in skipping those already held."""
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "prom_samples", records=records, columns=["series_id", "time", "value"]
+                    )
+                return
+            except asyncpg.UniqueViolationError:
+                pass
+            sid, times, values = zip(*records, strict=True)
+            await conn.execute(
                 """INSERT INTO prom_samples (series_id, time, value)
                    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::float8[]) ON CONFLICT DO NOTHING""",
-                sid,
-                times,
-                values,
+                list(sid),
+                list(times),
+                list(values),
             )
-        await self._hosts_seen({h for h, _, _, _ in rows.values()})
-        st.samples += len(sid)
-        return len(sid)
 
     async def _series_ids(self, rows: dict) -> dict[str, int]:
         new = [k for k in rows if k not in self._ids]

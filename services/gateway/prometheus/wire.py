@@ -118,6 +118,93 @@ def _text(b: object) -> str:
 Series = tuple[dict[str, str], list[tuple[int, float]]]  # labels, [(timestamp ms, value)]
 
 
+_DOUBLE = struct.Struct("<d").unpack_from
+# What a timestamptz (and a Python datetime) holds, a day inside years 1..9999: an int64 of
+# milliseconds holds more, and such a sample is refused here rather than failing at the insert.
+MIN_MS, MAX_MS = -62_135_596_800_000 + 86_400_000, 253_402_300_799_000 - 86_400_000
+
+
+def _sample(msg: bytes, pos: int, end: int) -> tuple[int, float] | None:
+    """The shape every Prometheus writes a Sample in (value then timestamp, `09 <8 bytes> 10
+    <varint>`), decoded without the generic field loop: the hot path of a write request. None
+    for anything else, which the generic decoder then reads (or refuses)."""
+    if end - pos < 11 or msg[pos] != 0x09 or msg[pos + 9] != 0x10:
+        return None
+    val = _DOUBLE(msg, pos + 1)[0]
+    t = shift = 0
+    p = pos + 10
+    while p < end:
+        b = msg[p]
+        t |= (b & 0x7F) << shift
+        p += 1
+        if b < 0x80:
+            break
+        shift += 7
+    else:
+        return None
+    if p != end or shift > 63:
+        return None
+    return (t - (1 << 64) if t >= 1 << 63 else t), val
+
+
+def _sample_generic(v: bytes) -> tuple[int, float]:
+    val, t = 0.0, 0
+    for sf, sw, sv in _fields(v):
+        if sf == 1 and sw == 1 and isinstance(sv, bytes):
+            val = _DOUBLE(sv)[0]
+        elif sf == 2 and sw == 0 and isinstance(sv, int):
+            t = sv - (1 << 64) if sv >= 1 << 63 else sv
+    return t, val
+
+
+def _series(msg: bytes) -> Series:
+    labels: dict[str, str] = {}
+    points: list[tuple[int, float]] = []
+    pos, n = 0, len(msg)
+    while pos < n:
+        # A Sample (field 2, length-delimited) shorter than 128 bytes: tag 0x12, one length byte.
+        if msg[pos] == 0x12 and pos + 1 < n and msg[pos + 1] < 0x80:
+            end = pos + 2 + msg[pos + 1]
+            if end <= n:
+                got = _sample(msg, pos + 2, end)
+                if got is not None:
+                    points.append(got)
+                    pos = end
+                    continue
+        key, pos = _uvarint(msg, pos)
+        f, wt = key >> 3, key & 7
+        if wt == 2:
+            length, pos = _uvarint(msg, pos)
+            if pos + length > n:
+                raise WireError("truncated length-delimited field")
+            v = msg[pos : pos + length]
+            pos += length
+            if f == 1:
+                name = value = ""
+                for lf, _, lv in _fields(v):
+                    if lf == 1:
+                        name = _text(lv)
+                    elif lf == 2:
+                        value = _text(lv)
+                labels[name] = value
+            elif f == 2:
+                points.append(_sample_generic(v))
+            continue  # exemplars, histograms (newer fields) are not kept
+        pos += _skip_len(msg, pos, wt)  # a scalar field this reader does not keep
+    return labels, points
+
+
+def _skip_len(msg: bytes, pos: int, wt: int) -> int:
+    if wt == 0:
+        return _uvarint(msg, pos)[1] - pos
+    size = {1: 8, 5: 4}.get(wt)
+    if size is None:
+        raise WireError(f"unsupported protobuf wire type {wt}")
+    if pos + size > len(msg):
+        raise WireError("truncated fixed-size field")
+    return size
+
+
 def write_request(buf: bytes, max_series: int, max_samples: int) -> list[Series]:
     out: list[Series] = []
     samples = 0
@@ -126,25 +213,9 @@ def write_request(buf: bytes, max_series: int, max_samples: int) -> list[Series]
             continue  # metadata (field 3) is not kept
         if wt != 2 or not isinstance(ts_msg, bytes):
             raise WireError("timeseries is not a message")
-        labels: dict[str, str] = {}
-        points: list[tuple[int, float]] = []
-        for f, _w, v in _fields(ts_msg):
-            if f == 1 and isinstance(v, bytes):
-                name = value = ""
-                for lf, _, lv in _fields(v):
-                    if lf == 1:
-                        name = _text(lv)
-                    elif lf == 2:
-                        value = _text(lv)
-                labels[name] = value
-            elif f == 2 and isinstance(v, bytes):
-                val, t = 0.0, 0
-                for sf, sw, sv in _fields(v):
-                    if sf == 1 and sw == 1 and isinstance(sv, bytes):
-                        val = struct.unpack("<d", sv)[0]
-                    elif sf == 2 and sw == 0 and isinstance(sv, int):
-                        t = sv - (1 << 64) if sv >= 1 << 63 else sv
-                points.append((t, val))
+        labels, points = _series(ts_msg)
+        if points and not (MIN_MS <= min(points)[0] and max(points)[0] <= MAX_MS):
+            raise WireError(f"a sample timestamp is outside years 1..9999 ({min(points)[0]}..{max(points)[0]} ms)")
         samples += len(points)
         out.append((labels, points))
         if len(out) > max_series or samples > max_samples:
