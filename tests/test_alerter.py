@@ -27,8 +27,8 @@ from tests.support.alerting import (
     self_signed,
     start_alerter,
     stop_alerter,
-    until,
 )
+from tests.support.eventually import eventually
 
 TOKEN = "123456:bot-token-SECRET-abc"
 EVENT = Codec(AlertEvent)
@@ -163,7 +163,7 @@ async def test_check_fails_twice_one_telegram_one_email_recovers_once_repeats_ho
         assert all("STILL FIRING" in t for t in bot.texts()[3:])
 
         await nc.flush()
-        await until(lambda: len(results) >= 66, 5)
+        await eventually(lambda: len(results) >= 66, 5)
         assert [x.consecutive_failures for x in results[:4]] == [0, 1, 2, 0]
         assert results[2].status_code == 500 and not results[2].ok and results[2].latency_ms is not None
         await sub.unsubscribe()
@@ -234,7 +234,7 @@ async def test_hysteresis_oscillation_does_not_flap(clean, nats_stack, hook):
         values = [50.0] * 5 + [95.0 if i % 2 == 0 else 85.0 for i in range(60)] + [70.0] * 3
         frames = [frame(host, t0 + 5 * i, i, cpu=v) for i, v in enumerate(values)]
         await publish_frames(nc, frames)
-        assert await until(lambda: a.frames >= len(frames), 20)
+        await eventually(lambda: a.frames >= len(frames), 20)
         await a.dispatcher.idle()
         await nc.flush()
         await asyncio.sleep(0.3)
@@ -279,14 +279,15 @@ async def test_host_down_within_three_intervals_and_resolves(clean, nats_stack, 
             await js.publish(subjects.metrics(host), encode(f))
             await asyncio.sleep(interval)
         stopped = time.time() - interval  # the last frame went out one interval ago
-        assert await until(lambda: len(bot.messages) >= 1, 3 * interval + 3)
+        # A fixed quick pace: the latency below is measured from when this wait returns.
+        await eventually(lambda: len(bot.messages) >= 1, 3 * interval + 3, interval=0.05)
         latency = time.time() - stopped
         assert latency <= 3 * interval + 1.0 + 0.5, latency  # 3 intervals + 1 s (+ poll slack)
         assert "FIRING" in bot.texts()[0] and host in bot.texts()[0]
         assert len(bot.messages) == 1
 
         await js.publish(subjects.metrics(host), encode(frame(host, time.time(), 10, interval=interval)))
-        assert await until(lambda: len(bot.messages) >= 2, 5)
+        await eventually(lambda: len(bot.messages) >= 2, 5)
         assert "RESOLVED" in bot.texts()[1]
         await asyncio.sleep(0.5)
         assert len(bot.messages) == 2
@@ -320,7 +321,7 @@ async def test_silence_suppresses_matching_only(clean, nats_stack, bot):
         assert r.ok and r.silences[0].id
         events, sub = await collect(nc, "fleet.alerts.*.*", EVENT)
         await publish_frames(nc, [frame(h1, now, 1, cpu=99, mem=99), frame(h2, now, 1, cpu=99, mem=10)])
-        assert await until(lambda: a.frames >= 2, 10)
+        await eventually(lambda: a.frames >= 2, 10)
         await a.dispatcher.idle()
         await nc.flush()
         texts = bot.texts()

@@ -37,8 +37,8 @@ from tests.support.alerting import (
     self_signed,
     start_alerter,
     stop_alerter,
-    until,
 )
+from tests.support.eventually import eventually
 
 TOKEN = "555:api-bot-token-SECRET-q"
 
@@ -130,7 +130,7 @@ async def test_rules_edited_at_run_time_take_effect(alerter, nc):
     host = f"rt-{uuid.uuid4().hex[:6]}"
     js = nc.jetstream()
     await js.publish(subjects.metrics(host), encode(frame(host, time.time(), 1, mem=97)))
-    assert await until(lambda: alerter.frames >= 1, 10)
+    await eventually(lambda: alerter.frames >= 1, 10)
     assert (await api(nc, "alerts", "list")).alerts == []
     r = await api(
         nc,
@@ -140,7 +140,7 @@ async def test_rules_edited_at_run_time_take_effect(alerter, nc):
     )
     assert r.ok and r.rules[0].labels == {"team": "infra"}
     await js.publish(subjects.metrics(host), encode(frame(host, time.time(), 2, mem=97)))
-    assert await until(lambda: any(r.host == host for r in alerter.state.active()), 10)
+    await eventually(lambda: any(r.host == host for r in alerter.state.active()), 10)
     alerts = (await api(nc, "alerts", "list")).alerts
     assert [(x.rule, x.host, x.state, x.labels["team"]) for x in alerts] == [("mem_high", host, "firing", "infra")]
     assert (await api(nc, "rules", "delete", ConfigDelete(name="mem_high"))).ok
@@ -239,7 +239,7 @@ async def test_unconfigured_notifier_is_skipped_with_one_log_line(alerter, nc, c
     js = nc.jetstream()
     for i in range(3):  # three separate alerts (fire, resolve, fire)
         await js.publish(subjects.metrics(host), encode(frame(host, time.time() + i, i, cpu=90 if i != 1 else 10)))
-    assert await until(lambda: alerter.frames >= 3, 10)
+    await eventually(lambda: alerter.frames >= 3, 10)
     await alerter.dispatcher.idle()
     lines = [r.getMessage() for r in caplog.records if "not configured" in r.getMessage()]
     # The environment's telegram, email and webhook notifiers are empty: one line each.
@@ -264,7 +264,7 @@ async def test_grouping_puts_simultaneous_alerts_in_one_message(nc, nats_stack, 
         frames = [frame(f"g{i}-{tag}", now, 1, disks=[("/", 95.0), ("/data", 50.0)]) for i in range(3)]
         for f in frames:
             await nc.jetstream().publish(subjects.metrics(f.host), encode(f))
-        assert await until(lambda: len(bot.messages) >= 1, 10)
+        await eventually(lambda: len(bot.messages) >= 1, 10)
         await asyncio.sleep(0.8)
         assert len(bot.messages) == 1
         text = bot.texts()[0]
@@ -296,10 +296,10 @@ async def test_app_crash_and_replication_failure_alert(nc, nats_stack):
                 (r.rule, r.labels.get("app", "")) for r in a.state.active() if r.host == host and r.state == "firing"
             }
 
-        assert await until(lambda: firing() == {("app_failed", "web"), ("replica_failing", "")}, 10)
+        await eventually(lambda: firing() == {("app_failed", "web"), ("replica_failing", "")}, 10)
         await js.publish(subjects.apps(host), encode(AppStatus(host=host, app="web", state="running", ts=time.time())))
         await js.publish(subjects.replica(host), encode(ReplicationStatus(host=host, ts=time.time(), ok=True)))
-        assert await until(lambda: firing() == set(), 10)
+        await eventually(lambda: firing() == set(), 10)
     finally:
         await stop_alerter(a)
 
@@ -312,7 +312,7 @@ async def test_malformed_frame_is_dead_lettered(alerter, nc):
 
     sub = await nc.subscribe(subjects.deadletter("alerter"), cb=cb)
     await nc.jetstream().publish("fleet.metrics.broken-host", b'{"host": "broken-host", "cpu": "lots"}')
-    assert await until(lambda: got, 10)
+    await eventually(lambda: got, 10)
     assert (
         got[0].headers["Fleet-Subject"] == "fleet.metrics.broken-host"
         and "MetricFrame" in got[0].headers["Fleet-Reason"]
@@ -320,7 +320,7 @@ async def test_malformed_frame_is_dead_lettered(alerter, nc):
     assert alerter.bad_messages == 1
     # A frame claiming another host than its subject's is refused the same way.
     await nc.jetstream().publish("fleet.metrics.host-x", encode(frame("host-y", time.time(), 1)))
-    assert await until(lambda: len(got) == 2, 10)
+    await eventually(lambda: len(got) == 2, 10)
     assert "does not match" in got[1].headers["Fleet-Reason"]
     await sub.unsubscribe()
 
@@ -382,16 +382,16 @@ async def test_check_lease_one_prober_and_takeover(nc, nats_stack):
     b = await start_alerter(nats_stack, clock, consume=False)
     try:
         await a.api.put("check", Check(name="leased", url=f"{target.url}/health", interval_s=10, timeout_s=1))
-        assert await until(lambda: "leased" in b.prober.checks, 5)  # b saw the edit through the KV watch
+        await eventually(lambda: "leased" in b.prober.checks, 5)  # b saw the edit through the KV watch
         assert (await a.prober.probe_once("leased")) is not None
-        await until(lambda: b.state.leases.get("lease.leased", (None, 0))[0] is not None, 5)
+        await eventually(lambda: b.state.leases.get("lease.leased", (None, 0))[0] is not None, 5)
         assert (await b.prober.probe_once("leased")) is None and b.prober.skipped == 1
         clock.advance(10)
         assert (await a.prober.probe_once("leased")) is not None  # the holder renews
         # The holder stops renewing (crashed): after the lease runs out, the other takes over.
         clock.advance(2 * 10 + 1 + 1.5)
         assert (await b.prober.probe_once("leased")) is not None
-        await until(lambda: a.state.leases["lease.leased"][0].owner == b.instance_id, 5)
+        await eventually(lambda: a.state.leases["lease.leased"][0].owner == b.instance_id, 5)
         assert (await a.prober.probe_once("leased")) is None
     finally:
         await stop_alerter(b)

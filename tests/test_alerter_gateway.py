@@ -13,7 +13,7 @@ import pytest
 
 from services.gateway.roles import LEVEL, ROLES
 from services.gateway.routes import ROUTE_ROLES
-from tests.support.alerting import BotApiServer, alerting_role_examples, frame, roles_alerter, until  # noqa: F401 (fixture)
+from tests.support.alerting import BotApiServer, alerting_role_examples, frame, roles_alerter  # noqa: F401 (fixture)
 from tests.support.gateway import apply_ingest_schema, create_database, drop_database, running_gateway
 
 pytestmark = pytest.mark.timeout(240)

@@ -13,7 +13,8 @@ import pytest
 
 from libs.schemas import encode, subjects
 from libs.schemas.alerting import Notifier, Rule
-from tests.support.alerting import BotApiServer, frame, reset_alerting, start_alerter, stop_alerter, until
+from tests.support.alerting import BotApiServer, frame, reset_alerting, start_alerter, stop_alerter
+from tests.support.eventually import eventually
 
 TOKEN = "424242:group-bot-token-SECRET"
 
@@ -122,7 +123,7 @@ async def test_group_pace_kept_by_a_second_alerter_and_across_a_restart(clean, n
     try:
         await a1.api.put("notifier", tg(bot))
         await a1.api.put("rule", Rule(name="cpu_pace", field="cpu.percent", threshold=90))
-        assert await until(
+        await eventually(
             lambda: all(
                 any(cr.rule.name == "cpu_pace" for cr in x.engine.metric) and x.notifier("tg").base_url == bot.url
                 for x in live
@@ -131,13 +132,13 @@ async def test_group_pace_kept_by_a_second_alerter_and_across_a_restart(clean, n
         )
 
         p1 = await hot(h1)
-        assert await until(lambda: len(bot.messages) >= 1, 10)
+        await eventually(lambda: len(bot.messages) >= 1, 10)
         assert bot.received_at[0] < p1 + gi / 2 and h1 in bot.texts()[0]
         await asyncio.sleep(0.8)
         await hot(h2)
         await asyncio.sleep(0.3)
         await hot(h3)
-        assert await until(lambda: len(bot.messages) >= 2, gi + 10)
+        await eventually(lambda: len(bot.messages) >= 2, gi + 10)
         await asyncio.sleep(0.5)
         texts = bot.texts()
         assert len(texts) == 2, texts  # not one per instance, not one per alert
@@ -152,10 +153,10 @@ async def test_group_pace_kept_by_a_second_alerter_and_across_a_restart(clean, n
         a3 = await start_alerter(nats_stack, **settings)
         live.append(a3)
         assert a3.state.group(key).opened == opened
-        assert await until(lambda: any(cr.rule.name == "cpu_pace" for cr in a3.engine.metric), 10)
+        await eventually(lambda: any(cr.rule.name == "cpu_pace" for cr in a3.engine.metric), 10)
         p4 = await hot(h4)
         assert p4 < opened + gi, "the restart took longer than the interval; nothing left to hold"
-        assert await until(lambda: len(bot.messages) >= 3, gi + 10)
+        await eventually(lambda: len(bot.messages) >= 3, gi + 10)
         await asyncio.sleep(1.0)
         texts = bot.texts()
         assert len(texts) == 3, texts

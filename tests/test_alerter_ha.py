@@ -13,7 +13,8 @@ import uuid
 
 from libs.schemas import encode, subjects
 from tests.conftest import ROOT, service_env
-from tests.support.alerting import BotApiServer, TargetServer, frame, reset_alerting, until
+from tests.support.alerting import BotApiServer, TargetServer, frame, reset_alerting
+from tests.support.eventually import eventually
 
 TOKEN = "987654:ha-bot-token-SECRET-xyz"
 
@@ -99,23 +100,23 @@ async def test_restart_and_second_instance_never_double_notify(nc, nats_stack, w
 
     try:
         a = start("a1")
-        assert await until(a.ready, 30), a.log_path.read_text()[-3000:]
+        await eventually(a.ready, 30, context=lambda: a.log_path.read_text()[-3000:])
         target.set(500)
-        assert await until(lambda: len(bot.messages) >= 1, 10)
+        await eventually(lambda: len(bot.messages) >= 1, 10)
         await asyncio.sleep(1.0)  # several more failing probes
         assert len(bot.messages) == 1 and "FIRING" in bot.texts()[0] and check in bot.texts()[0]
 
         # Restart while it fires: the new process reads the state from KV and stays quiet.
         assert a.stop() == 0
         a = start("a2")
-        assert await until(a.ready, 30), a.log_path.read_text()[-3000:]
+        await eventually(a.ready, 30, context=lambda: a.log_path.read_text()[-3000:])
         await asyncio.sleep(1.5)
         assert len(bot.messages) == 1
 
         # A second instance beside it: still one notification per event, and the check is
         # probed by one of them at a time (its lease), not by both.
         b = start("b")
-        assert await until(b.ready, 30), b.log_path.read_text()[-3000:]
+        await eventually(b.ready, 30, context=lambda: b.log_path.read_text()[-3000:])
         results = []
 
         async def on_result(msg):
@@ -130,18 +131,18 @@ async def test_restart_and_second_instance_never_double_notify(nc, nats_stack, w
         assert len(bot.messages) == 1
 
         target.set(200)
-        assert await until(lambda: count("RESOLVED") >= 1, 10)
+        await eventually(lambda: count("RESOLVED") >= 1, 10)
         await asyncio.sleep(1.5)
         assert len(bot.messages) == 2
 
         target.set(500)
-        assert await until(lambda: len(bot.messages) >= 3, 10)
+        await eventually(lambda: len(bot.messages) >= 3, 10)
         await asyncio.sleep(1.5)
         assert len(bot.messages) == 3 and "FIRING" in bot.texts()[2]
 
         # A metric event seen by both instances (each has its own consumer): one message.
         await nc.jetstream().publish(subjects.metrics(host), encode(frame(host, time.time(), 1, cpu=99)))
-        assert await until(lambda: count("cpu_ha") >= 1, 10)
+        await eventually(lambda: count("cpu_ha") >= 1, 10)
         await asyncio.sleep(1.5)
         assert count("cpu_ha") == 1 and len(bot.messages) == 4
     finally:

@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from libs.embedded.natsserver import free_port
+from tests.support.eventually import eventually_sync
 
 
 class FakeClock:
@@ -238,28 +239,6 @@ class SmtpServer:
         ]
 
 
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll a condition from a thread-free test (sync)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
-
-
-async def until(pred, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(interval)
-    return pred()
-
-
 async def start_alerter(nats_stack, clock=None, *, consume: bool = True, ticks: bool = False, **settings):
     """An in-process alerter (user `alerter`) with test-friendly defaults; returns it started."""
     from libs.runtime import connect
@@ -479,7 +458,9 @@ def alerter_process(nats_stack, workdir):
             [sys.executable, "-m", "services.alerter"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        assert wait_for(lambda: b'"event": "ready"' in log_path.read_bytes(), 60), log_path.read_text()[-3000:]
+        eventually_sync(
+            lambda: b'"event": "ready"' in log_path.read_bytes(), 60, context=lambda: log_path.read_text()[-3000:]
+        )
         yield p
     finally:
         p.terminate()
