@@ -386,7 +386,7 @@ def alerting_role_examples() -> dict:
 
 
 def schema_examples() -> dict:
-    """One example of each alerting message type, for tests/test_schemas.py."""
+    """One example of each alerting message type, for tests/unit/test_schemas.py."""
     from libs.schemas.alerting import (
         AlertingReply,
         AlertRecord,

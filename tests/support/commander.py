@@ -371,7 +371,7 @@ def gateway_role_examples(host: str, webhook_secret: str) -> dict:
 
 
 def control_examples() -> dict:
-    """One example per control API message type (tests/test_schemas.py round-trips them)."""
+    """One example per control API message type (tests/unit/test_schemas.py round-trips them)."""
     from libs.schemas import control as c
 
     spec = c.AppSpec(

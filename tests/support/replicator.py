@@ -500,7 +500,7 @@ async def ssh_password_login(
 
 
 def schema_examples() -> dict:
-    """One example per replicator message type, for tests/test_schemas.py."""
+    """One example per replicator message type, for tests/unit/test_schemas.py."""
     from libs.schemas.replication import SyncRequest
 
     return {SyncRequest: SyncRequest(actor="alice")}

@@ -34,7 +34,7 @@ from libs.schemas.metrics import (
 )
 from libs.schemas.registry import MESSAGE_TYPES, render_schemas
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 FRAME = MetricFrame(
     host="web-1",
